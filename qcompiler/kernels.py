@@ -1,0 +1,229 @@
+"""Integer kernels of the quantized graph as TE computes (one PrimFunc per layer).
+
+Each PrimFunc carries `qcompiler.op` and `qcompiler.attrs` (JSON) so that the numpy reference
+and the reports read the same graph the compiler builds. Schedules (per target) are applied to
+these PrimFuncs later; the compute here is the numeric contract and nothing else.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tvm
+from tvm import te, tirx
+
+from qcompiler.qparams import Q31
+
+
+def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
+    """`q_multiply_shift(x, m0, 31, shift)` with TVM's semantics (int64, round half up).
+
+    Written out because TVM 0.27's intrinsic legalizer rejects a per-element (non-broadcast)
+    shift; this is the same arithmetic the reference does in `qparams.q_multiply_shift`.
+    """
+    x64 = x.astype("int64")
+    s64 = shift.astype("int64") if hasattr(shift, "astype") else tirx.const(shift, "int64")
+    m64 = m0.astype("int64") if hasattr(m0, "astype") else tirx.const(m0, "int64")
+    zero = tirx.const(0, "int64")
+    left = tvm.te.max(s64, zero)
+    right = tvm.te.max(-s64, zero) + Q31
+    prod = (x64 << left) * m64
+    return ((prod + (tirx.const(1, "int64") << (right - 1))) >> right).astype("int32")
+
+
+def _clamp_cast(v: Any, zp_y: int, lo: int, hi: int, dtype: str) -> Any:
+    v = v + tirx.const(zp_y, "int32")
+    return tvm.te.min(tvm.te.max(v, tirx.const(lo, "int32")), tirx.const(hi, "int32")).astype(dtype)
+
+
+def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
+    func = te.create_prim_func(tensors)
+    return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
+
+
+def quantize(shape: tuple, scale: float, zp: int, dtype: str, lo: int, hi: int) -> tirx.PrimFunc:
+    """ONNX QuantizeLinear: `clamp(round_half_to_even(x / s) + zp)` in float32."""
+    x = te.placeholder(shape, "float32", name="x")
+    s = tirx.const(scale, "float32")
+
+    def body(*i: Any) -> Any:
+        # Clamp in float first so the cast to int32 is defined for any finite input.
+        r = tvm.te.min(tvm.te.max(tirx.nearbyint(x[i] / s), tirx.const(-2.0**30, "float32")),
+                       tirx.const(2.0**30, "float32")).astype("int32")
+        return _clamp_cast(r, zp, lo, hi, dtype)
+
+    y = te.compute(shape, body, name="quantize")
+    attrs = {"scale": scale, "zero_point": zp, "dtype": dtype, "lo": lo, "hi": hi}
+    return _prim_func("quantize", attrs, [x, y])
+
+
+def dequantize(shape: tuple, dtype: str, scale: float, zp: int) -> tirx.PrimFunc:
+    """ONNX DequantizeLinear: `float32(q - zp) * s`."""
+    q = te.placeholder(shape, dtype, name="q")
+    y = te.compute(shape, lambda *i: (q[i].astype("int32") - zp).astype("float32")
+                   * tirx.const(scale, "float32"), name="dequantize")
+    return _prim_func("dequantize", {"scale": scale, "zero_point": zp}, [q, y])
+
+
+def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`y = clamp(zp_y + qms(sum((x - zp_x) * w) + bias[c], M0[c], n[c]))`, int32 accumulation.
+
+    attrs: strides, padding (top, left, bottom, right), dilation, groups, zp_x, zp_y, lo, hi,
+    out_dtype. Padding uses zp_x, the quantized zero, so padded taps contribute exactly 0.
+    """
+    n, cin, h, w_ = x_shape
+    cout, cin_g, kh, kw = w_shape
+    sh, sw = attrs["strides"]
+    pt, pl, pb, pr = attrs["padding"]
+    dh, dw = attrs["dilation"]
+    groups = attrs["groups"]
+    cout_g = cout // groups
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    wt = te.placeholder(w_shape, "int8", name="w")
+    bias = te.placeholder((cout,), "int32", name="bias")
+    m0 = te.placeholder((cout,), "int32", name="m0")
+    shift = te.placeholder((cout,), "int32", name="shift")
+    zp_x = attrs["zp_x"]
+    xc = te.compute(
+        (n, cin, h + pt + pb, w_ + pl + pr),
+        lambda b, c, i, j: tirx.if_then_else(
+            tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
+            x[b, c, i - pt, j - pl].astype("int32") - zp_x, tirx.const(0, "int32")),
+        name="x_centered")
+    rc = te.reduce_axis((0, cin_g), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    acc = te.compute(
+        (n, cout, oh, ow),
+        lambda b, o, i, j: te.sum(
+            xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw]
+            * wt[o, rc, ry, rx].astype("int32"), axis=[rc, ry, rx]),
+        name="acc")
+    y = te.compute(
+        (n, cout, oh, ow),
+        lambda b, o, i, j: _clamp_cast(
+            fixed_point_multiply(acc[b, o, i, j] + bias[o], m0[o], shift[o]),
+            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
+        name="requantize")
+    return _prim_func("conv2d", attrs, [x, wt, bias, m0, shift, y])
+
+
+def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`y[b, o] = clamp(zp_y + qms(sum_k (x[b,k] - zp_x) * w[o,k] + bias[o], M0[o], n[o]))`."""
+    n, k = x_shape
+    cout, _ = w_shape
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    wt = te.placeholder(w_shape, "int8", name="w")
+    bias = te.placeholder((cout,), "int32", name="bias")
+    m0 = te.placeholder((cout,), "int32", name="m0")
+    shift = te.placeholder((cout,), "int32", name="shift")
+    rk = te.reduce_axis((0, k), name="rk")
+    acc = te.compute(
+        (n, cout), lambda b, o: te.sum(
+            (x[b, rk].astype("int32") - attrs["zp_x"]) * wt[o, rk].astype("int32"), axis=rk),
+        name="acc")
+    y = te.compute(
+        (n, cout), lambda b, o: _clamp_cast(
+            fixed_point_multiply(acc[b, o] + bias[o], m0[o], shift[o]),
+            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
+        name="requantize")
+    return _prim_func("dense", attrs, [x, wt, bias, m0, shift, y])
+
+
+def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """Residual add, both inputs rescaled to the output scale at 2^-k precision, then rounded:
+
+    `y = clamp(zp_y + ((qms(a - zp_a, Ma) + qms(b - zp_b, Mb) + 2^(k-1)) >> k))`,
+    where `Ma = s_a / s_y * 2^k` (likewise `Mb`); k is chosen so both terms fit in int32.
+    """
+    a = te.placeholder(shape, a_dtype, name="a")
+    b = te.placeholder(shape, b_dtype, name="b")
+    k = attrs["k"]
+    rnd = tirx.const((1 << k) >> 1, "int32")
+
+    def body(*i: Any) -> Any:
+        ta = fixed_point_multiply(a[i].astype("int32") - attrs["zp_a"], attrs["m0_a"],
+                                  attrs["shift_a"])
+        tb = fixed_point_multiply(b[i].astype("int32") - attrs["zp_b"], attrs["m0_b"],
+                                  attrs["shift_b"])
+        return _clamp_cast((ta + tb + rnd) >> k, attrs["zp_y"], attrs["lo"], attrs["hi"],
+                           attrs["out_dtype"])
+
+    y = te.compute(shape, body, name="add")
+    return _prim_func("add", attrs, [a, b, y])
+
+
+def requantize(shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """`y = clamp(zp_y + qms(x - zp_x, M0, n))`: change of qparams (concat inputs, clamps)."""
+    x = te.placeholder(shape, x_dtype, name="x")
+    y = te.compute(shape, lambda *i: _clamp_cast(
+        fixed_point_multiply(x[i].astype("int32") - attrs["zp_x"], attrs["m0"], attrs["shift"]),
+        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+    return _prim_func("requantize", attrs, [x, y])
+
+
+def _pool_geometry(x_shape: tuple, attrs: dict) -> tuple[int, int]:
+    _, _, h, w = x_shape
+    kh, kw = attrs["kernel"]
+    sh, sw = attrs["strides"]
+    pt, pl, pb, pr = attrs["padding"]
+    oh = (h + pt + pb - kh) // sh + 1
+    ow = (w + pl + pr - kw) // sw + 1
+    return oh, ow
+
+
+def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """Max over the window on the integers (monotonic, so the qparams pass through).
+
+    Padding takes the dtype's minimum, which never wins against a real element.
+    """
+    n, c, h, w = x_shape
+    oh, ow = _pool_geometry(x_shape, attrs)
+    kh, kw = attrs["kernel"]
+    sh, sw = attrs["strides"]
+    pt, pl, _, _ = attrs["padding"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    lowest = tirx.const(attrs["dtype_min"], x_dtype)
+
+    def tap(b: Any, ch: Any, i: Any, j: Any) -> Any:
+        yy, xx = i * sh + ry - pt, j * sw + rx - pl
+        return tirx.if_then_else(tirx.all(yy >= 0, yy < h, xx >= 0, xx < w),
+                                 x[b, ch, yy, xx], lowest)
+
+    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.max(tap(b, ch, i, j), axis=[ry, rx]),
+                   name="max_pool")
+    return _prim_func("max_pool2d", attrs, [x, y])
+
+
+def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """Integer sum of `x - zp_x` over the window, then a fixed-point divide per output position:
+
+    `y[i, j] = clamp(zp_y + qms(sum, M0[i, j], n[i, j]))`, `M[i, j] = s_x / (s_y * count[i, j])`.
+    """
+    n, c, h, w = x_shape
+    oh, ow = _pool_geometry(x_shape, attrs)
+    kh, kw = attrs["kernel"]
+    sh, sw = attrs["strides"]
+    pt, pl, _, _ = attrs["padding"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    m0 = te.placeholder((oh, ow), "int32", name="m0")
+    shift = te.placeholder((oh, ow), "int32", name="shift")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def tap(b: Any, ch: Any, i: Any, j: Any) -> Any:
+        yy, xx = i * sh + ry - pt, j * sw + rx - pl
+        return tirx.if_then_else(tirx.all(yy >= 0, yy < h, xx >= 0, xx < w),
+                                 x[b, ch, yy, xx].astype("int32") - attrs["zp_x"],
+                                 tirx.const(0, "int32"))
+
+    acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(tap(b, ch, i, j), axis=[ry, rx]),
+                     name="pool_sum")
+    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: _clamp_cast(
+        fixed_point_multiply(acc[b, ch, i, j], m0[i, j], shift[i, j]),
+        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="avg_pool")
+    return _prim_func("avg_pool2d", attrs, [x, m0, shift, y])

@@ -1,0 +1,104 @@
+"""The two numeric primitives of the contract: quantization parameters and fixed-point multipliers.
+
+Everything else (weights, requantization, add, pooling) is written in terms of these, so the
+math lives in exactly one place.
+
+Affine quantization (whitepaper eq. 1-3): `r = s * (q - z)`, with `q` an integer in [qmin, qmax].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767),
+              "int32": (-(2**31), 2**31 - 1)}
+Q31 = 31
+# The q_multiply_shift contract needs total right shift = 31 + right_shift <= 62 so the rounding
+# constant and the int64 product fit; a multiplier below 2**-32 rounds every int32 input to 0.
+MAX_RIGHT_SHIFT = 31
+MAX_LEFT_SHIFT = 30
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-tensor affine parameters: `real = scale * (q - zero_point)`."""
+
+    scale: float
+    zero_point: int
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype}
+
+
+def dtype_range(dtype: str) -> tuple[int, int]:
+    if dtype not in INT_RANGES:
+        raise ValueError(f"dtype must be one of {sorted(INT_RANGES)}, not {dtype!r}")
+    return INT_RANGES[dtype]
+
+
+def compute_qparams(lo: float, hi: float, dtype: str) -> QParams:
+    """Asymmetric per-tensor qparams covering [lo, hi] (widened to include 0, so 0 is exact).
+
+    `scale = (hi - lo) / (qmax - qmin)`, `zero_point = clamp(round(qmin - lo / scale))`.
+    A degenerate range (all zeros) gets scale 1.0 so that every op stays well defined.
+    The scale is rounded to float32, the precision the graph and ONNX store it in.
+    """
+    qmin, qmax = dtype_range(dtype)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range [{lo}, {hi}] is not finite")
+    scale = float(np.float32((hi - lo) / (qmax - qmin)))
+    if scale == 0.0 or not math.isfinite(scale) or scale < np.finfo(np.float32).tiny:
+        scale = 1.0
+    zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
+    return QParams(scale, zero_point, dtype)
+
+
+def symmetric_weight_scales(w_absmax: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Per-channel symmetric weight scales `s_w[c] = max|w[c]| / (2^(bits-1) - 1)`, float32.
+
+    An all-zero channel gets scale 1.0: its weights quantize to 0 and its bias stays exact.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    s = (np.asarray(w_absmax, np.float64) / qmax).astype(np.float32)
+    return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
+
+
+def quantize_multiplier(m: float) -> tuple[int, int]:
+    """Express a positive real multiplier as `(M0, shift)` with `m ~= M0 * 2^(shift - 31)`.
+
+    `M0` is in [2^30, 2^31) (a Q31 number in [0.5, 1)), `shift` in [-31, 30]: positive shifts
+    left, negative shifts right, exactly the operands of TVM's `q_multiply_shift(x, M0, 31, shift)`.
+    A multiplier too small to change any int32 input (< 2^-32) becomes (0, 0): the product is 0.
+    """
+    if not (m >= 0.0 and math.isfinite(m)):
+        raise ValueError(f"multiplier must be finite and >= 0, got {m}")
+    if m == 0.0:
+        return 0, 0
+    mantissa, exponent = math.frexp(m)  # m = mantissa * 2^exponent, mantissa in [0.5, 1)
+    m0 = round(mantissa * (1 << Q31))
+    if m0 == 1 << Q31:  # mantissa rounded up to 1.0
+        m0 //= 2
+        exponent += 1
+    if exponent > MAX_LEFT_SHIFT:
+        raise ValueError(f"multiplier {m} is too large for a fixed-point requantization")
+    if exponent < -MAX_RIGHT_SHIFT:
+        return 0, 0
+    return int(m0), int(exponent)
+
+
+def q_multiply_shift(x: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """TVM's `q_multiply_shift(x, m0, 31, shift)` on int32 arrays, bit for bit.
+
+    In int64: `x << max(shift, 0)`, times `m0`, plus `1 << (30 + max(-shift, 0))`, arithmetic
+    shift right by `31 + max(-shift, 0)`, truncated to int32 (round half up).
+    """
+    x = np.asarray(x, np.int64)
+    shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0) + Q31
+    prod = (x << left) * np.asarray(m0, np.int64)
+    return ((prod + (np.int64(1) << (right - 1))) >> right).astype(np.int32)
