@@ -1,0 +1,15 @@
+"""Evaluate every subgraph whose inputs are all constants (bias reshapes, weight transposes,
+the frontend's NaN guards on Clip bounds), so later patterns see plain constants.
+
+TVM does this well; the pass exists here so the pipeline names it and tests pin it.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+
+def fold_constants() -> tvm.transform.Pass:
+    return tvm.transform.Sequential(
+        [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()],
+        name="qcompiler.fold_constants")

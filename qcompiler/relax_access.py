@@ -1,0 +1,45 @@
+"""Reading values out of Relax expressions (TVM 0.27 spellings in one place)."""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def is_const(expr: object) -> bool:
+    return isinstance(expr, tvm.ir.expr.Constant)
+
+
+def const_array(expr: relax.Expr) -> np.ndarray:
+    """The numpy value of a Relax constant."""
+    return expr.value.numpy()
+
+
+def prim_float(expr: object) -> float:
+    """The number inside a Relax PrimValue argument (a FloatImm/IntImm in TVM 0.27)."""
+    while hasattr(expr, "value"):
+        expr = expr.value
+    return float(expr)
+
+
+def int_list(values: object) -> list[int]:
+    """An attribute Array of IntImm as Python ints."""
+    return [int(v) for v in values]
+
+
+def shape_of(expr: relax.Expr) -> tuple[int, ...]:
+    return tuple(int(d) for d in expr.ty.shape)
+
+
+def dtype_of(expr: relax.Expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def op_name(call: relax.Call) -> str:
+    """'relax.nn.conv2d' for an op call, the GlobalVar name for a function call, else ''."""
+    op = call.op
+    if isinstance(op, tvm.ir.Op):
+        return str(op.name)
+    if isinstance(op, relax.GlobalVar):
+        return str(op.name_hint)
+    return ""
