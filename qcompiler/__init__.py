@@ -1,0 +1,24 @@
+"""qcompiler: ONNX CNN -> per-channel int8 -> integer library, on Apache TVM.
+
+    qcompiler.compile("model.onnx", calib="calib.npz", out="build/")  -> CompiledModel
+    qcompiler.load("build/")                                            -> CompiledModel
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["compile", "load"]
+
+
+def compile(model: str | Path, calib: str | Path, out: str | Path,  # noqa: A001
+            **options: object):  # -> CompiledModel
+    """Compile an ONNX model for a target and write OUT/model.so and OUT/model.json."""
+    from qcompiler.api import compile_to_dir
+
+    return compile_to_dir(Path(model), Path(calib), Path(out), **options)
+
+
+def load(path: str | Path):  # -> CompiledModel
+    from qcompiler.runtime import load as _load
+
+    return _load(path)

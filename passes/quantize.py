@@ -1,0 +1,392 @@
+"""Realize the integer graph from the fused float graph and its calibrated qparams.
+
+Per the numeric contract (shared/DESIGN.md):
+  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -127, 127),  s_w[c] = max|W[c]| / 127
+  bias       b_q[c] = rint(b[c] / (s_x * s_w[c]))  (int32)
+  requant    y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
+  activation ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
+Every kernel is a `call_tir` to a PrimFunc from `qcompiler.kernels` that carries its op name
+and attributes, which is what the reference interpreter executes. An op without an integer
+kernel runs in float between a dequantize and a quantize and is listed as a float fallback.
+
+The result has `main_int` (integer in, integer out) and `main` (float in: quantize ->
+main_int -> dequantize -> float out).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qcompiler import kernels
+from qcompiler.calibrate import tensor_bindings
+from qcompiler.errors import QCompileError
+from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
+from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const, op_name,
+                                    prim_float, shape_of)
+
+REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
+
+
+@dataclass
+class LayerRecord:
+    """One line of the compile summary: what a float op became."""
+
+    name: str
+    op: str
+    status: str  # "integer" or "float"
+    detail: str = ""
+
+
+@dataclass
+class _Value:
+    expr: relax.Expr  # the integer tensor in main_int
+    qp: QParams
+
+
+@dataclass
+class _Realizer:
+    mod: tvm.IRModule
+    in_qp: list[QParams]
+    out_qp: list[QParams]
+    per_channel: bool
+    bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
+    env: dict = field(default_factory=dict)
+    layers: list[LayerRecord] = field(default_factory=list)
+    counter: int = 0
+
+    # ---- helpers ------------------------------------------------------------------------
+    def call_kernel(self, name: str, func: tvm.tirx.PrimFunc, args: list, shape: tuple,
+                    dtype: str) -> relax.Expr:
+        self.counter += 1
+        symbol = f"q{self.counter}_{name}"
+        gv = self.bb.add_func(func.with_attr("global_symbol", symbol), symbol)
+        return self.bb.emit(relax.call_tir(gv, args, relax.TensorType(shape, dtype)))
+
+    def clamp_bounds(self, qp: QParams, lo_real: float, hi_real: float) -> tuple[int, int]:
+        qmin, qmax = dtype_range(qp.dtype)
+        lo = qmin if lo_real == -math.inf else qp.zero_point + int(np.rint(lo_real / qp.scale))
+        hi = qmax if hi_real == math.inf else qp.zero_point + int(np.rint(hi_real / qp.scale))
+        return max(qmin, min(lo, qmax)), min(qmax, max(hi, qmin))
+
+    def requantize(self, v: _Value, qp: QParams, lo_real: float = -math.inf,
+                   hi_real: float = math.inf) -> relax.Expr:
+        lo, hi = self.clamp_bounds(qp, lo_real, hi_real)
+        if v.qp == qp and (lo, hi) == dtype_range(qp.dtype):
+            return v.expr
+        m0, shift = quantize_multiplier(v.qp.scale / qp.scale)
+        attrs = {"zp_x": v.qp.zero_point, "zp_y": qp.zero_point, "m0": m0, "shift": shift,
+                 "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        shape = shape_of(v.expr)
+        return self.call_kernel("requantize", kernels.requantize(shape, v.qp.dtype, attrs),
+                                [v.expr], shape, qp.dtype)
+
+    def weights(self, w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-output-channel (or per-tensor) symmetric int8 weights and their float32 scales."""
+        w = w.astype(np.float32)
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        absmax = np.abs(w).max(axis=red) if self.per_channel else \
+            np.full(w.shape[axis], np.abs(w).max())
+        s_w = symmetric_weight_scales(absmax)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        return w_q, s_w
+
+    def bias_and_multipliers(self, bias: np.ndarray, s_x: float, s_w: np.ndarray,
+                             s_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        acc_scale = np.float64(s_x) * s_w.astype(np.float64)
+        b_q = np.clip(np.rint(bias.astype(np.float64) / acc_scale), -2**31, 2**31 - 1)
+        mult = [quantize_multiplier(float(a / s_y)) for a in acc_scale]
+        return (b_q.astype(np.int32), np.array([m for m, _ in mult], np.int32),
+                np.array([s for _, s in mult], np.int32))
+
+    # ---- composites ---------------------------------------------------------------------
+    def composite_parts(self, func: relax.Function) -> dict:
+        parts: dict = {"act": (-math.inf, math.inf)}
+        for blk in func.body.blocks:
+            for b in blk.bindings:
+                call = b.value
+                name = op_name(call)
+                if name in ("relax.nn.conv2d", "relax.matmul"):
+                    parts["main"] = call
+                elif name == "relax.add" and is_const(call.args[1]) and "main" in parts:
+                    parts["bias"] = const_array(call.args[1]).reshape(-1)
+                elif name == "relax.add":
+                    parts["main"] = call
+                elif name == "relax.nn.relu":
+                    parts["act"] = (0.0, math.inf)
+                elif name == "relax.clip":
+                    parts["act"] = (prim_float(call.args[1]), prim_float(call.args[2]))
+        return parts
+
+    def conv2d(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+        conv = parts["main"]
+        a = conv.attrs
+        if str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" \
+                or str(a.out_layout) != "NCHW":
+            return None
+        x = self.env[call.args[0]]
+        w_q, s_w = self.weights(const_array(conv.args[1]), axis=0)
+        cout = w_q.shape[0]
+        bias = parts.get("bias", np.zeros(cout, np.float32))
+        b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+        lo, hi = self.clamp_bounds(qp, *parts["act"])
+        pad = int_list(a.padding)
+        attrs = {"strides": int_list(a.strides), "padding": pad, "dilation": int_list(a.dilation),
+                 "groups": int(a.groups), "zp_x": x.qp.zero_point, "zp_y": qp.zero_point,
+                 "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
+        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
+        return self.call_kernel("conv2d", func, args, shape_of(call), qp.dtype)
+
+    def dense(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+        x = self.env[call.args[0]]
+        w = const_array(parts["main"].args[1])
+        if len(shape_of(x.expr)) != 2 or w.ndim != 2:
+            return None
+        w_q, s_w = self.weights(w.T, axis=0)
+        bias = parts.get("bias", np.zeros(w_q.shape[0], np.float32))
+        if bias.size != w_q.shape[0]:
+            return None
+        b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+        lo, hi = self.clamp_bounds(qp, *parts["act"])
+        attrs = {"zp_x": x.qp.zero_point, "zp_y": qp.zero_point, "lo": lo, "hi": hi,
+                 "out_dtype": qp.dtype}
+        func = kernels.dense(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
+        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
+        return self.call_kernel("dense", func, args, shape_of(call), qp.dtype)
+
+    def add(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+        a, b = self.env[call.args[0]], self.env[call.args[1]]
+        shape = shape_of(call)
+        if shape_of(a.expr) != shape or shape_of(b.expr) != shape:
+            return None
+        ma, mb = a.qp.scale / qp.scale, b.qp.scale / qp.scale
+        # Pick k so each |x - zp| * M * 2^k stays below 2^30 and their sum fits int32.
+        in_bits = max(_signed_bits(a.qp.dtype), _signed_bits(b.qp.dtype))
+        k = int(min(REQUANT_FRACTION_BITS,
+                    max(0, 30 - in_bits - math.ceil(math.log2(max(ma, mb))))))
+        m0_a, sh_a = quantize_multiplier(ma * 2.0**k)
+        m0_b, sh_b = quantize_multiplier(mb * 2.0**k)
+        lo, hi = self.clamp_bounds(qp, *parts["act"])
+        attrs = {"zp_a": a.qp.zero_point, "zp_b": b.qp.zero_point, "zp_y": qp.zero_point,
+                 "m0_a": m0_a, "shift_a": sh_a, "m0_b": m0_b, "shift_b": sh_b, "k": k,
+                 "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        func = kernels.add(shape, a.qp.dtype, b.qp.dtype, attrs)
+        return self.call_kernel("add", func, [a.expr, b.expr], shape, qp.dtype)
+
+    # ---- plain ops ----------------------------------------------------------------------
+    def pool(self, call: relax.Call, name: str, qp: QParams) -> tuple[relax.Expr, QParams] | None:
+        x = self.env[call.args[0]]
+        xs = shape_of(x.expr)
+        if len(xs) != 4:
+            return None
+        if name == "relax.mean":
+            if sorted(int_list(call.attrs.axis)) != [2, 3] or not call.attrs.keepdims:
+                return None
+            geo = {"kernel": [xs[2], xs[3]], "strides": [1, 1], "padding": [0, 0, 0, 0]}
+            include_pad = True
+        else:
+            a = call.attrs
+            if str(a.layout) != "NCHW" or a.ceil_mode or any(d != 1 for d in int_list(a.dilation)):
+                return None
+            pad = int_list(a.padding)
+            geo = {"kernel": int_list(a.pool_size), "strides": int_list(a.strides),
+                   "padding": pad}
+            include_pad = bool(a.count_include_pad)
+        if name == "relax.nn.max_pool2d":
+            qmin, _ = dtype_range(x.qp.dtype)
+            attrs = {**geo, "dtype_min": qmin}
+            func = kernels.max_pool2d(xs, x.qp.dtype, attrs)
+            return self.call_kernel("max_pool2d", func, [x.expr], shape_of(call),
+                                    x.qp.dtype), x.qp
+        counts = _window_counts(xs[2], xs[3], geo, include_pad)
+        mult = [quantize_multiplier(x.qp.scale / (qp.scale * c)) for c in counts.reshape(-1)]
+        m0 = np.array([m for m, _ in mult], np.int32).reshape(counts.shape)
+        shift = np.array([s for _, s in mult], np.int32).reshape(counts.shape)
+        lo, hi = dtype_range(qp.dtype)
+        attrs = {**geo, "zp_x": x.qp.zero_point, "zp_y": qp.zero_point, "lo": lo, "hi": hi,
+                 "out_dtype": qp.dtype, "count_include_pad": include_pad}
+        func = kernels.avg_pool2d(xs, x.qp.dtype, attrs)
+        return self.call_kernel("avg_pool2d", func, [x.expr, relax.const(m0),
+                                                     relax.const(shift)],
+                                shape_of(call), qp.dtype), qp
+
+    def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> relax.Expr:
+        args = []
+        for arg in call.args:
+            if isinstance(arg, relax.Var) and arg in self.env:
+                v = self.env[arg]
+                shape = shape_of(v.expr)
+                func = kernels.dequantize(shape, v.qp.dtype, v.qp.scale, v.qp.zero_point)
+                args.append(self.call_kernel("dequantize", func, [v.expr], shape, "float32"))
+            elif isinstance(arg, relax.Var):
+                raise QCompileError(f"op {op_name(call)} at {var.name}: input "
+                                    f"{arg.name} is not a tensor qcompiler can quantize")
+            else:
+                args.append(arg)
+        f = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+        if not isinstance(f.ty, relax.TensorType) or dtype_of(f) != "float32":
+            raise QCompileError(f"op {op_name(call)} at {var.name}: float fallback needs "
+                                "one float32 tensor output")
+        shape = shape_of(f)
+        lo, hi = dtype_range(qp.dtype)
+        func = kernels.quantize(shape, qp.scale, qp.zero_point, qp.dtype, lo, hi)
+        return self.call_kernel("quantize", func, [f], shape, qp.dtype)
+
+    # ---- the walk -----------------------------------------------------------------------
+    def binding(self, var: relax.Var, value: relax.Expr, qp: QParams) -> None:
+        name = var.name
+        if isinstance(value, relax.Var):
+            self.env[var] = self.env[value]
+            return
+        if not isinstance(value, relax.Call):
+            raise QCompileError(f"binding {name}: unsupported expression "
+                                f"{type(value).__name__}")
+        op = op_name(value)
+        out: relax.Expr | None = None
+        if isinstance(value.op, relax.GlobalVar):
+            func = self.mod[value.op]
+            kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs \
+                else ""
+            parts = self.composite_parts(func)
+            handler = {"qcompiler.conv2d": self.conv2d, "qcompiler.dense": self.dense,
+                       "qcompiler.add": self.add}.get(kind)
+            out = handler(value, parts, qp) if handler else None
+            if out is None:
+                raise QCompileError(f"binding {name}: composite {kind or op} has a form "
+                                    "qcompiler cannot quantize")
+            self.env[var] = _Value(out, qp)
+            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer"))
+            return
+        if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.mean"):
+            res = self.pool(value, op, qp)
+            if res is not None:
+                self.env[var] = _Value(*res)
+                self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
+                return
+        if op in ("relax.reshape", "relax.flatten"):
+            x = self.env[value.args[0]]
+            new = relax.Call(value.op, [x.expr, *value.args[1:]], value.attrs)
+            self.env[var] = _Value(self.bb.emit(new), x.qp)
+            self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
+            return
+        if op == "relax.concat":
+            ins = [self.env[f] for f in value.args[0].fields]
+            parts = [self.requantize(v, qp) for v in ins]
+            out = self.bb.emit(relax.op.concat(parts, axis=int(value.attrs.axis)))
+            self.env[var] = _Value(out, qp)
+            self.layers.append(LayerRecord(name, "concat", "integer"))
+            return
+        if op in ("relax.nn.relu", "relax.clip"):
+            x = self.env[value.args[0]]
+            lo_hi = (0.0, math.inf) if op == "relax.nn.relu" else \
+                (prim_float(value.args[1]), prim_float(value.args[2]))
+            self.env[var] = _Value(self.requantize(x, x.qp, *lo_hi), x.qp)
+            self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
+            return
+        out = self.float_fallback(var, value, qp)
+        self.env[var] = _Value(out, qp)
+        self.layers.append(LayerRecord(name, op.replace("relax.", ""), "float",
+                                       "dequantize -> float op -> quantize"))
+
+    def run(self) -> tvm.IRModule:
+        main = self.mod["main"]
+        bound = tensor_bindings(main)
+        qp_of = dict(zip(bound, self.out_qp))
+        params = [relax.Var(p.name, relax.TensorType(shape_of(p), q.dtype))
+                  for p, q in zip(main.params, self.in_qp)]
+        for p, ip, q in zip(main.params, params, self.in_qp):
+            self.env[p] = _Value(ip, q)
+        with self.bb.function("main_int", params):
+            with self.bb.dataflow():
+                for blk in main.body.blocks:
+                    for b in blk.bindings:
+                        if isinstance(b.var.ty, relax.TensorType):
+                            self.binding(b.var, b.value, qp_of[b.var])
+                        else:
+                            raise QCompileError(f"binding {b.var.name}: "
+                                                f"{op_name(b.value) or 'expression'} returns a "
+                                                "non-tensor value, which qcompiler cannot "
+                                                "quantize")
+                result = main.body.body
+                outs = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+                out_vals = [self.env[o] for o in outs]
+                ret = out_vals[0].expr if len(out_vals) == 1 else \
+                    relax.Tuple([v.expr for v in out_vals])
+                gv_out = self.bb.emit_output(ret)
+            self.bb.emit_func_output(gv_out)
+        self._float_wrapper(main, params, outs, out_vals)
+        mod = self.bb.get()
+        meta = {"inputs": [{"name": p.name, "shape": list(shape_of(p)), **q.to_json()}
+                           for p, q in zip(main.params, self.in_qp)],
+                "outputs": [{"name": o.name, "shape": list(shape_of(v.expr)),
+                             **v.qp.to_json()} for o, v in zip(outs, out_vals)],
+                "layers": [r.__dict__ for r in self.layers]}
+        mod["main_int"] = mod["main_int"].with_attr("qcompiler.graph", json.dumps(meta))
+        return mod
+
+    def _float_wrapper(self, main: relax.Function, int_params: list, outs: list,
+                       out_vals: list[_Value]) -> None:
+        gv_int = self.bb.get().get_global_var("main_int")
+        params = [relax.Var(p.name, p.ty) for p in main.params]
+        with self.bb.function("main", params):
+            with self.bb.dataflow():
+                qs = []
+                for p, ip, q in zip(params, int_params, self.in_qp):
+                    lo, hi = dtype_range(q.dtype)
+                    func = kernels.quantize(shape_of(p), q.scale, q.zero_point, q.dtype, lo, hi)
+                    qs.append(self.call_kernel("quantize", func, [p], shape_of(p), q.dtype))
+                r = self.bb.emit(relax.Call(gv_int, qs))
+                fs = []
+                for i, v in enumerate(out_vals):
+                    item = r if len(out_vals) == 1 else self.bb.emit(relax.TupleGetItem(r, i))
+                    shape = shape_of(v.expr)
+                    func = kernels.dequantize(shape, v.qp.dtype, v.qp.scale, v.qp.zero_point)
+                    fs.append(self.call_kernel("dequantize", func, [item], shape, "float32"))
+                ret = fs[0] if len(fs) == 1 else relax.Tuple(fs)
+                gv_out = self.bb.emit_output(ret)
+            self.bb.emit_func_output(gv_out)
+
+
+def _signed_bits(dtype: str) -> int:
+    """Bits of `x - zp` for a tensor of this dtype (one more than the storage type)."""
+    lo, hi = dtype_range(dtype)
+    return int(hi - lo).bit_length() + 1
+
+
+def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
+    """How many input elements each average-pool output divides by."""
+    kh, kw = geo["kernel"]
+    sh, sw = geo["strides"]
+    pt, pl, pb, pr = geo["padding"]
+    oh = (h + pt + pb - kh) // sh + 1
+    ow = (w + pl + pr - kw) // sw + 1
+    if include_pad:
+        return np.full((oh, ow), kh * kw, np.int64)
+    ys = np.arange(oh) * sh - pt
+    xs = np.arange(ow) * sw - pl
+    ny = np.minimum(ys + kh, h) - np.maximum(ys, 0)
+    nx = np.minimum(xs + kw, w) - np.maximum(xs, 0)
+    return np.outer(ny, nx).astype(np.int64)
+
+
+def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],
+             per_channel: bool = True) -> tvm.transform.Pass:
+    """The realize pass: fused float graph + calibrated qparams -> integer graph."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompiler.quantize")
+    def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
+        return _Realizer(mod, in_qparams, binding_qparams, per_channel).run()
+
+    return transform
+
+
+def graph_meta(mod: tvm.IRModule) -> dict:
+    """Inputs, outputs (with qparams) and per-layer status recorded by `quantize`."""
+    return json.loads(str(mod["main_int"].attrs["qcompiler.graph"]))

@@ -1,0 +1,28 @@
+"""The Python API behind `qcompiler.compile` and the CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qcompiler.calibrate import load_calibration
+from qcompiler.config import CompileConfig
+from qcompiler.emit import build, emit, prepare_out_dir
+from qcompiler.onnx_import import graph_inputs, load_onnx
+from qcompiler.pipeline import Compiled, compile_model
+from qcompiler.runtime import CompiledModel
+
+
+def compile_to_dir(model_path: Path, calib_path: Path, out: Path, progress: bool = False,
+                   **options: object) -> CompiledModel:
+    compiled = compile_only(model_path, calib_path, out, progress, **options)
+    emit(compiled, build(compiled), out)
+    return CompiledModel(out)
+
+
+def compile_only(model_path: Path, calib_path: Path, out: Path, progress: bool = False,
+                 **options: object) -> Compiled:
+    config = CompileConfig(**options)  # rejects bad options before any work
+    model = load_onnx(model_path)
+    prepare_out_dir(out)
+    inputs = graph_inputs(model, config.batch)
+    calib = load_calibration(calib_path, inputs, config.calib_limit)
+    return compile_model(model, calib, config, progress)

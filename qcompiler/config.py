@@ -1,0 +1,35 @@
+"""The compile configuration: typed, frozen, and checked when built."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qcompiler.errors import QCompileError
+from qcompiler.observers import OBSERVERS
+
+TARGETS = ("x86",)
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """What `qcompile` was asked to do. Bad values are rejected here, naming the field."""
+
+    target: str = "x86"
+    observer: str = "percentile"
+    percentile: float = 99.99
+    per_channel: bool = True
+    batch: int | None = None
+    calib_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise QCompileError(
+                f"unknown target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.observer not in OBSERVERS:
+            raise QCompileError(
+                f"unknown observer {self.observer!r}: choose one of {', '.join(OBSERVERS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise QCompileError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.batch is not None and self.batch < 1:
+            raise QCompileError(f"batch must be >= 1, got {self.batch}")
+        if self.calib_limit is not None and self.calib_limit < 1:
+            raise QCompileError(f"calib_limit must be >= 1, got {self.calib_limit}")

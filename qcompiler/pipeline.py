@@ -1,0 +1,81 @@
+"""The compiler as one flat sequence of stages; each can be run and printed alone.
+
+    model.onnx -> import -> float cleanup -> calibrate -> quantize -> build -> emit
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
+
+from qcompiler.calibrate import calibrate, calibration_batch
+from qcompiler.config import CompileConfig
+from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
+from qcompiler.passes.canonicalize_clip import canonicalize_clip
+from qcompiler.passes.fold_batch_norm import fold_batch_norm
+from qcompiler.passes.fold_constants import fold_constants
+from qcompiler.passes.fuse_activation import fuse_activation
+from qcompiler.passes.quantize import quantize
+from qcompiler.qparams import QParams
+from qcompiler.targets.x86 import x86_target
+
+STAGES = ("import", "float", "quantized")
+
+
+def float_cleanup() -> tvm.transform.Pass:
+    return tvm.transform.Sequential([
+        fold_constants(),      # bias reshapes, weight transposes, Clip's NaN guards -> constants
+        canonicalize_clip(),   # the frontend's max/min call_tirs -> one R.clip
+        fold_batch_norm(),     # BN into conv weights, before weights are quantized
+        relax.transform.DecomposeOpsForInference(),  # a BN with no conv left -> mul/add (float)
+        fold_constants(),      # fold what BN folding produced
+        fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
+    ], name="qcompiler.float_cleanup")
+
+
+def float_graph(model: onnx.ModelProto, inputs: list[ModelInput]) -> tvm.IRModule:
+    mod = import_onnx(model, inputs)
+    with tvm.transform.PassContext(opt_level=3):
+        return float_cleanup()(mod)
+
+
+@dataclass
+class Compiled:
+    """Everything one compile produced, for the emitter and the summary."""
+
+    quantized: tvm.IRModule
+    float_mod: tvm.IRModule
+    inputs: list[ModelInput]
+    target_name: str
+    tvm_target: tvm.target.Target
+    in_qparams: list[QParams]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
+                  config: CompileConfig, progress: bool = True) -> Compiled:
+    target = x86_target()
+    tvm_target = tvm.target.Target(target.tvm_target)
+    timings = {}
+    t = time.perf_counter()
+    inputs = graph_inputs(model, config.batch)
+    float_mod = float_graph(model, inputs)
+    timings["import"] = time.perf_counter() - t
+    # Calibrate on a copy built at a batch that divides the calibration set; bindings line up
+    # by position because both copies come from the same deterministic pipeline.
+    t = time.perf_counter()
+    n = next(iter(calib.values())).shape[0]
+    cb = calibration_batch(n)
+    calib_inputs = [ModelInput(i.name, (cb, *i.shape[1:]), i.dtype) for i in inputs]
+    calib_mod = float_mod if cb == inputs[0].shape[0] else float_graph(model, calib_inputs)
+    in_qp, out_qp = calibrate(calib_mod, calib, config.observer, target.activation_dtype,
+                              config.percentile, tvm_target, progress)
+    timings["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    qmod = quantize(in_qp, out_qp, config.per_channel)(float_mod)
+    timings["quantize"] = time.perf_counter() - t
+    return Compiled(qmod, float_mod, inputs, target.name, tvm_target, in_qp, timings)

@@ -1,0 +1,165 @@
+"""The oracle: a numpy interpreter of the quantized graph (`main_int` of a quantized module).
+
+It reads the same graph the compiler builds (each kernel's `qcompiler.op` and attributes, and
+its constant arguments) and applies the contract formulas from shared/DESIGN.md with nothing
+else. Integer dot products use float64 matrix products, exact while |sum| < 2^53 (a uint8 x
+int8 sum needs 2^37 terms to get there); results are reduced to int32 exactly as the kernels'
+int32 arithmetic wraps. Float-fallback ops (no integer kernel by design) run the same TVM op,
+compiled for the same target, on the reference's own dequantized values.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+import tvm
+from numpy.lib.stride_tricks import sliding_window_view
+from tvm import relax
+
+from qcompiler.qparams import q_multiply_shift
+from qcompiler.relax_access import const_array, int_list, is_const, op_name, shape_of
+
+
+def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
+    y = q_multiply_shift(acc.astype(np.int64).astype(np.int32), m0, shift).astype(np.int64)
+    return np.clip(y + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
+           a: dict) -> np.ndarray:
+    sh, sw = a["strides"]
+    pt, pl, pb, pr = a["padding"]
+    dh, dw = a["dilation"]
+    groups = a["groups"]
+    cout, cin_g, kh, kw = w.shape
+    xc = np.pad(x.astype(np.float64) - a["zp_x"], ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    win = sliding_window_view(xc, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, OH, OW, kh, kw)
+    cout_g = cout // groups
+    outs = []
+    for g in range(groups):
+        cols = win[:, g * cin_g:(g + 1) * cin_g]
+        wg = w[g * cout_g:(g + 1) * cout_g].astype(np.float64)
+        outs.append(np.tensordot(cols, wg, axes=([1, 4, 5], [1, 2, 3])))  # (N, OH, OW, cout_g)
+    acc = np.concatenate(outs, axis=3).transpose(0, 3, 1, 2).astype(np.int64)
+    acc = acc + bias.astype(np.int64).reshape(1, -1, 1, 1)
+    return _requant(acc, m0.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), a)
+
+
+def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
+          a: dict) -> np.ndarray:
+    acc = ((x.astype(np.float64) - a["zp_x"]) @ w.astype(np.float64).T).astype(np.int64)
+    return _requant(acc + bias.astype(np.int64), m0, shift, a)
+
+
+def add(x: np.ndarray, y: np.ndarray, a: dict) -> np.ndarray:
+    ta = q_multiply_shift(x.astype(np.int32) - a["zp_a"], a["m0_a"], a["shift_a"])
+    tb = q_multiply_shift(y.astype(np.int32) - a["zp_b"], a["m0_b"], a["shift_b"])
+    k = a["k"]
+    s = (ta.astype(np.int64) + tb + ((1 << k) >> 1)).astype(np.int32) >> k
+    return np.clip(s.astype(np.int64) + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
+
+
+def requantize(x: np.ndarray, a: dict) -> np.ndarray:
+    return _requant(x.astype(np.int64) - a["zp_x"], a["m0"], a["shift"], a)
+
+
+def _pool_windows(x: np.ndarray, a: dict, fill: float) -> np.ndarray:
+    kh, kw = a["kernel"]
+    sh, sw = a["strides"]
+    pt, pl, pb, pr = a["padding"]
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=fill)
+    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def max_pool2d(x: np.ndarray, a: dict) -> np.ndarray:
+    return _pool_windows(x, a, a["dtype_min"]).max(axis=(4, 5)).astype(x.dtype)
+
+
+def avg_pool2d(x: np.ndarray, m0: np.ndarray, shift: np.ndarray, a: dict) -> np.ndarray:
+    sums = _pool_windows(x.astype(np.int64) - a["zp_x"], a, 0).sum(axis=(4, 5))
+    return _requant(sums, m0, shift, a)
+
+
+def quantize(x: np.ndarray, a: dict) -> np.ndarray:
+    r = np.clip(np.rint(x.astype(np.float32) / np.float32(a["scale"])), -2.0**30, 2.0**30)
+    return np.clip(r.astype(np.int64) + a["zero_point"], a["lo"], a["hi"]).astype(a["dtype"])
+
+
+def dequantize(q: np.ndarray, a: dict) -> np.ndarray:
+    return (q.astype(np.int32) - a["zero_point"]).astype(np.float32) * np.float32(a["scale"])
+
+
+KERNELS: dict[str, Callable[..., np.ndarray]] = {
+    "conv2d": conv2d, "dense": dense, "add": add, "requantize": requantize,
+    "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "quantize": quantize,
+    "dequantize": dequantize,
+}
+
+
+class Reference:
+    """Runs `main_int` of a quantized module in numpy."""
+
+    def __init__(self, mod: tvm.IRModule, target: tvm.target.Target | None = None) -> None:
+        self.mod = mod
+        self.target = target or tvm.target.Target({"kind": "llvm"})
+        self._float_ops: dict = {}
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        func = self.mod["main_int"]
+        env: dict = dict(zip(func.params, inputs))
+
+        def value(e: relax.Expr) -> np.ndarray:
+            return const_array(e) if is_const(e) else env[e]
+
+        for blk in func.body.blocks:
+            for b in blk.bindings:
+                env[b.var] = self._eval(b.var, b.value, value)
+        out = func.body.body
+        fields = out.fields if isinstance(out, relax.Tuple) else [out]
+        return [value(f) for f in fields]
+
+    def _eval(self, var: relax.Var, call: relax.Expr, value: Callable) -> np.ndarray:
+        if isinstance(call, relax.Var):
+            return value(call)
+        name = op_name(call)
+        if name == "relax.call_tir":
+            prim = self.mod[call.args[0]]
+            kind = str(prim.attrs["qcompiler.op"])
+            attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
+            return KERNELS[kind](*[value(a) for a in call.args[1].fields], attrs)
+        if name in ("relax.reshape", "relax.flatten"):
+            return value(call.args[0]).reshape(shape_of(var))
+        if name == "relax.concat":
+            return np.concatenate([value(f) for f in call.args[0].fields],
+                                  axis=int(call.attrs.axis))
+        if name == "relax.permute_dims":
+            return np.transpose(value(call.args[0]), int_list(call.attrs.axes))
+        return self._float_op(call, value)
+
+    def _float_op(self, call: relax.Call, value: Callable) -> np.ndarray:
+        """A float-fallback op, run by TVM alone on the reference's own inputs."""
+        key = tvm.ir.structural_hash(call)
+        if key not in self._float_ops:
+            params, args = [], []
+            for a in call.args:
+                if isinstance(a, relax.Var):
+                    p = relax.Var(a.name, a.ty)
+                    params.append((a, p))
+                    args.append(p)
+                else:
+                    args.append(a)
+            bb = relax.BlockBuilder()
+            with bb.function("main", [p for _, p in params]):
+                out = bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+                bb.emit_func_output(out)
+            exe = tvm.compile(bb.get(), self.target)
+            self._float_ops[key] = (relax.VirtualMachine(exe, tvm.cpu()), [a for a, _ in params])
+        vm, arg_vars = self._float_ops[key]
+        res = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(value(a))) for a in arg_vars])
+        return res.numpy()
+
+
+def run_reference(mod: tvm.IRModule, *inputs: np.ndarray) -> list[np.ndarray]:
+    return Reference(mod).run(*inputs)

@@ -1,0 +1,1 @@
+"""Integer TIR schedules per target (the default lowering is used until they land)."""

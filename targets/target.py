@@ -1,0 +1,12 @@
+"""What a target is: data, not code paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    tvm_target: dict  # TVM 0.27 takes dicts
+    activation_dtype: str  # uint8 where the dot product is u8 x s8 (VNNI, vrmpy), int8 for sdot
+    runs_natively: bool
