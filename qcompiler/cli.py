@@ -1,0 +1,154 @@
+"""`qcompile`: ONNX model + calibration data -> integer library, with a one-screen summary."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from qcompiler.config import TARGETS, CompileConfig
+from qcompiler.errors import QCompileError
+from qcompiler.observers import OBSERVERS
+
+EVAL_SETS = ("fashion-mnist",)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="qcompile", description="Compile an ONNX CNN to a per-channel int8 library.")
+    ap.add_argument("model", help="the ONNX model (float, opset >= 11)")
+    ap.add_argument("--calib", required=True,
+                    help="calibration inputs: FILE.npz (one array per input) or DIR of .npy")
+    ap.add_argument("--target", default="x86", help=f"one of {', '.join(TARGETS)}")
+    ap.add_argument("-o", "--out", default="build", help="output folder (default: build)")
+    ap.add_argument("--observer", default="percentile", help=f"one of {', '.join(OBSERVERS)}")
+    ap.add_argument("--percentile", type=float, default=99.99)
+    ap.add_argument("--per-tensor", action="store_true",
+                    help="per-tensor weight scales instead of per-channel (for comparison)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="fix a dynamic batch dimension to N (default 1)")
+    ap.add_argument("--calib-limit", type=int, default=None,
+                    help="use only the first N calibration samples")
+    ap.add_argument("--eval", choices=EVAL_SETS, default=None,
+                    help="also measure top-1 float vs int8 on this test set")
+    ap.add_argument("--eval-limit", type=int, default=None,
+                    help="evaluate on the first N test images only")
+    ap.add_argument("--dump-ir", choices=("import", "float", "quantized"), default=None,
+                    help="print the IRModule after this stage and continue")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from qcompiler.calibrate import load_calibration
+    from qcompiler.emit import build, emit, prepare_out_dir
+    from qcompiler.evaluate import (float_predictions, int8_predictions, median_latency_ms,
+                                    ort_latency_ms)
+    from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
+    from qcompiler.pipeline import compile_model
+    from qcompiler.reference import Reference
+    from qcompiler.runtime import CompiledModel
+
+    t0 = time.perf_counter()
+    config = CompileConfig(target=args.target, observer=args.observer,
+                           percentile=args.percentile, per_channel=not args.per_tensor,
+                           batch=args.batch, calib_limit=args.calib_limit)
+    model = load_onnx(args.model)
+    out = Path(args.out)
+    prepare_out_dir(out)
+    inputs = graph_inputs(model, config.batch)
+    calib = load_calibration(args.calib, inputs, config.calib_limit)
+    if args.dump_ir == "import":
+        print(import_onnx(model, inputs))
+    compiled = compile_model(model, calib, config, progress=not args.quiet)
+    if args.dump_ir == "float":
+        print(compiled.float_mod)
+    if args.dump_ir == "quantized":
+        print(compiled.quantized)
+    exe = build(compiled)
+    info = emit(compiled, exe, out)
+    compile_s = time.perf_counter() - t0
+    lib = CompiledModel(out)
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+
+    layers = info["layers"]
+    n_int = sum(1 for x in layers if x["status"] == "integer")
+    fallback = [f"{x['op']} ({x['name']})" for x in layers if x["status"] == "float"]
+    w_float = initializer_bytes(model)
+    w_int = sum(c.value.numpy().nbytes for c in _constants(compiled.quantized))
+    print(f"\nqcompile {args.model} -> {out}/model.so  [target {args.target}, "
+          f"{compiled.tvm_target.attrs.get('mcpu', '')}]")
+    print(f"  compiled in {compile_s:.1f} s; observer {args.observer}, "
+          f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights, "
+          f"{inputs[0].shape[0]}-image batch")
+    print(f"  ops:        {n_int}/{len(layers)} integer"
+          + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
+    print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
+          f"({w_float / max(w_int, 1):.1f}x smaller); library {_fmt_bytes(os.path.getsize(out / 'model.so'))}")
+
+    name = inputs[0].name
+    if args.eval:
+        from qcompiler.datasets import load_fashion_mnist
+
+        images, labels = load_fashion_mnist("t10k")
+        if args.eval_limit:
+            images, labels = images[:args.eval_limit], labels[:args.eval_limit]
+        fp = float_predictions(args.model, images, name)
+        ip, bad, total = int8_predictions(lib, ref, images)
+        n = len(ip)
+        top_f, top_i = float((fp[:n] == labels[:n]).mean()), float((ip == labels[:n]).mean())
+        print(f"  top-1:      float {100 * top_f:.2f}%  int8 {100 * top_i:.2f}%  "
+              f"({100 * (top_i - top_f):+.2f} points, {n} {args.eval} test images)")
+        exact = bad == 0
+        print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
+              f"({total - bad}/{total} output elements equal over {n} images)")
+    else:
+        x = next(iter(calib.values()))
+        _, bad, total = int8_predictions(lib, ref, x[: max(inputs[0].shape[0], 16)])
+        exact = bad == 0
+        print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
+              f"({total - bad}/{total} output elements equal on calibration inputs)")
+    feeds = {i.name: next(iter(calib.values()))[: i.shape[0]] for i in inputs[:1]}
+    if len(inputs) == 1 and feeds[name].shape[0] == inputs[0].shape[0]:
+        f_ms = ort_latency_ms(args.model, feeds)
+        q = lib.quantize_inputs(feeds[name])
+        i_ms = median_latency_ms(lambda: lib.run_int(*q))
+        print(f"  latency:    float (onnxruntime, 1 thread) {f_ms:.3f} ms, int8 (qcompiler) "
+              f"{i_ms:.3f} ms  -> {f_ms / i_ms:.2f}x  (median of 50, batch {inputs[0].shape[0]})")
+    print(f"  wrote {out}/model.so, {out}/model.json")
+    return 0 if exact else 1
+
+
+def _constants(mod: object) -> list:
+    """The constant kernel arguments of the integer graph: what the library stores."""
+    from tvm import relax
+
+    from qcompiler.relax_access import is_const, op_name
+
+    found = []
+    for blk in mod["main_int"].body.blocks:
+        for b in blk.bindings:
+            if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
+                found += [a for a in b.value.args[1].fields if is_const(a)]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        return run(args)
+    except QCompileError as exc:
+        print(f"qcompile: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("qcompile: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
