@@ -32,6 +32,7 @@ class ModelInput:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    dynamic_batch: bool = False
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -121,6 +122,8 @@ def graph_inputs(model: onnx.ModelProto, batch: int | None) -> list[ModelInput]:
             continue
         tt = vi.type.tensor_type
         dims = []
+        first = tt.shape.dim[0] if len(tt.shape.dim) else None
+        dynamic = first is not None and not (first.HasField("dim_value") and first.dim_value > 0)
         for axis, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(d.dim_value if not (axis == 0 and batch) else batch)
@@ -133,7 +136,7 @@ def graph_inputs(model: onnx.ModelProto, batch: int | None) -> list[ModelInput]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
         if dtype != "float32":
             raise QCompileError(f"input {vi.name}: dtype {dtype}, expected float32")
-        out.append(ModelInput(vi.name, tuple(dims), dtype))
+        out.append(ModelInput(vi.name, tuple(dims), dtype, dynamic))
     if not out:
         raise QCompileError("the model has no inputs")
     return out

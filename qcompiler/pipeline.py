@@ -14,6 +14,7 @@ from tvm import relax
 
 from qcompiler.calibrate import calibrate, calibration_batch
 from qcompiler.config import CompileConfig
+from qcompiler.errors import CalibrationDataError, QCompileError
 from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
@@ -43,6 +44,25 @@ def float_graph(model: onnx.ModelProto, inputs: list[ModelInput]) -> tvm.IRModul
         return float_cleanup()(mod)
 
 
+def _calibration_graph(model: onnx.ModelProto, inputs: list[ModelInput],
+                       float_mod: tvm.IRModule, calib: dict[str, np.ndarray]
+                       ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    n = next(iter(calib.values())).shape[0]
+    if all(i.dynamic_batch for i in inputs):
+        cb = calibration_batch(n)
+        if cb != inputs[0].shape[0]:
+            try:
+                shapes = [ModelInput(i.name, (cb, *i.shape[1:]), i.dtype, True) for i in inputs]
+                return float_graph(model, shapes), calib
+            except QCompileError:
+                pass
+    b = inputs[0].shape[0]
+    if n < b:
+        raise CalibrationDataError(f"{n} calibration sample(s) for a model with batch {b}: "
+                                   f"give at least {b}")
+    return float_mod, {k: v[: n - n % b] for k, v in calib.items()}
+
+
 @dataclass
 class Compiled:
     """Everything one compile produced, for the emitter and the summary."""
@@ -65,13 +85,11 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     inputs = graph_inputs(model, config.batch)
     float_mod = float_graph(model, inputs)
     timings["import"] = time.perf_counter() - t
-    # Calibrate on a copy built at a batch that divides the calibration set; bindings line up
-    # by position because both copies come from the same deterministic pipeline.
+    # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
+    # by position: both copies come from the same deterministic pipeline). A static batch, or a
+    # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     t = time.perf_counter()
-    n = next(iter(calib.values())).shape[0]
-    cb = calibration_batch(n)
-    calib_inputs = [ModelInput(i.name, (cb, *i.shape[1:]), i.dtype) for i in inputs]
-    calib_mod = float_mod if cb == inputs[0].shape[0] else float_graph(model, calib_inputs)
+    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
     in_qp, out_qp = calibrate(calib_mod, calib, config.observer, target.activation_dtype,
                               config.percentile, tvm_target, progress)
     timings["calibrate"] = time.perf_counter() - t

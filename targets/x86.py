@@ -18,8 +18,15 @@ def _cpu_flags() -> set[str]:
 
 
 def x86_target() -> Target:
-    mcpu = "znver4" if "avx512_vnni" in _cpu_flags() else "x86-64-v3"
-    return Target("x86", {"kind": "llvm", "mcpu": mcpu}, "uint8", runs_natively=True)
+    """x86-64-v4 + VNNI: portable to every AVX-512 VNNI CPU, Intel or AMD.
+
+    `znver4` is not: LLVM may emit AMD-only instructions for it (seen here as SIGILL on an
+    Intel Xeon with AVX-512 VNNI), so the shipped library names the ISA level, not a core.
+    """
+    if "avx512_vnni" in _cpu_flags():
+        return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
+                      "uint8", runs_natively=True)
+    return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v3"}, "uint8", runs_natively=True)
 
 
 X86 = x86_target()
