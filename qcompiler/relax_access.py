@@ -37,7 +37,7 @@ def dtype_of(expr: relax.Expr) -> str:
 
 def op_name(call: relax.Call) -> str:
     """'relax.nn.conv2d' for an op call, the GlobalVar name for a function call, else ''."""
-    op = call.op
+    op = getattr(call, "op", None)
     if isinstance(op, tvm.ir.Op):
         return str(op.name)
     if isinstance(op, relax.GlobalVar):

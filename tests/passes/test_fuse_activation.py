@@ -1,0 +1,61 @@
+"""fuse_activation: producer [+ bias] [+ ReLU/Clip] -> one composite function."""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qcompiler.passes.fuse_activation import fuse_activation
+from qcompiler.relax_access import op_name
+
+X = relax.TensorType((1, 3, 6, 6), "float32")
+
+
+def _module(rng, with_pool_relu=False):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", X)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal((1, 4, 1, 1)).astype(np.float32)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))
+            c = bb.emit(relax.op.add(c, relax.const(b)))
+            c = bb.emit(relax.op.clip(c, relax.prim_value(0.0), relax.prim_value(6.0)))
+            if with_pool_relu:
+                c = bb.emit(relax.op.nn.max_pool2d(c, pool_size=2, strides=2))
+                c = bb.emit(relax.op.nn.relu(c))
+            out = bb.emit_output(c)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _composites(mod):
+    return {gv.name_hint: str(f.attrs["Composite"]) for gv, f in mod.functions.items()
+            if f.attrs and "Composite" in f.attrs}
+
+
+def _run(mod, x):
+    exe = tvm.compile(mod, tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_conv_bias_clip_become_one_composite(rng):
+    before = _module(rng)
+    after = fuse_activation()(before)
+    relax.analysis.well_formed(after)  # raises on the first violation
+    comps = _composites(after)
+    assert list(comps.values()) == ["qcompiler.conv2d"]
+    (name,) = comps
+    inner = [op_name(b.value) for blk in after[name].body.blocks for b in blk.bindings]
+    assert inner == ["relax.nn.conv2d", "relax.add", "relax.clip"]
+    main_ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    assert [o for o in main_ops if o] == [name]
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(_run(after, x), _run(before, x))
+
+
+def test_near_miss_relu_after_pool_stays_unfused(rng):
+    after = fuse_activation()(_module(rng, with_pool_relu=True))
+    main_ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    assert [o for o in main_ops if o][1:] == ["relax.nn.max_pool2d", "relax.nn.relu"]
+    assert list(_composites(after).values()) == ["qcompiler.conv2d"]
