@@ -376,13 +376,20 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
     return np.outer(ny, nx).astype(np.int64)
 
 
+def realize(mod: tvm.IRModule, in_qparams: list[QParams], binding_qparams: list[QParams],
+            per_channel: bool = True) -> tvm.IRModule:
+    """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
+    raised inside a pass reaches Python through TVM's FFI as a RuntimeError)."""
+    return _Realizer(mod, in_qparams, binding_qparams, per_channel).run()
+
+
 def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],
              per_channel: bool = True) -> tvm.transform.Pass:
     """The realize pass: fused float graph + calibrated qparams -> integer graph."""
 
     @tvm.transform.module_pass(opt_level=0, name="qcompiler.quantize")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
-        return _Realizer(mod, in_qparams, binding_qparams, per_channel).run()
+        return realize(mod, in_qparams, binding_qparams, per_channel)
 
     return transform
 

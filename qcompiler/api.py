@@ -5,7 +5,7 @@ from pathlib import Path
 
 from qcompiler.calibrate import load_calibration
 from qcompiler.config import CompileConfig
-from qcompiler.emit import build, emit, prepare_out_dir
+from qcompiler.emit import build, check_out_dir, emit
 from qcompiler.onnx_import import graph_inputs, load_onnx
 from qcompiler.pipeline import Compiled, compile_model
 from qcompiler.runtime import CompiledModel
@@ -22,7 +22,7 @@ def compile_only(model_path: Path, calib_path: Path, out: Path, progress: bool =
                  **options: object) -> Compiled:
     config = CompileConfig(**options)  # rejects bad options before any work
     model = load_onnx(model_path)
-    prepare_out_dir(out)
+    check_out_dir(out)
     inputs = graph_inputs(model, config.batch)
     calib = load_calibration(calib_path, inputs, config.calib_limit)
     return compile_model(model, calib, config, progress)

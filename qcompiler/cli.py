@@ -46,7 +46,7 @@ def _fmt_bytes(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from qcompiler.calibrate import load_calibration
-    from qcompiler.emit import build, emit, prepare_out_dir
+    from qcompiler.emit import build, check_out_dir, emit
     from qcompiler.evaluate import (float_predictions, int8_predictions, median_latency_ms,
                                     ort_latency_ms)
     from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                            batch=args.batch, calib_limit=args.calib_limit)
     model = load_onnx(args.model)
     out = Path(args.out)
-    prepare_out_dir(out)
+    check_out_dir(out)
     inputs = graph_inputs(model, config.batch)
     calib = load_calibration(args.calib, inputs, config.calib_limit)
     if args.dump_ir == "import":

@@ -17,6 +17,19 @@ from qcompiler.passes.quantize import graph_meta
 from qcompiler.pipeline import Compiled
 
 
+def check_out_dir(out: Path) -> None:
+    """Fail early, before any work and without creating anything, if OUT cannot be written."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise QCompileError(f"{out}: cannot create output folder ({probe} is a file)")
+    if not os.access(probe, os.W_OK):
+        raise QCompileError(f"{out}: output folder is not writable")
+
+
 def prepare_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
-from qcompiler.passes.quantize import quantize
+from qcompiler.passes.quantize import realize
 from qcompiler.qparams import QParams
 from qcompiler.targets.x86 import x86_target
 
@@ -94,6 +94,6 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
                               config.percentile, tvm_target, progress)
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    qmod = quantize(in_qp, out_qp, config.per_channel)(float_mod)
+    qmod = realize(float_mod, in_qp, out_qp, config.per_channel)  # the quantize pass
     timings["quantize"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target.name, tvm_target, in_qp, timings)
