@@ -7,6 +7,7 @@ they apply to the graph built at the deployment batch.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def load_calibration(path: str | Path, inputs: list[ModelInput],
                     arrays[inp.name] = data[inp.name]
             if not arrays and len(inputs) == 1 and len(data) == 1:
                 arrays[inputs[0].name] = next(iter(data.values()))
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CalibrationDataError(f"{path}: cannot read calibration data ({exc})") from None
     out = {}
     for inp in inputs:
