@@ -85,13 +85,21 @@ class _Realizer:
         return self.call_kernel("requantize", kernels.requantize(shape, v.qp.dtype, attrs),
                                 [v.expr], shape, qp.dtype)
 
-    def weights(self, w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-output-channel (or per-tensor) symmetric int8 weights and their float32 scales."""
+    def weights(self, w: np.ndarray, axis: int, bias: np.ndarray, s_x: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-output-channel (or per-tensor) symmetric int8 weights and their float32 scales.
+
+        `s_w[c] = max|W[c]| / 127`, widened where needed so that the int32 bias
+        `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or denormal) weights with a
+        real bias would otherwise saturate its bias instead of keeping it.
+        """
         w = w.astype(np.float32)
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
             np.full(w.shape[axis], np.abs(w).max())
         s_w = symmetric_weight_scales(absmax)
+        bias_floor = (np.abs(bias.astype(np.float64)) / (np.float64(s_x) * 2.0**30))
+        s_w = np.maximum(s_w, bias_floor.astype(np.float32) * np.float32(1 + 2**-20))
         shape = [1] * w.ndim
         shape[axis] = -1
         w_q = np.clip(np.rint(w / s_w.reshape(shape)), -127, 127).astype(np.int8)
@@ -104,6 +112,21 @@ class _Realizer:
         mult = [quantize_multiplier(float(a / s_y)) for a in acc_scale]
         return (b_q.astype(np.int32), np.array([m for m, _ in mult], np.int32),
                 np.array([s for _, s in mult], np.int32))
+
+    @staticmethod
+    def check_accumulator(layer: str, taps: int, x: QParams, w_q: np.ndarray,
+                          b_q: np.ndarray) -> None:
+        """Refuse a layer whose int32 accumulator could wrap: taps * |x - zp| * |w| + |b|."""
+        qmin, qmax = dtype_range(x.dtype)
+        x_max = max(x.zero_point - qmin, qmax - x.zero_point)
+        w_max = int(np.abs(w_q.astype(np.int64)).max(initial=0))
+        b_max = int(np.abs(b_q.astype(np.int64)).max(initial=0))
+        bound = taps * x_max * w_max + b_max
+        if bound > 2**31 - 1:
+            raise QCompileError(
+                f"layer {layer}: the int32 accumulator could overflow ({taps} taps x |x - zp| <= "
+                f"{x_max} x |w| <= {w_max} + |bias| <= {b_max} = {bound} > 2^31 - 1); "
+                "qcompiler refuses rather than wrap")
 
     # ---- composites ---------------------------------------------------------------------
     def composite_parts(self, func: relax.Function) -> dict:
@@ -131,10 +154,11 @@ class _Realizer:
                 or str(a.out_layout) != "NCHW":
             return None
         x = self.env[call.args[0]]
-        w_q, s_w = self.weights(const_array(conv.args[1]), axis=0)
-        cout = w_q.shape[0]
-        bias = parts.get("bias", np.zeros(cout, np.float32))
+        w = const_array(conv.args[1])
+        bias = parts.get("bias", np.zeros(w.shape[0], np.float32))
+        w_q, s_w = self.weights(w, 0, bias, x.qp.scale)
         b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+        self.check_accumulator(parts["name"], int(np.prod(w_q.shape[1:])), x.qp, w_q, b_q)
         lo, hi = self.clamp_bounds(qp, *parts["act"])
         pad = int_list(a.padding)
         attrs = {"strides": int_list(a.strides), "padding": pad, "dilation": int_list(a.dilation),
@@ -149,11 +173,12 @@ class _Realizer:
         w = const_array(parts["main"].args[1])
         if len(shape_of(x.expr)) != 2 or w.ndim != 2:
             return None
-        w_q, s_w = self.weights(w.T, axis=0)
-        bias = parts.get("bias", np.zeros(w_q.shape[0], np.float32))
-        if bias.size != w_q.shape[0]:
+        bias = parts.get("bias", np.zeros(w.shape[1], np.float32))
+        if bias.size != w.shape[1]:
             return None
+        w_q, s_w = self.weights(w.T, 0, bias, x.qp.scale)
         b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+        self.check_accumulator(parts["name"], w_q.shape[1], x.qp, w_q, b_q)
         lo, hi = self.clamp_bounds(qp, *parts["act"])
         attrs = {"zp_x": x.qp.zero_point, "zp_y": qp.zero_point, "lo": lo, "hi": hi,
                  "out_dtype": qp.dtype}
@@ -254,7 +279,7 @@ class _Realizer:
             func = self.mod[value.op]
             kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs \
                 else ""
-            parts = self.composite_parts(func)
+            parts = {**self.composite_parts(func), "name": f"{name} ({kind or op})"}
             handler = {"qcompiler.conv2d": self.conv2d, "qcompiler.dense": self.dense,
                        "qcompiler.add": self.add}.get(kind)
             out = handler(value, parts, qp) if handler else None

@@ -16,24 +16,23 @@ from qcompiler.qparams import Q31
 
 
 def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
-    """`q_multiply_shift(x, m0, 31, shift)` with TVM's semantics (int64, round half up).
+    """`q_multiply_shift(x, m0, 31, shift)` as int64: `(x * m0 + 2^(30 - shift)) >> (31 - shift)`.
 
-    Written out because TVM 0.27's intrinsic legalizer rejects a per-element (non-broadcast)
-    shift; this is the same arithmetic the reference does in `qparams.q_multiply_shift`.
+    The same arithmetic as the reference (`qparams.q_multiply_shift`): exact, never wrapping,
+    left un-truncated for the caller's clamp. Written out because TVM 0.27's intrinsic
+    legalizer rejects a per-element shift and its `(x << shift) * m0` can overflow int64.
     """
     x64 = x.astype("int64")
     s64 = shift.astype("int64") if hasattr(shift, "astype") else tirx.const(shift, "int64")
     m64 = m0.astype("int64") if hasattr(m0, "astype") else tirx.const(m0, "int64")
-    zero = tirx.const(0, "int64")
-    left = tvm.te.max(s64, zero)
-    right = tvm.te.max(-s64, zero) + Q31
-    prod = (x64 << left) * m64
-    return ((prod + (tirx.const(1, "int64") << (right - 1))) >> right).astype("int32")
+    total = tirx.const(Q31, "int64") - s64
+    return (x64 * m64 + (tirx.const(1, "int64") << (total - 1))) >> total
 
 
 def _clamp_cast(v: Any, zp_y: int, lo: int, hi: int, dtype: str) -> Any:
-    v = v + tirx.const(zp_y, "int32")
-    return tvm.te.min(tvm.te.max(v, tirx.const(lo, "int32")), tirx.const(hi, "int32")).astype(dtype)
+    """`clamp(v + zp_y, lo, hi)` in int64 (no wrap), then the storage dtype."""
+    v = v.astype("int64") + tirx.const(zp_y, "int64")
+    return tvm.te.min(tvm.te.max(v, tirx.const(lo, "int64")), tirx.const(hi, "int64")).astype(dtype)
 
 
 def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
@@ -141,7 +140,7 @@ def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
     a = te.placeholder(shape, a_dtype, name="a")
     b = te.placeholder(shape, b_dtype, name="b")
     k = attrs["k"]
-    rnd = tirx.const((1 << k) >> 1, "int32")
+    rnd = tirx.const((1 << k) >> 1, "int64")
 
     def body(*i: Any) -> Any:
         ta = fixed_point_multiply(a[i].astype("int32") - attrs["zp_a"], attrs["m0_a"],

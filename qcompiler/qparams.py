@@ -73,6 +73,8 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     `M0` is in [2^30, 2^31) (a Q31 number in [0.5, 1)), `shift` in [-31, 30]: positive shifts
     left, negative shifts right, exactly the operands of TVM's `q_multiply_shift(x, M0, 31, shift)`.
     A multiplier too small to change any int32 input (< 2^-32) becomes (0, 0): the product is 0.
+    One of 2^30 or more becomes the largest representable, (2^31 - 1, 30): any nonzero input
+    then saturates every 8- or 16-bit output either way, so the result is the same.
     """
     if not (m >= 0.0 and math.isfinite(m)):
         raise ValueError(f"multiplier must be finite and >= 0, got {m}")
@@ -84,21 +86,20 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
         m0 //= 2
         exponent += 1
     if exponent > MAX_LEFT_SHIFT:
-        raise ValueError(f"multiplier {m} is too large for a fixed-point requantization")
+        return (1 << Q31) - 1, MAX_LEFT_SHIFT
     if exponent < -MAX_RIGHT_SHIFT:
         return 0, 0
     return int(m0), int(exponent)
 
 
 def q_multiply_shift(x: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
-    """TVM's `q_multiply_shift(x, m0, 31, shift)` on int32 arrays, bit for bit.
+    """`round_half_up(x * m0 * 2^(shift - 31))` for int32 `x`, exactly, as int64.
 
-    In int64: `x << max(shift, 0)`, times `m0`, plus `1 << (30 + max(-shift, 0))`, arithmetic
-    shift right by `31 + max(-shift, 0)`, truncated to int32 (round half up).
+    This is TVM's `q_multiply_shift(x, m0, 31, shift)` (int64 product, add the rounding constant,
+    arithmetic shift right) computed as `(x * m0 + 2^(30 - shift)) >> (31 - shift)`: the same
+    value whenever TVM's `(x << shift) * m0` fits in int64, and still exact when it would not.
+    The result is not truncated to int32; callers clamp it (that is where saturation happens).
     """
     x = np.asarray(x, np.int64)
-    shift = np.asarray(shift, np.int64)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0) + Q31
-    prod = (x << left) * np.asarray(m0, np.int64)
-    return ((prod + (np.int64(1) << (right - 1))) >> right).astype(np.int32)
+    total = Q31 - np.asarray(shift, np.int64)  # in [1, 62]
+    return (x * np.asarray(m0, np.int64) + (np.int64(1) << (total - 1))) >> total

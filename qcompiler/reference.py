@@ -22,7 +22,7 @@ from qcompiler.relax_access import const_array, int_list, is_const, op_name, sha
 
 
 def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
-    y = q_multiply_shift(acc.astype(np.int64).astype(np.int32), m0, shift).astype(np.int64)
+    y = q_multiply_shift(acc.astype(np.int64).astype(np.int32), m0, shift)
     return np.clip(y + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
 
 
@@ -57,8 +57,8 @@ def add(x: np.ndarray, y: np.ndarray, a: dict) -> np.ndarray:
     ta = q_multiply_shift(x.astype(np.int32) - a["zp_a"], a["m0_a"], a["shift_a"])
     tb = q_multiply_shift(y.astype(np.int32) - a["zp_b"], a["m0_b"], a["shift_b"])
     k = a["k"]
-    s = (ta.astype(np.int64) + tb + ((1 << k) >> 1)).astype(np.int32) >> k
-    return np.clip(s.astype(np.int64) + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
+    s = (ta + tb + ((1 << k) >> 1)) >> k
+    return np.clip(s + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
 
 
 def requantize(x: np.ndarray, a: dict) -> np.ndarray:
