@@ -131,7 +131,7 @@ def test_single_calibration_sample_and_constant_input(tmp_path, rng):
 
 
 def test_accumulator_that_could_overflow_is_refused(tmp_path, rng):
-    k = 70_000  # 70000 * 255 * 127 > 2^31
+    k = 140_000  # 140000 * 128 * 127 > 2^31 (zero point mid-range)
     model = make_model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], {"x": (1, k)},
                        {"y": None}, {"w": rng.standard_normal((2, k)).astype(np.float32)})
     from qcompiler.api import compile_only
@@ -139,6 +139,6 @@ def test_accumulator_that_could_overflow_is_refused(tmp_path, rng):
     mpath = save_model(model, tmp_path)
     cpath = save_calib({"x": rng.uniform(-1, 1, (2, k)).astype(np.float32)}, tmp_path)
     with pytest.raises(QCompileError, match=r"layer \w+ \(qcompiler.dense\): the int32 "
-                                            r"accumulator could overflow \(70000 taps"):
+                                            r"accumulator could overflow \(140000 taps"):
         compile_only(mpath, cpath, tmp_path / "out")
     assert not (tmp_path / "out").exists()
