@@ -5,6 +5,12 @@ their export once instead of once per node.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +69,75 @@ def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
     return default
 
 
-def _attribute_problems(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
+_A = onnx.AttributeProto
+_POOL_ATTRS = {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
+               "dilations": _A.INTS, "ceil_mode": _A.INT, "auto_pad": _A.STRING,
+               "storage_order": _A.INT, "count_include_pad": _A.INT}
+# The attribute types ONNX defines for the ops we import; anything else is a broken model.
+ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
+    "Conv": {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
+             "dilations": _A.INTS, "group": _A.INT, "auto_pad": _A.STRING},
+    "MaxPool": _POOL_ATTRS, "AveragePool": _POOL_ATTRS,
+    "Gemm": {"transA": _A.INT, "transB": _A.INT, "alpha": _A.FLOAT, "beta": _A.FLOAT},
+    "BatchNormalization": {"epsilon": _A.FLOAT, "momentum": _A.FLOAT, "training_mode": _A.INT},
+    "Concat": {"axis": _A.INT}, "Flatten": {"axis": _A.INT},
+    "Clip": {"min": _A.FLOAT, "max": _A.FLOAT}, "Reshape": {"allowzero": _A.INT},
+    "Softmax": {"axis": _A.INT}, "LeakyRelu": {"alpha": _A.FLOAT},
+    "Transpose": {"perm": _A.INTS}, "Dropout": {"seed": _A.INT},
+}
+
+
+def _type_problems(node: onnx.NodeProto, where: str) -> list[str]:
+    expected = ATTRIBUTE_TYPES.get(node.op_type, {})
+    bad = []
+    for a in node.attribute:
+        want = expected.get(a.name)
+        if want is not None and a.type != want:
+            bad.append(f"{where}: {a.name} must be {_A.AttributeType.Name(want).lower()}, "
+                       f"not {_A.AttributeType.Name(a.type).lower()}")
+    return bad
+
+
+def _shape_problems(node: onnx.NodeProto, where: str, weights: dict[str, tuple]) -> list[str]:
+    """Values ONNX itself forbids, which TVM's frontend would otherwise accept silently."""
+    bad = []
+    spatial = 2
+    if node.op_type in ("Conv", "MaxPool", "AveragePool"):
+        ks = _attr(node, "kernel_shape")
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights:
+            wshape = weights[node.input[1]]
+            spatial = max(len(wshape) - 2, 0)
+            if ks is not None and list(ks) != list(wshape[2:]):
+                bad.append(f"{where}: kernel_shape={list(ks)} does not match weight shape "
+                           f"{list(wshape)}")
+        elif ks is None or len(ks) != spatial or any(k < 1 for k in ks):
+            bad.append(f"{where}: kernel_shape={None if ks is None else list(ks)}")
+        for name, n, low in (("strides", spatial, 1), ("dilations", spatial, 1),
+                             ("pads", 2 * spatial, 0)):
+            v = _attr(node, name)
+            if v is not None and (len(v) != n or any(x < low for x in v)):
+                bad.append(f"{where}: {name}={list(v)}")
+    if node.op_type == "Conv":
+        g = _attr(node, "group", 1)
+        wshape = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if g < 1 or (wshape and wshape[0] % g):
+            bad.append(f"{where}: group={g} does not divide the {wshape and wshape[0]} "
+                       "output channels")
+    if node.op_type == "Gemm":
+        for name in ("transA", "transB"):
+            if _attr(node, name, 0) not in (0, 1):
+                bad.append(f"{where}: {name}={_attr(node, name)}")
+    return bad
+
+
+def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
+                        weights: dict[str, tuple] | None = None) -> list[str]:
     """Attributes we cannot honour exactly, as 'node (op): attr=value' strings."""
     where = f"{node.name or node.output[0]} ({node.op_type})"
-    bad: list[str] = []
+    bad = _type_problems(node, where)
+    if bad:
+        return bad
+    bad = _shape_problems(node, where, weights or {})
     if node.op_type == "Conv":
         if len(_attr(node, "kernel_shape", [0, 0]) or [0, 0]) != 2:
             bad.append(f"{where}: only 2-D convolution is supported")
@@ -95,6 +166,7 @@ def check_supported(model: onnx.ModelProto) -> None:
     """Raise one UnsupportedModelError listing every unsupported op and attribute."""
     initializers = {i.name for i in model.graph.initializer}
     initializers |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
     ops: dict[str, list[str]] = {}
     attrs: list[str] = []
     for i, node in enumerate(model.graph.node):
@@ -102,7 +174,7 @@ def check_supported(model: onnx.ModelProto) -> None:
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
             ops.setdefault(node.op_type, []).append(name)
         else:
-            attrs += _attribute_problems(node, initializers)
+            attrs += _attribute_problems(node, initializers, weights)
     parts = [f"op {op} at node(s) {', '.join(names)}" for op, names in sorted(ops.items())]
     parts += [f"attribute {a}" for a in attrs]
     if parts:
@@ -142,18 +214,40 @@ def graph_inputs(model: onnx.ModelProto, batch: int | None) -> list[ModelInput]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet_frontend() -> Iterator[None]:
+    """Hide what TVM's frontend prints on a failed conversion (Python prints to stdout, C++
+    warnings to file descriptor 2): the user gets our one-line error instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+            gc.collect()  # half-built BlockBuilders warn when they are destroyed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRModule
     """ONNX -> Relax with TVM's frontend; weights become constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported(model)
-    try:
-        return from_onnx(model, shape_dict={i.name: list(i.shape) for i in inputs},
-                         dtype_dict={i.name: i.dtype for i in inputs},
-                         keep_params_in_input=False, sanitize_input_names=False)
-    except Exception as exc:  # the frontend raises bare TVM errors on shape problems
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise QCompileError(f"ONNX import failed: {first}") from None
+    problem = None
+    with _quiet_frontend():
+        try:
+            return from_onnx(model, shape_dict={i.name: list(i.shape) for i in inputs},
+                             dtype_dict={i.name: i.dtype for i in inputs},
+                             keep_params_in_input=False, sanitize_input_names=False)
+        except Exception as exc:  # the frontend raises bare TVM errors on shape problems
+            text = str(exc).strip()
+            problem = text.splitlines()[-1] if text else type(exc).__name__
+            del exc
+    raise QCompileError(f"ONNX import failed: {problem}")
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:

@@ -1,0 +1,63 @@
+"""Fuzz compiled-vs-reference on random valid CNN graphs.
+
+    python tools/fuzz.py --target x86 --n 2000 [--seed 0] [--save tests/fixtures/fuzz]
+
+Each graph (hypothesis strategy `qcompiler.fuzz.cnn_graphs`) is compiled, run, and compared with
+`qcompiler.reference` bit for bit. A mismatch is shrunk by hypothesis to a minimal graph and saved
+as `<save>/mismatch_<seed>.onnx` with its calibration `.npz`, a regression fixture for tests/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from tqdm import tqdm
+
+from qcompiler.config import TARGETS
+from qcompiler.fuzz import GraphCase, check_case, cnn_graphs, save_case
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="x86", choices=TARGETS)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", type=Path, default=Path("tests/fixtures/fuzz"))
+    args = ap.parse_args()
+    stats = {"graphs": 0, "mismatches": 0}
+    failing: list[GraphCase] = []
+    bar = tqdm(total=args.n, desc="graphs", unit="graph")
+
+    @settings(max_examples=args.n, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(cnn_graphs())
+    def run(case: GraphCase) -> None:
+        stats["graphs"] += 1
+        bar.update(1)
+        problem = check_case(case)
+        if problem:
+            stats["mismatches"] += 1
+            failing.append(case)
+            raise AssertionError(problem)
+
+    t = time.time()
+    np.random.seed(args.seed)
+    try:
+        run()
+    except AssertionError as exc:
+        case = failing[-1]  # hypothesis re-runs the shrunk example last
+        stem = args.save / f"mismatch_{case.seed}"
+        save_case(case, stem)
+        print(f"\nmismatch: {exc}; minimized graph saved to {stem}.onnx", file=sys.stderr)
+    bar.close()
+    print(f"{stats['graphs']} graphs compiled and compared on {args.target} in "
+          f"{time.time() - t:.0f} s: {stats['mismatches']} mismatching")
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
