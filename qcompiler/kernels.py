@@ -40,6 +40,27 @@ def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
     return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
 
 
+def _channel_params(w_shape: tuple) -> tuple:
+    """The constant operands of a conv/dense kernel: int8 weights, and per output channel the
+    int32 bias, Q31 multiplier and shift."""
+    cout = w_shape[0]
+    return (te.placeholder(w_shape, "int8", name="w"),
+            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
+
+
+def _requantize_channels(acc: te.Tensor, channel_axis: int, params: tuple, attrs: dict
+                         ) -> te.Tensor:
+    """`clamp(zp_y + qms(acc + bias[c], M0[c], n[c]), lo, hi)` over an accumulator tensor."""
+    _, bias, m0, shift = params
+
+    def body(*i: Any) -> Any:
+        c = i[channel_axis]
+        return _clamp_cast(fixed_point_multiply(acc[i] + bias[c], m0[c], shift[c]),
+                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+
+    return te.compute(acc.shape, body, name="requantize")
+
+
 def quantize(shape: tuple, scale: float, zp: int, dtype: str, lo: int, hi: int) -> tirx.PrimFunc:
     """ONNX QuantizeLinear: `clamp(round_half_to_even(x / s) + zp)` in float32."""
     x = te.placeholder(shape, "float32", name="x")
@@ -80,10 +101,8 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
     x = te.placeholder(x_shape, x_dtype, name="x")
-    wt = te.placeholder(w_shape, "int8", name="w")
-    bias = te.placeholder((cout,), "int32", name="bias")
-    m0 = te.placeholder((cout,), "int32", name="m0")
-    shift = te.placeholder((cout,), "int32", name="shift")
+    params = _channel_params(w_shape)
+    wt = params[0]
     zp_x = attrs["zp_x"]
     xc = te.compute(
         (n, cin, h + pt + pb, w_ + pl + pr),
@@ -100,13 +119,8 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
             xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw]
             * wt[o, rc, ry, rx].astype("int32"), axis=[rc, ry, rx]),
         name="acc")
-    y = te.compute(
-        (n, cout, oh, ow),
-        lambda b, o, i, j: _clamp_cast(
-            fixed_point_multiply(acc[b, o, i, j] + bias[o], m0[o], shift[o]),
-            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
-        name="requantize")
-    return _prim_func("conv2d", attrs, [x, wt, bias, m0, shift, y])
+    y = _requantize_channels(acc, 1, params, attrs)
+    return _prim_func("conv2d", attrs, [x, *params, y])
 
 
 def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
@@ -114,21 +128,15 @@ def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pri
     n, k = x_shape
     cout, _ = w_shape
     x = te.placeholder(x_shape, x_dtype, name="x")
-    wt = te.placeholder(w_shape, "int8", name="w")
-    bias = te.placeholder((cout,), "int32", name="bias")
-    m0 = te.placeholder((cout,), "int32", name="m0")
-    shift = te.placeholder((cout,), "int32", name="shift")
+    params = _channel_params(w_shape)
+    wt = params[0]
     rk = te.reduce_axis((0, k), name="rk")
     acc = te.compute(
         (n, cout), lambda b, o: te.sum(
             (x[b, rk].astype("int32") - attrs["zp_x"]) * wt[o, rk].astype("int32"), axis=rk),
         name="acc")
-    y = te.compute(
-        (n, cout), lambda b, o: _clamp_cast(
-            fixed_point_multiply(acc[b, o] + bias[o], m0[o], shift[o]),
-            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
-        name="requantize")
-    return _prim_func("dense", attrs, [x, wt, bias, m0, shift, y])
+    y = _requantize_channels(acc, 1, params, attrs)
+    return _prim_func("dense", attrs, [x, *params, y])
 
 
 def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:

@@ -35,7 +35,7 @@ def test_regression_fixtures_round_trip_and_pass(tmp_path):
     from hypothesis import find
 
     case = find(cnn_graphs(), lambda c: len(c.model.graph.node) > 2,
-                settings=settings(database=None, **{k: v for k, v in FUZZ.items() if k != 'database'}))
+                settings=settings(**FUZZ))
     save_case(case, tmp_path / "case")
     back = load_case(tmp_path / "case.onnx")
     assert back.model.SerializeToString() == case.model.SerializeToString()
