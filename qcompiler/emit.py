@@ -39,33 +39,36 @@ def prepare_out_dir(out: Path) -> None:
         raise QCompileError(f"{out}: output folder is not writable")
 
 
-def _atomic_write(path: Path, write: callable) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def build(compiled: Compiled) -> tvm.runtime.Module:
+def build(compiled: Compiled) -> tvm.runtime.Module | None:
+    """The TVM runtime module (`model.so`), for targets that run on this machine."""
+    if not compiled.target.runs_natively:
+        return None
     with tvm.transform.PassContext(opt_level=3):
         return tvm.compile(compiled.quantized, compiled.tvm_target)
 
 
-def manifest(compiled: Compiled) -> dict:
+def manifest(compiled: Compiled, standalone: dict) -> dict:
     meta = graph_meta(compiled.quantized)
-    return {"format": "qcompiler-tvm-vm/1", "target": compiled.target_name,
-            "tvm_target": str(compiled.tvm_target), "library": "model.so",
+    t = compiled.target
+    return {"format": "qcompiler/1", "target": t.name, "tvm_target": str(compiled.tvm_target),
+            "library": "model.so" if t.runs_natively else None,
+            "standalone": {"static": "libmodel.a", "shared": "libmodel.so",
+                           "header": "model.h", "runner": "run_model", **standalone},
+            "run_prefix": list(t.run_prefix),
             "inputs": meta["inputs"], "outputs": meta["outputs"], "layers": meta["layers"]}
 
 
-def emit(compiled: Compiled, exe: tvm.runtime.Module, out: Path) -> dict:
+def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path) -> dict:
+    """Build everything in a temporary folder next to OUT, then rename each file into place."""
+    from qcompiler.emit_c import build_standalone
+
     prepare_out_dir(out)
-    info = manifest(compiled)
-    _atomic_write(out / "model.so", lambda p: exe.export_library(p))
-    _atomic_write(out / "model.json",
-                  lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
+    with tempfile.TemporaryDirectory(prefix=".qcompile-", dir=out) as tmp:
+        tmp = Path(tmp)
+        info = manifest(compiled, build_standalone(compiled, tmp))
+        if exe is not None:
+            exe.export_library(str(tmp / "model.so"))
+        (tmp / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "model.json"):
+            os.replace(f, out / f.name)  # the manifest last: it marks a complete output
     return info

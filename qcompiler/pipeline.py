@@ -22,7 +22,8 @@ from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.quantize import realize
 from qcompiler.qparams import QParams
-from qcompiler.targets.x86 import x86_target
+from qcompiler.targets import get_target
+from qcompiler.targets.target import Target
 
 STAGES = ("import", "float", "quantized")
 
@@ -70,7 +71,7 @@ class Compiled:
     quantized: tvm.IRModule
     float_mod: tvm.IRModule
     inputs: list[ModelInput]
-    target_name: str
+    target: Target
     tvm_target: tvm.target.Target
     in_qparams: list[QParams]
     timings: dict[str, float] = field(default_factory=dict)
@@ -78,7 +79,7 @@ class Compiled:
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
                   config: CompileConfig, progress: bool = True) -> Compiled:
-    target = x86_target()
+    target = get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     timings = {}
     t = time.perf_counter()
@@ -90,10 +91,11 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     t = time.perf_counter()
     calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
+    host = tvm.target.Target({"kind": "llvm"})  # the float graph runs here, whatever the target
     in_qp, out_qp = calibrate(calib_mod, calib, config.observer, target.activation_dtype,
-                              config.percentile, tvm_target, progress)
+                              config.percentile, host, progress)
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel)  # the quantize pass
     timings["quantize"] = time.perf_counter() - t
-    return Compiled(qmod, float_mod, inputs, target.name, tvm_target, in_qp, timings)
+    return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,5 +67,60 @@ class CompiledModel:
         return out
 
 
-def load(path: str | Path) -> CompiledModel:
+class StandaloneModel(CompiledModel):
+    """The runtime-free library, driven through its example runner (under qemu for a target
+    this machine cannot execute). Same interface as CompiledModel; one input, one output."""
+
+    def __init__(self, path: str | Path) -> None:
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        meta = folder / "model.json"
+        if not meta.exists():
+            raise QCompileError(f"{folder}: not a qcompiler output (needs model.json)")
+        self.meta = json.loads(meta.read_text())
+        self.folder = folder
+        self.inputs, self.outputs = self.meta["inputs"], self.meta["outputs"]
+        self.runner = folder / self.meta["standalone"]["runner"]
+        self.prefix = list(self.meta.get("run_prefix") or [])
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise QCompileError(f"{folder}: the example runner drives one input and one output")
+        if self.prefix and shutil.which(self.prefix[0]) is None:
+            raise QCompileError(f"{self.prefix[0]} not found: it runs {self.meta['target']} "
+                                "programs here; install it with apt-get install qemu-user")
+
+    def _exec(self, x: np.ndarray, out_dtype: str, raw: bool) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+            np.ascontiguousarray(x).tofile(src)
+            cmd = [*self.prefix, str(self.runner), str(src), str(dst), *(["--int"] if raw else [])]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if res.returncode != 0:
+                raise QCompileError(f"{self.runner.name} failed ({res.returncode}): "
+                                    f"{res.stderr.strip()[-300:]}")
+            shape = self.outputs[0]["shape"]
+            return np.fromfile(dst, dtype=out_dtype).reshape(shape)
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        (x,) = inputs
+        self._check_spec(x, "float32")
+        return [self._exec(x, "float32", raw=False)]
+
+    def run_int(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        (x,) = inputs
+        self._check_spec(x, self.inputs[0]["dtype"])
+        return [self._exec(x, self.outputs[0]["dtype"], raw=True)]
+
+    def _check_spec(self, x: np.ndarray, dtype: str) -> None:
+        spec = self.inputs[0]
+        if x.dtype != dtype or list(x.shape) != spec["shape"]:
+            raise QCompileError(f"input {spec['name']}: expected {dtype} {spec['shape']}, "
+                                f"got {x.dtype} {list(x.shape)}")
+
+
+def load(path: str | Path, standalone: bool = False) -> CompiledModel:
+    """A compiled model folder. The TVM module (`model.so`) where the target runs here, else
+    (or with `standalone=True`) the runtime-free library through its runner."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    meta = folder / "model.json"
+    if meta.exists() and (standalone or json.loads(meta.read_text()).get("library") is None):
+        return StandaloneModel(folder)
     return CompiledModel(path)

@@ -25,8 +25,8 @@ def x86_target() -> Target:
     """
     if "avx512_vnni" in _cpu_flags():
         return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
-                      "uint8", runs_natively=True)
-    return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v3"}, "uint8", runs_natively=True)
+                      "uint8", runs_natively=True, install_hint="apt-get install gcc")
+    return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v3"}, "uint8", runs_natively=True,
+                  install_hint="apt-get install gcc")
 
 
-X86 = x86_target()

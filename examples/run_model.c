@@ -1,0 +1,1 @@
+../qcompiler/c/run_model.c
