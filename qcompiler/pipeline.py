@@ -22,6 +22,7 @@ from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.quantize import realize
 from qcompiler.qparams import QParams
+from qcompiler.schedules import apply_schedules
 from qcompiler.targets import get_target
 from qcompiler.targets.target import Target
 
@@ -98,4 +99,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     t = time.perf_counter()
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel)  # the quantize pass
     timings["quantize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    qmod = apply_schedules(qmod, target.name)  # target kernels (sdot, ...), same operands
+    timings["schedule"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings)

@@ -1,0 +1,104 @@
+"""AArch64 integer kernels with the inner product on `sdot` (s8 x s8 -> s32, 4x4 per instruction).
+
+Same operands and attributes as the portable kernels in `qcompiler.kernels` (so the reference
+and the graph are unchanged); inside, the computation is re-laid for the instruction:
+
+    acc[n, o/4, y, x, o%4] = sum_{c/4, ky, kx, c%4} xp[n, c/4, y', x', c%4] * wp[o/4, c/4, ky, kx, o%4, c%4]
+
+with activations packed to 4-channel blocks (spatial padding = zp_x, channel padding = 0) and
+weights to 4x4 blocks. Raw int8 products need the zero point out of the dot product:
+
+    sum (x - zp_x) w = sum x w - zp_x * sum w      (exact in int32)
+
+then the usual requantize epilogue.
+"""
+from __future__ import annotations
+
+import json
+
+import tvm
+from tvm import te, tirx
+
+from qcompiler import kernels
+from qcompiler.schedules.intrinsics import load_intrinsics
+
+
+def _ceil4(n: int) -> int:
+    return (n + 3) // 4
+
+
+def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+    n, cin, h, w_ = x_shape
+    cout, cin_w, kh, kw = w_shape
+    sh, sw = attrs["strides"]
+    pt, pl, pb, pr = attrs["padding"]
+    dh, dw = attrs["dilation"]
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    c4, o4 = _ceil4(cin), _ceil4(cout)
+    zp = attrs["zp_x"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = kernels._channel_params(w_shape)
+    wt = params[0]
+    xp = te.compute(
+        (n, c4, h + pt + pb, w_ + pl + pr, 4),
+        lambda b, cb, i, j, ci: tirx.if_then_else(
+            cb * 4 + ci < cin,
+            tirx.if_then_else(tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
+                              x[b, tirx.min(cb * 4 + ci, cin - 1), i - pt, j - pl],
+                              tirx.const(zp, x_dtype)),
+            tirx.const(0, x_dtype)),
+        name="x_packed")
+    wp = te.compute(
+        (o4, c4, kh, kw, 4, 4),
+        lambda ob, cb, ky, kx, oi, ci: tirx.if_then_else(
+            tirx.all(ob * 4 + oi < cout, cb * 4 + ci < cin),
+            wt[tirx.min(ob * 4 + oi, cout - 1), tirx.min(cb * 4 + ci, cin - 1), ky, kx],
+            tirx.const(0, "int8")),
+        name="w_packed")
+    rc = te.reduce_axis((0, cin_w), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    wsum = te.compute((cout,), lambda o: te.sum(wt[o, rc, ry, rx].astype("int32"),
+                                                 axis=[rc, ry, rx]), name="w_sum")
+    rcb = te.reduce_axis((0, c4), name="rcb")
+    rky = te.reduce_axis((0, kh), name="rky")
+    rkx = te.reduce_axis((0, kw), name="rkx")
+    rci = te.reduce_axis((0, 4), name="rci")
+    acc = te.compute(
+        (n, o4, oh, ow, 4),
+        lambda b, ob, i, j, oi: te.sum(
+            xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rci].astype("int32")
+            * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"), axis=[rcb, rky, rkx, rci]),
+        name="acc")
+    centered = te.compute(
+        (n, cout, oh, ow),
+        lambda b, o, i, j: acc[b, o // 4, i, j, o % 4] - tirx.const(zp, "int32") * wsum[o],
+        name="acc_centered")
+    y = kernels._requantize_channels(centered, 1, params, attrs)
+    return [x, *params, y]
+
+
+def _tensorize_acc(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    intrin = load_intrinsics("arm_cpu").ARM_DOT_4x4_i8_SDOT_INTRIN
+    sch = tvm.s_tir.Schedule(func)
+    block = sch.get_sblock("acc")
+    b, ob, i, j, oi, rcb, rky, rkx, rci = sch.get_loops(block)
+    sch.reorder(b, ob, i, j, rcb, rky, rkx, oi, rci)
+    sch.decompose_reduction(block, rcb)
+    sch.tensorize(oi, intrin)
+    sch.compute_inline(sch.get_sblock("acc_centered"))
+    return sch.mod["main"]
+
+
+def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """The sdot conv2d for groups == 1 and int8 activations."""
+    func = te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs))
+    func = _tensorize_acc(func)
+    return func.with_attr({"qcompiler.op": "conv2d",
+                           "qcompiler.attrs": json.dumps(attrs),
+                           "qcompiler.schedule": "arm_sdot"})
+
+
+def applies(op: str, attrs: dict, x_dtype: str) -> bool:
+    return op == "conv2d" and attrs["groups"] == 1 and x_dtype == "int8"
