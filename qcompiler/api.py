@@ -9,6 +9,7 @@ from qcompiler.emit import build, check_out_dir, emit
 from qcompiler.onnx_import import graph_inputs, load_onnx
 from qcompiler.pipeline import Compiled, compile_model
 from qcompiler.runtime import CompiledModel
+from qcompiler.targets import check_toolchain, get_target
 
 
 def compile_to_dir(model_path: Path, calib_path: Path, out: Path, progress: bool = False,
@@ -21,6 +22,7 @@ def compile_to_dir(model_path: Path, calib_path: Path, out: Path, progress: bool
 def compile_only(model_path: Path, calib_path: Path, out: Path, progress: bool = False,
                  **options: object) -> Compiled:
     config = CompileConfig(**options)  # rejects bad options before any work
+    check_toolchain(get_target(config.target))
     model = load_onnx(model_path)
     check_out_dir(out)
     inputs = graph_inputs(model, config.batch)

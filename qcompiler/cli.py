@@ -52,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
     from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
     from qcompiler.pipeline import compile_model
     from qcompiler.reference import Reference
-    from qcompiler.runtime import CompiledModel
+    from qcompiler.runtime import load
+    from qcompiler.targets import check_toolchain, get_target
 
     t0 = time.perf_counter()
     config = CompileConfig(target=args.target, observer=args.observer,
                            percentile=args.percentile, per_channel=not args.per_tensor,
                            batch=args.batch, calib_limit=args.calib_limit)
+    check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)
     check_out_dir(out)
@@ -73,23 +75,33 @@ def run(args: argparse.Namespace) -> int:
     exe = build(compiled)
     info = emit(compiled, exe, out)
     compile_s = time.perf_counter() - t0
-    lib = CompiledModel(out)
-    ref = Reference(compiled.quantized, compiled.tvm_target)
+    native = compiled.target.runs_natively
+    lib = load(out)
+    # Float-fallback ops in the reference run on this machine: for the target's own build
+    # where it runs here, else the host's.
+    ref = Reference(compiled.quantized, compiled.tvm_target if native else None)
+    checked = None if native else 100  # images through an emulated library
 
     layers = info["layers"]
     n_int = sum(1 for x in layers if x["status"] == "integer")
     fallback = [f"{x['op']} ({x['name']})" for x in layers if x["status"] == "float"]
     w_float = initializer_bytes(model)
     w_int = sum(c.value.numpy().nbytes for c in _constants(compiled.quantized))
-    print(f"\nqcompile {args.model} -> {out}/model.so  [target {args.target}, "
-          f"{compiled.tvm_target.attrs.get('mcpu', '')}]")
+    tt = compiled.tvm_target.attrs
+    print(f"\nqcompile {args.model} -> {out}/  [target {args.target}, "
+          f"{tt.get('mtriple') or tt.get('mcpu', '')}]")
     print(f"  compiled in {compile_s:.1f} s; observer {args.observer}, "
           f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
     print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
-          f"({w_float / max(w_int, 1):.1f}x smaller); library {_fmt_bytes(os.path.getsize(out / 'model.so'))}")
+          f"({w_float / max(w_int, 1):.1f}x smaller)")
+    sa = info["standalone"]
+    print(f"  library:    libmodel.a {_fmt_bytes(os.path.getsize(out / 'libmodel.a'))}, "
+          f"libmodel.so {_fmt_bytes(os.path.getsize(out / 'libmodel.so'))}; workspace "
+          f"{_fmt_bytes(sa['workspace_bytes'])} (activations {_fmt_bytes(sa['activation_bytes'])}"
+          f", kernel scratch {_fmt_bytes(sa['scratch_bytes'])}); {sa['kernels']} kernels")
 
     name = inputs[0].name
     if args.eval:
@@ -99,14 +111,17 @@ def run(args: argparse.Namespace) -> int:
         if args.eval_limit:
             images, labels = images[:args.eval_limit], labels[:args.eval_limit]
         fp = float_predictions(args.model, images, name)
-        ip, bad, total = int8_predictions(lib, ref, images)
+        ip, bad, total = int8_predictions(lib, ref, images, checked)
         n = len(ip)
         top_f, top_i = float((fp[:n] == labels[:n]).mean()), float((ip == labels[:n]).mean())
         print(f"  top-1:      float {100 * top_f:.2f}%  int8 {100 * top_i:.2f}%  "
               f"({100 * (top_i - top_f):+.2f} points, {n} {args.eval} test images)")
         exact = bad == 0
         print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
-              f"({total - bad}/{total} output elements equal over {n} images)")
+              f"({total - bad}/{total} output elements equal over "
+              f"{n if checked is None else min(n, checked)} images"
+              + (")" if native else f", run under {lib.prefix[0]}; top-1 of the rest from "
+                 "the reference)"))
     else:
         x = next(iter(calib.values()))
         _, bad, total = int8_predictions(lib, ref, x[: max(inputs[0].shape[0], 16)])
@@ -114,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
               f"({total - bad}/{total} output elements equal on calibration inputs)")
     feeds = {i.name: next(iter(calib.values()))[: i.shape[0]] for i in inputs[:1]}
-    if len(inputs) == 1 and feeds[name].shape[0] == inputs[0].shape[0]:
+    if not native:
+        print(f"  latency:    not measured: {args.target} runs under emulation here")
+    elif len(inputs) == 1 and feeds[name].shape[0] == inputs[0].shape[0]:
         q = lib.quantize_inputs(feeds[name])
         i_ms = median_latency_ms(lambda: lib.run_int(*q))
         try:
@@ -125,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the peer may reject a model we accept
             print(f"  latency:    int8 (qcompiler) {i_ms:.3f} ms; onnxruntime could not run the "
                   f"model ({type(exc).__name__})")
-    print(f"  wrote {out}/model.so, {out}/model.json")
+    print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
 
 
