@@ -153,43 +153,50 @@ def load_case(path: Path) -> GraphCase:
                      int(data["seed"]))
 
 
-def check_case(case: GraphCase, n_inputs: int = 2) -> str | None:
-    """Compile the case and compare library and reference on fresh inputs.
+def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str | None:
+    """Compile the case for `target` and compare the library and the reference on fresh inputs.
 
-    Returns None when they agree bit for bit, else a description of the first mismatch.
+    x86 runs the TVM module in process; other targets run the runtime-free C library through
+    its runner (under qemu). Returns None when they agree bit for bit, else the first mismatch.
     """
     import tvm
     from tvm import relax
 
     from qcompiler.calibrate import load_calibration
     from qcompiler.config import CompileConfig
-    from qcompiler.emit import build
+    from qcompiler.emit import build, emit
     from qcompiler.onnx_import import graph_inputs
     from qcompiler.pipeline import compile_model
-    from qcompiler.reference import Reference
     from qcompiler.qparams import dtype_range
+    from qcompiler.reference import Reference
+    from qcompiler.runtime import StandaloneModel
 
-    config = CompileConfig(batch=case.batch)
+    config = CompileConfig(batch=case.batch, target=target)
     inputs = graph_inputs(case.model, case.batch)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.npz"
         np.savez(path, x=case.calib)
         calib = load_calibration(path, inputs)
-    compiled = compile_model(case.model, calib, config, progress=False)
-    vm = relax.VirtualMachine(build(compiled), tvm.cpu())
-    ref = Reference(compiled.quantized, compiled.tvm_target)
-    qp = compiled.in_qparams[0]
-    lo, hi = dtype_range(qp.dtype)
-    rng = np.random.default_rng(case.seed + 1)
-    for i in range(n_inputs):
-        q = rng.integers(lo, hi + 1, inputs[0].shape).astype(qp.dtype)
-        got = vm["main_int"](tvm.runtime.tensor(q))
-        got = [got.numpy()] if hasattr(got, "numpy") else [g.numpy() for g in got]
-        want = ref.run(q)
-        for g, w in zip(got, want):
-            if g.shape != w.shape or not np.array_equal(g, w):
-                bad = int((g != w).sum()) if g.shape == w.shape else -1
-                return f"input {i}: {bad} of {w.size} output elements differ"
+        compiled = compile_model(case.model, calib, config, progress=False)
+        if compiled.target.runs_natively:
+            vm = relax.VirtualMachine(build(compiled), tvm.cpu())
+
+            def run(q: np.ndarray) -> list[np.ndarray]:
+                got = vm["main_int"](tvm.runtime.tensor(q))
+                return [got.numpy()] if hasattr(got, "numpy") else [g.numpy() for g in got]
+        else:
+            emit(compiled, None, Path(tmp) / "out")
+            run = StandaloneModel(Path(tmp) / "out").run_int
+        ref = Reference(compiled.quantized)
+        qp = compiled.in_qparams[0]
+        lo, hi = dtype_range(qp.dtype)
+        rng = np.random.default_rng(case.seed + 1)
+        for i in range(n_inputs):
+            q = rng.integers(lo, hi + 1, inputs[0].shape).astype(qp.dtype)
+            for g, w in zip(run(q), ref.run(q)):
+                if g.shape != w.shape or not np.array_equal(g, w):
+                    bad = int((g != w).sum()) if g.shape == w.shape else -1
+                    return f"input {i}: {bad} of {w.size} output elements differ"
     return None
 
 

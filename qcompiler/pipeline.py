@@ -24,6 +24,7 @@ from qcompiler.passes.quantize import realize
 from qcompiler.qparams import QParams
 from qcompiler.schedules import apply_schedules
 from qcompiler.targets import get_target
+from qcompiler.targets.x86 import x86_target
 from qcompiler.targets.target import Target
 
 STAGES = ("import", "float", "quantized")
@@ -92,7 +93,10 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     t = time.perf_counter()
     calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
-    host = tvm.target.Target({"kind": "llvm"})  # the float graph runs here, whatever the target
+    # The float graph runs here, whatever the target, built for this machine's ISA level: the
+    # generic x86-64 (SSE2) build of some graphs fails LLVM verification in TVM 0.27
+    # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
+    host = tvm.target.Target(x86_target().tvm_target)
     in_qp, out_qp = calibrate(calib_mod, calib, config.observer, target.activation_dtype,
                               config.percentile, host, progress)
     timings["calibrate"] = time.perf_counter() - t

@@ -103,7 +103,11 @@ class Reference:
 
     def __init__(self, mod: tvm.IRModule, target: tvm.target.Target | None = None) -> None:
         self.mod = mod
-        self.target = target or tvm.target.Target({"kind": "llvm"})
+        if target is None:  # this machine's ISA level (see pipeline.compile_model)
+            from qcompiler.targets.x86 import x86_target
+
+            target = tvm.target.Target(x86_target().tvm_target)
+        self.target = target
         self._float_ops: dict = {}
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ def apply_schedules(mod: tvm.IRModule, target_name: str) -> tvm.IRModule:
             (x_shape, x_dtype) = _shape(func, 0)
             if rule.applies(op, attrs, x_dtype):
                 w_shape, _ = _shape(func, 1)
-                new = rule.conv2d(x_shape, x_dtype, w_shape, attrs)
+                new = rule.build(op, x_shape, x_dtype, w_shape, attrs)
                 mod[gv] = new.with_attr("global_symbol", func.attrs["global_symbol"])
                 break
     return mod

@@ -79,26 +79,66 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) ->
     return [x, *params, y]
 
 
+def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+    """`acc[n, o/4, o%4] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/4, k/4, o%4, k%4]`."""
+    n, k = x_shape
+    cout, _ = w_shape
+    k4, o4 = _ceil4(k), _ceil4(cout)
+    zp = attrs["zp_x"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = kernels._channel_params(w_shape)
+    wt = params[0]
+    xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
+        kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
+        name="x_packed")
+    wp = te.compute((o4, k4, 4, 4), lambda ob, kb, oi, ki: tirx.if_then_else(
+        tirx.all(ob * 4 + oi < cout, kb * 4 + ki < k),
+        wt[tirx.min(ob * 4 + oi, cout - 1), tirx.min(kb * 4 + ki, k - 1)],
+        tirx.const(0, "int8")), name="w_packed")
+    rk = te.reduce_axis((0, k), name="rk")
+    wsum = te.compute((cout,), lambda o: te.sum(wt[o, rk].astype("int32"), axis=rk),
+                      name="w_sum")
+    rkb = te.reduce_axis((0, k4), name="rkb")
+    rki = te.reduce_axis((0, 4), name="rki")
+    acc = te.compute((n, o4, 4), lambda b, ob, oi: te.sum(
+        xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
+        axis=[rkb, rki]), name="acc")
+    centered = te.compute((n, cout), lambda b, o: acc[b, o // 4, o % 4]
+                          - tirx.const(zp, "int32") * wsum[o], name="acc_centered")
+    y = kernels._requantize_channels(centered, 1, params, attrs)
+    return [x, *params, y]
+
+
 def _tensorize_acc(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Move the 4 output lanes and the 4-deep reduction innermost and map them to sdot."""
     intrin = load_intrinsics("arm_cpu").ARM_DOT_4x4_i8_SDOT_INTRIN
     sch = tvm.s_tir.Schedule(func)
     block = sch.get_sblock("acc")
-    b, ob, i, j, oi, rcb, rky, rkx, rci = sch.get_loops(block)
-    sch.reorder(b, ob, i, j, rcb, rky, rkx, oi, rci)
-    sch.decompose_reduction(block, rcb)
-    sch.tensorize(oi, intrin)
+    loops = sch.get_loops(block)
+    n_spatial = len(loops) - (4 if len(loops) == 9 else 2)  # conv: 4 reduction loops
+    spatial, reduction = loops[:n_spatial], loops[n_spatial:]
+    lane = spatial[-1]
+    sch.reorder(*spatial[:-1], *reduction[:-1], lane, reduction[-1])
+    sch.decompose_reduction(block, reduction[0])
+    sch.tensorize(lane, intrin)
     sch.compute_inline(sch.get_sblock("acc_centered"))
     return sch.mod["main"]
 
 
-def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
-    """The sdot conv2d for groups == 1 and int8 activations."""
-    func = te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs))
+COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
+
+
+def build(op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+          ) -> tirx.PrimFunc:
+    """The sdot kernel for `op` (conv2d with groups == 1, or dense) on int8 activations."""
+    func = te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs))
     func = _tensorize_acc(func)
-    return func.with_attr({"qcompiler.op": "conv2d",
-                           "qcompiler.attrs": json.dumps(attrs),
+    return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
                            "qcompiler.schedule": "arm_sdot"})
 
 
 def applies(op: str, attrs: dict, x_dtype: str) -> bool:
-    return op == "conv2d" and attrs["groups"] == 1 and x_dtype == "int8"
+    """sdot multiplies int8 by int8 and broadcasts one activation operand over four output
+    channels: conv2d with groups == 1 and dense fit; depthwise (a different activation per
+    output channel) does not, and keeps the portable kernel."""
+    return x_dtype == "int8" and (op == "dense" or (op == "conv2d" and attrs["groups"] == 1))

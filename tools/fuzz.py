@@ -38,7 +38,7 @@ def main() -> int:
     def run(case: GraphCase) -> None:
         stats["graphs"] += 1
         bar.update(1)
-        problem = check_case(case)
+        problem = check_case(case, target=args.target)
         if problem:
             stats["mismatches"] += 1
             failing.append(case)
