@@ -38,7 +38,10 @@ def main() -> int:
     def run(case: GraphCase) -> None:
         stats["graphs"] += 1
         bar.update(1)
-        problem = check_case(case, target=args.target)
+        try:
+            problem = check_case(case, target=args.target)
+        except Exception as exc:  # noqa: BLE001 - a crash on a valid graph is a finding too
+            problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
         if problem:
             stats["mismatches"] += 1
             failing.append(case)
