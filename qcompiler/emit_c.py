@@ -56,6 +56,9 @@ class _Tensor:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
+COPY = "<copy>"  # a plain memcpy step in the driver, not a kernel
+
+
 @dataclass
 class _Call:
     kernel: str
@@ -74,9 +77,13 @@ class Plan:
     scratch_bytes: int = 0
 
 
+SCRATCH_RESERVE = 4096  # small temporaries lowering adds (seen: 16-byte vector spills on ARM)
+
+
 def _scratch_bytes(func: tvm.tirx.PrimFunc) -> int:
-    """Upper bound of what one kernel asks the workspace allocator for: all its intermediate
-    buffers at once, each aligned."""
+    """What one kernel may ask the workspace allocator for: all its intermediate buffers at
+    once, each aligned, twice over, plus a reserve for the temporaries TVM's lowering adds.
+    Generous on purpose: running out is reported as a kernel error, never a wild write."""
     total = 0
     stack = [func.body]
     while stack:
@@ -90,7 +97,7 @@ def _scratch_bytes(func: tvm.tirx.PrimFunc) -> int:
                 stack.append(child)
         if isinstance(node, tvm.tirx.SeqStmt):
             stack.extend(node.seq)
-    return total
+    return 2 * total + SCRATCH_RESERVE
 
 
 def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
@@ -159,6 +166,11 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
             p.act_bytes = max(p.act_bytes, offset + need)
         env[var] = t
         p.calls.append(_Call(str(b.value.args[0].name_hint), [*args, t]))
+    # An output no kernel writes (the graph returns an input, or one tensor twice) is copied.
+    for i, v in enumerate(out_vars):
+        src = env[resolve(v)]
+        if src is not p.outputs[i]:
+            p.calls.append(_Call(COPY, [src, p.outputs[i]]))
     return p
 
 
@@ -185,16 +197,39 @@ typedef int32_t (*qc_kernel)(void *, const qc_Any *, int32_t, qc_Any *);
 
 /* Host hooks TVM's objects call: an error setter, and the workspace allocator for kernel
    scratch (a stack in the caller's workspace: TVM frees in reverse order of allocation). */
-static const char *qc_error_kind;
+static char qc_error[256];
 void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t n) {
-  (void)parts; (void)n; qc_error_kind = kind;
+  size_t len = 0;
+  qc_error[0] = 0;
+  for (int32_t i = -1; i < n; ++i) {
+    const char *s = i < 0 ? kind : parts[i];
+    for (; s && *s && len + 2 < sizeof qc_error; ++s) qc_error[len++] = *s;
+    if (len + 2 < sizeof qc_error) qc_error[len++] = i < 0 ? ':' : ' ';
+  }
+  qc_error[len] = 0;
 }
 static uint8_t *qc_scratch_base;
 static size_t qc_scratch_top;
 static void *qc_alloc(int device_type, int device_id, uint64_t nbytes, int code, int bits) {
   (void)device_type; (void)device_id; (void)code; (void)bits;
   size_t start = (qc_scratch_top + QC_ALIGN - 1) / QC_ALIGN * QC_ALIGN;
-  if (start + nbytes > QC_SCRATCH_BYTES) return NULL;
+  if (start + nbytes > QC_SCRATCH_BYTES) {
+    static char msg[96];
+    unsigned long long a = nbytes, b = start, c = QC_SCRATCH_BYTES;
+    int k = 0;
+    const char *head = "kernel scratch exceeds the plan: bytes/at/cap ";
+    while (*head) msg[k++] = *head++;
+    unsigned long long v[3] = {a, b, c};
+    for (int i = 0; i < 3; ++i) {  /* no snprintf: the library needs nothing from stdio */
+      char d[24]; int n = 0;
+      do { d[n++] = (char)('0' + v[i] % 10); v[i] /= 10; } while (v[i]);
+      while (n) msg[k++] = d[--n];
+      msg[k++] = i < 2 ? '/' : 0;
+    }
+    const char *m = msg;
+    TVMFFIErrorSetRaisedFromCStrParts("WorkspaceError", &m, 1);
+    return NULL;
+  }
   qc_scratch_top = start + nbytes;
   return qc_scratch_base + start;
 }
@@ -205,6 +240,7 @@ static int qc_free(int device_type, int device_id, void *ptr) {
 }
 void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = qc_alloc;
 int (*__TVMBackendFreeWorkspace)(int, int, void *) = qc_free;
+const char *MODEL_PREFIX_last_error(void) { return qc_error; }
 
 static int qc_call(qc_kernel f, qc_DLTensor *t, int32_t n) {
   qc_Any args[16], ret;
@@ -250,8 +286,9 @@ def generate_c(p: Plan, boundary: list[tuple[str, _Tensor, _Tensor]], prefix: st
     `boundary` lists (kernel, from, to) for the float entry: quantize each input, dequantize
     each output (from/to are the float and integer tensors)."""
     out = [f"#define QC_ALIGN {ALIGN}\n#define QC_SCRATCH_BYTES {_align(p.scratch_bytes)}\n"
-           + _PRELUDE]
-    kernels = sorted({c.kernel for c in p.calls} | {k for k, _, _ in boundary})
+           + _PRELUDE.replace("MODEL_PREFIX", prefix)]
+    kernels = sorted({c.kernel for c in p.calls if c.kernel != COPY}
+                     | {k for k, _, _ in boundary})
     out += [f"extern int32_t __tvm_ffi_{k}(void *, const qc_Any *, int32_t, qc_Any *);"
             for k in kernels]
     seen: set[str] = set()
@@ -303,10 +340,14 @@ def generate_c(p: Plan, boundary: list[tuple[str, _Tensor, _Tensor]], prefix: st
             f"  qc_scratch_base = ws + {p.act_bytes}; qc_scratch_top = 0;"]
     staging = p.act_bytes + _align(p.scratch_bytes)
     float_base = stage([*p.inputs, *p.outputs], staging, body)
-    for c in p.calls:
+    for i, c in enumerate(p.calls):
+        if c.kernel == COPY:
+            src, dst = c.args
+            body.append(f"  memcpy((void *)({data_of(dst)}), {data_of(src)}, {dst.nbytes});")
+            continue
         ts = ", ".join(_tensor_expr(a, data_of(a)) for a in c.args)
-        body.append(f"  {{ qc_DLTensor t[] = {{{ts}}};\n"
-                    f"    if (qc_call(__tvm_ffi_{c.kernel}, t, {len(c.args)})) return -1; }}")
+        body.append(f"  {{ qc_DLTensor t[] = {{{ts}}};  /* {c.kernel} */\n"
+                    f"    if (qc_call(__tvm_ffi_{c.kernel}, t, {len(c.args)})) return {i + 1}; }}")
     unstage(p.outputs, body)
     out.append(f"int {prefix}_run({sig_in}, {sig_out}, void *workspace) {{\n"
                + "\n".join(body) + "\n  return 0;\n}")
@@ -367,12 +408,15 @@ def generate_header(p: Plan, meta: dict, prefix: str, workspace: int) -> str:
     fins = ", ".join(f"const float *{t.name}" for t in p.inputs)
     fouts = ", ".join(f"float *{t.name}" for t in p.outputs)
     lines += ["", "#ifdef __cplusplus", 'extern "C" {', "#endif",
-              "/* Quantized in, quantized out (the scales and zero points above). 0 on success.",
+              "/* Quantized in, quantized out (the scales and zero points above). 0 on success,",
+              f"   else the 1-based index of the kernel that failed ({prefix}_last_error() says why).",
               f"   workspace: {P}_WORKSPACE_BYTES bytes, aligned to {ALIGN}; not thread-safe:",
               "   one call at a time per process. */",
               f"int {prefix}_run({ins}, {outs}, void *workspace);",
               "/* Float in, float out: quantizes the inputs and dequantizes the outputs. */",
               f"int {prefix}_run_float({fins}, {fouts}, void *workspace);",
+              "/* The message of the last kernel error. */",
+              f"const char *{prefix}_last_error(void);",
               "#ifdef __cplusplus", "}", "#endif", f"#endif  /* {P}_H_ */", ""]
     return "\n".join(lines)
 
@@ -425,7 +469,8 @@ def build_standalone(compiled, folder: Path, prefix: str = "model") -> dict:  # 
     blob = weights_blob(p)  # places the constants: before the code that points at them
     code, workspace = generate_c(p, boundary, prefix)  # places the boundary tensors
     meta = graph_meta(compiled.quantized)
-    names = sorted({c.kernel for c in p.calls} | {k for k, _, _ in boundary})
+    names = sorted({c.kernel for c in p.calls if c.kernel != COPY}
+                   | {k for k, _, _ in boundary})
     kernels = tvm.IRModule({n: lowered[n].with_attr("global_symbol", n) for n in names})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -40,7 +40,10 @@ int main(int argc, char **argv) {
   if (!ws || !x || !y || read_all(in, x, in_bytes)) return 1;
   int rc = raw ? model_run((const MODEL_INPUT_0_TYPE *)x, (MODEL_OUTPUT_0_TYPE *)y, ws)
                : model_run_float((const float *)x, (float *)y, ws);
-  if (rc) { fprintf(stderr, "run_model: the model failed (%d)\n", rc); return 1; }
+  if (rc) {
+    fprintf(stderr, "run_model: kernel %d failed: %s\n", rc, model_last_error());
+    return 1;
+  }
   size_t best = 0;
   for (size_t i = 1; i < n_out; ++i) {
     double a = raw ? (double)((MODEL_OUTPUT_0_TYPE *)y)[i] : ((float *)y)[i];
