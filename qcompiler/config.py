@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from qcompiler.errors import QCompileError
 from qcompiler.observers import OBSERVERS
 
-TARGETS = ("x86", "arm")
+TARGETS = ("x86", "arm", "hexagon")
 
 
 @dataclass(frozen=True)

@@ -487,7 +487,7 @@ def build_standalone(compiled, folder: Path, prefix: str = "model") -> dict:  # 
              hint, tmp)
         _run([*cc, "-c", "weights.S", "-o", "weights.o"], "assembling the weights", hint, tmp)
         objs = ["driver.o", "weights.o", "kernels.o"]
-        ar = [*cc[:-3], "ar"] if "ziglang" in cc else ["ar"]
+        ar = [*cc[:cc.index("cc")], "ar"] if "ziglang" in cc else ["ar"]
         _run([*ar, "rcs", f"lib{prefix}.a", *objs], "archiving", hint, tmp)
         _run([*cc, "-shared", "-o", f"lib{prefix}.so", *objs, "-lm"], "linking", hint, tmp)
         shutil.copy(RUNNER, tmp / "run_model.c")

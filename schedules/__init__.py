@@ -9,9 +9,9 @@ import json
 
 import tvm
 
-from qcompiler.schedules import arm_dot
+from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY
 
-SCHEDULES = {"arm": [arm_dot]}
+SCHEDULES = {"arm": [ARM_SDOT], "hexagon": [HEXAGON_VRMPY]}
 
 
 def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from qcompiler.errors import TargetError
 from qcompiler.targets.arm import ARM
+from qcompiler.targets.hexagon import HEXAGON
 from qcompiler.targets.target import Target
 from qcompiler.targets.x86 import x86_target
 
-TARGET_NAMES = ("x86", "arm")
+TARGET_NAMES = ("x86", "arm", "hexagon")
 
 
 def check_toolchain(target: Target) -> None:
@@ -30,4 +31,6 @@ def get_target(name: str) -> Target:
         return x86_target()
     if name == "arm":
         return ARM
+    if name == "hexagon":
+        return HEXAGON
     raise TargetError(f"unknown target {name!r}: choose one of {', '.join(TARGET_NAMES)}")

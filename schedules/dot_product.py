@@ -1,12 +1,16 @@
-"""AArch64 integer kernels with the inner product on `sdot` (s8 x s8 -> s32, 4x4 per instruction).
+"""Integer kernels with the inner product on a dot-product instruction: L output lanes, each the
+sum of 4 byte products, one activation operand broadcast over the lanes.
+
+    ARM  `sdot`:  L = 4,  s8 x s8 -> s32  (TVM's ARM_DOT_4x4_i8_SDOT_INTRIN)
+    HVX  `vrmpy`: L = 32, u8 x s8 -> s32  (TVM's VRMPY_u8i8i32_INTRIN, 128-byte vectors)
 
 Same operands and attributes as the portable kernels in `qcompiler.kernels` (so the reference
 and the graph are unchanged); inside, the computation is re-laid for the instruction:
 
-    acc[n, o/4, y, x, o%4] = sum_{c/4, ky, kx, c%4} xp[n, c/4, y', x', c%4] * wp[o/4, c/4, ky, kx, o%4, c%4]
+    acc[n, o/L, y, x, o%L] = sum_{c/4, ky, kx, c%4} xp[n, c/4, y', x', c%4] * wp[o/L, c/4, ky, kx, o%L, c%4]
 
 with activations packed to 4-channel blocks (spatial padding = zp_x, channel padding = 0) and
-weights to 4x4 blocks. Raw int8 products need the zero point out of the dot product:
+weights to L x 4 blocks. Raw byte products need the zero point out of the dot product:
 
     sum (x - zp_x) w = sum x w - zp_x * sum w      (exact in int32)
 
@@ -15,6 +19,7 @@ then the usual requantize epilogue.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import tvm
 from tvm import te, tirx
@@ -23,11 +28,16 @@ from qcompiler import kernels
 from qcompiler.schedules.intrinsics import load_intrinsics
 
 
+def _ceil(n: int, k: int) -> int:
+    return (n + k - 1) // k
+
+
 def _ceil4(n: int) -> int:
-    return (n + 3) // 4
+    return _ceil(n, 4)
 
 
-def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                   lanes: int = 4) -> list:
     n, cin, h, w_ = x_shape
     cout, cin_w, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -35,7 +45,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) ->
     dh, dw = attrs["dilation"]
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    c4, o4 = _ceil4(cin), _ceil4(cout)
+    c4, o4, L = _ceil4(cin), _ceil(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
     params = kernels._channel_params(w_shape)
@@ -50,10 +60,10 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) ->
             tirx.const(0, x_dtype)),
         name="x_packed")
     wp = te.compute(
-        (o4, c4, kh, kw, 4, 4),
+        (o4, c4, kh, kw, L, 4),
         lambda ob, cb, ky, kx, oi, ci: tirx.if_then_else(
-            tirx.all(ob * 4 + oi < cout, cb * 4 + ci < cin),
-            wt[tirx.min(ob * 4 + oi, cout - 1), tirx.min(cb * 4 + ci, cin - 1), ky, kx],
+            tirx.all(ob * L + oi < cout, cb * 4 + ci < cin),
+            wt[tirx.min(ob * L + oi, cout - 1), tirx.min(cb * 4 + ci, cin - 1), ky, kx],
             tirx.const(0, "int8")),
         name="w_packed")
     rc = te.reduce_axis((0, cin_w), name="rc")
@@ -66,24 +76,25 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) ->
     rkx = te.reduce_axis((0, kw), name="rkx")
     rci = te.reduce_axis((0, 4), name="rci")
     acc = te.compute(
-        (n, o4, oh, ow, 4),
+        (n, o4, oh, ow, L),
         lambda b, ob, i, j, oi: te.sum(
             xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rci].astype("int32")
             * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"), axis=[rcb, rky, rkx, rci]),
         name="acc")
     centered = te.compute(
         (n, cout, oh, ow),
-        lambda b, o, i, j: acc[b, o // 4, i, j, o % 4] - tirx.const(zp, "int32") * wsum[o],
+        lambda b, o, i, j: acc[b, o // L, i, j, o % L] - tirx.const(zp, "int32") * wsum[o],
         name="acc_centered")
     y = kernels._requantize_channels(centered, 1, params, attrs)
     return [x, *params, y]
 
 
-def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
-    """`acc[n, o/4, o%4] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/4, k/4, o%4, k%4]`."""
+def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                  lanes: int = 4) -> list:
+    """`acc[n, o/L, o%L] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/L, k/4, o%L, k%4]`."""
     n, k = x_shape
     cout, _ = w_shape
-    k4, o4 = _ceil4(k), _ceil4(cout)
+    k4, o4, L = _ceil4(k), _ceil(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
     params = kernels._channel_params(w_shape)
@@ -91,27 +102,27 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> 
     xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
         kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
         name="x_packed")
-    wp = te.compute((o4, k4, 4, 4), lambda ob, kb, oi, ki: tirx.if_then_else(
-        tirx.all(ob * 4 + oi < cout, kb * 4 + ki < k),
-        wt[tirx.min(ob * 4 + oi, cout - 1), tirx.min(kb * 4 + ki, k - 1)],
+    wp = te.compute((o4, k4, L, 4), lambda ob, kb, oi, ki: tirx.if_then_else(
+        tirx.all(ob * L + oi < cout, kb * 4 + ki < k),
+        wt[tirx.min(ob * L + oi, cout - 1), tirx.min(kb * 4 + ki, k - 1)],
         tirx.const(0, "int8")), name="w_packed")
     rk = te.reduce_axis((0, k), name="rk")
     wsum = te.compute((cout,), lambda o: te.sum(wt[o, rk].astype("int32"), axis=rk),
                       name="w_sum")
     rkb = te.reduce_axis((0, k4), name="rkb")
     rki = te.reduce_axis((0, 4), name="rki")
-    acc = te.compute((n, o4, 4), lambda b, ob, oi: te.sum(
+    acc = te.compute((n, o4, L), lambda b, ob, oi: te.sum(
         xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
         axis=[rkb, rki]), name="acc")
-    centered = te.compute((n, cout), lambda b, o: acc[b, o // 4, o % 4]
+    centered = te.compute((n, cout), lambda b, o: acc[b, o // L, o % L]
                           - tirx.const(zp, "int32") * wsum[o], name="acc_centered")
     y = kernels._requantize_channels(centered, 1, params, attrs)
     return [x, *params, y]
 
 
-def _tensorize_acc(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Move the 4 output lanes and the 4-deep reduction innermost and map them to sdot."""
-    intrin = load_intrinsics("arm_cpu").ARM_DOT_4x4_i8_SDOT_INTRIN
+def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
+    """Move the output lanes and the 4-deep reduction innermost and map them to the
+    instruction."""
     sch = tvm.s_tir.Schedule(func)
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
@@ -128,17 +139,30 @@ def _tensorize_acc(func: tirx.PrimFunc) -> tirx.PrimFunc:
 COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
 
 
-def build(op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-          ) -> tirx.PrimFunc:
-    """The sdot kernel for `op` (conv2d with groups == 1, or dense) on int8 activations."""
-    func = te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs))
-    func = _tensorize_acc(func)
-    return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
-                           "qcompiler.schedule": "arm_sdot"})
+@dataclass(frozen=True)
+class DotProduct:
+    """One dot-product instruction as a kernel rule for `qcompiler.schedules`."""
+
+    name: str
+    lanes: int
+    x_dtype: str  # the activation operand (weights are always int8)
+    intrin_module: str
+    intrin_name: str
+
+    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
+        """conv2d with groups == 1 and dense fit (one activation broadcast over the output
+        lanes); depthwise (a different activation per output channel) does not."""
+        return x_dtype == self.x_dtype and (
+            op == "dense" or (op == "conv2d" and attrs["groups"] == 1))
+
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+              ) -> tirx.PrimFunc:
+        intrin = getattr(load_intrinsics(self.intrin_module), self.intrin_name)
+        compute = COMPUTES[op](x_shape, x_dtype, w_shape, attrs, lanes=self.lanes)
+        func = _tensorize_acc(te.create_prim_func(compute), intrin)
+        return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
+                               "qcompiler.schedule": self.name})
 
 
-def applies(op: str, attrs: dict, x_dtype: str) -> bool:
-    """sdot multiplies int8 by int8 and broadcasts one activation operand over four output
-    channels: conv2d with groups == 1 and dense fit; depthwise (a different activation per
-    output channel) does not, and keeps the portable kernel."""
-    return x_dtype == "int8" and (op == "dense" or (op == "conv2d" and attrs["groups"] == 1))
+ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
+HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "hexagon", "VRMPY_u8i8i32_INTRIN")
