@@ -19,6 +19,7 @@ class CompileConfig:
     per_channel: bool = True
     batch: int | None = None
     calib_limit: int | None = None
+    schedules: bool = True  # False: the portable kernels only (for comparisons)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

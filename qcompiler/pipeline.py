@@ -80,8 +80,10 @@ class Compiled:
 
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
-                  config: CompileConfig, progress: bool = True) -> Compiled:
-    target = get_target(config.target)
+                  config: CompileConfig, progress: bool = True,
+                  target: Target | None = None) -> Compiled:
+    """`target` overrides the config's target (e.g. a variant without HVX, for comparisons)."""
+    target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     timings = {}
     t = time.perf_counter()
@@ -104,6 +106,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel)  # the quantize pass
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
-    qmod = apply_schedules(qmod, target.name)  # target kernels (sdot, ...), same operands
+    if config.schedules:
+        qmod = apply_schedules(qmod, target.name)  # target kernels (sdot, ...), same operands
     timings["schedule"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings)

@@ -18,17 +18,21 @@ from qcompiler.qparams import dtype_range
 from qcompiler.reference import Reference
 from qcompiler.runtime import StandaloneModel
 
-TARGETS = ["x86", "arm"]
-CC = {"x86": ["cc"], "arm": [sys.executable, "-m", "ziglang", "cc", "-target",
-                            "aarch64-linux-musl", "-static"]}
-RUN = {"x86": [], "arm": ["qemu-aarch64", "-cpu", "max"]}
-NM = {"x86": "nm", "arm": "aarch64-linux-gnu-nm"}
+TARGETS = ["x86", "arm", "hexagon"]
+ZIG = [sys.executable, "-m", "ziglang", "cc", "-static", "-target"]
+CC = {"x86": ["cc"], "arm": [*ZIG, "aarch64-linux-musl"],
+      "hexagon": [*ZIG, "hexagon-linux-musl", "-mcpu=hexagonv68+hvxv68+hvx_length128b"]}
+RUN = {"x86": [], "arm": ["qemu-aarch64", "-cpu", "max"], "hexagon": ["qemu-hexagon", "-cpu", "v67"]}
+NM = {"x86": "nm", "arm": "aarch64-linux-gnu-nm", "hexagon": "llvm-nm"}
 # What a C library may still need from the system: libc and libm, nothing of TVM or Python.
 LIBC_LIBM = {"memcpy", "memset", "memmove", "abort", "__stack_chk_fail", "expf", "exp", "logf",
              "log", "tanhf", "tanh", "sqrtf", "sqrt", "powf", "pow", "floorf", "ceilf", "roundf",
              "nearbyintf", "fmaxf", "fminf", "fabsf", "erff", "erf", "__cxa_finalize",
              "_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable", "__gmon_start__",
-             "_GLOBAL_OFFSET_TABLE_"}  # the last: provided by the linker itself
+             "_GLOBAL_OFFSET_TABLE_",  # provided by the linker itself
+             "__hexagon_divsi3", "__hexagon_udivsi3", "__hexagon_modsi3", "__hexagon_umodsi3",
+             "__hexagon_divdi3", "__hexagon_udivdi3", "__hexagon_moddi3", "__hexagon_umoddi3",
+             "__hexagon_memcpy_likely_aligned_min32bytes_mult8bytes"}  # compiler-rt
 
 
 def _compile(model_path, calib_path, out, target, **kw):
