@@ -29,6 +29,12 @@ def test_20_random_graphs_match_reference_on_arm_under_qemu(case):
     assert check_case(case, target="arm") is None
 
 
+@settings(max_examples=20, **FUZZ)
+@given(cnn_graphs(max_layers=4, max_channels=64))
+def test_20_random_graphs_match_reference_on_hexagon_under_qemu(case):
+    assert check_case(case, target="hexagon") is None
+
+
 @pytest.mark.fuzz_long
 @settings(max_examples=2000, **FUZZ)
 @given(cnn_graphs())
