@@ -107,6 +107,6 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules:
-        qmod = apply_schedules(qmod, target.name)  # target kernels (sdot, ...), same operands
+        qmod = apply_schedules(qmod, target)  # target kernels (sdot, vnni, vrmpy), same operands
     timings["schedule"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings)

@@ -9,9 +9,19 @@ import json
 
 import tvm
 
-from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY
+from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
+from qcompiler.targets.target import Target
 
-SCHEDULES = {"arm": [ARM_SDOT], "hexagon": [HEXAGON_VRMPY]}
+
+def rules_for(target: Target) -> list:
+    """The kernel rules a target's ISA supports (VNNI only where the target enables it)."""
+    if target.name == "arm":
+        return [ARM_SDOT]
+    if target.name == "hexagon":
+        return [HEXAGON_VRMPY]
+    if target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", []):
+        return [X86_VNNI]
+    return []
 
 
 def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
@@ -19,9 +29,9 @@ def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
     return tuple(int(d) for d in buf.shape), str(buf.dtype)
 
 
-def apply_schedules(mod: tvm.IRModule, target_name: str) -> tvm.IRModule:
+def apply_schedules(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     """Replace each kernel a target has a schedule for; return the module (others untouched)."""
-    rules = SCHEDULES.get(target_name, [])
+    rules = rules_for(target)
     if not rules:
         return mod
     mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)

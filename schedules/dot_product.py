@@ -1,8 +1,9 @@
 """Integer kernels with the inner product on a dot-product instruction: L output lanes, each the
 sum of 4 byte products, one activation operand broadcast over the lanes.
 
-    ARM  `sdot`:  L = 4,  s8 x s8 -> s32  (TVM's ARM_DOT_4x4_i8_SDOT_INTRIN)
-    HVX  `vrmpy`: L = 32, u8 x s8 -> s32  (TVM's VRMPY_u8i8i32_INTRIN, 128-byte vectors)
+    ARM  `sdot`:     L = 4,  s8 x s8 -> s32  (TVM's ARM_DOT_4x4_i8_SDOT_INTRIN)
+    x86  `vpdpbusd`: L = 16, u8 x s8 -> s32  (TVM's VNNI_DOT_16x4_INTRIN, AVX-512 VNNI)
+    HVX  `vrmpy`:    L = 32, u8 x s8 -> s32  (TVM's VRMPY_u8i8i32_INTRIN, 128-byte vectors)
 
 Same operands and attributes as the portable kernels in `qcompiler.kernels` (so the reference
 and the graph are unchanged); inside, the computation is re-laid for the instruction:
@@ -18,6 +19,7 @@ then the usual requantize epilogue.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 
@@ -157,7 +159,9 @@ class DotProduct:
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
               ) -> tirx.PrimFunc:
-        intrin = getattr(load_intrinsics(self.intrin_module), self.intrin_name)
+        module = (importlib.import_module(self.intrin_module) if "." in self.intrin_module
+                  else load_intrinsics(self.intrin_module))
+        intrin = getattr(module, self.intrin_name)
         compute = COMPUTES[op](x_shape, x_dtype, w_shape, attrs, lanes=self.lanes)
         func = _tensorize_acc(te.create_prim_func(compute), intrin)
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
@@ -165,4 +169,6 @@ class DotProduct:
 
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
+X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86_vnni",
+                      "VNNI_DOT_16x4_INTRIN")
 HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "hexagon", "VRMPY_u8i8i32_INTRIN")

@@ -1,0 +1,48 @@
+"""`vpdpbusd` (AVX-512 VNNI, u8 x s8 -> s32, 16 lanes x 4) as a TVM tensor intrinsic.
+
+TVM 0.27 ships one (`VNNI_DOT_16x4_INTRIN`) written for the old LLVM signature of
+`llvm.x86.avx512.vpdpbusd.512` (i32 vectors); the LLVM inside the 0.27 wheel takes
+`(<16 x i32>, <64 x i8>, <64 x i8>)` and rejects it ("Call parameter type does not match").
+This is the same description with the operands in the new types.
+"""
+from __future__ import annotations
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+NAME = "qcompiler_dot_16x4_u8i8i32_vnni"
+
+
+@T.prim_func(s_tir=True)
+def _desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+          B: T.Buffer((16, 4), "int8", offset_factor=1),
+          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+          B: T.Buffer((16, 4), "int8", offset_factor=1),
+          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_u8x4 = A.vload([0], "uint8x4")
+        a_i32 = T.reinterpret(a_u8x4, dtype="int32")
+        a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+        b_i8x64 = B.vload([0, 0], dtype="int8x64")
+        c_i32x16 = C.vload([0], dtype="int32x16")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            c_i32x16, a_i8x64, b_i8x64, dtype="int32x16")
+
+
+TensorIntrin.register(NAME, _desc, _impl, override=True)
+VNNI_DOT_16x4_INTRIN = NAME
