@@ -18,17 +18,18 @@ import onnx
 from onnx import numpy_helper
 
 from qcompiler.errors import QCompileError, UnsupportedModelError
+from qcompiler.onnx_normalize import normalize_onnx
 
 # ONNX ops with an integer kernel (or folded away before quantization).
 INTEGER_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
-    "Constant",
+    "Constant", "Sum",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
     "Sigmoid", "Tanh", "Softmax", "LeakyRelu", "HardSigmoid", "HardSwish", "Mul", "Sub",
-    "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze",
+    "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze", "LRN",
 })
 SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
 
@@ -59,7 +60,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QCompileError(f"{path}: fails onnx.checker: {first}") from None
-    return model
+    return normalize_onnx(model)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:

@@ -18,6 +18,7 @@ from qcompiler.errors import CalibrationDataError, QCompileError
 from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
+from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.quantize import realize
@@ -35,8 +36,11 @@ def float_cleanup() -> tvm.transform.Pass:
         fold_constants(),      # bias reshapes, weight transposes, Clip's NaN guards -> constants
         canonicalize_clip(),   # the frontend's max/min call_tirs -> one R.clip
         fold_batch_norm(),     # BN into conv weights, before weights are quantized
-        relax.transform.DecomposeOpsForInference(),  # a BN with no conv left -> mul/add (float)
+        relax.transform.DecomposeOpsForInference(),  # a BN with no conv left -> mul/add
         fold_constants(),      # fold what BN folding produced
+        relax.transform.CanonicalizeBindings(),  # (x, mean, var)[0] -> x
+        relax.transform.DeadCodeElimination(),  # ... and the tuple goes
+        fold_channel_affine(),  # per-channel mul/add chains -> into the conv, or a depthwise
         fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
     ], name="qcompiler.float_cleanup")
 

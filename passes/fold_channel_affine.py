@@ -1,0 +1,194 @@
+"""Fold per-channel constant arithmetic into convolutions.
+
+Exporters spell batch norm many ways: a BatchNormalization that is not after a convolution
+(DenseNet's pre-activation), or BatchNormalization followed by an explicit `Mul(scale)` and
+`Add(shift)` (the Caffe2 zoo), or a decomposed `(x - mu) / sigma * gamma + beta`. Every chain
+of add / subtract / multiply / divide by constants that vary only along the channel axis of an
+NCHW tensor is one affine map per channel, `y = x * a[c] + b[c]`:
+
+- after a constant-weight conv2d (with its bias) used only by the chain, it folds into the
+  weights and bias, `W'[c] = W[c] a[c]`, `b'[c] = b[c] a[c] + b[c]` (float64, stored float32),
+  before weights are quantized, as batch norm folding does;
+- anywhere else it becomes a depthwise 1x1 conv2d with bias, an integer kernel like any other,
+  whose single weight per channel quantizes exactly (+-127 at scale |a[c]| / 127).
+
+A lone `x * c` is left alone (it is an integer Mul of its own).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qcompiler.relax_access import const_array, is_const, op_name, shape_of
+
+_AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
+
+
+@dataclass
+class _Affine:
+    """`src * a + b` per channel, not emitted yet; `conv` is set when src is a foldable conv2d."""
+
+    src: relax.Expr
+    a: np.ndarray
+    b: np.ndarray
+    ops: int
+    conv: relax.Call | None = None
+
+
+def _channel_vector(c: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """`c` as a length-C vector if it broadcasts against NCHW `shape` along the channel only."""
+    if len(shape) != 4 or c.ndim > 4:
+        return None
+    full = (1,) * (4 - c.ndim) + c.shape
+    if full[0] != 1 or full[2] != 1 or full[3] != 1 or full[1] not in (1, shape[1]):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[1],)).copy()
+
+
+def _affine_step(call: relax.Call) -> tuple[relax.Expr, np.ndarray, np.ndarray] | None:
+    """(x, a, b) for `call` = `x * a + b` with per-channel constants, else None."""
+    name = op_name(call)
+    if name not in _AFFINE_OPS or len(call.args) != 2:
+        return None
+    lhs, rhs = call.args
+    if is_const(lhs) and not is_const(rhs) and name in ("relax.add", "relax.multiply"):
+        lhs, rhs = rhs, lhs
+    if is_const(lhs) or not is_const(rhs) or not isinstance(call.ty, relax.TensorType):
+        return None
+    shape = shape_of(call)
+    if shape is None or shape_of(lhs) != shape or str(call.ty.dtype) != "float32":
+        return None
+    c = _channel_vector(const_array(rhs), shape)
+    if c is None:
+        return None
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    if name == "relax.add":
+        return lhs, one, c
+    if name == "relax.subtract":
+        return lhs, one, -c
+    if name == "relax.multiply":
+        return lhs, c, zero
+    if np.any(c == 0):
+        return None
+    return lhs, 1.0 / c, zero
+
+
+def _foldable_conv(call: relax.Expr) -> bool:
+    if op_name(call) != "relax.nn.conv2d" or not is_const(call.args[1]):
+        return False
+    a = call.attrs
+    return (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) == \
+        ("NCHW", "OIHW", "NCHW")
+
+
+class _Folder:
+    def __init__(self, func: relax.Function) -> None:
+        self.func = func
+        self.uses: dict = {}
+        for blk in func.body.blocks:
+            for b in blk.bindings:
+                for v in relax.analysis.free_vars(b.value):
+                    self.uses[v] = self.uses.get(v, 0) + 1
+        for v in relax.analysis.free_vars(func.body.body):
+            self.uses[v] = self.uses.get(v, 0) + 1
+        self.bb = relax.BlockBuilder()
+        self.env: dict = {}  # old var -> new expr
+        self.pending: dict = {}  # old var -> _Affine
+
+    def materialize(self, var: relax.Var) -> relax.Expr:
+        if var in self.pending:
+            self.env[var] = self.emit_affine(self.pending.pop(var))
+        return self.env[var]
+
+    def emit_affine(self, aff: _Affine) -> relax.Expr:
+        c = aff.a.size
+        if aff.conv is not None and aff.ops == 0:
+            return self.bb.emit(relax.Call(aff.conv.op, [aff.src, aff.conv.args[1]],
+                                           aff.conv.attrs))
+        if aff.conv is not None:
+            w = const_array(aff.conv.args[1]).astype(np.float64)
+            w = (w * aff.a.reshape(-1, 1, 1, 1)).astype(np.float32)
+            conv = self.bb.emit(relax.Call(aff.conv.op, [aff.src, relax.const(w)],
+                                           aff.conv.attrs))
+            return self.bb.emit(relax.op.add(
+                conv, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
+        if aff.ops == 1 and not np.any(aff.b):  # a lone Mul stays a Mul
+            return self.bb.emit(relax.op.multiply(
+                aff.src, relax.const(aff.a.astype(np.float32).reshape(1, c, 1, 1))))
+        w = aff.a.astype(np.float32).reshape(c, 1, 1, 1)
+        conv = self.bb.emit(relax.op.nn.conv2d(aff.src, relax.const(w), groups=c))
+        return self.bb.emit(relax.op.add(
+            conv, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
+
+    def substitute(self, value: relax.Expr) -> relax.Expr:
+        for v in relax.analysis.free_vars(value):
+            if v in self.pending:
+                self.materialize(v)
+        return _bind(value, self.env)
+
+    def binding(self, var: relax.Var, value: relax.Expr) -> None:
+        step = _affine_step(value) if isinstance(value, relax.Call) else None
+        if step is not None:
+            x, a, b = step
+            prev = self.pending.get(x) if isinstance(x, relax.Var) and self.uses.get(x) == 1 \
+                else None
+            if prev is not None:
+                del self.pending[x]
+                self.pending[var] = _Affine(prev.src, prev.a * a, prev.b * a + b,
+                                            prev.ops + 1, prev.conv)
+            else:
+                src = self.materialize(x) if isinstance(x, relax.Var) and \
+                    (x in self.env or x in self.pending) else x
+                self.pending[var] = _Affine(src, a, b, 1)
+            return
+        if isinstance(value, relax.Call) and _foldable_conv(value) \
+                and self.uses.get(var) == 1:
+            c = int(shape_of(value)[1])
+            src = self.substitute(value.args[0])
+            self.pending[var] = _Affine(src, np.ones(c), np.zeros(c), 0, value)
+            return
+        self.env[var] = self.bb.emit(self.substitute(value))
+
+    def run(self, name: str) -> relax.Function:
+        params = list(self.func.params)
+        attrs = dict(self.func.attrs) if self.func.attrs else None
+        with self.bb.function(name, params, attrs):
+            with self.bb.dataflow():
+                for blk in self.func.body.blocks:
+                    for b in blk.bindings:
+                        self.binding(b.var, b.value)
+                out = self.bb.emit_output(self.substitute(self.func.body.body))
+            self.bb.emit_func_output(out)
+        return self.bb.get()[name]
+
+
+def _bind(expr: relax.Expr, env: dict) -> relax.Expr:
+    """`expr` (A-normal form: a call, tuple or projection of vars and constants) with the
+    vars of `env` replaced."""
+    if isinstance(expr, relax.Var):
+        return env.get(expr, expr)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_bind(f, env) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(_bind(expr.tuple_value, env), expr.index)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [_bind(a, env) for a in expr.args], expr.attrs,
+                          expr.ty_args)
+    return expr
+
+
+def fold_channel_affine() -> tvm.transform.Pass:
+    """The pass: every Relax function of the module rebuilt with its affine chains folded."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fold_channel_affine")
+    def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function) and not (func.attrs and
+                                                         "Composite" in func.attrs):
+                mod[gv] = _Folder(func).run(gv.name_hint)
+        return relax.transform.DeadCodeElimination()(mod)
+
+    return transform
