@@ -130,6 +130,12 @@ class _Folder:
         return _bind(value, self.env)
 
     def binding(self, var: relax.Var, value: relax.Expr) -> None:
+        if not isinstance(var, relax.DataflowVar):  # an output of the dataflow block
+            self.env[var] = self.bb.emit_output(self.substitute(value))
+            return
+        if isinstance(value, relax.Var):
+            self.env[var] = self.substitute(value)
+            return
         step = _affine_step(value) if isinstance(value, relax.Call) else None
         if step is not None:
             x, a, b = step
@@ -160,8 +166,7 @@ class _Folder:
                 for blk in self.func.body.blocks:
                     for b in blk.bindings:
                         self.binding(b.var, b.value)
-                out = self.bb.emit_output(self.substitute(self.func.body.body))
-            self.bb.emit_func_output(out)
+            self.bb.emit_func_output(self.substitute(self.func.body.body))
         return self.bb.get()[name]
 
 

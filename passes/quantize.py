@@ -40,6 +40,10 @@ class LayerRecord:
     op: str
     status: str  # "integer" or "float"
     detail: str = ""
+    index: int = -1  # position among the float graph's tensor bindings (calibration order)
+    tensor: str = ""  # the integer tensor's variable in main_int
+    scale: float = 0.0
+    zero_point: int = 0
 
 
 @dataclass
@@ -333,7 +337,10 @@ class _Realizer:
                 for blk in main.body.blocks:
                     for b in blk.bindings:
                         if isinstance(b.var.ty, relax.TensorType):
+                            n_layers = len(self.layers)
                             self.binding(b.var, b.value, qp_of[b.var])
+                            if len(self.layers) > n_layers:
+                                self._locate(self.layers[-1], bound.index(b.var), b.var)
                         else:
                             raise QCompileError(f"binding {b.var.name}: "
                                                 f"{op_name(b.value) or 'expression'} returns a "
@@ -355,6 +362,13 @@ class _Realizer:
                 "layers": [r.__dict__ for r in self.layers]}
         mod["main_int"] = mod["main_int"].with_attr("qcompiler.graph", json.dumps(meta))
         return mod
+
+    def _locate(self, record: LayerRecord, index: int, var: relax.Var) -> None:
+        """Where a layer's value lives in both graphs, for per-layer error reports."""
+        v = self.env[var]
+        record.index = index
+        record.tensor = v.expr.name if isinstance(v.expr, relax.Var) else ""
+        record.scale, record.zero_point = v.qp.scale, v.qp.zero_point
 
     def _float_wrapper(self, main: relax.Function, int_params: list, outs: list,
                        out_vals: list[_Value]) -> None:

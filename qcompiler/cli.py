@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="evaluate on the first N test images only")
     ap.add_argument("--dump-ir", choices=("import", "float", "quantized"), default=None,
                     help="print the IRModule after this stage and continue")
+    ap.add_argument("--report", default=None, metavar="HTML",
+                    help="write a per-layer report (op, integer/float, scales, SQNR float vs "
+                         "int8 on calibration data, with a plot) to this HTML file")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap.parse_args(argv)
 
@@ -142,6 +145,16 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the peer may reject a model we accept
             print(f"  latency:    int8 (qcompiler) {i_ms:.3f} ms; onnxruntime could not run the "
                   f"model ({type(exc).__name__})")
+    if args.report:
+        from qcompiler.report import layer_sqnr, write_report
+
+        per_layer = layer_sqnr(compiled, calib)
+        write_report(Path(args.report), per_layer, Path(args.model).name)
+        worst = min((x for x in per_layer if x.get("sqnr_db") is not None),
+                    key=lambda x: x["sqnr_db"], default=None)
+        print(f"  report:     {args.report}"
+              + (f" (lowest SQNR {worst['sqnr_db']:.1f} dB at {worst['op']} {worst['name']})"
+                 if worst else ""))
     print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
 

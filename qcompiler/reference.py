@@ -111,6 +111,17 @@ class Reference:
         self._float_ops: dict = {}
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        env, value = self._walk(inputs)
+        out = self.mod["main_int"].body.body
+        fields = out.fields if isinstance(out, relax.Tuple) else [out]
+        return [value(f) for f in fields]
+
+    def run_all(self, *inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
+        env, _ = self._walk(inputs)
+        return {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
+
+    def _walk(self, inputs: tuple) -> tuple[dict, Callable]:
         func = self.mod["main_int"]
         env: dict = dict(zip(func.params, inputs))
 
@@ -120,9 +131,7 @@ class Reference:
         for blk in func.body.blocks:
             for b in blk.bindings:
                 env[b.var] = self._eval(b.var, b.value, value)
-        out = func.body.body
-        fields = out.fields if isinstance(out, relax.Tuple) else [out]
-        return [value(f) for f in fields]
+        return env, value
 
     def _eval(self, var: relax.Var, call: relax.Expr, value: Callable) -> np.ndarray:
         if isinstance(call, relax.Var):

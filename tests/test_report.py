@@ -1,0 +1,35 @@
+"""`qcompile --report`: the HTML table, its PNG plot, and SQNR figures that mean something."""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import BUNDLED_CALIB, BUNDLED_MODEL
+
+from qcompiler.cli import main
+
+
+def test_report_renders_table_and_plot(tmp_path, capsys):
+    out, report = tmp_path / "out", tmp_path / "rep" / "report.html"
+    assert main([str(BUNDLED_MODEL), "--calib", str(BUNDLED_CALIB), "-o", str(out),
+                 "--report", str(report), "--calib-limit", "16", "--quiet"]) == 0
+    assert "report:" in capsys.readouterr().out
+    text = report.read_text()
+    layers = json.loads((out / "model.json").read_text())["layers"]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>"
+                      r"<td class='(\w+)'>\w+</td><td>([^<]*)</td><td>([^<]*)</td>"
+                      r"<td>([^<]*)</td></tr>", text)
+    assert len(rows) == len(layers) > 5
+    for (idx, name, op, status, scale, zp, sqnr), layer in zip(rows, layers):
+        assert (name, op, status) == (layer["name"], layer["op"], layer["status"])
+        assert float(scale) > 0 and int(zp) == layer["zero_point"]
+        # Every integer layer of the trained model tracks its float value closely; a wrong
+        # scale, zero point or tensor mapping would give a few dB at best.
+        assert sqnr == "exact" or float(sqnr) > 15.0, (name, op, sqnr)
+    png = report.with_name("report_sqnr.png")
+    assert f'<img src="{png.name}"' in text
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 600 and height >= 300
+    assert not list(report.parent.glob(".*"))  # no temporary files left behind
