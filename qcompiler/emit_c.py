@@ -240,6 +240,22 @@ static int qc_free(int device_type, int device_id, void *ptr) {
 }
 void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = qc_alloc;
 int (*__TVMBackendFreeWorkspace)(int, int, void *) = qc_free;
+
+/* Parallel loops of the kernels run as one task on the caller's thread: the library stays free
+   of threads and of any runtime (the TVM module, model.so, is the multi-threaded one). */
+typedef struct { void *sync_handle; int32_t num_task; } qc_ParallelGroupEnv;
+typedef int (*qc_parallel_lambda)(int, qc_ParallelGroupEnv *, void *);
+static int qc_parallel_launch(qc_parallel_lambda f, void *cdata, int num_task) {
+  qc_ParallelGroupEnv env = {0, 1};
+  (void)num_task;
+  return f(0, &env, cdata);
+}
+static int qc_parallel_barrier(int task_id, qc_ParallelGroupEnv *env) {
+  (void)task_id; (void)env;
+  return 0;
+}
+int (*__TVMBackendParallelLaunch)(qc_parallel_lambda, void *, int) = qc_parallel_launch;
+int (*__TVMBackendParallelBarrier)(int, qc_ParallelGroupEnv *) = qc_parallel_barrier;
 const char *MODEL_PREFIX_last_error(void) { return qc_error; }
 
 static int qc_call(qc_kernel f, qc_DLTensor *t, int32_t n) {

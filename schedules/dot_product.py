@@ -132,9 +132,14 @@ def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     lane = spatial[-1]
     sch.reorder(*spatial[:-1], *reduction[:-1], lane, reduction[-1])
+    # Threads split the batch x output-channel-block (x row) space: disjoint outputs.
+    sch.parallel(sch.fuse(*spatial[:min(3, len(spatial) - 2)]))
     sch.decompose_reduction(block, reduction[0])
     sch.tensorize(lane, intrin)
     sch.compute_inline(sch.get_sblock("acc_centered"))
+    for name in ("x_packed", "w_packed", "requantize"):
+        outer = sch.get_loops(sch.get_sblock(name))
+        sch.parallel(sch.fuse(*outer[:2]))
     return sch.mod["main"]
 
 

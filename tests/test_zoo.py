@@ -1,0 +1,24 @@
+"""The ONNX wheel's light model zoo: each compiles for x86 with every conv, pool, add and concat
+integer, runs bit for bit like the reference, and stays close to the float model."""
+from __future__ import annotations
+
+import pytest
+
+from qcompiler.model_zoo import LIGHT_MODELS, MUST_BE_INTEGER, check_model
+
+# What may stay float: ops with no integer kernel by design.
+ALLOWED_FLOAT = {"nn.softmax", "lrn"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_zoo_model(name, tmp_path):
+    r = check_model(name, tmp_path / "lib")
+    assert r.bit_exact
+    not_integer = [(x["name"], x["op"]) for x in r.layers
+                   if x["op"] in MUST_BE_INTEGER and x["status"] != "integer"]
+    assert not not_integer
+    assert set(r.float_ops) <= ALLOWED_FLOAT, r.float_ops
+    assert sum(x["op"] == "conv2d" for x in r.layers) >= 5
+    # Softmax outputs of untrained networks: int8 within a few percent of the float model.
+    assert r.sqnr_db > 20.0, r.sqnr_db
