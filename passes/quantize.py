@@ -46,10 +46,24 @@ class LayerRecord:
     zero_point: int = 0
 
 
-@dataclass
 class _Value:
-    expr: relax.Expr  # the integer tensor in main_int
-    qp: QParams
+    """A quantized tensor of main_int. A float op's result stays float until an integer op
+    needs it (`expr` then emits its quantize), so consecutive float ops, e.g. the several ops
+    TVM's frontend makes of one LRN, form one float island with no rounding inside."""
+
+    def __init__(self, expr: relax.Expr | None, qp: QParams,
+                 float_expr: relax.Expr | None = None, quantize=None) -> None:  # noqa: ANN001
+        self._expr, self.qp, self.float_expr, self._quantize = expr, qp, float_expr, quantize
+
+    @property
+    def expr(self) -> relax.Expr:
+        if self._expr is None:
+            self._expr = self._quantize()
+        return self._expr
+
+    @property
+    def is_quantized(self) -> bool:
+        return self._expr is not None
 
 
 @dataclass
@@ -246,10 +260,13 @@ class _Realizer:
                                                      relax.const(shift)],
                                 shape_of(call), qp.dtype), qp
 
-    def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> relax.Expr:
+    def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> _Value:
         args = []
         for arg in call.args:
-            if isinstance(arg, relax.Var) and arg in self.env:
+            if isinstance(arg, relax.Var) and arg in self.env and \
+                    self.env[arg].float_expr is not None:
+                args.append(self.env[arg].float_expr)  # inside a float island
+            elif isinstance(arg, relax.Var) and arg in self.env:
                 v = self.env[arg]
                 shape = shape_of(v.expr)
                 func = kernels.dequantize(shape, v.qp.dtype, v.qp.scale, v.qp.zero_point)
@@ -265,8 +282,12 @@ class _Realizer:
                                 "one float32 tensor output")
         shape = shape_of(f)
         lo, hi = dtype_range(qp.dtype)
-        func = kernels.quantize(shape, qp.scale, qp.zero_point, qp.dtype, lo, hi)
-        return self.call_kernel("quantize", func, [f], shape, qp.dtype)
+
+        def quantize() -> relax.Expr:
+            func = kernels.quantize(shape, qp.scale, qp.zero_point, qp.dtype, lo, hi)
+            return self.call_kernel("quantize", func, [f], shape, qp.dtype)
+
+        return _Value(None, qp, f, quantize)
 
     # ---- the walk -----------------------------------------------------------------------
     def binding(self, var: relax.Var, value: relax.Expr, qp: QParams) -> None:
@@ -319,10 +340,9 @@ class _Realizer:
             self.env[var] = _Value(self.requantize(x, x.qp, *lo_hi), x.qp)
             self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
             return
-        out = self.float_fallback(var, value, qp)
-        self.env[var] = _Value(out, qp)
+        self.env[var] = self.float_fallback(var, value, qp)
         self.layers.append(LayerRecord(name, op.replace("relax.", ""), "float",
-                                       "dequantize -> float op -> quantize"))
+                                       "float op between dequantize and quantize"))
 
     def run(self) -> tvm.IRModule:
         main = self.mod["main"]
@@ -332,6 +352,7 @@ class _Realizer:
                   for p, q in zip(main.params, self.in_qp)]
         for p, ip, q in zip(main.params, params, self.in_qp):
             self.env[p] = _Value(ip, q)
+        located: list = []
         with self.bb.function("main_int", params):
             with self.bb.dataflow():
                 for blk in main.body.blocks:
@@ -340,7 +361,7 @@ class _Realizer:
                             n_layers = len(self.layers)
                             self.binding(b.var, b.value, qp_of[b.var])
                             if len(self.layers) > n_layers:
-                                self._locate(self.layers[-1], bound.index(b.var), b.var)
+                                located.append((self.layers[-1], bound.index(b.var), b.var))
                         else:
                             raise QCompileError(f"binding {b.var.name}: "
                                                 f"{op_name(b.value) or 'expression'} returns a "
@@ -349,6 +370,8 @@ class _Realizer:
                 result = main.body.body
                 outs = list(result.fields) if isinstance(result, relax.Tuple) else [result]
                 out_vals = [self.env[o] for o in outs]
+                for r, index, var in located:  # after the outputs' quantize are emitted
+                    self._locate(r, index, var)
                 ret = out_vals[0].expr if len(out_vals) == 1 else \
                     relax.Tuple([v.expr for v in out_vals])
                 gv_out = self.bb.emit_output(ret)
@@ -367,7 +390,7 @@ class _Realizer:
         """Where a layer's value lives in both graphs, for per-layer error reports."""
         v = self.env[var]
         record.index = index
-        record.tensor = v.expr.name if isinstance(v.expr, relax.Var) else ""
+        record.tensor = v.expr.name if v.is_quantized and isinstance(v.expr, relax.Var) else ""
         record.scale, record.zero_point = v.qp.scale, v.qp.zero_point
 
     def _float_wrapper(self, main: relax.Function, int_params: list, outs: list,

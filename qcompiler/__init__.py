@@ -18,7 +18,8 @@ def compile(model: str | Path, calib: str | Path, out: str | Path,  # noqa: A001
     return compile_to_dir(Path(model), Path(calib), Path(out), **options)
 
 
-def load(path: str | Path):  # -> CompiledModel
+def load(path: str | Path, threads: int | None = None):  # -> CompiledModel
+    """A compiled model folder; `threads`: worker threads of the TVM module (default: TVM's)."""
     from qcompiler.runtime import load as _load
 
-    return _load(path)
+    return _load(path, threads=threads)

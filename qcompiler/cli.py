@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--report", default=None, metavar="HTML",
                     help="write a per-layer report (op, integer/float, scales, SQNR float vs "
                          "int8 on calibration data, with a plot) to this HTML file")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="worker threads for the latency figure, ours and onnxruntime's "
+                         "(default 1; the TVM module takes qcompiler.load(..., threads=N))")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap.parse_args(argv)
 
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from qcompiler.runtime import load
     from qcompiler.targets import check_toolchain, get_target
 
+    if args.threads < 1:
+        raise QCompileError(f"--threads {args.threads}: must be at least 1")
     t0 = time.perf_counter()
     config = CompileConfig(target=args.target, observer=args.observer,
                            percentile=args.percentile, per_channel=not args.per_tensor,
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     info = emit(compiled, exe, out)
     compile_s = time.perf_counter() - t0
     native = compiled.target.runs_natively
-    lib = load(out)
+    lib = load(out, threads=args.threads if native else None)
     # Float-fallback ops in the reference run on this machine: for the target's own build
     # where it runs here, else the host's.
     ref = Reference(compiled.quantized, compiled.tvm_target if native else None)
@@ -138,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
         q = lib.quantize_inputs(feeds[name])
         i_ms = median_latency_ms(lambda: lib.run_int(*q))
         try:
-            f_ms = ort_latency_ms(args.model, feeds)
-            print(f"  latency:    float (onnxruntime, 1 thread) {f_ms:.3f} ms, int8 (qcompiler) "
+            f_ms = ort_latency_ms(args.model, feeds, args.threads)
+            threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+            print(f"  latency:    float (onnxruntime, {threads}) {f_ms:.3f} ms, int8 (qcompiler) "
                   f"{i_ms:.3f} ms  -> {f_ms / i_ms:.2f}x  (median of 50, batch "
                   f"{inputs[0].shape[0]})")
         except Exception as exc:  # noqa: BLE001 - the peer may reject a model we accept

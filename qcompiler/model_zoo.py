@@ -5,7 +5,8 @@ constant fills (every channel alike, so a network's output is nearly uniform and
 exactly); each float weight is multiplied by a fixed random factor in [0.5, 1.5] so channels
 differ while signs and magnitudes (and batch-norm variances) stay what the model had. Accuracy
 means nothing here; the output SQNR, float model (ONNX Runtime) vs the integer library's
-dequantized output, says how much the quantization changed the result.
+dequantized output, on the logits (a final Softmax is dropped), says how much the quantization
+changed the result.
 """
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ class ZooResult:
         return sum(x["status"] == "integer" for x in self.layers) / max(len(self.layers), 1)
 
 
+def drop_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The logits as the output: SQNR on a saturated softmax measures argmax flips, not error."""
+    last = model.graph.node[-1] if model.graph.node else None
+    if last is None or last.op_type != "Softmax" or len(model.graph.output) != 1:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[-1]
+    out.graph.output[0].name = last.input[0]
+    return out
+
+
 def perturb_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """Each float initializer times a random factor in [0.5, 1.5] (deterministic)."""
     rng = np.random.default_rng(seed)
@@ -77,7 +90,8 @@ def check_model(name: str, out: Path, n_calib: int = 2, seed: int = 0) -> ZooRes
     from qcompiler.runtime import CompiledModel
 
     path = out.parent / f"{name}_perturbed.onnx"
-    onnx.save(perturb_weights(load_onnx(light_model_path(name)), seed), str(path))
+    onnx.save(drop_final_softmax(perturb_weights(load_onnx(light_model_path(name)), seed)),
+              str(path))
     t = time.perf_counter()
     model = load_onnx(path)
     inputs = graph_inputs(model, 1)

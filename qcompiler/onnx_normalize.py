@@ -91,6 +91,9 @@ def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(kept)
     out.graph.initializer.extend(folded)
+    # IR version 3 requires every initializer to be a graph input; 4 lifts that, and the folded
+    # constants are constants, not inputs a caller may override.
+    out.ir_version = max(out.ir_version, 4)
     used = {i for n in kept for i in n.input} | graph_outputs
     dropped = {i.name for i in out.graph.initializer if i.name not in used}
     keep_inits = [i for i in out.graph.initializer if i.name not in dropped]

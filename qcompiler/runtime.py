@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,10 +15,20 @@ from tvm import relax
 from qcompiler.errors import QCompileError
 
 
+def set_threads(n: int | None) -> None:
+    """Worker threads of TVM's thread pool, which is one per process: every loaded model's
+    parallel loops use it. None: one per core."""
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise QCompileError(f"threads must be a positive integer, not {n!r}")
+    tvm.get_global_func("runtime.config_threadpool")(1, n or os.cpu_count() or 1)
+
+
 class CompiledModel:
     """A compiled library: `run` (float in/out) and `run_int` (quantized in/out)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        if threads is not None:
+            set_threads(threads)
         path = Path(path)
         folder = path if path.is_dir() else path.parent
         lib, meta = folder / "model.so", folder / "model.json"
@@ -116,11 +127,13 @@ class StandaloneModel(CompiledModel):
                                 f"got {x.dtype} {list(x.shape)}")
 
 
-def load(path: str | Path, standalone: bool = False) -> CompiledModel:
+def load(path: str | Path, standalone: bool = False, threads: int | None = None
+         ) -> CompiledModel:
     """A compiled model folder. The TVM module (`model.so`) where the target runs here, else
-    (or with `standalone=True`) the runtime-free library through its runner."""
+    (or with `standalone=True`) the runtime-free library through its runner. `threads` sets
+    the TVM module's worker threads (the runtime-free library is single-threaded)."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     meta = folder / "model.json"
     if meta.exists() and (standalone or json.loads(meta.read_text()).get("library") is None):
         return StandaloneModel(folder)
-    return CompiledModel(path)
+    return CompiledModel(path, threads)

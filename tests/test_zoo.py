@@ -6,8 +6,9 @@ import pytest
 
 from qcompiler.model_zoo import LIGHT_MODELS, MUST_BE_INTEGER, check_model
 
-# What may stay float: ops with no integer kernel by design.
-ALLOWED_FLOAT = {"nn.softmax", "lrn"}
+# What may stay float: the pieces TVM's frontend makes of LRN (no integer kernel by design).
+LRN_PIECES = {"expand_dims", "power", "nn.avg_pool3d", "squeeze", "multiply", "divide"}
+HAS_LRN = {"bvlc_alexnet", "inception_v1", "zfnet512"}
 
 
 @pytest.mark.slow
@@ -18,7 +19,7 @@ def test_zoo_model(name, tmp_path):
     not_integer = [(x["name"], x["op"]) for x in r.layers
                    if x["op"] in MUST_BE_INTEGER and x["status"] != "integer"]
     assert not not_integer
-    assert set(r.float_ops) <= ALLOWED_FLOAT, r.float_ops
+    assert set(r.float_ops) <= (LRN_PIECES if name in HAS_LRN else set()), r.float_ops
     assert sum(x["op"] == "conv2d" for x in r.layers) >= 5
     # Softmax outputs of untrained networks: int8 within a few percent of the float model.
     assert r.sqnr_db > 20.0, r.sqnr_db
