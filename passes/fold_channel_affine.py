@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import const_array, is_const, op_name, shape_of
+from qcompiler.relax_access import const_array, is_const, op_name, shape_of, substitute
 
 _AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
@@ -127,7 +127,7 @@ class _Folder:
         for v in relax.analysis.free_vars(value):
             if v in self.pending:
                 self.materialize(v)
-        return _bind(value, self.env)
+        return substitute(value, self.env)
 
     def binding(self, var: relax.Var, value: relax.Expr) -> None:
         if not isinstance(var, relax.DataflowVar):  # an output of the dataflow block
@@ -168,21 +168,6 @@ class _Folder:
                         self.binding(b.var, b.value)
             self.bb.emit_func_output(self.substitute(self.func.body.body))
         return self.bb.get()[name]
-
-
-def _bind(expr: relax.Expr, env: dict) -> relax.Expr:
-    """`expr` (A-normal form: a call, tuple or projection of vars and constants) with the
-    vars of `env` replaced."""
-    if isinstance(expr, relax.Var):
-        return env.get(expr, expr)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([_bind(f, env) for f in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(_bind(expr.tuple_value, env), expr.index)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [_bind(a, env) for a in expr.args], expr.attrs,
-                          expr.ty_args)
-    return expr
 
 
 def fold_channel_affine() -> tvm.transform.Pass:

@@ -19,6 +19,7 @@ from tvm import relax
 
 from qcompiler.qparams import q_multiply_shift
 from qcompiler.relax_access import const_array, int_list, is_const, op_name, shape_of
+from qcompiler.weight_layout import unfold_bias, unpack
 
 
 def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
@@ -26,8 +27,17 @@ def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: 
     return np.clip(y + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
 
 
+def _canonical(w: np.ndarray, bias: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A scheduled kernel's packed weights and folded bias, read back (exactly)."""
+    if "packed_lanes" not in a:
+        return w, bias
+    w = unpack(w, tuple(a["w_shape"]))
+    return w, unfold_bias(w, bias, a["zp_x"])
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
            a: dict) -> np.ndarray:
+    w, bias = _canonical(w, bias, a)
     sh, sw = a["strides"]
     pt, pl, pb, pr = a["padding"]
     dh, dw = a["dilation"]
@@ -49,6 +59,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift
 
 def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
           a: dict) -> np.ndarray:
+    w, bias = _canonical(w, bias, a)
     acc = ((x.astype(np.float64) - a["zp_x"]) @ w.astype(np.float64).T).astype(np.int64)
     return _requant(acc + bias.astype(np.int64), m0, shift, a)
 

@@ -43,3 +43,19 @@ def op_name(call: relax.Call) -> str:
     if isinstance(op, relax.GlobalVar):
         return str(op.name_hint)
     return ""
+
+
+def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
+    """`expr` (A-normal form: a call, tuple or projection of vars, constants and global vars)
+    with the Vars and GlobalVars of `env` replaced."""
+    if isinstance(expr, (relax.Var, relax.GlobalVar)):
+        return env.get(expr, expr)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([substitute(f, env) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(substitute(expr.tuple_value, env), expr.index)
+    if isinstance(expr, relax.Call):
+        return relax.Call(substitute(expr.op, env) if isinstance(expr.op, relax.GlobalVar)
+                          else expr.op, [substitute(a, env) for a in expr.args], expr.attrs,
+                          expr.ty_args)
+    return expr

@@ -1,14 +1,18 @@
 """Target-specific integer kernels, swapped in for the portable ones after quantization.
 
-A scheduled kernel keeps the portable kernel's operands and `qcompiler.attrs`, so the graph,
-the reference and the reports do not change; only the PrimFunc behind the call does.
+A scheduled kernel computes what the portable kernel computes, from operands prepared once at
+compile time: its weights packed for the dot-product instruction and the zero point folded into
+its bias (`qcompiler.weight_layout`). Its attributes say so (`packed_lanes`, `w_shape`), which
+is all the reference needs to read the same numbers back. The graph is otherwise unchanged.
 """
 from __future__ import annotations
 
 import json
 
 import tvm
+from tvm import relax
 
+from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
 from qcompiler.targets.target import Target
 
@@ -29,22 +33,70 @@ def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
     return tuple(int(d) for d in buf.shape), str(buf.dtype)
 
 
+def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
+    """(packed PrimFunc, new constant operands) for one kernel call, or None to keep it."""
+    func = mod[call.args[0]]
+    if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs:
+        return None
+    op = str(func.attrs["qcompiler.op"])
+    attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+    args = list(call.args[1].fields)
+    x_shape, x_dtype = _shape(func, 0)
+    for rule in rules:
+        if not rule.applies(op, attrs, x_dtype) or not all(is_const(a) for a in args[1:3]):
+            continue
+        try:
+            wp, bias = rule.pack_operands(const_array(args[1]), const_array(args[2]), attrs)
+        except OverflowError:
+            return None  # keep the portable kernel: its int64 epilogue cannot wrap
+        w_shape, _ = _shape(func, 1)
+        new = rule.build(op, x_shape, x_dtype, w_shape, attrs)
+        new = new.with_attr("global_symbol", func.attrs["global_symbol"])
+        return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
+    return None
+
+
 def apply_schedules(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """Replace each kernel a target has a schedule for; return the module (others untouched)."""
+    """The module rebuilt with every kernel a target has a rule for replaced by its packed,
+    tensorized version (others untouched)."""
     rules = rules_for(target)
     if not rules:
         return mod
-    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    for gv, func in list(mod.functions.items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs:
-            continue
-        op = str(func.attrs["qcompiler.op"])
-        attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
-        for rule in rules:
-            (x_shape, x_dtype) = _shape(func, 0)
-            if rule.applies(op, attrs, x_dtype):
-                w_shape, _ = _shape(func, 1)
-                new = rule.build(op, x_shape, x_dtype, w_shape, attrs)
-                mod[gv] = new.with_attr("global_symbol", func.attrs["global_symbol"])
-                break
-    return mod
+    plans = {}
+    for blk in mod["main_int"].body.blocks:
+        for b in blk.bindings:
+            if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
+                plan = _plan(mod, b.value, rules)
+                if plan is not None:
+                    plans[b.value.args[0]] = plan
+    return _rebuild(mod, plans) if plans else mod
+
+
+def _rebuild(mod: tvm.IRModule, plans: dict) -> tvm.IRModule:
+    """A fresh module: a replaced kernel has another signature, so it needs a new GlobalVar,
+    and every Relax function is re-emitted against the new ones."""
+    bb = relax.BlockBuilder()
+    gmap = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            gmap[gv] = bb.add_func(plans[gv][0] if gv in plans else func, gv.name_hint)
+    names = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+    assert sorted(names) == ["main", "main_int"], names
+    for name in ("main_int", "main"):  # main calls main_int
+        func = mod[name]
+        with bb.function(name, list(func.params), dict(func.attrs) if func.attrs else None):
+            env = dict(gmap)
+            with bb.dataflow():
+                for blk in func.body.blocks:
+                    for b in blk.bindings:
+                        value = b.value
+                        if isinstance(value, relax.Call) and op_name(value) == "relax.call_tir" \
+                                and value.args[0] in plans:
+                            value = relax.call_tir(value.args[0], plans[value.args[0]][1],
+                                                   value.ty_args[0])
+                        value = substitute(value, env)
+                        env[b.var] = bb.emit(value) if isinstance(b.var, relax.DataflowVar) \
+                            else bb.emit_output(value)
+            bb.emit_func_output(substitute(func.body.body, env))
+        gmap[mod.get_global_var(name)] = bb.get().get_global_var(name)
+    return bb.get()

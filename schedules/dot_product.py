@@ -10,12 +10,15 @@ and the graph are unchanged); inside, the computation is re-laid for the instruc
 
     acc[n, o/L, y, x, o%L] = sum_{c/4, ky, kx, c%4} xp[n, c/4, y', x', c%4] * wp[o/L, c/4, ky, kx, o%L, c%4]
 
-with activations packed to 4-channel blocks (spatial padding = zp_x, channel padding = 0) and
-weights to L x 4 blocks. Raw byte products need the zero point out of the dot product:
+with activations packed to 4-channel blocks in the kernel (spatial padding = zp_x, channel
+padding = 0) and weights packed to L x 4 blocks once, at compile time
+(`qcompiler.weight_layout`). Raw byte products need the zero point out of the dot product,
+which the packed bias carries:
 
-    sum (x - zp_x) w = sum x w - zp_x * sum w      (exact in int32)
+    sum (x - zp_x) w + b = sum x w + (b - zp_x * sum w)      (exact in int32)
 
-then the usual requantize epilogue.
+then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
+`w_shape`, from which the reference unpacks the weights and the bias.
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ import importlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm import te, tirx
 
 from qcompiler import kernels
+from qcompiler.weight_layout import folded_bias, pack
 from qcompiler.schedules.intrinsics import load_intrinsics
 
 
@@ -36,6 +41,15 @@ def _ceil(n: int, k: int) -> int:
 
 def _ceil4(n: int) -> int:
     return _ceil(n, 4)
+
+
+def _packed_params(w_shape: tuple, lanes: int) -> tuple:
+    """The constant operands of a packed kernel: weights in `weight_layout.pack` order, and
+    per output channel the folded bias (`b - zp_x sum w`), Q31 multiplier and shift."""
+    cout, cin = w_shape[:2]
+    packed = (_ceil(cout, lanes), _ceil4(cin), *w_shape[2:], lanes, 4)
+    return (te.placeholder(packed, "int8", name="w_packed"),
+            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
 
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
@@ -50,8 +64,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     c4, o4, L = _ceil4(cin), _ceil(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = kernels._channel_params(w_shape)
-    wt = params[0]
+    params = _packed_params(w_shape, L)
+    wp = params[0]
     xp = te.compute(
         (n, c4, h + pt + pb, w_ + pl + pr, 4),
         lambda b, cb, i, j, ci: tirx.if_then_else(
@@ -61,18 +75,6 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                               tirx.const(zp, x_dtype)),
             tirx.const(0, x_dtype)),
         name="x_packed")
-    wp = te.compute(
-        (o4, c4, kh, kw, L, 4),
-        lambda ob, cb, ky, kx, oi, ci: tirx.if_then_else(
-            tirx.all(ob * L + oi < cout, cb * 4 + ci < cin),
-            wt[tirx.min(ob * L + oi, cout - 1), tirx.min(cb * 4 + ci, cin - 1), ky, kx],
-            tirx.const(0, "int8")),
-        name="w_packed")
-    rc = te.reduce_axis((0, cin_w), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    wsum = te.compute((cout,), lambda o: te.sum(wt[o, rc, ry, rx].astype("int32"),
-                                                 axis=[rc, ry, rx]), name="w_sum")
     rcb = te.reduce_axis((0, c4), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
@@ -83,10 +85,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
             xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rci].astype("int32")
             * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"), axis=[rcb, rky, rkx, rci]),
         name="acc")
-    centered = te.compute(
-        (n, cout, oh, ow),
-        lambda b, o, i, j: acc[b, o // L, i, j, o % L] - tirx.const(zp, "int32") * wsum[o],
-        name="acc_centered")
+    centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
+                          name="acc_centered")
     y = kernels._requantize_channels(centered, 1, params, attrs)
     return [x, *params, y]
 
@@ -97,27 +97,18 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     n, k = x_shape
     cout, _ = w_shape
     k4, o4, L = _ceil4(k), _ceil(cout, lanes), lanes
-    zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = kernels._channel_params(w_shape)
-    wt = params[0]
+    params = _packed_params(w_shape, L)
+    wp = params[0]
     xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
         kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
         name="x_packed")
-    wp = te.compute((o4, k4, L, 4), lambda ob, kb, oi, ki: tirx.if_then_else(
-        tirx.all(ob * L + oi < cout, kb * 4 + ki < k),
-        wt[tirx.min(ob * L + oi, cout - 1), tirx.min(kb * 4 + ki, k - 1)],
-        tirx.const(0, "int8")), name="w_packed")
-    rk = te.reduce_axis((0, k), name="rk")
-    wsum = te.compute((cout,), lambda o: te.sum(wt[o, rk].astype("int32"), axis=rk),
-                      name="w_sum")
     rkb = te.reduce_axis((0, k4), name="rkb")
     rki = te.reduce_axis((0, 4), name="rki")
     acc = te.compute((n, o4, L), lambda b, ob, oi: te.sum(
         xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
         axis=[rkb, rki]), name="acc")
-    centered = te.compute((n, cout), lambda b, o: acc[b, o // L, o % L]
-                          - tirx.const(zp, "int32") * wsum[o], name="acc_centered")
+    centered = te.compute((n, cout), lambda b, o: acc[b, o // L, o % L], name="acc_centered")
     y = kernels._requantize_channels(centered, 1, params, attrs)
     return [x, *params, y]
 
@@ -137,7 +128,7 @@ def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
     sch.decompose_reduction(block, reduction[0])
     sch.tensorize(lane, intrin)
     sch.compute_inline(sch.get_sblock("acc_centered"))
-    for name in ("x_packed", "w_packed", "requantize"):
+    for name in ("x_packed", "requantize"):
         outer = sch.get_loops(sch.get_sblock(name))
         sch.parallel(sch.fuse(*outer[:2]))
     return sch.mod["main"]
@@ -164,13 +155,20 @@ class DotProduct:
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
               ) -> tirx.PrimFunc:
+        """The packed kernel; its operands are `pack_operands`' results."""
         module = (importlib.import_module(self.intrin_module) if "." in self.intrin_module
                   else load_intrinsics(self.intrin_module))
         intrin = getattr(module, self.intrin_name)
         compute = COMPUTES[op](x_shape, x_dtype, w_shape, attrs, lanes=self.lanes)
         func = _tensorize_acc(te.create_prim_func(compute), intrin)
-        return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
+        packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
+        return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
+
+    def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(packed weights, folded bias) for the portable kernel's (weights, bias)."""
+        return pack(w, self.lanes), folded_bias(w, bias, attrs["zp_x"])
 
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")

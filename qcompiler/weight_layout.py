@@ -1,0 +1,56 @@
+"""Weights packed at compile time for the dot-product kernels, and the way back.
+
+A dot-product instruction multiplies L output lanes by 4 reduction bytes at once, so the
+kernels read weights as `wp[o/L, c/4, (ky, kx,) o%L, c%4]` (channels padded with zeros).
+Packing once here, instead of in the kernel on every call, is what makes the layout free at
+run time. The zero point leaves the dot product through the bias:
+
+    sum (x - zp) w + b  =  sum x w + (b - zp sum w)
+
+so a packed kernel's bias operand is `b - zp_x * sum(w)` (it fits in int32 whenever the
+layer passed the accumulator check). The reference undoes both (`unpack`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ceil(n: int, k: int) -> int:
+    return (n + k - 1) // k
+
+
+def pack(w: np.ndarray, lanes: int) -> np.ndarray:
+    """(cout, cin[, kh, kw]) int8 -> (cout/L, cin/4[, kh, kw], L, 4), zero padded."""
+    cout, cin = w.shape[:2]
+    spatial = w.shape[2:]
+    o4, c4 = _ceil(cout, lanes), _ceil(cin, 4)
+    padded = np.zeros((o4 * lanes, c4 * 4, *spatial), np.int8)
+    padded[:cout, :cin] = w
+    blocks = padded.reshape(o4, lanes, c4, 4, *spatial)
+    order = (0, 2, *range(4, 4 + len(spatial)), 1, 3)
+    return np.ascontiguousarray(blocks.transpose(order))
+
+
+def unpack(wp: np.ndarray, w_shape: tuple) -> np.ndarray:
+    """The inverse of `pack` for weights of shape `w_shape`."""
+    cout, cin = w_shape[:2]
+    n_spatial = len(w_shape) - 2
+    o4, c4, lanes = wp.shape[0], wp.shape[1], wp.shape[-2]
+    order = (0, 2 + n_spatial, 1, 3 + n_spatial, *range(2, 2 + n_spatial))
+    full = wp.transpose(order).reshape(o4 * lanes, c4 * 4, *w_shape[2:])
+    return np.ascontiguousarray(full[:cout, :cin])
+
+
+def folded_bias(w: np.ndarray, bias: np.ndarray, zp_x: int) -> np.ndarray:
+    """`bias - zp_x * sum(w)` per output channel, int32 (checked, never wrapped)."""
+    wsum = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+    out = bias.astype(np.int64) - np.int64(zp_x) * wsum
+    if np.any(out < -2**31) or np.any(out > 2**31 - 1):
+        raise OverflowError("the folded bias does not fit in int32")
+    return out.astype(np.int32)
+
+
+def unfold_bias(w: np.ndarray, folded: np.ndarray, zp_x: int) -> np.ndarray:
+    """The original bias from `folded_bias` (exact)."""
+    wsum = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+    return (folded.astype(np.int64) + np.int64(zp_x) * wsum).astype(np.int32)
