@@ -23,12 +23,11 @@ from qcompiler.errors import QCompileError, UnsupportedModelError
 INTEGER_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
-    "Constant",
+    "Constant", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mul",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
-    "Sigmoid", "Tanh", "Softmax", "LeakyRelu", "HardSigmoid", "HardSwish", "Mul", "Sub",
-    "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze",
+    "Softmax", "Sub", "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze",
 })
 SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
 
@@ -83,6 +82,7 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
     "Concat": {"axis": _A.INT}, "Flatten": {"axis": _A.INT},
     "Clip": {"min": _A.FLOAT, "max": _A.FLOAT}, "Reshape": {"allowzero": _A.INT},
     "Softmax": {"axis": _A.INT}, "LeakyRelu": {"alpha": _A.FLOAT},
+    "HardSigmoid": {"alpha": _A.FLOAT, "beta": _A.FLOAT},
     "Transpose": {"perm": _A.INTS}, "Dropout": {"seed": _A.INT},
 }
 
