@@ -170,6 +170,48 @@ def test_mobilenet_v3_block_all_integer_but_softmax(batch, tmp_path, rng):
     assert "multiply" in names and "add" in names
 
 
+def _build_and_run(func, *args: np.ndarray, out_shape: tuple, out_dtype: str) -> np.ndarray:
+    import tvm
+
+    mod = tvm.tirx.build(tvm.IRModule({"main": func}), tvm.target.Target({"kind": "llvm"}))
+    y = tvm.runtime.tensor(np.zeros(out_shape, out_dtype))
+    mod["main"](*[tvm.runtime.tensor(a) for a in args], y)
+    return y.numpy()
+
+
+@pytest.mark.parametrize("fn,channel_params", [("tanh", [{}]),
+                                               ("prelu", [{"alpha": 0.25}, {"alpha": -0.5}])])
+def test_int16_table_kernel(fn, channel_params, rng):
+    """16-bit inputs (no target uses them yet) get 65,536-entry tables, same kernel."""
+    from qcompiler import kernels, lut, reference
+    from qcompiler.qparams import QParams
+
+    attrs = lut.lut_attrs(fn, channel_params, 1, QParams(3e-4, 17, "int16"),
+                          QParams(1 / 30000, -5, "int16"))
+    table = lut.tables(attrs)
+    assert table.shape == (len(channel_params), 65536)
+    x = rng.integers(-32768, 32768, (3, len(channel_params), 50)).astype(np.int16)
+    x[0, 0, :2] = [-32768, 32767]
+    got = _build_and_run(kernels.lut(x.shape, "int16", table.shape, attrs), x, table,
+                         out_shape=x.shape, out_dtype="int16")
+    np.testing.assert_array_equal(got, reference.lut(x, table, attrs))
+
+
+def test_mul_kernel_broadcasts_a_lower_rank_operand(rng):
+    """b of rank 3 against a of rank 4 (right-aligned, as numpy): the graph never builds this
+    today (constants are reshaped to full rank), the kernel and the reference still agree."""
+    from qcompiler import kernels, reference
+
+    attrs = {"zp_a": 7, "zp_b": -3, "zp_y": 2, "lo": -128, "hi": 127, "out_dtype": "int8"}
+    a = rng.integers(-128, 128, (2, 3, 4, 4)).astype(np.int8)
+    b = rng.integers(-128, 128, (3, 1, 4)).astype(np.int8)
+    m0, shift = np.array([[[1 << 30]]], np.int32), np.array([[[-7]]], np.int32)
+    func = kernels.mul(a.shape, a.shape, "int8", b.shape, "int8", m0.shape, attrs)
+    got = _build_and_run(func, a, b, m0, shift, out_shape=a.shape, out_dtype="int8")
+    np.testing.assert_array_equal(got, reference.mul(a, b, m0, shift, attrs))
+    assert len(np.unique(got)) > 20  # not saturated to a constant
+
+
 SANITY_CASES = TABLE_CASES + [("PRelu", {}, "prelu"), ("Mul", {}, "multiply")]
 
 
@@ -202,3 +244,46 @@ def test_integer_op_within_half_lsb_of_float_op(case, tmp_path, rng):
     assert inside.mean() > 0.5  # the check covers most of the range
     err = np.abs(got - want.astype(np.float64))[inside]
     assert err.max() <= 0.5 * spec["scale"] * (1 + 1e-4) + 1e-6
+
+
+def _every_elementwise_op(rng):
+    """conv -> each table op -> Mul by a per-channel constant -> Mul by its own GAP."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("PRelu", ["h", "slope"], ["p"]),
+             helper.make_node("LeakyRelu", ["p"], ["l"], alpha=0.2),
+             helper.make_node("Tanh", ["l"], ["t"]),
+             helper.make_node("Mul", ["t", "k"], ["m"]),
+             helper.make_node("GlobalAveragePool", ["m"], ["g"]),
+             helper.make_node("HardSigmoid", ["g"], ["hs"]),
+             helper.make_node("Mul", ["m", "hs"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["y"])]
+    inits = {"w": rng.standard_normal((5, 3, 3, 3)), "slope": rng.uniform(-1, 1, (5, 1, 1)),
+             "k": rng.uniform(-2, 2, (5, 1, 1))}
+    return make_model(nodes, {"x": (1, 3, 7, 7)}, {"y": None}, inits)
+
+
+@pytest.mark.parametrize("target", ["arm", "hexagon"])
+def test_cross_target_library_matches_reference(target, tmp_path, rng):
+    """int8 activations (arm) index the tables from -128; both run the C library in qemu."""
+    from qcompiler.api import compile_only
+    from qcompiler.emit import build, emit
+    from qcompiler.qparams import dtype_range
+    from qcompiler.reference import Reference
+    from qcompiler.runtime import StandaloneModel
+
+    mpath, cpath = tmp_path / "m.onnx", tmp_path / "calib.npz"
+    onnx_model = _every_elementwise_op(rng)
+    mpath.write_bytes(onnx_model.SerializeToString())
+    np.savez(cpath, x=rng.standard_normal((8, 3, 7, 7)).astype(np.float32))
+    compiled = compile_only(mpath, cpath, tmp_path / "out", target=target)
+    emit(compiled, build(compiled), tmp_path / "out")
+    lib = StandaloneModel(tmp_path / "out")
+    assert all(x["status"] == "integer" for x in lib.meta["layers"])
+    spec = lib.inputs[0]
+    assert spec["dtype"] == {"arm": "int8", "hexagon": "uint8"}[target]
+    lo, hi = dtype_range(spec["dtype"])
+    ref = Reference(compiled.quantized)
+    for _ in range(2):
+        q = rng.integers(lo, hi + 1, spec["shape"]).astype(spec["dtype"])
+        np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
