@@ -61,9 +61,25 @@ def test_prelu(slope_shape, shape, tmp_path, rng):
 def test_mul_constant(const_shape, per_channel, tmp_path, rng):
     k = rng.uniform(-3, 3, const_shape).astype(np.float32)
     model = _one_op("Mul", {}, (2, 6, 5, 5), {"k": k}, ("k",))
-    _, lib = compile_and_compare(model, tmp_path, _calib(rng, (2, 6, 5, 5)), batch=2,
-                                 per_channel=per_channel)
+    compiled, lib = compile_and_compare(model, tmp_path, _calib(rng, (2, 6, 5, 5)), batch=2,
+                                        per_channel=per_channel)
     assert _ops(lib) == [("multiply", "integer")]
+    k_q, m0 = _kernel_constants(compiled.quantized, "mul")[:2]
+    assert k_q.dtype == np.int8 and np.abs(k_q).max() == 127
+    # One multiplier per channel for a per-channel constant, else one for the tensor.
+    assert m0.size == (6 if per_channel and const_shape in ((6, 1, 1), (1, 6, 1, 1)) else 1)
+
+
+def _kernel_constants(mod, op: str) -> list[np.ndarray]:
+    """The constant operands of the (single) call of kernel `op` in `main_int`."""
+    from qcompiler.relax_access import const_array, is_tensor_const
+
+    for blk in mod["main_int"].body.blocks:
+        for b in blk.bindings:
+            if "call_tir" in str(getattr(b.value, "op", "")) \
+                    and str(mod[b.value.args[0]].attrs["qcompiler.op"]) == op:
+                return [const_array(a) for a in b.value.args[1].fields if is_tensor_const(a)]
+    raise AssertionError(f"no {op} kernel in main_int")
 
 
 def _producer(rng, name: str, src: str, out_shape: tuple, k: int = 1) -> tuple[list, dict]:
