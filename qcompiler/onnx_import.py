@@ -157,6 +157,11 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
             bad.append(f"{where}: transA=1")
         if len(node.input) < 2 or node.input[1] not in initializers:
             bad.append(f"{where}: B must be a constant initializer")
+    if node.op_type == "PRelu" and len(node.input) > 1 and node.input[1] in (weights or {}):
+        slope = list((weights or {})[node.input[1]])
+        if sum(d != 1 for d in slope) > 1:  # TVM lowers it to where(x < 0, ...), not a table
+            bad.append(f"{where}: slope shape {slope} (qcompiler takes one slope per channel "
+                       "or one for all)")
     if node.op_type == "BatchNormalization" and _attr(node, "training_mode", 0):
         bad.append(f"{where}: training_mode=1")
     return bad

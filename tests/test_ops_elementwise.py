@@ -303,3 +303,15 @@ def test_cross_target_library_matches_reference(target, tmp_path, rng):
     for _ in range(2):
         q = rng.integers(lo, hi + 1, spec["shape"]).astype(spec["dtype"])
         np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+def test_prelu_with_a_slope_per_element_is_a_one_line_error(tmp_path, rng):
+    from qcompiler.errors import UnsupportedModelError
+    from qcompiler.onnx_import import check_supported
+
+    model = _one_op("PRelu", {}, (1, 3, 4, 4), {"slope": rng.uniform(0, 1, (3, 4, 4))},
+                    ("slope",))
+    with pytest.raises(UnsupportedModelError) as err:
+        check_supported(model)
+    assert str(err.value) == ("unsupported: attribute y (PRelu): slope shape [3, 4, 4] "
+                              "(qcompiler takes one slope per channel or one for all)")
