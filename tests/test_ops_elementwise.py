@@ -279,9 +279,10 @@ def _every_elementwise_op(rng):
     return make_model(nodes, {"x": (1, 3, 7, 7)}, {"y": None}, inits)
 
 
-@pytest.mark.parametrize("target", ["arm", "hexagon"])
-def test_cross_target_library_matches_reference(target, tmp_path, rng):
-    """int8 activations (arm) index the tables from -128; both run the C library in qemu."""
+@pytest.mark.parametrize("target", ["x86", "arm", "hexagon"])
+def test_c_library_matches_reference(target, tmp_path, rng):
+    """The runtime-free C library, natively or in qemu; int8 activations (arm) index the tables
+    from -128."""
     from qcompiler.api import compile_only
     from qcompiler.emit import build, emit
     from qcompiler.qparams import dtype_range
@@ -297,7 +298,7 @@ def test_cross_target_library_matches_reference(target, tmp_path, rng):
     lib = StandaloneModel(tmp_path / "out")
     assert all(x["status"] == "integer" for x in lib.meta["layers"])
     spec = lib.inputs[0]
-    assert spec["dtype"] == {"arm": "int8", "hexagon": "uint8"}[target]
+    assert spec["dtype"] == {"x86": "uint8", "arm": "int8", "hexagon": "uint8"}[target]
     lo, hi = dtype_range(spec["dtype"])
     ref = Reference(compiled.quantized)
     for _ in range(2):
