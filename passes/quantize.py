@@ -22,14 +22,16 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler import kernels
+from qcompiler import kernels, lut
 from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
 from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
-from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const, op_name,
-                                    prim_float, shape_of)
+from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const,
+                                    is_tensor_const, op_name, prim_float, shape_of)
 
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
+TABLE_DTYPES = ("uint8", "int8", "int16")  # inputs small enough for a table (256 or 65,536)
+TABLE_OPS = ("relax.sigmoid", "relax.tanh", "relax.nn.leakyrelu", "relax.nn.prelu")
 
 
 @dataclass
@@ -260,6 +262,94 @@ class _Realizer:
                                                      relax.const(shift)],
                                 shape_of(call), qp.dtype), qp
 
+    def table(self, x: _Value, fn: str, channel_params: list[dict], axis: int, qp: QParams
+              ) -> relax.Expr | None:
+        """An activation as a gather from its table.
+
+        The output qparams are the calibrated ones of the op's output, as for any other op
+        (rather than TFLite's fixed 1/256 for a sigmoid): a gate whose observed range is
+        narrower than [0, 1] keeps more of its resolution, and the next op needs no rescale.
+        """
+        if x.qp.dtype not in TABLE_DTYPES:
+            return None
+        attrs = lut.lut_attrs(fn, channel_params, axis, x.qp, qp)
+        table = lut.tables(attrs)
+        shape = shape_of(x.expr)
+        func = kernels.lut(shape, x.qp.dtype, table.shape, attrs)
+        return self.call_kernel(fn, func, [x.expr, relax.const(table)], shape, qp.dtype)
+
+    def table_op(self, call: relax.Call, op: str, qp: QParams) -> relax.Expr | None:
+        x = self.env[call.args[0]]
+        if op != "relax.nn.prelu":
+            params = {"alpha": float(call.attrs.alpha)} if op == "relax.nn.leakyrelu" else {}
+            return self.table(x, op.split(".")[-1], [params], 0, qp)
+        if not is_tensor_const(call.args[1]):
+            return None
+        slopes = const_array(call.args[1]).astype(np.float64).reshape(-1)
+        shape = shape_of(x.expr)
+        axis = int(call.attrs.axis) % len(shape)
+        if slopes.size not in (1, shape[axis]):
+            return None
+        return self.table(x, "prelu", [{"alpha": float(a)} for a in slopes], axis, qp)
+
+    def table_composite(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+        """HardSwish `x clip(x + offset, lo, hi) / divisor`, HardSigmoid `clip(alpha x + beta,
+        lo, hi)`: the constants are read from the matched chain, so any variant is exact."""
+        c = _chain_constants(parts["func"])
+        lo, hi = c["relax.clip"]
+        if parts["kind"] == "qcompiler.hardswish":
+            params = {"offset": c["relax.add"], "divisor": c["relax.divide"], "lo": lo, "hi": hi}
+        else:
+            params = {"alpha": c["relax.multiply"], "beta": c["relax.add"], "lo": lo, "hi": hi}
+        return self.table(self.env[call.args[0]], parts["kind"].split(".")[-1], [params], 0, qp)
+
+    def mul_constant(self, c: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Symmetric int8 `c_q = rint(c / s_c)`: `s_c` per channel where c varies along one axis
+        only (a per-channel scale), else per tensor; both shaped to broadcast like c."""
+        c = c.astype(np.float32).reshape((1,) * (rank - c.ndim) + c.shape)
+        varying = [k for k, d in enumerate(c.shape) if d > 1]
+        if self.per_channel and len(varying) == 1:
+            red = tuple(k for k in range(rank) if k != varying[0])
+            absmax = np.abs(c).max(axis=red, keepdims=True)
+        else:
+            absmax = np.full((1,) * rank, np.abs(c).max(initial=0.0))
+        s_c = symmetric_weight_scales(absmax)
+        return np.clip(np.rint(c / s_c), -127, 127).astype(np.int8), s_c
+
+    def mul(self, call: relax.Call, qp: QParams) -> relax.Expr | None:
+        """Elementwise product with broadcasting: of two tensors, or of a tensor and a constant.
+
+        int32 is exact when `|a - zp_a| |b - zp_b| < 2^31`: 8-bit operands give at most
+        255 * 255 (or 255 * 127 for an int8 constant); wider ones fall back to float.
+        """
+        lhs, rhs = call.args
+        if is_tensor_const(lhs):
+            lhs, rhs = rhs, lhs
+        if lhs not in self.env:
+            return None
+        a, shape = self.env[lhs], shape_of(call)
+        if is_tensor_const(rhs):
+            b_q, s_b = self.mul_constant(const_array(rhs), len(shape))
+            b_expr, zp_b, b_bits = relax.const(b_q), 0, 8
+        elif rhs in self.env:
+            b = self.env[rhs]
+            b_expr, zp_b, b_bits = b.expr, b.qp.zero_point, _signed_bits(b.qp.dtype)
+            s_b = np.full((1,) * len(shape), b.qp.scale, np.float32)
+        else:
+            return None
+        if _signed_bits(a.qp.dtype) + b_bits - 2 > 31:
+            return None
+        mult = [quantize_multiplier(a.qp.scale * float(s) / qp.scale) for s in s_b.reshape(-1)]
+        m0 = np.array([m for m, _ in mult], np.int32).reshape(s_b.shape)
+        shift = np.array([n for _, n in mult], np.int32).reshape(s_b.shape)
+        lo, hi = dtype_range(qp.dtype)
+        attrs = {"zp_a": a.qp.zero_point, "zp_b": zp_b, "zp_y": qp.zero_point, "lo": lo,
+                 "hi": hi, "out_dtype": qp.dtype}
+        func = kernels.mul(shape, shape_of(a.expr), a.qp.dtype, shape_of(b_expr),
+                           dtype_of(b_expr), s_b.shape, attrs)
+        args = [a.expr, b_expr, relax.const(m0), relax.const(shift)]
+        return self.call_kernel("mul", func, args, shape, qp.dtype)
+
     def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> _Value:
         args = []
         for arg in call.args:
@@ -304,9 +394,11 @@ class _Realizer:
             func = self.mod[value.op]
             kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs \
                 else ""
-            parts = {**self.composite_parts(func), "name": f"{name} ({kind or op})"}
+            parts = {**self.composite_parts(func), "name": f"{name} ({kind or op})",
+                     "func": func, "kind": kind}
             handler = {"qcompiler.conv2d": self.conv2d, "qcompiler.dense": self.dense,
-                       "qcompiler.add": self.add}.get(kind)
+                       "qcompiler.add": self.add, "qcompiler.hardswish": self.table_composite,
+                       "qcompiler.hardsigmoid": self.table_composite}.get(kind)
             out = handler(value, parts, qp) if handler else None
             if out is None:
                 raise QCompileError(f"binding {name}: composite {kind or op} has a form "
@@ -318,6 +410,12 @@ class _Realizer:
             res = self.pool(value, op, qp)
             if res is not None:
                 self.env[var] = _Value(*res)
+                self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
+                return
+        if op in TABLE_OPS or op == "relax.multiply":
+            out = self.table_op(value, op, qp) if op in TABLE_OPS else self.mul(value, qp)
+            if out is not None:
+                self.env[var] = _Value(out, qp)
                 self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
                 return
         if op in ("relax.reshape", "relax.flatten"):
@@ -420,6 +518,20 @@ def _signed_bits(dtype: str) -> int:
     """Bits of `x - zp` for a tensor of this dtype (one more than the storage type)."""
     lo, hi = dtype_range(dtype)
     return int(hi - lo).bit_length() + 1
+
+
+def _chain_constants(func: relax.Function) -> dict:
+    """The scalar constant of each op in a composite's chain; `relax.clip` -> (lo, hi)."""
+    found: dict = {}
+    for blk in func.body.blocks:
+        for b in blk.bindings:
+            name = op_name(b.value)
+            if name == "relax.clip":
+                found[name] = (prim_float(b.value.args[1]), prim_float(b.value.args[2]))
+            for arg in b.value.args:
+                if is_tensor_const(arg):
+                    found[name] = float(const_array(arg).reshape(-1)[0])
+    return found
 
 
 def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:

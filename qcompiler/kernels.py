@@ -12,7 +12,7 @@ from typing import Any
 import tvm
 from tvm import te, tirx
 
-from qcompiler.qparams import Q31
+from qcompiler.qparams import Q31, dtype_range
 
 
 def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
@@ -234,3 +234,50 @@ def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
         fixed_point_multiply(acc[b, ch, i, j], m0[i, j], shift[i, j]),
         attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="avg_pool")
     return _prim_func("avg_pool2d", attrs, [x, m0, shift, y])
+
+
+def lut(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`y = T[c, x - qmin]`: a gather from a compile-time table (see `qcompiler.lut`).
+
+    T has one row per channel of `attrs["axis"]`, or a single row shared by every element.
+    """
+    x = te.placeholder(shape, x_dtype, name="x")
+    table = te.placeholder(table_shape, attrs["out_dtype"], name="table")
+    qmin = dtype_range(x_dtype)[0]
+    axis = attrs["axis"]
+
+    def body(*i: Any) -> Any:
+        row = i[axis] if table_shape[0] > 1 else 0
+        return table[row, x[i].astype("int32") - qmin]
+
+    y = te.compute(shape, body, name="lut")
+    return _prim_func("lut", attrs, [x, table, y])
+
+
+def _broadcast(t: te.Tensor, out_index: tuple) -> Any:
+    """`t` read at an output index under numpy broadcasting (right-aligned, size-1 axes)."""
+    skip = len(out_index) - len(t.shape)
+    return t(*[0 if int(d) == 1 else out_index[skip + k] for k, d in enumerate(t.shape)])
+
+
+def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str,
+        m_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`y = clamp(zp_y + qms((a - zp_a) * (b - zp_b), M0, n))`, `M = s_a s_b / s_y`, broadcasting.
+
+    b is a tensor, or an int8 constant (zp_b = 0) with its multiplier per channel: M0 and n
+    have their own shape `m_shape`, broadcast like a and b. The product is exact in int32
+    (|a - zp_a|, |b - zp_b| <= 255 for 8-bit operands, so |product| <= 65025).
+    """
+    a = te.placeholder(a_shape, a_dtype, name="a")
+    b = te.placeholder(b_shape, b_dtype, name="b")
+    m0 = te.placeholder(m_shape, "int32", name="m0")
+    shift = te.placeholder(m_shape, "int32", name="shift")
+
+    def body(*i: Any) -> Any:
+        prod = (_broadcast(a, i).astype("int32") - attrs["zp_a"]) \
+            * (_broadcast(b, i).astype("int32") - attrs["zp_b"])
+        return _clamp_cast(fixed_point_multiply(prod, _broadcast(m0, i), _broadcast(shift, i)),
+                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+
+    y = te.compute(shape, body, name="mul")
+    return _prim_func("mul", attrs, [a, b, m0, shift, y])

@@ -24,12 +24,12 @@ from qcompiler.onnx_normalize import normalize_onnx
 INTEGER_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
-    "Constant", "Sum",
+    "Constant", "Sum", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu",
+    "Mul",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
-    "Sigmoid", "Tanh", "Softmax", "LeakyRelu", "HardSigmoid", "HardSwish", "Mul", "Sub",
-    "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze", "LRN",
+    "Softmax", "Sub", "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze", "LRN",
 })
 SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
 
@@ -84,6 +84,7 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
     "Concat": {"axis": _A.INT}, "Flatten": {"axis": _A.INT},
     "Clip": {"min": _A.FLOAT, "max": _A.FLOAT}, "Reshape": {"allowzero": _A.INT},
     "Softmax": {"axis": _A.INT}, "LeakyRelu": {"alpha": _A.FLOAT},
+    "HardSigmoid": {"alpha": _A.FLOAT, "beta": _A.FLOAT},
     "Transpose": {"perm": _A.INTS}, "Dropout": {"seed": _A.INT},
 }
 
@@ -158,6 +159,11 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
             bad.append(f"{where}: transA=1")
         if len(node.input) < 2 or node.input[1] not in initializers:
             bad.append(f"{where}: B must be a constant initializer")
+    if node.op_type == "PRelu" and len(node.input) > 1 and node.input[1] in (weights or {}):
+        slope = list((weights or {})[node.input[1]])
+        if sum(d != 1 for d in slope) > 1:  # TVM lowers it to where(x < 0, ...), not a table
+            bad.append(f"{where}: slope shape {slope} (qcompiler takes one slope per channel "
+                       "or one for all)")
     if node.op_type == "BatchNormalization" and _attr(node, "training_mode", 0):
         bad.append(f"{where}: training_mode=1")
     return bad

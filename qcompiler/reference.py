@@ -17,7 +17,8 @@ import tvm
 from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
-from qcompiler.qparams import q_multiply_shift
+from qcompiler.lut import tables
+from qcompiler.qparams import dtype_range, q_multiply_shift
 from qcompiler.relax_access import const_array, int_list, is_const, op_name, shape_of
 from qcompiler.weight_layout import unfold_bias, unpack
 
@@ -93,6 +94,22 @@ def avg_pool2d(x: np.ndarray, m0: np.ndarray, shift: np.ndarray, a: dict) -> np.
     return _requant(sums, m0, shift, a)
 
 
+def lut(x: np.ndarray, table: np.ndarray, a: dict) -> np.ndarray:
+    """The gather, from a table rebuilt from the attributes (not the graph's constant)."""
+    t = tables(a)
+    idx = x.astype(np.int64) - dtype_range(str(x.dtype))[0]
+    if t.shape[0] == 1:
+        return t[0][idx]
+    rows = np.arange(x.shape[a["axis"]]).reshape([-1 if k == a["axis"] % x.ndim else 1
+                                                  for k in range(x.ndim)])
+    return t[rows, idx]
+
+
+def mul(x: np.ndarray, y: np.ndarray, m0: np.ndarray, shift: np.ndarray, a: dict) -> np.ndarray:
+    prod = (x.astype(np.int64) - a["zp_a"]) * (y.astype(np.int64) - a["zp_b"])
+    return _requant(prod, m0, shift, a)
+
+
 def quantize(x: np.ndarray, a: dict) -> np.ndarray:
     r = np.clip(np.rint(x.astype(np.float32) / np.float32(a["scale"])), -2.0**30, 2.0**30)
     return np.clip(r.astype(np.int64) + a["zero_point"], a["lo"], a["hi"]).astype(a["dtype"])
@@ -105,7 +122,7 @@ def dequantize(q: np.ndarray, a: dict) -> np.ndarray:
 KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "conv2d": conv2d, "dense": dense, "add": add, "requantize": requantize,
     "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "quantize": quantize,
-    "dequantize": dequantize,
+    "dequantize": dequantize, "lut": lut, "mul": mul,
 }
 
 

@@ -10,6 +10,11 @@ def is_const(expr: object) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant)
 
 
+def is_tensor_const(expr: object) -> bool:
+    """A tensor constant (in 0.27 a PrimValue such as clip's bound is also a `Constant`)."""
+    return isinstance(expr, tvm.ir.expr.GenericConst)
+
+
 def const_array(expr: relax.Expr) -> np.ndarray:
     """The numpy value of a Relax constant."""
     return expr.value.numpy()
