@@ -12,7 +12,9 @@ NCHW tensor is one affine map per channel, `y = x * a[c] + b[c]`:
 - anywhere else it becomes a depthwise 1x1 conv2d with bias, an integer kernel like any other,
   whose single weight per channel quantizes exactly (+-127 at scale |a[c]| / 127).
 
-A lone `x * c` is left alone (it is an integer Mul of its own).
+A lone `x * c` is left alone (it is an integer Mul of its own), and so is a chain that starts
+with a scalar constant outside a conv (an elementwise function such as HardSigmoid's
+`clip(alpha x + beta)`, which has a table kernel).
 """
 from __future__ import annotations
 
@@ -74,6 +76,10 @@ def _affine_step(call: relax.Call) -> tuple[relax.Expr, np.ndarray, np.ndarray] 
     if np.any(c == 0):
         return None
     return lhs, 1.0 / c, zero
+
+
+def _scalar_constant(call: relax.Call) -> bool:
+    return any(is_const(a) and const_array(a).size == 1 for a in call.args)
 
 
 def _foldable_conv(call: relax.Expr) -> bool:
@@ -141,6 +147,11 @@ class _Folder:
             x, a, b = step
             prev = self.pending.get(x) if isinstance(x, relax.Var) and self.uses.get(x) == 1 \
                 else None
+            if prev is None and _scalar_constant(value):
+                # x * a + b with scalar a, b outside a conv chain is an elementwise function
+                # (HardSigmoid's, an input normalization): left to its own integer kernel.
+                self.env[var] = self.bb.emit(self.substitute(value))
+                return
             if prev is not None:
                 del self.pending[x]
                 self.pending[var] = _Affine(prev.src, prev.a * a, prev.b * a + b,
