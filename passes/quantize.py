@@ -25,11 +25,15 @@ from tvm import relax
 from qcompiler import kernels
 from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
+from qcompiler.qdq_import import WeightTable
 from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
 from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const, op_name,
                                     prim_float, shape_of)
 
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
+# Ops whose output keeps its input's qparams, so their binding needs none of its own.
+PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.nn.max_pool2d",
+                             "relax.nn.relu", "relax.clip"})
 
 
 @dataclass
@@ -52,8 +56,10 @@ class _Value:
 class _Realizer:
     mod: tvm.IRModule
     in_qp: list[QParams]
-    out_qp: list[QParams]
+    out_qp: list[QParams | None]  # None: not known (a QDQ model without Q/DQ there)
     per_channel: bool
+    given: WeightTable | None = None  # weights already quantized by the model (QDQ)
+    names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)
     layers: list[LayerRecord] = field(default_factory=list)
@@ -91,8 +97,12 @@ class _Realizer:
 
         `s_w[c] = max|W[c]| / 127`, widened where needed so that the int32 bias
         `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or denormal) weights with a
-        real bias would otherwise saturate its bias instead of keeping it.
+        real bias would otherwise saturate its bias instead of keeping it. Weights the model
+        gives already quantized (QDQ) keep their integers and scales.
         """
+        given = self.given.lookup(w, axis) if self.given else None
+        if given is not None:
+            return given
         w = w.astype(np.float32)
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
@@ -242,7 +252,16 @@ class _Realizer:
                                                      relax.const(shift)],
                                 shape_of(call), qp.dtype), qp
 
+    def require(self, var: relax.Var, qp: QParams | None) -> None:
+        """A binding that needs its own qparams has them (a QDQ model may lack some)."""
+        if qp is None:
+            raise QCompileError(
+                f"tensor {self.names.get(var) or var.name}: the model gives no scale and zero "
+                "point for it (no QuantizeLinear/DequantizeLinear pair); give --calib to "
+                "calibrate it")
+
     def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> relax.Expr:
+        self.require(var, qp)
         args = []
         for arg in call.args:
             if isinstance(arg, relax.Var) and arg in self.env:
@@ -265,7 +284,7 @@ class _Realizer:
         return self.call_kernel("quantize", func, [f], shape, qp.dtype)
 
     # ---- the walk -----------------------------------------------------------------------
-    def binding(self, var: relax.Var, value: relax.Expr, qp: QParams) -> None:
+    def binding(self, var: relax.Var, value: relax.Expr, qp: QParams | None) -> None:
         name = var.name
         if isinstance(value, relax.Var):
             self.env[var] = self.env[value]
@@ -274,6 +293,8 @@ class _Realizer:
             raise QCompileError(f"binding {name}: unsupported expression "
                                 f"{type(value).__name__}")
         op = op_name(value)
+        if op not in PASSTHROUGH_OPS:
+            self.require(var, qp)
         out: relax.Expr | None = None
         if isinstance(value.op, relax.GlobalVar):
             func = self.mod[value.op]
@@ -401,11 +422,18 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
     return np.outer(ny, nx).astype(np.int64)
 
 
-def realize(mod: tvm.IRModule, in_qparams: list[QParams], binding_qparams: list[QParams],
-            per_channel: bool = True) -> tvm.IRModule:
+def realize(mod: tvm.IRModule, in_qparams: list[QParams],
+            binding_qparams: list[QParams | None], per_channel: bool = True,
+            given: WeightTable | None = None, names: list[str | None] | None = None
+            ) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
-    raised inside a pass reaches Python through TVM's FFI as a RuntimeError)."""
-    return _Realizer(mod, in_qparams, binding_qparams, per_channel).run()
+    raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
+
+    `given` holds weights the model quantized itself; `names` (per tensor binding) name the
+    ONNX tensors in errors."""
+    bound = tensor_bindings(mod["main"])
+    return _Realizer(mod, in_qparams, binding_qparams, per_channel, given,
+                     dict(zip(bound, names or []))).run()
 
 
 def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],

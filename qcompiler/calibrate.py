@@ -87,7 +87,7 @@ def tensor_bindings(func: relax.Function) -> list[relax.Var]:
             if isinstance(b.var.ty, relax.TensorType)]
 
 
-def _probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """A copy of `mod` whose main returns every tensor binding."""
     mod = relax.transform.ToNonDataflow()(mod)
     main = mod["main"]
@@ -105,7 +105,7 @@ def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: st
               act_dtype: str, percentile: float, target: tvm.target.Target,
               progress: bool = True) -> tuple[list[QParams], list[QParams]]:
     """qparams for (graph inputs, tensor bindings of main), each in order."""
-    probe, n_out = _probe_module(float_mod)
+    probe, n_out = probe_module(float_mod)
     exe = tvm.compile(probe, target)
     vm = relax.VirtualMachine(exe, tvm.cpu())
     names = [p.name for p in float_mod["main"].params]

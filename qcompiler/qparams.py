@@ -57,6 +57,18 @@ def compute_qparams(lo: float, hi: float, dtype: str) -> QParams:
     return QParams(scale, zero_point, dtype)
 
 
+def with_dtype(qp: QParams, dtype: str) -> QParams:
+    """The same real values stored as `dtype`: int8 and uint8 differ by 128 in the zero point
+    (`s * (q - zp) = s * ((q + 128) - (zp + 128))`), so a model's int8 activations run exactly
+    on a uint8 target and vice versa."""
+    if qp.dtype == dtype:
+        return qp
+    shifts = {("int8", "uint8"): 128, ("uint8", "int8"): -128}
+    if (qp.dtype, dtype) not in shifts:
+        raise ValueError(f"cannot store {qp.dtype} activations as {dtype}")
+    return QParams(qp.scale, qp.zero_point + shifts[(qp.dtype, dtype)], dtype)
+
+
 def symmetric_weight_scales(w_absmax: np.ndarray, bits: int = 8) -> np.ndarray:
     """Per-channel symmetric weight scales `s_w[c] = max|w[c]| / (2^(bits-1) - 1)`, float32.
 
