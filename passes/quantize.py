@@ -60,6 +60,7 @@ class _Realizer:
     per_channel: bool
     given: WeightTable | None = None  # weights already quantized by the model (QDQ)
     names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
+    note: str = ""  # said in the summary line of the layer being realized
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)
     layers: list[LayerRecord] = field(default_factory=list)
@@ -103,6 +104,8 @@ class _Realizer:
         given = self.given.lookup(w, axis) if self.given else None
         if given is not None:
             return given
+        if self.given is not None:
+            self.note = "weights re-quantized: they differ from the model's (BN folded in)"
         w = w.astype(np.float32)
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
@@ -308,7 +311,8 @@ class _Realizer:
                 raise QCompileError(f"binding {name}: composite {kind or op} has a form "
                                     "qcompiler cannot quantize")
             self.env[var] = _Value(out, qp)
-            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer"))
+            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", self.note))
+            self.note = ""
             return
         if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.mean"):
             res = self.pool(value, op, qp)

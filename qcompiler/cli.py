@@ -18,8 +18,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="qcompile", description="Compile an ONNX CNN to a per-channel int8 library.")
     ap.add_argument("model", help="the ONNX model (float, opset >= 11)")
-    ap.add_argument("--calib", required=True,
-                    help="calibration inputs: FILE.npz (one array per input) or DIR of .npy")
+    ap.add_argument("--calib", default=None,
+                    help="calibration inputs: FILE.npz (one array per input) or DIR of .npy; "
+                         "optional for a QDQ model, which carries its own scales")
     ap.add_argument("--target", default="x86", help=f"one of {', '.join(TARGETS)}")
     ap.add_argument("-o", "--out", default="build", help="output folder (default: build)")
     ap.add_argument("--observer", default="percentile", help=f"one of {', '.join(OBSERVERS)}")
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                                     ort_latency_ms)
     from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
     from qcompiler.pipeline import compile_model
+    from qcompiler.qdq_import import is_qdq, strip_qdq
     from qcompiler.reference import Reference
     from qcompiler.runtime import load
     from qcompiler.targets import check_toolchain, get_target
@@ -64,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_dir(out)
     inputs = graph_inputs(model, config.batch)
-    calib = load_calibration(args.calib, inputs, config.calib_limit)
+    calib = load_calibration(args.calib, inputs, config.calib_limit) if args.calib else None
+    qdq = is_qdq(model)
     if args.dump_ir == "import":
-        print(import_onnx(model, inputs))
+        print(import_onnx(strip_qdq(model).model if qdq else model, inputs))
     compiled = compile_model(model, calib, config, progress=not args.quiet)
     if args.dump_ir == "float":
         print(compiled.float_mod)
@@ -90,11 +93,18 @@ def run(args: argparse.Namespace) -> int:
     tt = compiled.tvm_target.attrs
     print(f"\nqcompile {args.model} -> {out}/  [target {args.target}, "
           f"{tt.get('mtriple') or tt.get('mcpu', '')}]")
-    print(f"  compiled in {compile_s:.1f} s; observer {args.observer}, "
-          f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights, "
+    qparams = "scales from the QDQ model" if qdq else f"observer {args.observer}"
+    weights = "the model's int8 weights" if qdq else \
+        f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights"
+    print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
+    requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
+    if requantized:
+        print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (BN folded "
+              "into the model's int8 weights; run onnxruntime's quant_pre_process before "
+              "quantize_static to keep them)")
     print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]
@@ -104,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
           f", kernel scratch {_fmt_bytes(sa['scratch_bytes'])}); {sa['kernels']} kernels")
 
     name = inputs[0].name
+    sample_kind = "calibration" if calib else "random"
+    sample = next(iter(calib.values())) if calib else \
+        _random_inputs(compiled.in_qparams[0], inputs[0])
     if args.eval:
         from qcompiler.datasets import load_fashion_mnist
 
@@ -123,12 +136,12 @@ def run(args: argparse.Namespace) -> int:
               + (")" if native else f", run under {lib.prefix[0]}; top-1 of the rest from "
                  "the reference)"))
     else:
-        x = next(iter(calib.values()))
-        _, bad, total = int8_predictions(lib, ref, x[: max(inputs[0].shape[0], 16)])
+        x = sample[: max(inputs[0].shape[0], 16)]
+        _, bad, total = int8_predictions(lib, ref, x)
         exact = bad == 0
         print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
-              f"({total - bad}/{total} output elements equal on calibration inputs)")
-    feeds = {i.name: next(iter(calib.values()))[: i.shape[0]] for i in inputs[:1]}
+              f"({total - bad}/{total} output elements equal on {sample_kind} inputs)")
+    feeds = {i.name: sample[: i.shape[0]] for i in inputs[:1]}
     if not native:
         print(f"  latency:    not measured: {args.target} runs under emulation here")
     elif len(inputs) == 1 and feeds[name].shape[0] == inputs[0].shape[0]:
@@ -136,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         i_ms = median_latency_ms(lambda: lib.run_int(*q))
         try:
             f_ms = ort_latency_ms(args.model, feeds)
-            print(f"  latency:    float (onnxruntime, 1 thread) {f_ms:.3f} ms, int8 (qcompiler) "
+            print(f"  latency:    {'QDQ' if qdq else 'float'} (onnxruntime, 1 thread) "
+                  f"{f_ms:.3f} ms, int8 (qcompiler) "
                   f"{i_ms:.3f} ms  -> {f_ms / i_ms:.2f}x  (median of 50, batch "
                   f"{inputs[0].shape[0]})")
         except Exception as exc:  # noqa: BLE001 - the peer may reject a model we accept
@@ -144,6 +158,19 @@ def run(args: argparse.Namespace) -> int:
                   f"model ({type(exc).__name__})")
     print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
+
+
+def _random_inputs(qp: object, spec: object, n: int = 16) -> object:
+    """Inputs spread over the first input's quantized range, for a model with no data given."""
+    import numpy as np
+
+    from qcompiler.qparams import dtype_range
+
+    lo, hi = dtype_range(qp.dtype)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(qp.scale * (lo - qp.zero_point), qp.scale * (hi - qp.zero_point),
+                    (max(n, spec.shape[0]), *spec.shape[1:]))
+    return x.astype(np.float32)
 
 
 def _constants(mod: object) -> list:
