@@ -1,7 +1,7 @@
 """Realize the integer graph from the fused float graph and its calibrated qparams.
 
-Per the numeric contract (shared/DESIGN.md):
-  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -127, 127),  s_w[c] = max|W[c]| / 127
+Per the numeric contract (shared/DESIGN.md), with Q = 2^(weight_bits - 1) - 1 (127, or 7):
+  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -Q, Q),  s_w[c] = max|W[c]| / Q  (int8 storage)
   bias       b_q[c] = rint(b[c] / (s_x * s_w[c]))  (int32)
   requant    y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
   activation ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
@@ -58,6 +58,7 @@ class _Realizer:
     in_qp: list[QParams]
     out_qp: list[QParams | None]  # None: not known (a QDQ model without Q/DQ there)
     per_channel: bool
+    weight_bits: int = 8
     given: WeightTable | None = None  # weights already quantized by the model (QDQ)
     names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
     note: str = ""  # said in the summary line of the layer being realized
@@ -94,9 +95,9 @@ class _Realizer:
 
     def weights(self, w: np.ndarray, axis: int, bias: np.ndarray, s_x: float
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-output-channel (or per-tensor) symmetric int8 weights and their float32 scales.
+        """Per-output-channel (or per-tensor) symmetric weights and their float32 scales.
 
-        `s_w[c] = max|W[c]| / 127`, widened where needed so that the int32 bias
+        `s_w[c] = max|W[c]| / Q` (Q = 127, or 7 for 4-bit weights), widened where needed so that the int32 bias
         `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or denormal) weights with a
         real bias would otherwise saturate its bias instead of keeping it. Weights the model
         gives already quantized (QDQ) keep their integers and scales.
@@ -110,12 +111,13 @@ class _Realizer:
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
             np.full(w.shape[axis], np.abs(w).max())
-        s_w = symmetric_weight_scales(absmax)
+        s_w = symmetric_weight_scales(absmax, self.weight_bits)
         bias_floor = (np.abs(bias.astype(np.float64)) / (np.float64(s_x) * 2.0**30))
         s_w = np.maximum(s_w, bias_floor.astype(np.float32) * np.float32(1 + 2**-20))
         shape = [1] * w.ndim
         shape[axis] = -1
-        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        q = 2 ** (self.weight_bits - 1) - 1
+        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -q, q).astype(np.int8)
         return w_q, s_w
 
     def bias_and_multipliers(self, bias: np.ndarray, s_x: float, s_w: np.ndarray,
@@ -428,15 +430,15 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
 
 def realize(mod: tvm.IRModule, in_qparams: list[QParams],
             binding_qparams: list[QParams | None], per_channel: bool = True,
-            given: WeightTable | None = None, names: list[str | None] | None = None
-            ) -> tvm.IRModule:
+            weight_bits: int = 8, given: WeightTable | None = None,
+            names: list[str | None] | None = None) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
     raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
 
     `given` holds weights the model quantized itself; `names` (per tensor binding) name the
     ONNX tensors in errors."""
     bound = tensor_bindings(mod["main"])
-    return _Realizer(mod, in_qparams, binding_qparams, per_channel, given,
+    return _Realizer(mod, in_qparams, binding_qparams, per_channel, weight_bits, given,
                      dict(zip(bound, names or []))).run()
 
 

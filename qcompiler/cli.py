@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--percentile", type=float, default=99.99)
     ap.add_argument("--per-tensor", action="store_true",
                     help="per-tensor weight scales instead of per-channel (for comparison)")
+    ap.add_argument("--weight-bits", type=int, choices=(4, 8), default=8,
+                    help="4: weights in [-7, 7] per channel (stored as int8); default 8")
+    ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
+                    help="16: int16 activations (symmetric); default 8, the target's dtype")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
     ap.add_argument("--calib-limit", type=int, default=None,
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     config = CompileConfig(target=args.target, observer=args.observer,
                            percentile=args.percentile, per_channel=not args.per_tensor,
-                           batch=args.batch, calib_limit=args.calib_limit)
+                           batch=args.batch, calib_limit=args.calib_limit,
+                           weight_bits=args.weight_bits, activation_bits=args.activation_bits)
     check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
           f"{tt.get('mtriple') or tt.get('mcpu', '')}]")
     qparams = "scales from the QDQ model" if qdq else f"observer {args.observer}"
     weights = "the model's int8 weights" if qdq else \
-        f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights"
+        f"{'per-tensor' if args.per_tensor else 'per-channel'} {args.weight_bits}-bit weights, " \
+        f"{args.activation_bits}-bit activations"
     print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"

@@ -105,6 +105,9 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     timings = {}
     t = time.perf_counter()
     qdq = strip_qdq(model) if is_qdq(model) else None  # its qparams; the float graph
+    if qdq is not None and (config.weight_bits, config.activation_bits) != (8, 8):
+        raise QCompileError("a QDQ model carries its own precisions: leave weight_bits and "
+                            "activation_bits at 8")
     if qdq is not None:
         model = qdq.model
     elif calib is None:
@@ -118,7 +121,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     # generic x86-64 (SSE2) build of some graphs fails LLVM verification in TVM 0.27
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
-    act = target.activation_dtype
+    act = config.activation_dtype(target.activation_dtype)
     names = None
     if qdq is None:
         in_qp, out_qp = _calibrated(model, inputs, float_mod, calib, config, act, host, progress)
@@ -137,7 +140,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel,  # the quantize pass
-                   qdq.weights if qdq else None, names)
+                   config.weight_bits, qdq.weights if qdq else None, names)
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules:
