@@ -97,10 +97,10 @@ class _Realizer:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Per-output-channel (or per-tensor) symmetric weights and their float32 scales.
 
-        `s_w[c] = max|W[c]| / Q` (Q = 127, or 7 for 4-bit weights), widened where needed so that the int32 bias
-        `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or denormal) weights with a
-        real bias would otherwise saturate its bias instead of keeping it. Weights the model
-        gives already quantized (QDQ) keep their integers and scales.
+        `s_w[c] = max|W[c]| / Q` (Q = 127, or 7 for 4-bit weights), widened where needed so
+        that the int32 bias `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or
+        denormal) weights with a real bias would otherwise saturate its bias instead of keeping
+        it. Weights the model gives already quantized (QDQ) keep their integers and scales.
         """
         given = self.given.lookup(w, axis) if self.given else None
         if given is not None:
