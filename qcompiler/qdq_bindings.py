@@ -78,6 +78,9 @@ def given_qparams(qdq: QDQModel, float_mod: tvm.IRModule, inputs: list[ModelInpu
     names = binding_tensor_names(qdq.model, float_mod, inputs, target, frozenset(acts))
 
     def get(name: str | None) -> QParams | None:
-        return with_dtype(acts[name], act_dtype) if name in acts else None
+        if name not in acts:
+            return None
+        qp = acts[name]
+        return qp if qp.dtype == "int16" else with_dtype(qp, act_dtype)  # 8-bit: the target's
 
     return [get(i.name) for i in inputs], [get(n) for n in names], names

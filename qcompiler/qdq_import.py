@@ -20,7 +20,7 @@ from qcompiler.errors import QCompileError
 from qcompiler.qparams import QParams, dtype_range
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-ACTIVATION_DTYPES = ("uint8", "int8")
+ACTIVATION_DTYPES = ("uint8", "int8", "int16")
 WEIGHT_DTYPE = "int8"
 BIAS_DTYPE = "int32"
 
@@ -130,18 +130,18 @@ def _activation(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray) -> QPar
                             "supported (one scale and zero point per tensor)")
     if zp.dtype.name not in ACTIVATION_DTYPES:
         raise QCompileError(f"{_where(node)}: zero point is {zp.dtype}; qcompiler takes "
-                            f"{' or '.join(ACTIVATION_DTYPES)} activations")
+                            f"{', '.join(ACTIVATION_DTYPES[:-1])} or {ACTIVATION_DTYPES[-1]} "
+                            "activations")
     return QParams(float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0]), zp.dtype.name)
 
 
 def _quantize_constant(node: onnx.NodeProto, x: np.ndarray, consts: dict) -> np.ndarray:
     """ONNX QuantizeLinear of a constant (a fake-quant weight): saturate(rint(x / s) + zp)."""
     scale, zp, axis = _params(node, consts)
-    lo, hi = dtype_range(zp.dtype.name) if zp.dtype.name in ("uint8", "int8", "int32") else \
-        (None, None)
-    if lo is None:
+    if zp.dtype.name not in (WEIGHT_DTYPE, BIAS_DTYPE):
         raise QCompileError(f"{_where(node)}: zero point is {zp.dtype}; qcompiler takes int8 "
-                            "weights")
+                            "weights (and int32 biases)")
+    lo, hi = dtype_range(zp.dtype.name)
     q = np.rint(x.astype(np.float32) / _per_axis(scale, axis, x.ndim)) \
         + _per_axis(zp, axis, x.ndim).astype(np.float32)
     return np.clip(q, lo, hi).astype(zp.dtype)

@@ -61,3 +61,11 @@ def test_int16_accumulator_bound_refuses(tmp_path, rng):
 def test_config_rejects_bits(field, value, message):
     with pytest.raises(QCompileError, match=f"^{message}$"):
         CompileConfig(**{field: value})
+
+
+def test_int16_qparams_are_symmetric():
+    from qcompiler.qparams import compute_qparams
+
+    qp = compute_qparams(-1.0, 3.0, "int16")
+    assert qp.zero_point == 0 and qp.scale == np.float32(3.0 / 32767)
+    assert compute_qparams(0.0, 0.0, "int16").zero_point == 0

@@ -102,8 +102,9 @@ def _inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("per_channel,activations", [
-    (True, QuantType.QUInt8), (False, QuantType.QUInt8), (True, QuantType.QInt8)],
-    ids=["per_channel-u8", "per_tensor-u8", "per_channel-s8"])
+    (True, QuantType.QUInt8), (False, QuantType.QUInt8), (True, QuantType.QInt8),
+    (True, QuantType.QInt16)], ids=["per_channel-u8", "per_tensor-u8", "per_channel-s8",
+                                     "per_channel-s16"])
 def test_ort_quantize_static(per_channel, activations, tmp_path, rng):
     qdq = ort_qdq(float_model(rng), tmp_path, per_channel, activations)
     compiled, lib = compile_qdq(qdq, tmp_path)
@@ -114,10 +115,11 @@ def test_ort_quantize_static(per_channel, activations, tmp_path, rng):
     for got, name in zip(kernel_weights(compiled), ("w1", "w2", "wg")):
         np.testing.assert_array_equal(got, inits[f"{name}_quantized"])
     x_qp = compiled.in_qparams[0]
-    shift = 128 if activations == QuantType.QInt8 else 0  # stored as uint8 on x86
+    shift = 128 if activations == QuantType.QInt8 else 0  # int8 is stored as uint8 on x86
     assert (x_qp.scale, x_qp.zero_point - shift) == (float(inits["x_scale"]),
                                                       int(inits["x_zero_point"]))
     assert [x["status"] for x in lib.meta["layers"]] == ["integer"] * 7
+    assert x_qp.dtype == ("int16" if activations == QuantType.QInt16 else "uint8")
     d = lsb_differences(qdq, lib, inputs)
     assert np.mean(np.rint(d) <= LSB_BOUND) >= SHARE_WITHIN, np.percentile(d, [50, 99, 100])
 
@@ -249,11 +251,11 @@ def test_float16_scale_is_refused(tmp_path):
     assert msg == ("QuantizeLinear x_q: scale s_x is float16; qcompiler takes float32 scales")
 
 
-def test_int16_activation_is_refused(tmp_path):
-    inits = {"s": np.array(0.01, np.float32), "zp": np.array(0, np.int16)}
+def test_uint16_activation_is_refused(tmp_path):
+    inits = {"s": np.array(0.01, np.float32), "zp": np.array(0, np.uint16)}
     model = _qdq_graph([*_qdq("x", "s", "zp", "y")], inits, opset=21, out_shape=[1, 4, 6, 6])
-    assert _error(model, tmp_path) == ("QuantizeLinear x_q: zero point is int16; qcompiler "
-                                       "takes uint8 or int8 activations")
+    assert _error(model, tmp_path) == ("QuantizeLinear x_q: zero point is uint16; qcompiler "
+                                       "takes uint8, int8 or int16 activations")
 
 
 def test_asymmetric_weight_is_refused(tmp_path):
