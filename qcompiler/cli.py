@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
     requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
     if requantized:
-        print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (BN folded "
-              "into the model's int8 weights; run onnxruntime's quant_pre_process before "
-              "quantize_static to keep them)")
+        print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "
+              "BatchNormalization with no Q/DQ before it folded into the model's int8 "
+              f"weights): {', '.join(requantized)}")
     print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]

@@ -213,7 +213,43 @@ def strip_qdq(model: onnx.ModelProto) -> QDQModel:
         for j, name in enumerate(n.input):
             n.input[j] = rename.get(name, name)
     activations = {rename.get(k, k): v for k, v in activations.items()}
-    return QDQModel(_rebuild(model, kept, new_consts), activations, table)
+    stripped = _separate_batch_norms(_rebuild(model, kept, new_consts), activations, table)
+    return QDQModel(stripped, activations, table)
+
+
+def _separate_batch_norms(model: onnx.ModelProto, activations: dict[str, QParams],
+                          table: WeightTable) -> onnx.ModelProto:
+    """A BatchNormalization whose input the model quantizes becomes a layer of its own, a
+    depthwise 1x1 conv `y[c] = k[c] x[c] + beta[c] - mu[c] k[c]`, `k = gamma / sqrt(var + eps)`,
+    with int8 weights `sign(k) 127` at scale `|k| / 127` (exact). Folding it into the conv
+    before it (as for a float model) would skip the rounding the model does between the two
+    and change that conv's weights, which the model gives as integers."""
+    consts = _constants(model)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
+             [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]}
+    nodes, new_consts = [], {}
+    for n in model.graph.node:
+        params = list(n.input[1:5])
+        if n.op_type != "BatchNormalization" or n.input[0] not in activations \
+                or ranks.get(n.input[0]) != 4 or len(n.output) != 1 \
+                or not all(p in consts for p in params):
+            nodes.append(n)
+            continue
+        gamma, beta, mu, var = (consts[p].astype(np.float64).reshape(-1) for p in params)
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        k = gamma / np.sqrt(var + eps)
+        scale = (np.abs(k) / 127).astype(np.float32)
+        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+        q = (np.sign(k) * (k != 0) * 127).astype(np.int8).reshape(-1, 1, 1, 1)
+        w = (q.astype(np.float32) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+        table.add(w, GivenWeight(q, scale, 0))
+        name = n.name or n.output[0]
+        new_consts[f"{name}_k"] = w
+        new_consts[f"{name}_shift"] = (beta - mu * k).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [n.input[0], f"{name}_k", f"{name}_shift"],
+                                      list(n.output), name=n.name, group=k.size,
+                                      kernel_shape=[1, 1]))
+    return _rebuild(model, nodes, new_consts) if new_consts else model
 
 
 def _rebuild(model: onnx.ModelProto, nodes: list, new_consts: dict[str, np.ndarray]

@@ -192,20 +192,46 @@ def hand_made(seed: int = 0, zp_dtype=np.int8, fake_quant_weights: bool = False,
     return _qdq_graph(nodes, inits, 19 if scale_dtype != np.float32 else 13, [1, 7])
 
 
-def test_unfolded_batch_norm(tmp_path, rng):
-    """ORT without pre-processing keeps BN, with Q/DQ between conv and BN; we fold BN, so the
-    conv's weights change and are re-quantized (said in the summary), still bit-exact."""
+def _conv_bn_qdq(rng: np.random.Generator, tmp: Path) -> onnx.ModelProto:
+    """ORT without pre-processing keeps BN, with Q/DQ between conv and BN."""
     inits = {"w": rng.standard_normal((6, 3, 3, 3)) * 0.3, "g": rng.uniform(0.5, 2, 6),
              "b": rng.standard_normal(6) * 0.1, "mu": rng.standard_normal(6) * 0.1,
              "var": rng.uniform(0.5, 2, 6)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
              helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["y"])]
-    qdq = ort_qdq(make_model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, inits), tmp_path, True)
+    qdq = ort_qdq(make_model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, inits), tmp, True)
     assert "BatchNormalization" in {n.op_type for n in qdq.graph.node}
+    return qdq
+
+
+def test_batch_norm_after_qdq_stays_a_layer(tmp_path, rng):
+    """The BN becomes a depthwise 1x1 conv of its own, so the conv keeps the model's weights
+    and the rounding between the two happens as in the model."""
+    qdq = _conv_bn_qdq(rng, tmp_path)
+    compiled, lib = compile_qdq(qdq, tmp_path)
+    inputs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(16)]
+    check_against_reference(compiled, lib, [[x] for x in inputs[:2]])
+    assert [(x["op"], x["detail"]) for x in lib.meta["layers"]] == [("conv2d", "")] * 2
+    np.testing.assert_array_equal(kernel_weights(compiled)[0], _inits(qdq)["w_quantized"])
+    d = lsb_differences(qdq, lib, inputs)
+    assert np.mean(np.rint(d) <= LSB_BOUND) >= SHARE_WITHIN, np.percentile(d, [50, 99, 100])
+
+
+def test_batch_norm_right_after_conv_is_folded(tmp_path, rng):
+    """Without Q/DQ between conv and BN, BN folds into the conv as for a float model: the
+    conv's weights change, are re-quantized, and the summary says so."""
+    qdq = _conv_bn_qdq(rng, tmp_path)
+    drop = {"c_QuantizeLinear_Output", "c_DequantizeLinear_Output"}
+    nodes = [n for n in qdq.graph.node if not set(n.output) & drop]
+    for n in nodes:
+        n.input[:] = ["c" if i == "c_DequantizeLinear_Output" else i for i in n.input]
+    del qdq.graph.node[:]
+    qdq.graph.node.extend(nodes)
     compiled, lib = compile_qdq(qdq, tmp_path)
     check_against_reference(compiled, lib, [[rng.standard_normal((1, 3, 8, 8))
                                              .astype(np.float32)]])
-    assert lib.meta["layers"][0]["detail"].startswith("weights re-quantized")
+    [layer] = lib.meta["layers"]
+    assert layer["detail"].startswith("weights re-quantized")
 
 
 @pytest.mark.parametrize("fake_quant", [False, True], ids=["int8-weights", "fake-quant"])
