@@ -1,7 +1,7 @@
 """Realize the integer graph from the fused float graph and its calibrated qparams.
 
-Per the numeric contract (shared/DESIGN.md):
-  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -127, 127),  s_w[c] = max|W[c]| / 127
+Per the numeric contract (shared/DESIGN.md), with Q = 2^(weight_bits - 1) - 1 (127, or 7):
+  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -Q, Q),  s_w[c] = max|W[c]| / Q  (int8 storage)
   bias       b_q[c] = rint(b[c] / (s_x * s_w[c]))  (int32)
   requant    y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
   activation ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
@@ -25,6 +25,7 @@ from tvm import relax
 from qcompiler import kernels, lut
 from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
+from qcompiler.qdq_import import WeightTable
 from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
 from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const,
                                     is_tensor_const, op_name, prim_float, shape_of)
@@ -32,6 +33,9 @@ from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const,
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
 TABLE_DTYPES = ("uint8", "int8", "int16")  # inputs small enough for a table (256 or 65,536)
 TABLE_OPS = ("relax.sigmoid", "relax.tanh", "relax.nn.leakyrelu", "relax.nn.prelu")
+# Ops whose output keeps its input's qparams, so their binding needs none of its own.
+PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.nn.max_pool2d",
+                             "relax.nn.relu", "relax.clip"})
 
 
 @dataclass
@@ -72,8 +76,12 @@ class _Value:
 class _Realizer:
     mod: tvm.IRModule
     in_qp: list[QParams]
-    out_qp: list[QParams]
+    out_qp: list[QParams | None]  # None: not known (a QDQ model without Q/DQ there)
     per_channel: bool
+    weight_bits: int = 8
+    given: WeightTable | None = None  # weights already quantized by the model (QDQ)
+    names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
+    note: str = ""  # said in the summary line of the layer being realized
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)
     layers: list[LayerRecord] = field(default_factory=list)
@@ -107,22 +115,29 @@ class _Realizer:
 
     def weights(self, w: np.ndarray, axis: int, bias: np.ndarray, s_x: float
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-output-channel (or per-tensor) symmetric int8 weights and their float32 scales.
+        """Per-output-channel (or per-tensor) symmetric weights and their float32 scales.
 
-        `s_w[c] = max|W[c]| / 127`, widened where needed so that the int32 bias
-        `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or denormal) weights with a
-        real bias would otherwise saturate its bias instead of keeping it.
+        `s_w[c] = max|W[c]| / Q` (Q = 127, or 7 for 4-bit weights), widened where needed so
+        that the int32 bias `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or
+        denormal) weights with a real bias would otherwise saturate its bias instead of keeping
+        it. Weights the model gives already quantized (QDQ) keep their integers and scales.
         """
+        given = self.given.lookup(w, axis) if self.given else None
+        if given is not None:
+            return given
+        if self.given is not None:
+            self.note = "weights re-quantized: they differ from the model's (BN folded in)"
         w = w.astype(np.float32)
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
             np.full(w.shape[axis], np.abs(w).max())
-        s_w = symmetric_weight_scales(absmax)
+        s_w = symmetric_weight_scales(absmax, self.weight_bits)
         bias_floor = (np.abs(bias.astype(np.float64)) / (np.float64(s_x) * 2.0**30))
         s_w = np.maximum(s_w, bias_floor.astype(np.float32) * np.float32(1 + 2**-20))
         shape = [1] * w.ndim
         shape[axis] = -1
-        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        q = 2 ** (self.weight_bits - 1) - 1
+        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -q, q).astype(np.int8)
         return w_q, s_w
 
     def bias_and_multipliers(self, bias: np.ndarray, s_x: float, s_w: np.ndarray,
@@ -350,7 +365,16 @@ class _Realizer:
         args = [a.expr, b_expr, relax.const(m0), relax.const(shift)]
         return self.call_kernel("mul", func, args, shape, qp.dtype)
 
+    def require(self, var: relax.Var, qp: QParams | None) -> None:
+        """A binding that needs its own qparams has them (a QDQ model may lack some)."""
+        if qp is None:
+            raise QCompileError(
+                f"tensor {self.names.get(var) or var.name}: the model gives no scale and zero "
+                "point for it (no QuantizeLinear/DequantizeLinear pair); give --calib to "
+                "calibrate it")
+
     def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> _Value:
+        self.require(var, qp)
         args = []
         for arg in call.args:
             if isinstance(arg, relax.Var) and arg in self.env and \
@@ -380,7 +404,7 @@ class _Realizer:
         return _Value(None, qp, f, quantize)
 
     # ---- the walk -----------------------------------------------------------------------
-    def binding(self, var: relax.Var, value: relax.Expr, qp: QParams) -> None:
+    def binding(self, var: relax.Var, value: relax.Expr, qp: QParams | None) -> None:
         name = var.name
         if isinstance(value, relax.Var):
             self.env[var] = self.env[value]
@@ -389,6 +413,8 @@ class _Realizer:
             raise QCompileError(f"binding {name}: unsupported expression "
                                 f"{type(value).__name__}")
         op = op_name(value)
+        if op not in PASSTHROUGH_OPS:
+            self.require(var, qp)
         out: relax.Expr | None = None
         if isinstance(value.op, relax.GlobalVar):
             func = self.mod[value.op]
@@ -404,7 +430,8 @@ class _Realizer:
                 raise QCompileError(f"binding {name}: composite {kind or op} has a form "
                                     "qcompiler cannot quantize")
             self.env[var] = _Value(out, qp)
-            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer"))
+            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", self.note))
+            self.note = ""
             return
         if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.mean"):
             res = self.pool(value, op, qp)
@@ -550,11 +577,18 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
     return np.outer(ny, nx).astype(np.int64)
 
 
-def realize(mod: tvm.IRModule, in_qparams: list[QParams], binding_qparams: list[QParams],
-            per_channel: bool = True) -> tvm.IRModule:
+def realize(mod: tvm.IRModule, in_qparams: list[QParams],
+            binding_qparams: list[QParams | None], per_channel: bool = True,
+            weight_bits: int = 8, given: WeightTable | None = None,
+            names: list[str | None] | None = None) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
-    raised inside a pass reaches Python through TVM's FFI as a RuntimeError)."""
-    return _Realizer(mod, in_qparams, binding_qparams, per_channel).run()
+    raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
+
+    `given` holds weights the model quantized itself; `names` (per tensor binding) name the
+    ONNX tensors in errors."""
+    bound = tensor_bindings(mod["main"])
+    return _Realizer(mod, in_qparams, binding_qparams, per_channel, weight_bits, given,
+                     dict(zip(bound, names or []))).run()
 
 
 def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],

@@ -10,12 +10,14 @@ from pathlib import Path
 __all__ = ["compile", "load"]
 
 
-def compile(model: str | Path, calib: str | Path, out: str | Path,  # noqa: A001
+def compile(model: str | Path, calib: str | Path | None, out: str | Path,  # noqa: A001
             **options: object):  # -> CompiledModel
-    """Compile an ONNX model for a target and write OUT/model.so and OUT/model.json."""
+    """Compile an ONNX model for a target and write OUT/model.so and OUT/model.json.
+    `calib` may be None for a QDQ model, which carries its own scales."""
     from qcompiler.api import compile_to_dir
 
-    return compile_to_dir(Path(model), Path(calib), Path(out), **options)
+    return compile_to_dir(Path(model), None if calib is None else Path(calib), Path(out),
+                          **options)
 
 
 def load(path: str | Path, threads: int | None = None):  # -> CompiledModel

@@ -18,14 +18,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="qcompile", description="Compile an ONNX CNN to a per-channel int8 library.")
     ap.add_argument("model", help="the ONNX model (float, opset >= 11)")
-    ap.add_argument("--calib", required=True,
-                    help="calibration inputs: FILE.npz (one array per input) or DIR of .npy")
+    ap.add_argument("--calib", default=None,
+                    help="calibration inputs: FILE.npz (one array per input) or DIR of .npy; "
+                         "optional for a QDQ model, which carries its own scales")
     ap.add_argument("--target", default="x86", help=f"one of {', '.join(TARGETS)}")
     ap.add_argument("-o", "--out", default="build", help="output folder (default: build)")
     ap.add_argument("--observer", default="percentile", help=f"one of {', '.join(OBSERVERS)}")
     ap.add_argument("--percentile", type=float, default=99.99)
     ap.add_argument("--per-tensor", action="store_true",
                     help="per-tensor weight scales instead of per-channel (for comparison)")
+    ap.add_argument("--weight-bits", type=int, choices=(4, 8), default=8,
+                    help="4: weights in [-7, 7] per channel (stored as int8); default 8")
+    ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
+                    help="16: int16 activations (symmetric); default 8, the target's dtype")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
     ap.add_argument("--calib-limit", type=int, default=None,
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                                     ort_latency_ms)
     from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
     from qcompiler.pipeline import compile_model
+    from qcompiler.qdq_import import is_qdq, strip_qdq
     from qcompiler.reference import Reference
     from qcompiler.runtime import load
     from qcompiler.targets import check_toolchain, get_target
@@ -66,15 +72,17 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     config = CompileConfig(target=args.target, observer=args.observer,
                            percentile=args.percentile, per_channel=not args.per_tensor,
-                           batch=args.batch, calib_limit=args.calib_limit)
+                           batch=args.batch, calib_limit=args.calib_limit,
+                           weight_bits=args.weight_bits, activation_bits=args.activation_bits)
     check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)
     check_out_dir(out)
     inputs = graph_inputs(model, config.batch)
-    calib = load_calibration(args.calib, inputs, config.calib_limit)
+    calib = load_calibration(args.calib, inputs, config.calib_limit) if args.calib else None
+    qdq = is_qdq(model)
     if args.dump_ir == "import":
-        print(import_onnx(model, inputs))
+        print(import_onnx(strip_qdq(model).model if qdq else model, inputs))
     compiled = compile_model(model, calib, config, progress=not args.quiet)
     if args.dump_ir == "float":
         print(compiled.float_mod)
@@ -98,11 +106,19 @@ def run(args: argparse.Namespace) -> int:
     tt = compiled.tvm_target.attrs
     print(f"\nqcompile {args.model} -> {out}/  [target {args.target}, "
           f"{tt.get('mtriple') or tt.get('mcpu', '')}]")
-    print(f"  compiled in {compile_s:.1f} s; observer {args.observer}, "
-          f"{'per-tensor' if args.per_tensor else 'per-channel'} int8 weights, "
+    qparams = "scales from the QDQ model" if qdq else f"observer {args.observer}"
+    weights = "the model's int8 weights" if qdq else \
+        f"{'per-tensor' if args.per_tensor else 'per-channel'} {args.weight_bits}-bit weights, " \
+        f"{args.activation_bits}-bit activations"
+    print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
+    requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
+    if requantized:
+        print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "
+              "BatchNormalization with no Q/DQ before it folded into the model's int8 "
+              f"weights): {', '.join(requantized)}")
     print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]
@@ -112,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
           f", kernel scratch {_fmt_bytes(sa['scratch_bytes'])}); {sa['kernels']} kernels")
 
     name = inputs[0].name
+    sample_kind = "calibration" if calib else "random"
+    sample = next(iter(calib.values())) if calib else \
+        _random_inputs(compiled.in_qparams[0], inputs[0])
     if args.eval:
         from qcompiler.datasets import load_fashion_mnist
 
@@ -131,12 +150,12 @@ def run(args: argparse.Namespace) -> int:
               + (")" if native else f", run under {lib.prefix[0]}; top-1 of the rest from "
                  "the reference)"))
     else:
-        x = next(iter(calib.values()))
-        _, bad, total = int8_predictions(lib, ref, x[: max(inputs[0].shape[0], 16)])
+        x = sample[: max(inputs[0].shape[0], 16)]
+        _, bad, total = int8_predictions(lib, ref, x)
         exact = bad == 0
         print(f"  bit-exact:  {'yes' if exact else 'NO'} vs qcompiler.reference "
-              f"({total - bad}/{total} output elements equal on calibration inputs)")
-    feeds = {i.name: next(iter(calib.values()))[: i.shape[0]] for i in inputs[:1]}
+              f"({total - bad}/{total} output elements equal on {sample_kind} inputs)")
+    feeds = {i.name: sample[: i.shape[0]] for i in inputs[:1]}
     if not native:
         print(f"  latency:    not measured: {args.target} runs under emulation here")
     elif len(inputs) == 1 and feeds[name].shape[0] == inputs[0].shape[0]:
@@ -145,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             f_ms = ort_latency_ms(args.model, feeds, args.threads)
             threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
-            print(f"  latency:    float (onnxruntime, {threads}) {f_ms:.3f} ms, int8 (qcompiler) "
+            print(f"  latency:    {'QDQ' if qdq else 'float'} (onnxruntime, {threads}) "
+                  f"{f_ms:.3f} ms, int8 (qcompiler) "
                   f"{i_ms:.3f} ms  -> {f_ms / i_ms:.2f}x  (median of 50, batch "
                   f"{inputs[0].shape[0]})")
         except Exception as exc:  # noqa: BLE001 - the peer may reject a model we accept
@@ -154,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from qcompiler.report import layer_sqnr, write_report
 
-        per_layer = layer_sqnr(compiled, calib)
+        data = calib or {i.name: _random_inputs(q, i)
+                         for q, i in zip(compiled.in_qparams, inputs)}
+        per_layer = layer_sqnr(compiled, data)
         write_report(Path(args.report), per_layer, Path(args.model).name)
         worst = min((x for x in per_layer if x.get("sqnr_db") is not None),
                     key=lambda x: x["sqnr_db"], default=None)
@@ -163,6 +185,19 @@ def run(args: argparse.Namespace) -> int:
                  if worst else ""))
     print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
+
+
+def _random_inputs(qp: object, spec: object, n: int = 16) -> object:
+    """Inputs spread over the first input's quantized range, for a model with no data given."""
+    import numpy as np
+
+    from qcompiler.qparams import dtype_range
+
+    lo, hi = dtype_range(qp.dtype)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(qp.scale * (lo - qp.zero_point), qp.scale * (hi - qp.zero_point),
+                    (max(n, spec.shape[0]), *spec.shape[1:]))
+    return x.astype(np.float32)
 
 
 def _constants(mod: object) -> list:

@@ -7,6 +7,8 @@ from qcompiler.errors import QCompileError
 from qcompiler.observers import OBSERVERS
 
 TARGETS = ("x86", "arm", "hexagon")
+WEIGHT_BITS = (4, 8)       # symmetric in [-7, 7] or [-127, 127], stored as int8 either way
+ACTIVATION_BITS = (8, 16)  # the target's 8-bit dtype, or int16 (symmetric, zero point 0)
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,12 @@ class CompileConfig:
     batch: int | None = None
     calib_limit: int | None = None
     schedules: bool = True  # False: the portable kernels only (for comparisons)
+    weight_bits: int = 8
+    activation_bits: int = 8
+
+    def activation_dtype(self, target_dtype: str) -> str:
+        """The stored activation dtype: the target's 8-bit one, or int16."""
+        return "int16" if self.activation_bits == 16 else target_dtype
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -32,5 +40,12 @@ class CompileConfig:
             raise QCompileError(f"percentile must be in (50, 100], got {self.percentile}")
         if self.batch is not None and self.batch < 1:
             raise QCompileError(f"batch must be >= 1, got {self.batch}")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise QCompileError(f"weight_bits must be one of {', '.join(map(str, WEIGHT_BITS))}"
+                                f", got {self.weight_bits}")
+        if self.activation_bits not in ACTIVATION_BITS:
+            raise QCompileError(f"activation_bits must be one of "
+                                f"{', '.join(map(str, ACTIVATION_BITS))}, got "
+                                f"{self.activation_bits}")
         if self.calib_limit is not None and self.calib_limit < 1:
             raise QCompileError(f"calib_limit must be >= 1, got {self.calib_limit}")

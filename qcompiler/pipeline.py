@@ -1,6 +1,9 @@
 """The compiler as one flat sequence of stages; each can be run and printed alone.
 
     model.onnx -> import -> float cleanup -> calibrate -> quantize -> build -> emit
+
+A QDQ model brings its own qparams and weights: its Q/DQ nodes are stripped before import and
+calibration runs only for tensors the model left unquantized (if data is given).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.quantize import realize
+from qcompiler.qdq_bindings import given_qparams
+from qcompiler.qdq_import import is_qdq, strip_qdq
 from qcompiler.qparams import QParams
 from qcompiler.schedules import apply_schedules
 from qcompiler.targets import get_target
@@ -83,31 +88,63 @@ class Compiled:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray],
+def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
+                calib: dict[str, np.ndarray], config: CompileConfig, act_dtype: str,
+                host: tvm.target.Target, progress: bool) -> tuple[list, list]:
+    # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
+    # by position: both copies come from the same deterministic pipeline). A static batch, or a
+    # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
+    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
+    return calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile, host,
+                     progress)
+
+
+def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
                   config: CompileConfig, progress: bool = True,
                   target: Target | None = None) -> Compiled:
-    """`target` overrides the config's target (e.g. a variant without HVX, for comparisons)."""
+    """`target` overrides the config's target (e.g. a variant without HVX, for comparisons).
+    `calib` may be None for a QDQ model that quantizes every tensor it needs."""
     target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     timings = {}
     t = time.perf_counter()
+    qdq = strip_qdq(model) if is_qdq(model) else None  # its qparams; the float graph
+    if qdq is not None and (config.weight_bits, config.activation_bits) != (8, 8):
+        raise QCompileError("a QDQ model carries its own precisions: leave weight_bits and "
+                            "activation_bits at 8")
+    if qdq is not None:
+        model = qdq.model
+    elif calib is None:
+        raise CalibrationDataError("the model is float (no QuantizeLinear/DequantizeLinear): "
+                                   "give calibration data (--calib)")
     inputs = graph_inputs(model, config.batch)
     float_mod = float_graph(model, inputs)
     timings["import"] = time.perf_counter() - t
-    # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
-    # by position: both copies come from the same deterministic pipeline). A static batch, or a
-    # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     t = time.perf_counter()
-    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
     # The float graph runs here, whatever the target, built for this machine's ISA level: the
     # generic x86-64 (SSE2) build of some graphs fails LLVM verification in TVM 0.27
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
-    in_qp, out_qp = calibrate(calib_mod, calib, config.observer, target.activation_dtype,
-                              config.percentile, host, progress)
+    act = config.activation_dtype(target.activation_dtype)
+    names = None
+    if qdq is None:
+        in_qp, out_qp = _calibrated(model, inputs, float_mod, calib, config, act, host, progress)
+    else:
+        in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
+        if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
+            cal_in, cal_out = _calibrated(model, inputs, float_mod, calib, config, act, host,
+                                          progress)
+            in_qp = [g or c for g, c in zip(in_qp, cal_in)]
+            out_qp = [g or c for g, c in zip(out_qp, cal_out)]
+        for i, q in zip(inputs, in_qp):
+            if q is None:
+                raise CalibrationDataError(
+                    f"input {i.name}: the model gives no scale and zero point for it (no "
+                    "QuantizeLinear/DequantizeLinear pair); give --calib to calibrate it")
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    qmod = realize(float_mod, in_qp, out_qp, config.per_channel)  # the quantize pass
+    qmod = realize(float_mod, in_qp, out_qp, config.per_channel,  # the quantize pass
+                   config.weight_bits, qdq.weights if qdq else None, names)
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules:

@@ -14,6 +14,7 @@ import numpy as np
 
 INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767),
               "int32": (-(2**31), 2**31 - 1)}
+SYMMETRIC_DTYPES = frozenset({"int16"})  # activation dtypes whose zero point is always 0
 Q31 = 31
 # The q_multiply_shift contract needs total right shift = 31 + right_shift <= 62 so the rounding
 # constant and the int64 product fit; a multiplier below 2**-32 rounds every int32 input to 0.
@@ -45,16 +46,34 @@ def compute_qparams(lo: float, hi: float, dtype: str) -> QParams:
     `scale = (hi - lo) / (qmax - qmin)`, `zero_point = clamp(round(qmin - lo / scale))`.
     A degenerate range (all zeros) gets scale 1.0 so that every op stays well defined.
     The scale is rounded to float32, the precision the graph and ONNX store it in.
+    int16 is symmetric (`zero_point = 0`, `scale = max(|lo|, |hi|) / 32767`): it halves the
+    worst-case `|x - zp|` that bounds an int32 accumulator, where 16 bits are tight.
     """
     qmin, qmax = dtype_range(dtype)
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"range [{lo}, {hi}] is not finite")
+    if dtype in SYMMETRIC_DTYPES:
+        lo, hi = min(lo, -hi), max(hi, -lo)
+        qmin = -qmax
     scale = float(np.float32((hi - lo) / (qmax - qmin)))
     if scale == 0.0 or not math.isfinite(scale) or scale < np.finfo(np.float32).tiny:
         scale = 1.0
-    zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
+    zero_point = 0 if dtype in SYMMETRIC_DTYPES else \
+        int(min(max(round(qmin - lo / scale), qmin), qmax))
     return QParams(scale, zero_point, dtype)
+
+
+def with_dtype(qp: QParams, dtype: str) -> QParams:
+    """The same real values stored as `dtype`: int8 and uint8 differ by 128 in the zero point
+    (`s * (q - zp) = s * ((q + 128) - (zp + 128))`), so a model's int8 activations run exactly
+    on a uint8 target and vice versa."""
+    if qp.dtype == dtype:
+        return qp
+    shifts = {("int8", "uint8"): 128, ("uint8", "int8"): -128}
+    if (qp.dtype, dtype) not in shifts:
+        raise ValueError(f"cannot store {qp.dtype} activations as {dtype}")
+    return QParams(qp.scale, qp.zero_point + shifts[(qp.dtype, dtype)], dtype)
 
 
 def symmetric_weight_scales(w_absmax: np.ndarray, bits: int = 8) -> np.ndarray:

@@ -52,7 +52,6 @@ def compile_and_compare(model: onnx.ModelProto, tmp: Path, calib: dict[str, np.n
     """
     from qcompiler.api import compile_only
     from qcompiler.emit import build, emit
-    from qcompiler.reference import Reference
     from qcompiler.runtime import CompiledModel
 
     mpath, cpath = save_model(model, tmp), save_calib(calib, tmp)
@@ -60,26 +59,32 @@ def compile_and_compare(model: onnx.ModelProto, tmp: Path, calib: dict[str, np.n
     compiled = compile_only(mpath, cpath, out, **options)
     emit(compiled, build(compiled), out)
     lib = CompiledModel(out)
-    ref = Reference(compiled.quantized, compiled.tvm_target)
     rng = np.random.default_rng(seed)
-    for _ in range(n_checks):
-        feeds = []
-        for spec, (name, data) in zip(lib.inputs, calib.items()):
-            x = (rng.standard_normal(spec["shape"]) * data.std() * 1.5 + data.mean())
-            feeds.append(x.astype(np.float32))
-        q = lib.quantize_inputs(*feeds)
+    feeds = [[(rng.standard_normal(spec["shape"]) * data.std() * 1.5 + data.mean())
+              .astype(np.float32) for spec, data in zip(lib.inputs, calib.values())]
+             for _ in range(n_checks)]
+    check_against_reference(compiled, lib, feeds)
+    return compiled, lib
+
+
+def check_against_reference(compiled, lib, feeds: list[list[np.ndarray]]) -> None:
+    """The library equals the reference bit for bit on each list of float inputs."""
+    from qcompiler.reference import Reference
+
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for inputs in feeds:
+        q = lib.quantize_inputs(*inputs)
         got, want = lib.run_int(*q), ref.run(*q)
         assert len(got) == len(want)
         for g, w in zip(got, want):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_array_equal(g, w)
         # The float entry point is quantize -> same integers -> dequantize.
-        fl = lib.run(*feeds)
+        fl = lib.run(*inputs)
         for f, w, spec in zip(fl, want, lib.outputs):
             deq = (w.astype(np.int32) - spec["zero_point"]).astype(np.float32) \
                 * np.float32(spec["scale"])
             np.testing.assert_array_equal(f, deq)
-    return compiled, lib
 
 
 @pytest.fixture
