@@ -1,6 +1,7 @@
 """Fuse each producer with its bias and activation into one composite function.
 
     conv2d(x, W) [+ b] [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.conv2d"
+    conv2d_transpose(x, W) [+ b] [-> relu | clip] ->  Composite "qcompiler.conv2d_transpose"
     matmul(x, W) [+ b] [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.dense"
     add(x, y)          [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.add"
 
@@ -14,7 +15,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-COMPOSITES = ("qcompiler.conv2d", "qcompiler.dense", "qcompiler.add")
+COMPOSITES = ("qcompiler.conv2d", "qcompiler.conv2d_transpose", "qcompiler.dense",
+              "qcompiler.add")
 
 
 def _with_activation(producer):  # noqa: ANN001, ANN202
@@ -25,10 +27,12 @@ def _with_activation(producer):  # noqa: ANN001, ANN202
 
 def _patterns() -> list[tuple]:
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
+    conv_t = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
     dense = is_op("relax.matmul")(wildcard(), is_const())
     residual = is_op("relax.add")(~is_const(), ~is_const())
     out = []
-    for name, producer in (("qcompiler.conv2d", conv), ("qcompiler.dense", dense)):
+    for name, producer in (("qcompiler.conv2d", conv), ("qcompiler.conv2d_transpose", conv_t),
+                           ("qcompiler.dense", dense)):
         biased = is_op("relax.add")(producer, is_const())
         out += [(name, p) for p in _with_activation(biased) + _with_activation(producer)]
     out += [("qcompiler.add", p) for p in _with_activation(residual)]
