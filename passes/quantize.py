@@ -364,6 +364,10 @@ class _Realizer:
             elif isinstance(arg, relax.Var):
                 raise QCompileError(f"op {op_name(call)} at {var.name}: input "
                                     f"{arg.name} is not a tensor qcompiler can quantize")
+            elif isinstance(arg, (relax.Tuple, relax.GlobalVar)):
+                raise QCompileError(f"op {op_name(call)} at {var.name}: takes its tensors in a "
+                                    "tuple or a TIR function, which the float fallback cannot "
+                                    "dequantize")
             else:
                 args.append(arg)
         f = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))

@@ -110,17 +110,27 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
             tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
             x[b, c, i - pt, j - pl].astype("int32") - zp_x, tirx.const(0, "int32")),
         name="x_centered")
+    acc = _grouped_sum(xc, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (sh, sw), (dh, dw),
+                       lambda o, c, ky, kx: wt[o, c, ky, kx])
+    y = _requantize_channels(acc, 1, params, attrs)
+    return _prim_func("conv2d", attrs, [x, *params, y])
+
+
+def _grouped_sum(xc: te.Tensor, out_shape: tuple, groups_shape: tuple, strides: tuple,
+                 dilation: tuple, weight: Any) -> te.Tensor:
+    """`acc[b, o, i, j] = sum_{c, ky, kx} xc[b, g(o) cin_g + c, i sh + ky dh, j sw + kx dw]
+    * weight(o, c, ky, kx)` over a centered, padded input: the int32 core of both convs."""
+    cin_g, cout_g, kh, kw = groups_shape
+    (sh, sw), (dh, dw) = strides, dilation
     rc = te.reduce_axis((0, cin_g), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    acc = te.compute(
-        (n, cout, oh, ow),
+    return te.compute(
+        out_shape,
         lambda b, o, i, j: te.sum(
             xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw]
-            * wt[o, rc, ry, rx].astype("int32"), axis=[rc, ry, rx]),
+            * weight(o, rc, ry, rx).astype("int32"), axis=[rc, ry, rx]),
         name="acc")
-    y = _requantize_channels(acc, 1, params, attrs)
-    return _prim_func("conv2d", attrs, [x, *params, y])
 
 
 def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
@@ -336,16 +346,9 @@ def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
 
     xd = te.compute((n, cin, oh + dh * (kh - 1), ow + dw * (kw - 1)), inserted,
                     name="x_inserted")
-    rc = te.reduce_axis((0, cin_g), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    acc = te.compute(
-        (n, cout, oh, ow),
-        lambda b, o, i, j: te.sum(
-            xd[b, (o // cout_g) * cin_g + rc, i + ry * dh, j + rx * dw]
-            * wt[(o // cout_g) * cin_g + rc, o % cout_g, kh - 1 - ry, kw - 1 - rx]
-            .astype("int32"), axis=[rc, ry, rx]),
-        name="acc")
+    acc = _grouped_sum(xd, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (1, 1), (dh, dw),
+                       lambda o, c, ky, kx: wt[(o // cout_g) * cin_g + c, o % cout_g,
+                                               kh - 1 - ky, kw - 1 - kx])
     y = _requantize_channels(acc, 1, params, attrs)
     return _prim_func("conv2d_transpose", attrs, [x, *params, y])
 

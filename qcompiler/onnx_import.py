@@ -75,6 +75,10 @@ _POOL_ATTRS = {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
                "storage_order": _A.INT, "count_include_pad": _A.INT}
 # The attribute types ONNX defines for the ops we import; anything else is a broken model.
 ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
+    "Pad": {"mode": _A.STRING, "pads": _A.INTS, "value": _A.FLOAT},
+    "Resize": {"mode": _A.STRING, "coordinate_transformation_mode": _A.STRING,
+               "nearest_mode": _A.STRING, "antialias": _A.INT,
+               "keep_aspect_ratio_policy": _A.STRING},
     "Conv": {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
              "dilations": _A.INTS, "group": _A.INT, "auto_pad": _A.STRING},
     "ConvTranspose": {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
@@ -162,6 +166,15 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
             bad.append(f"{where}: transA=1")
         if len(node.input) < 2 or node.input[1] not in initializers:
             bad.append(f"{where}: B must be a constant initializer")
+    if node.op_type == "Pad" and _attr(node, "mode", b"constant") not in \
+            (b"constant", b"reflect", b"edge"):
+        bad.append(f"{where}: mode={_attr(node, 'mode').decode()}")
+    if node.op_type == "Resize" and _attr(node, "antialias", 0):
+        bad.append(f"{where}: antialias=1")
+    if node.op_type == "Resize" and _attr(node, "keep_aspect_ratio_policy", b"stretch") != \
+            b"stretch":
+        bad.append(f"{where}: keep_aspect_ratio_policy="
+                   f"{_attr(node, 'keep_aspect_ratio_policy').decode()}")
     if node.op_type == "BatchNormalization" and _attr(node, "training_mode", 0):
         bad.append(f"{where}: training_mode=1")
     return bad
@@ -246,12 +259,20 @@ def _relax_pad_converter():  # noqa: ANN202 - a subclass of the frontend's Pad c
 
     class Pad(fe.Pad):
         @classmethod
+        def _impl_v2(cls, bb, inputs, attr, params):  # noqa: ANN001, ANN206
+            pads = list(attr["pads"])
+            return cls._relax_pad(bb, inputs[0], pads[:len(pads) // 2], pads[len(pads) // 2:],
+                                  attr.get("value", 0.0), attr.get("mode", b"constant"))
+
+        @classmethod
         def _lower_pad(cls, bb, inputs, attr, params, allowed_modes):  # noqa: ANN001, ANN206
             before, after, value = cls._parse_pads_and_axes(inputs, params)
-            mode = attr.get("mode", b"constant").decode("utf-8")
-            if mode not in ("constant", "reflect", "edge"):
-                return super()._lower_pad(bb, inputs, attr, params, allowed_modes)
-            x = inputs[0]
+            return cls._relax_pad(bb, inputs[0], before, after, value,
+                                  attr.get("mode", b"constant"))
+
+        @staticmethod
+        def _relax_pad(bb, x, before, after, value, mode):  # noqa: ANN001, ANN205
+            mode = mode.decode("utf-8")
             shape = [int(d) for d in x.ty.shape]
             if any(p < 0 for p in before + after):
                 axes = list(range(len(shape)))

@@ -258,7 +258,7 @@ def _constants(mod) -> list[np.ndarray]:
     return [const_array(a) for c in calls for a in c.args[1].fields if is_const(a)]
 
 
-def test_unsupported_conv_transpose_output_shape_is_named(tmp_path):
+def test_unsupported_conv_transpose_output_shape_is_named():
     from qcompiler.errors import UnsupportedModelError
     from qcompiler.onnx_import import check_supported
 
@@ -267,4 +267,31 @@ def test_unsupported_conv_transpose_output_shape_is_named(tmp_path):
                             name="up1")
     model = make_model([node], {"x": (1, 2, 3, 3)}, {"y": None}, {"w": w})
     with pytest.raises(UnsupportedModelError, match=r"up1 \(ConvTranspose\): output_shape"):
+        check_supported(model)
+
+
+@pytest.mark.parametrize("opset", [2, 11])
+def test_pad_old_opsets_import_as_relax_pad(opset, tmp_path, rng):
+    """Opset 2 takes pads as an attribute, 11 as an input: both become an integer nn.pad."""
+    if opset == 2:
+        nodes = [helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 0, 0, 0, 0, 2], value=0.5)]
+    else:
+        nodes = [_const("p", [0, 0, 1, 0, 0, 0, 0, 2]),
+                 helper.make_node("Pad", ["x", "p"], ["y"])]
+    model = make_model(nodes, {"x": (1, 2, 3, 3)}, {"y": None}, opset=opset)
+    calib = {"x": rng.standard_normal((4, 2, 3, 3)).astype(np.float32)}
+    _, lib = compile_and_compare(model, tmp_path, calib)
+    assert _ops(lib) == [("pad", "integer")]
+    assert lib.outputs[0]["shape"] == [1, 2, 4, 5]
+
+
+def test_unsupported_pad_mode_is_named():
+    from qcompiler.errors import UnsupportedModelError
+    from qcompiler.onnx_import import check_supported
+
+    nodes = [_const("p", [0, 0, 1, 1, 0, 0, 1, 1]),
+             helper.make_node("Pad", ["x", "p"], ["y"], mode="wrap", name="pad7")]
+    model = make_model(nodes, {"x": (1, 1, 3, 3)}, {"y": None}, opset=19)
+    with pytest.raises(UnsupportedModelError, match=r"^unsupported: attribute pad7 \(Pad\): "
+                                                    r"mode=wrap$"):
         check_supported(model)
