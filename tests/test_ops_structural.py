@@ -295,3 +295,20 @@ def test_unsupported_pad_mode_is_named():
     with pytest.raises(UnsupportedModelError, match=r"^unsupported: attribute pad7 \(Pad\): "
                                                     r"mode=wrap$"):
         check_supported(model)
+
+
+def test_conv_transpose_batch_norm_folds_into_one_kernel(tmp_path, rng):
+    """ConvTranspose (grouped) + BatchNormalization + ReLU: one integer kernel, close to float."""
+    c = 4
+    inits = {"w": (rng.standard_normal((c, 3, 3, 3)) * 0.3).astype(np.float32),
+             "g": rng.uniform(0.5, 2, 6).astype(np.float32),
+             "be": rng.standard_normal(6).astype(np.float32),
+             "m": rng.standard_normal(6).astype(np.float32) * 0.1,
+             "v": rng.uniform(0.5, 2, 6).astype(np.float32)}
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["t"], strides=[2, 2], pads=[1] * 4,
+                              group=2),
+             helper.make_node("BatchNormalization", ["t", "g", "be", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    compiled, lib, calib = _compile(nodes, (1, c, 4, 4), tmp_path, rng, inits=inits)
+    assert _ops(lib) == [("conv2d_transpose", "integer")]
+    assert _lsb_errors(compiled, lib, calib[:1])[0].max() <= 2.0
