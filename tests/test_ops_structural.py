@@ -147,9 +147,11 @@ def test_split_parts_feed_integer_ops(tmp_path, rng):
 
 
 # ---- ReduceMean: integer sum, one fixed-point divide ------------------------------------------
-@pytest.mark.parametrize("axes,keepdims,shape", [([2, 3], 1, (2, 5, 4, 6)), ([1], 0, (2, 7, 3, 3)),
-                                                 ([1, 3], 0, (1, 5, 6, 6)),
-                                                 ([-1], 1, (2, 3, 9)), ([0, 1, 2], 1, (1, 4, 5, 3))])
+MEANS = [([2, 3], 1, (2, 5, 4, 6)), ([1], 0, (2, 7, 3, 3)), ([1, 3], 0, (1, 5, 6, 6)),
+         ([-1], 1, (2, 3, 9)), ([0, 1, 2], 1, (1, 4, 5, 3))]
+
+
+@pytest.mark.parametrize("axes,keepdims,shape", MEANS)
 def test_reduce_mean(axes, keepdims, shape, tmp_path, rng):
     nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=axes, keepdims=keepdims)]
     compiled, lib, calib = _compile(nodes, shape, tmp_path, rng)
@@ -312,3 +314,48 @@ def test_conv_transpose_batch_norm_folds_into_one_kernel(tmp_path, rng):
     compiled, lib, calib = _compile(nodes, (1, c, 4, 4), tmp_path, rng, inits=inits)
     assert _ops(lib) == [("conv2d_transpose", "integer")]
     assert _lsb_errors(compiled, lib, calib[:1])[0].max() <= 2.0
+
+
+def test_split_part_is_an_output_and_an_operand(tmp_path, rng):
+    """The C library keeps a split part alive for the final copy while later kernels run."""
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=2),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("MaxPool", ["s"], ["y"], kernel_shape=[2, 2])]
+    _, lib, _ = _compile(nodes, (1, 3, 6, 4), tmp_path, rng, outputs=("a", "y"))
+    assert [o["shape"] for o in lib.outputs] == [[1, 3, 3, 4], [1, 3, 2, 3]]
+
+
+def test_resize_by_sizes(tmp_path, rng):
+    nodes = [_const("sz", [1, 3, 7, 10]),
+             helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear")]
+    compiled, lib, calib = _compile(nodes, (1, 3, 4, 4), tmp_path, rng)
+    assert _ops(lib) == [("resize2d", "integer")] and lib.outputs[0]["shape"] == [1, 3, 7, 10]
+    assert _lsb_errors(compiled, lib, calib[:1])[0].max() < 0.55
+
+
+def test_decoder_graph_is_all_integer(tmp_path, rng):
+    """Conv, pool, ConvTranspose, skip Concat, Pad, Resize, Slice, Transpose, ReduceMean in one
+    graph: every layer integer, bit-exact in both libraries."""
+    w = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    inits = {"w1": w(6, 3, 3, 3), "b1": w(6), "wt": w(6, 4, 2, 2), "bt": w(4),
+             "w2": w(5, 10, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["p1", "wt", "bt"], ["u1"], strides=[2, 2]),
+             helper.make_node("Concat", ["u1", "r1"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w2"], ["c2"], kernel_shape=[1, 1]),
+             _const("p", [0, 0, 1, 1, 0, 0, 1, 1]),
+             helper.make_node("Pad", ["c2", "p"], ["pd"], mode="reflect"),
+             _const("sc", [1.0, 1.0, 1.5, 1.5], np.float32),
+             helper.make_node("Resize", ["pd", "", "sc"], ["rs"], mode="linear"),
+             _const("s", [1]), _const("e", [-1]), _const("a", [2]),
+             helper.make_node("Slice", ["rs", "s", "e", "a"], ["sl"]),
+             helper.make_node("Transpose", ["sl"], ["tr"], perm=[0, 2, 3, 1]),
+             helper.make_node("ReduceMean", ["tr"], ["y"], axes=[1], keepdims=0)]
+    _, lib, _ = _compile(nodes, (2, 3, 8, 8), tmp_path, rng, inits=inits)
+    assert [op for op, _ in _ops(lib)] == [
+        "conv2d", "max_pool2d", "conv2d_transpose", "concat", "conv2d", "pad", "resize2d",
+        "strided_slice", "permute_dims", "mean"]
+    assert all(status == "integer" for _, status in _ops(lib))
