@@ -148,12 +148,14 @@ def test_split_parts_feed_integer_ops(tmp_path, rng):
 
 # ---- ReduceMean: integer sum, one fixed-point divide ------------------------------------------
 MEANS = [([2, 3], 1, (2, 5, 4, 6)), ([1], 0, (2, 7, 3, 3)), ([1, 3], 0, (1, 5, 6, 6)),
-         ([-1], 1, (2, 3, 9)), ([0, 1, 2], 1, (1, 4, 5, 3))]
+         ([-1], 1, (2, 3, 9)), ([0, 1, 2], 1, (1, 4, 5, 3)),
+         (None, 0, (1, 3, 4, 4))]  # no axes: all of them, a scalar output
 
 
 @pytest.mark.parametrize("axes,keepdims,shape", MEANS)
 def test_reduce_mean(axes, keepdims, shape, tmp_path, rng):
-    nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=axes, keepdims=keepdims)]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["y"], keepdims=keepdims,
+                              **({"axes": axes} if axes else {}))]
     compiled, lib, calib = _compile(nodes, shape, tmp_path, rng)
     assert _ops(lib) == [("mean", "integer")]
     assert _lsb_errors(compiled, lib, calib[:shape[0]])[0].max() <= 0.5 + 1e-3
