@@ -1,6 +1,7 @@
 """Fuse each producer with its bias and activation into one composite function.
 
     conv2d(x, W) [+ b] [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.conv2d"
+    conv2d_transpose(x, W) [+ b] [-> relu | clip] ->  Composite "qcompiler.conv2d_transpose"
     matmul(x, W) [+ b] [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.dense"
     add(x, y)          [-> relu | clip(lo, hi)]   ->  Composite "qcompiler.add"
     x * clip(x + a, lo, hi) / d                   ->  Composite "qcompiler.hardswish"
@@ -23,8 +24,8 @@ from tvm.relax.transform import FusionPattern, PatternCheckContext
 
 from qcompiler.relax_access import const_array, is_tensor_const
 
-COMPOSITES = ("qcompiler.conv2d", "qcompiler.dense", "qcompiler.add", "qcompiler.hardswish",
-              "qcompiler.hardsigmoid")
+COMPOSITES = ("qcompiler.conv2d", "qcompiler.conv2d_transpose", "qcompiler.dense",
+              "qcompiler.add", "qcompiler.hardswish", "qcompiler.hardsigmoid")
 
 
 def _with_activation(producer):  # noqa: ANN001, ANN202
@@ -60,10 +61,12 @@ def _table_patterns() -> list[FusionPattern]:
 
 def _patterns() -> list[FusionPattern]:
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
+    conv_t = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
     dense = is_op("relax.matmul")(wildcard(), is_const())
     residual = is_op("relax.add")(~is_const(), ~is_const())
     out = _table_patterns()
-    for name, producer in (("qcompiler.conv2d", conv), ("qcompiler.dense", dense)):
+    for name, producer in (("qcompiler.conv2d", conv), ("qcompiler.conv2d_transpose", conv_t),
+                           ("qcompiler.dense", dense)):
         biased = is_op("relax.add")(producer, is_const())
         out += [FusionPattern(name, p, check=_self_contained)
                 for p in _with_activation(biased) + _with_activation(producer)]

@@ -23,14 +23,18 @@ import tvm
 from tvm import relax
 
 from qcompiler import kernels, lut
+from qcompiler import resize as resize_tables
 from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
 from qcompiler.qdq_import import WeightTable
 from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
 from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const,
-                                    is_tensor_const, op_name, prim_float, shape_of)
+                                    is_tensor_const, op_name, output_exprs, prim_float,
+                                    shape_of)
 
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
+RESIZE_BITS = 10  # fractional bits of each bilinear weight (per axis): 2^20 for the 4 taps
+MOVES = ("relax.reshape", "relax.flatten", "relax.permute_dims", "relax.strided_slice")
 TABLE_DTYPES = ("uint8", "int8", "int16")  # inputs small enough for a table (256 or 65,536)
 TABLE_OPS = ("relax.sigmoid", "relax.tanh", "relax.nn.leakyrelu", "relax.nn.prelu")
 # Ops whose output keeps its input's qparams, so their binding needs none of its own.
@@ -170,7 +174,7 @@ class _Realizer:
             for b in blk.bindings:
                 call = b.value
                 name = op_name(call)
-                if name in ("relax.nn.conv2d", "relax.matmul"):
+                if name in ("relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"):
                     parts["main"] = call
                 elif name == "relax.add" and is_const(call.args[1]) and "main" in parts:
                     parts["bias"] = const_array(call.args[1]).reshape(-1)
@@ -202,6 +206,38 @@ class _Realizer:
         func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
         args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
         return self.call_kernel("conv2d", func, args, shape_of(call), qp.dtype)
+
+    def conv2d_transpose(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+        """ONNX weights are (Cin, Cout/groups, kh, kw): output channel g * Cout/groups + o takes
+        its symmetric scale over w[g-th Cin block, o]; the int8 weights keep the ONNX layout."""
+        conv = parts["main"]
+        a = conv.attrs
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != \
+                ("NCHW", "IOHW", "NCHW"):
+            return None
+        x = self.env[call.args[0]]
+        w = const_array(conv.args[1])
+        groups = int(a.groups)
+        cin, cout_g, kh, kw = w.shape
+        regroup = (groups, cin // groups, cout_g, kh, kw)
+        w_oihw = w.reshape(regroup).transpose(0, 2, 1, 3, 4).reshape(-1, cin // groups, kh, kw)
+        bias = parts.get("bias", np.zeros(cout_g * groups, np.float32))
+        w_q, s_w = self.weights(w_oihw, 0, bias, x.qp.scale)
+        w_q = w_q.reshape(groups, cout_g, cin // groups, kh, kw).transpose(0, 2, 1, 3, 4) \
+            .reshape(w.shape)
+        b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+        self.check_accumulator(parts["name"], cin // groups * kh * kw, x.qp, w_q, b_q)
+        lo, hi = self.clamp_bounds(qp, *parts["act"])
+        attrs = {"strides": int_list(a.strides), "padding": int_list(a.padding),
+                 "output_padding": int_list(a.output_padding), "dilation": int_list(a.dilation),
+                 "groups": groups, "zp_x": x.qp.zero_point, "zp_y": qp.zero_point,
+                 "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        xs = shape_of(x.expr)
+        if kernels.conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
+            return None
+        func = kernels.conv2d_transpose(xs, x.qp.dtype, w_q.shape, attrs)
+        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
+        return self.call_kernel("conv2d_transpose", func, args, shape_of(call), qp.dtype)
 
     def dense(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
         x = self.env[call.args[0]]
@@ -246,19 +282,12 @@ class _Realizer:
         xs = shape_of(x.expr)
         if len(xs) != 4:
             return None
-        if name == "relax.mean":
-            if sorted(int_list(call.attrs.axis)) != [2, 3] or not call.attrs.keepdims:
-                return None
-            geo = {"kernel": [xs[2], xs[3]], "strides": [1, 1], "padding": [0, 0, 0, 0]}
-            include_pad = True
-        else:
-            a = call.attrs
-            if str(a.layout) != "NCHW" or a.ceil_mode or any(d != 1 for d in int_list(a.dilation)):
-                return None
-            pad = int_list(a.padding)
-            geo = {"kernel": int_list(a.pool_size), "strides": int_list(a.strides),
-                   "padding": pad}
-            include_pad = bool(a.count_include_pad)
+        a = call.attrs
+        if str(a.layout) != "NCHW" or a.ceil_mode or any(d != 1 for d in int_list(a.dilation)):
+            return None
+        geo = {"kernel": int_list(a.pool_size), "strides": int_list(a.strides),
+               "padding": int_list(a.padding)}
+        include_pad = bool(a.count_include_pad)
         if name == "relax.nn.max_pool2d":
             qmin, _ = dtype_range(x.qp.dtype)
             attrs = {**geo, "dtype_min": qmin}
@@ -373,11 +402,94 @@ class _Realizer:
                 "point for it (no QuantizeLinear/DequantizeLinear pair); give --calib to "
                 "calibrate it")
 
+    def mean(self, call: relax.Call, qp: QParams) -> _Value | None:
+        """ReduceMean (and GlobalAveragePool): integer sum, one fixed-point divide by the count."""
+        x = self.env[call.args[0]]
+        xs = shape_of(x.expr)
+        axes = range(len(xs)) if call.attrs.axis is None else int_list(call.attrs.axis)
+        axes = sorted({int(ax) % len(xs) for ax in axes})
+        count = int(np.prod([xs[ax] for ax in axes]))
+        if count << (_signed_bits(x.qp.dtype) - 1) > 2**31 - 1:
+            return None  # the int32 sum could wrap: stays float
+        m0, shift = quantize_multiplier(x.qp.scale / (qp.scale * count))
+        lo, hi = dtype_range(qp.dtype)
+        attrs = {"axes": axes, "keepdims": bool(call.attrs.keepdims), "zp_x": x.qp.zero_point,
+                 "zp_y": qp.zero_point, "m0": m0, "shift": shift, "lo": lo, "hi": hi,
+                 "out_dtype": qp.dtype}
+        func = kernels.reduce_mean(xs, x.qp.dtype, attrs)
+        return _Value(self.call_kernel("reduce_mean", func, [x.expr], shape_of(call), qp.dtype),
+                      qp)
+
+    def resize(self, call: relax.Call, qp: QParams) -> _Value | None:
+        """Nearest: a gather by compile-time index tables (qparams pass through). Bilinear:
+        compile-time taps and 2^-RESIZE_BITS weights, integer sum, one requantizing round."""
+        a = call.attrs
+        x = self.env[call.args[0]]
+        xs, ys = shape_of(x.expr), shape_of(call)
+        mode, method = str(a.coordinate_transformation_mode), str(a.method)
+        if str(a.layout) != "NCHW" or mode not in resize_tables.COORDINATE_MODES \
+                or any(float(r) != 0.0 for r in a.roi):
+            return None
+        if method == "nearest_neighbor" and str(a.rounding_method) in resize_tables.NEAREST_MODES:
+            rows, cols = (resize_tables.nearest_indices(xs[i], ys[i], mode, str(a.rounding_method))
+                          for i in (2, 3))
+            func = kernels.resize_nearest(xs, x.qp.dtype, ys[2:],
+                                          {"mode": mode, "nearest": str(a.rounding_method)})
+            out = self.call_kernel("resize_nearest", func, [x.expr, relax.const(rows),
+                                                            relax.const(cols)], ys, x.qp.dtype)
+            return _Value(out, x.qp)
+        bits = RESIZE_BITS
+        if method != "linear" or _signed_bits(x.qp.dtype) + 2 * bits > 31:
+            return None
+        rows, cols = (resize_tables.linear_taps(xs[i], ys[i], mode, bits) for i in (2, 3))
+        m0, shift = quantize_multiplier(x.qp.scale / (qp.scale * 2.0**(2 * bits)))
+        lo, hi = dtype_range(qp.dtype)
+        attrs = {"mode": mode, "bits": bits, "zp_x": x.qp.zero_point, "zp_y": qp.zero_point,
+                 "m0": m0, "shift": shift, "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        func = kernels.resize_bilinear(xs, x.qp.dtype, ys[2:], attrs)
+        out = self.call_kernel("resize_bilinear", func,
+                               [x.expr, relax.const(rows), relax.const(cols)], ys, qp.dtype)
+        return _Value(out, qp)
+
+    def pad(self, call: relax.Call, qp: QParams) -> _Value | None:
+        """nn.pad on the integers. A constant fill is the quantized constant (0.0 -> zp_x); one
+        the input's qparams cannot hold is padded after requantizing to the calibrated output
+        qparams, whose range includes it."""
+        a = call.attrs
+        x = self.env[call.args[0]]
+        mode = str(a.pad_mode)
+        if mode not in ("constant", "reflect", "replicate"):
+            return None
+        fill = 0
+        if mode == "constant":
+            value = float(a.pad_value)
+            qmin, qmax = dtype_range(x.qp.dtype)
+            if not qmin <= x.qp.zero_point + np.rint(value / x.qp.scale) <= qmax:
+                x = _Value(self.requantize(x, qp), qp)
+            fill = self.clamp_bounds(x.qp, value, value)[0]
+        out = relax.op.nn.pad(x.expr, int_list(a.pad_width), mode, float(fill))
+        return _Value(self.bb.emit(out), x.qp)
+
+    def move(self, call: relax.Call, qp: QParams) -> _Value:
+        """Reshape, flatten, permute_dims, strided_slice: the same integers rearranged, so the
+        qparams pass through. (A slice's own calibrated range is narrower, but its values
+        already lie on the input's grid: requantizing could only round them a second time.)"""
+        x = self.env[call.args[0]]
+        new = relax.Call(call.op, [x.expr, *call.args[1:]], call.attrs)
+        return _Value(self.bb.emit(new), x.qp)
+
+    def split(self, var: relax.Var, call: relax.Call) -> list[_Value]:
+        """Split: each part keeps the input's qparams, like a slice."""
+        x = self.env[call.args[0]]
+        parts = self.bb.emit(relax.Call(call.op, [x.expr], call.attrs))
+        return [_Value(self.bb.emit(relax.TupleGetItem(parts, i)), x.qp)
+                for i in range(len(var.ty.fields))]
+
     def float_fallback(self, var: relax.Var, call: relax.Call, qp: QParams) -> _Value:
         self.require(var, qp)
         args = []
         for arg in call.args:
-            if isinstance(arg, relax.Var) and arg in self.env and \
+            if isinstance(arg, relax.Var) and isinstance(self.env.get(arg), _Value) and \
                     self.env[arg].float_expr is not None:
                 args.append(self.env[arg].float_expr)  # inside a float island
             elif isinstance(arg, relax.Var) and arg in self.env:
@@ -388,6 +500,10 @@ class _Realizer:
             elif isinstance(arg, relax.Var):
                 raise QCompileError(f"op {op_name(call)} at {var.name}: input "
                                     f"{arg.name} is not a tensor qcompiler can quantize")
+            elif isinstance(arg, (relax.Tuple, relax.GlobalVar)):
+                raise QCompileError(f"op {op_name(call)} at {var.name}: takes its tensors in a "
+                                    "tuple or a TIR function, which the float fallback cannot "
+                                    "dequantize")
             else:
                 args.append(arg)
         f = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
@@ -409,6 +525,19 @@ class _Realizer:
         if isinstance(value, relax.Var):
             self.env[var] = self.env[value]
             return
+        if isinstance(value, relax.Tuple):
+            self.env[var] = [self.env[f] for f in value.fields]
+            return
+        if isinstance(value, relax.TupleGetItem):
+            self.env[var] = self.env[value.tuple_value][value.index]
+            return
+        if op_name(value) == "relax.split":
+            self.env[var] = self.split(var, value)
+            self.layers.append(LayerRecord(name, "split", "integer"))
+            return
+        if not isinstance(var.ty, relax.TensorType):
+            raise QCompileError(f"binding {name}: {op_name(value) or 'expression'} returns a "
+                                "non-tensor value, which qcompiler cannot quantize")
         if not isinstance(value, relax.Call):
             raise QCompileError(f"binding {name}: unsupported expression "
                                 f"{type(value).__name__}")
@@ -424,7 +553,8 @@ class _Realizer:
                      "func": func, "kind": kind}
             handler = {"qcompiler.conv2d": self.conv2d, "qcompiler.dense": self.dense,
                        "qcompiler.add": self.add, "qcompiler.hardswish": self.table_composite,
-                       "qcompiler.hardsigmoid": self.table_composite}.get(kind)
+                       "qcompiler.hardsigmoid": self.table_composite,
+                       "qcompiler.conv2d_transpose": self.conv2d_transpose}.get(kind)
             out = handler(value, parts, qp) if handler else None
             if out is None:
                 raise QCompileError(f"binding {name}: composite {kind or op} has a form "
@@ -433,7 +563,7 @@ class _Realizer:
             self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", self.note))
             self.note = ""
             return
-        if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.mean"):
+        if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
             res = self.pool(value, op, qp)
             if res is not None:
                 self.env[var] = _Value(*res)
@@ -445,10 +575,11 @@ class _Realizer:
                 self.env[var] = _Value(out, qp)
                 self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
                 return
-        if op in ("relax.reshape", "relax.flatten"):
-            x = self.env[value.args[0]]
-            new = relax.Call(value.op, [x.expr, *value.args[1:]], value.attrs)
-            self.env[var] = _Value(self.bb.emit(new), x.qp)
+        handler = {"relax.mean": self.mean, "relax.image.resize2d": self.resize,
+                   "relax.nn.pad": self.pad, **{m: self.move for m in MOVES}}.get(op)
+        moved = handler(value, qp) if handler else None
+        if moved is not None:
+            self.env[var] = moved
             self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
             return
         if op == "relax.concat":
@@ -482,18 +613,11 @@ class _Realizer:
             with self.bb.dataflow():
                 for blk in main.body.blocks:
                     for b in blk.bindings:
-                        if isinstance(b.var.ty, relax.TensorType):
-                            n_layers = len(self.layers)
-                            self.binding(b.var, b.value, qp_of[b.var])
-                            if len(self.layers) > n_layers:
-                                located.append((self.layers[-1], bound.index(b.var), b.var))
-                        else:
-                            raise QCompileError(f"binding {b.var.name}: "
-                                                f"{op_name(b.value) or 'expression'} returns a "
-                                                "non-tensor value, which qcompiler cannot "
-                                                "quantize")
-                result = main.body.body
-                outs = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+                        n_layers = len(self.layers)
+                        self.binding(b.var, b.value, qp_of.get(b.var))
+                        if len(self.layers) > n_layers and b.var in qp_of:
+                            located.append((self.layers[-1], bound.index(b.var), b.var))
+                outs = output_exprs(main)
                 out_vals = [self.env[o] for o in outs]
                 for r, index, var in located:  # after the outputs' quantize are emitted
                     self._locate(r, index, var)

@@ -23,7 +23,7 @@ from tvm import relax
 
 from qcompiler.errors import TargetError
 from qcompiler.passes.quantize import graph_meta
-from qcompiler.relax_access import const_array, is_const, op_name, shape_of
+from qcompiler.relax_access import const_array, is_const, op_name, output_exprs, shape_of
 
 ALIGN = 128  # bytes: HVX vectors; also a cache line multiple on x86 and ARM
 C_TYPES = {"uint8": "uint8_t", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
@@ -110,15 +110,24 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
         env[param] = t
         p.inputs.append(t)
     bindings = [b for blk in func.body.blocks for b in blk.bindings]
-    out = func.body.body
-    out_vars = list(out.fields) if isinstance(out, relax.Tuple) else [out]
-    # Resolve output aliases (gv = lv) so the producing kernel writes the caller's buffer.
+    out_vars = output_exprs(func)
+    # Resolve output aliases (gv = lv) so the producing kernel writes the caller's buffer;
+    # a tuple item (split) is the item of its tuple's tensors.
     alias = {b.var: b.value for b in bindings if isinstance(b.value, relax.Var)}
+    item = {b.var: b.value for b in bindings if isinstance(b.value, relax.TupleGetItem)}
 
     def resolve(v):  # noqa: ANN001, ANN202
         while v in alias:
             v = alias[v]
         return v
+
+    def root(v):  # noqa: ANN001, ANN202 - the binding whose kernel wrote v
+        v = resolve(v)
+        return root(item[v].tuple_value) if v in item else v
+
+    def lookup(v):  # noqa: ANN001, ANN202
+        v = resolve(v)
+        return lookup(item[v].tuple_value)[item[v].index] if v in item else env[v]
 
     out_of = {resolve(v): i for i, v in enumerate(out_vars)}
     for i, v in enumerate(out_vars):
@@ -128,11 +137,25 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
         if op_name(b.value) == "relax.call_tir":
             for a in b.value.args[1].fields:
                 if isinstance(a, relax.Var):
-                    last_use[resolve(a)] = idx
+                    last_use[root(a)] = idx
+    for v in out_vars:  # an output copied at the end stays live until then
+        last_use[root(v)] = len(bindings)
     live: list[tuple[int, int, object]] = []  # (offset, size, var)
     n_const = 0
+
+    def place(t: _Tensor, var: object) -> None:
+        """First fit among the live tensors."""
+        need, offset = _align(t.nbytes), 0
+        for off, size, _ in sorted(live, key=lambda x: x[0]):
+            if offset + need <= off:
+                break
+            offset = max(offset, off + size)
+        t.offset = offset
+        live.append((offset, need, var))
+        p.act_bytes = max(p.act_bytes, offset + need)
+
     for idx, b in enumerate(bindings):
-        if isinstance(b.value, relax.Var):
+        if isinstance(b.value, (relax.Var, relax.TupleGetItem, relax.Tuple)):
             continue
         if op_name(b.value) != "relax.call_tir":
             raise TargetError(f"binding {b.var.name}: {op_name(b.value)} has no kernel in the "
@@ -148,27 +171,22 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
                 p.consts.append(t)
                 args.append(t)
             else:
-                args.append(env[resolve(a)])
+                args.append(lookup(a))
         var = b.var
         if var in out_of:
-            t = p.outputs[out_of[var]]
+            outs = [p.outputs[out_of[var]]]
         else:
-            # Free what died before this call, then first fit.
-            live = [x for x in live if last_use.get(x[2], -1) >= idx]
-            t = _Tensor(f"t{idx}", shape_of(var), str(var.ty.dtype), "act")
-            need, offset = _align(t.nbytes), 0
-            for off, size, _ in sorted(live, key=lambda x: x[0]):
-                if offset + need <= off:
-                    break
-                offset = max(offset, off + size)
-            t.offset = offset
-            live.append((offset, need, var))
-            p.act_bytes = max(p.act_bytes, offset + need)
-        env[var] = t
-        p.calls.append(_Call(str(b.value.args[0].name_hint), [*args, t]))
+            fields = var.ty.fields if isinstance(var.ty, relax.TupleType) else [var.ty]
+            outs = [_Tensor(f"t{idx}_{k}", tuple(int(d) for d in f.shape), str(f.dtype), "act")
+                    for k, f in enumerate(fields)]
+            live = [x for x in live if last_use.get(x[2], -1) >= idx]  # free what died
+            for t in outs:
+                place(t, var)
+        env[var] = outs if isinstance(var.ty, relax.TupleType) else outs[0]
+        p.calls.append(_Call(str(b.value.args[0].name_hint), [*args, *outs]))
     # An output no kernel writes (the graph returns an input, or one tensor twice) is copied.
     for i, v in enumerate(out_vars):
-        src = env[resolve(v)]
+        src = lookup(v)
         if src is not p.outputs[i]:
             p.calls.append(_Call(COPY, [src, p.outputs[i]]))
     return p
@@ -398,7 +416,22 @@ def generate_c(p: Plan, boundary: list[tuple[str, _Tensor, _Tensor]], prefix: st
     out.append(f"int {prefix}_run_float({params('float', f_in, True)}, "
                f"{params('float', f_out, False)}, void *workspace) {{\n"
                + "\n".join(fbody) + "\n  return 0;\n}")
+    out.append(_array_entries(p, prefix))
     return "\n\n".join(out) + "\n", offset
+
+
+def _array_entries(p: Plan, prefix: str) -> str:
+    """`<prefix>_run_v` and `<prefix>_run_float_v`: the same entries with arrays of pointers,
+    for drivers that handle any number of inputs and outputs (the example runner)."""
+    out = []
+    for suffix, float_io in (("", False), ("_float", True)):
+        args = [f"({'float' if float_io else C_TYPES[t.dtype]} *)"
+                f"{'in' if t.kind == 'input' else 'out'}[{i}]"
+                for ts in (p.inputs, p.outputs) for i, t in enumerate(ts)]
+        out.append(f"int {prefix}_run{suffix}_v(const void *const *in, void *const *out, "
+                   f"void *workspace) {{\n  return {prefix}_run{suffix}({', '.join(args)}, "
+                   "workspace);\n}")
+    return "\n\n".join(out)
 
 
 def generate_header(p: Plan, meta: dict, prefix: str, workspace: int) -> str:
@@ -419,6 +452,9 @@ def generate_header(p: Plan, meta: dict, prefix: str, workspace: int) -> str:
                       f"#define {n}_SIZE {int(np.prod(t.shape))}",
                       f"#define {n}_SCALE {float(np.float32(spec['scale']))!r}f",
                       f"#define {n}_ZERO_POINT {spec['zero_point']}"]
+    sizes = [int(np.prod(t.shape)) for t in p.outputs]
+    lines += [f"#define {P}_OUTPUT_BYTES {{{', '.join(str(t.nbytes) for t in p.outputs)}}}",
+              f"#define {P}_OUTPUT_FLOAT_BYTES {{{', '.join(str(4 * n) for n in sizes)}}}"]
     ins = ", ".join(f"const {C_TYPES[t.dtype]} *{t.name}" for t in p.inputs)
     outs = ", ".join(f"{C_TYPES[t.dtype]} *{t.name}" for t in p.outputs)
     fins = ", ".join(f"const float *{t.name}" for t in p.inputs)
@@ -431,6 +467,10 @@ def generate_header(p: Plan, meta: dict, prefix: str, workspace: int) -> str:
               f"int {prefix}_run({ins}, {outs}, void *workspace);",
               "/* Float in, float out: quantizes the inputs and dequantizes the outputs. */",
               f"int {prefix}_run_float({fins}, {fouts}, void *workspace);",
+              "/* The same two with arrays of pointers (in: one per input, out: per output). */",
+              f"int {prefix}_run_v(const void *const *in, void *const *out, void *workspace);",
+              f"int {prefix}_run_float_v(const void *const *in, void *const *out, "
+              "void *workspace);",
               "/* The message of the last kernel error. */",
               f"const char *{prefix}_last_error(void);",
               "#ifdef __cplusplus", "}", "#endif", f"#endif  /* {P}_H_ */", ""]

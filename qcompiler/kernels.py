@@ -40,10 +40,10 @@ def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
     return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
 
 
-def _channel_params(w_shape: tuple) -> tuple:
+def _channel_params(w_shape: tuple, cout: int | None = None) -> tuple:
     """The constant operands of a conv/dense kernel: int8 weights, and per output channel the
-    int32 bias, Q31 multiplier and shift."""
-    cout = w_shape[0]
+    int32 bias, Q31 multiplier and shift (cout: w_shape[0] unless the layout says otherwise)."""
+    cout = w_shape[0] if cout is None else cout
     return (te.placeholder(w_shape, "int8", name="w"),
             *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
 
@@ -110,17 +110,27 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
             tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
             x[b, c, i - pt, j - pl].astype("int32") - zp_x, tirx.const(0, "int32")),
         name="x_centered")
+    acc = _grouped_sum(xc, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (sh, sw), (dh, dw),
+                       lambda o, c, ky, kx: wt[o, c, ky, kx])
+    y = _requantize_channels(acc, 1, params, attrs)
+    return _prim_func("conv2d", attrs, [x, *params, y])
+
+
+def _grouped_sum(xc: te.Tensor, out_shape: tuple, groups_shape: tuple, strides: tuple,
+                 dilation: tuple, weight: Any) -> te.Tensor:
+    """`acc[b, o, i, j] = sum_{c, ky, kx} xc[b, g(o) cin_g + c, i sh + ky dh, j sw + kx dw]
+    * weight(o, c, ky, kx)` over a centered, padded input: the int32 core of both convs."""
+    cin_g, cout_g, kh, kw = groups_shape
+    (sh, sw), (dh, dw) = strides, dilation
     rc = te.reduce_axis((0, cin_g), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    acc = te.compute(
-        (n, cout, oh, ow),
+    return te.compute(
+        out_shape,
         lambda b, o, i, j: te.sum(
             xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw]
-            * wt[o, rc, ry, rx].astype("int32"), axis=[rc, ry, rx]),
+            * weight(o, rc, ry, rx).astype("int32"), axis=[rc, ry, rx]),
         name="acc")
-    y = _requantize_channels(acc, 1, params, attrs)
-    return _prim_func("conv2d", attrs, [x, *params, y])
 
 
 def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
@@ -281,3 +291,118 @@ def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str
 
     y = te.compute(shape, body, name="mul")
     return _prim_func("mul", attrs, [a, b, m0, shift, y])
+
+
+def reduce_mean(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """Integer sum of `x - zp_x` over `axes`, then one fixed-point divide by the count:
+
+    `y = clamp(zp_y + qms(sum, M0, n))`, `M = s_x / (s_y * count)` (one multiplier: every
+    output sums the same number of elements). attrs: axes, keepdims, zp_x, zp_y, m0, shift,
+    lo, hi, out_dtype.
+    """
+    axes, keep = attrs["axes"], attrs["keepdims"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    red = {a: te.reduce_axis((0, x_shape[a]), name=f"r{a}") for a in axes}
+    kept = [i for i in range(len(x_shape)) if i not in red]
+    out_shape = [1 if i in red else d for i, d in enumerate(x_shape)] if keep else \
+        [x_shape[i] for i in kept]
+
+    def source(o: tuple) -> list:
+        by_axis = dict(zip(kept, [o[i] for i in kept] if keep else o))
+        return [red[i] if i in red else by_axis[i] for i in range(len(x_shape))]
+
+    acc = te.compute(out_shape, lambda *o: te.sum(
+        x[tuple(source(o))].astype("int32") - attrs["zp_x"], axis=list(red.values())),
+        name="mean_sum")
+    y = te.compute(out_shape, lambda *o: _clamp_cast(
+        fixed_point_multiply(acc[o], attrs["m0"], attrs["shift"]), attrs["zp_y"], attrs["lo"],
+        attrs["hi"], attrs["out_dtype"]), name="reduce_mean")
+    return _prim_func("reduce_mean", attrs, [x, y])
+
+
+def resize_nearest(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`y[b, c, i, j] = x[b, c, rows[i], cols[j]]`: a gather by index tables computed at
+    compile time (the coordinate mode's rounding is all in the tables); qparams pass through."""
+    n, c, _, _ = x_shape
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    rows = te.placeholder((out_hw[0],), "int32", name="rows")
+    cols = te.placeholder((out_hw[1],), "int32", name="cols")
+    y = te.compute((n, c, *out_hw), lambda b, ch, i, j: x[b, ch, rows[i], cols[j]],
+                   name="resize_nearest")
+    return _prim_func("resize_nearest", attrs, [x, rows, cols, y])
+
+
+def resize_bilinear(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict
+                    ) -> tirx.PrimFunc:
+    """Bilinear interpolation in integers with weights of `bits` fractional bits per axis.
+
+    rows[:, i] = (top, bottom, weight of bottom), likewise cols; with `u = x - zp_x` and
+    `W = 2^bits`: `acc = (W - wy)((W - wx) u00 + wx u01) + wy((W - wx) u10 + wx u11)`, then
+    `y = clamp(zp_y + qms(acc, M0, n))`, `M = s_x / (s_y 2^(2 bits))`: one rounding at the end.
+    """
+    n, c, _, _ = x_shape
+    one = 1 << attrs["bits"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    rows = te.placeholder((3, out_hw[0]), "int32", name="rows")
+    cols = te.placeholder((3, out_hw[1]), "int32", name="cols")
+
+    def u(b: Any, ch: Any, i: Any, j: Any) -> Any:
+        return x[b, ch, i, j].astype("int32") - attrs["zp_x"]
+
+    def body(b: Any, ch: Any, i: Any, j: Any) -> Any:
+        wy, wx = rows[2, i], cols[2, j]
+
+        def line(r: Any) -> Any:
+            return (one - wx) * u(b, ch, r, cols[0, j]) + wx * u(b, ch, r, cols[1, j])
+
+        acc = (one - wy) * line(rows[0, i]) + wy * line(rows[1, i])
+        return _clamp_cast(fixed_point_multiply(acc, attrs["m0"], attrs["shift"]),
+                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+
+    y = te.compute((n, c, *out_hw), body, name="resize_bilinear")
+    return _prim_func("resize_bilinear", attrs, [x, rows, cols, y])
+
+
+def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+                     ) -> tirx.PrimFunc:
+    """Transposed convolution as a stride-1 convolution of the zero-inserted input with the
+    flipped kernel; int32 accumulation and the conv2d requantize epilogue.
+
+    Weights stay in ONNX layout (Cin, Cout/groups, kh, kw); bias/M0/shift are per output
+    channel. attrs: strides, padding (t, l, b, r), output_padding, dilation, groups, zp_x, zp_y,
+    lo, hi, out_dtype. Input position q = p - (d (k - 1) - pad) is real where q / stride is an
+    integer inside the input; everything else (inserted zeros, borders) contributes 0.
+    """
+    n, cin, h, w_ = x_shape
+    _, cout_g, kh, kw = w_shape
+    groups = attrs["groups"]
+    cin_g, cout = cin // groups, cout_g * groups
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    pt, pl, pb, pr = attrs["padding"]
+    oh, ow = conv2d_transpose_out_hw(x_shape, w_shape, attrs)
+    off_h, off_w = dh * (kh - 1) - pt, dw * (kw - 1) - pl
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = _channel_params(w_shape, cout)
+    wt = params[0]
+
+    def inserted(b: Any, c: Any, p: Any, q: Any) -> Any:
+        yy, xx = p - off_h, q - off_w
+        real = tirx.all(yy >= 0, yy < h * sh, yy % sh == 0, xx >= 0, xx < w_ * sw, xx % sw == 0)
+        return tirx.if_then_else(real, x[b, c, yy // sh, xx // sw].astype("int32")
+                                 - attrs["zp_x"], tirx.const(0, "int32"))
+
+    xd = te.compute((n, cin, oh + dh * (kh - 1), ow + dw * (kw - 1)), inserted,
+                    name="x_inserted")
+    acc = _grouped_sum(xd, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (1, 1), (dh, dw),
+                       lambda o, c, ky, kx: wt[(o // cout_g) * cin_g + c, o % cout_g,
+                                               kh - 1 - ky, kw - 1 - kx])
+    y = _requantize_channels(acc, 1, params, attrs)
+    return _prim_func("conv2d_transpose", attrs, [x, *params, y])
+
+
+def conv2d_transpose_out_hw(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[int, int]:
+    """ONNX: `(in - 1) * stride - pad_begin - pad_end + dilation * (k - 1) + 1 + out_pad`."""
+    pt, pl, pb, pr = attrs["padding"]
+    return tuple((i - 1) * s - a - b + d * (k - 1) + 1 + op for i, s, a, b, d, k, op in zip(
+        x_shape[2:], attrs["strides"], (pt, pl), (pb, pr), attrs["dilation"], w_shape[2:],
+        attrs["output_padding"]))

@@ -25,11 +25,11 @@ INTEGER_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
     "Constant", "Sum", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu",
-    "Mul",
+    "Mul", "Pad", "Transpose", "Slice", "Split", "ReduceMean", "Resize", "ConvTranspose",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
-    "Softmax", "Sub", "Div", "Exp", "Transpose", "Squeeze", "Unsqueeze", "LRN",
+    "Softmax", "Sub", "Div", "Exp", "Squeeze", "Unsqueeze", "LRN",
 })
 SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
 
@@ -76,8 +76,15 @@ _POOL_ATTRS = {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
                "storage_order": _A.INT, "count_include_pad": _A.INT}
 # The attribute types ONNX defines for the ops we import; anything else is a broken model.
 ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
+    "Pad": {"mode": _A.STRING, "pads": _A.INTS, "value": _A.FLOAT},
+    "Resize": {"mode": _A.STRING, "coordinate_transformation_mode": _A.STRING,
+               "nearest_mode": _A.STRING, "antialias": _A.INT,
+               "keep_aspect_ratio_policy": _A.STRING},
     "Conv": {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
              "dilations": _A.INTS, "group": _A.INT, "auto_pad": _A.STRING},
+    "ConvTranspose": {"kernel_shape": _A.INTS, "strides": _A.INTS, "pads": _A.INTS,
+                      "dilations": _A.INTS, "group": _A.INT, "auto_pad": _A.STRING,
+                      "output_padding": _A.INTS, "output_shape": _A.INTS},
     "MaxPool": _POOL_ATTRS, "AveragePool": _POOL_ATTRS,
     "Gemm": {"transA": _A.INT, "transB": _A.INT, "alpha": _A.FLOAT, "beta": _A.FLOAT},
     "BatchNormalization": {"epsilon": _A.FLOAT, "momentum": _A.FLOAT, "training_mode": _A.INT},
@@ -140,11 +147,13 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
     if bad:
         return bad
     bad = _shape_problems(node, where, weights or {})
-    if node.op_type == "Conv":
-        if len(_attr(node, "kernel_shape", [0, 0]) or [0, 0]) != 2:
-            bad.append(f"{where}: only 2-D convolution is supported")
+    if node.op_type in ("Conv", "ConvTranspose"):
         if len(node.input) < 2 or node.input[1] not in initializers:
             bad.append(f"{where}: weights must be a constant initializer")
+        elif len((weights or {}).get(node.input[1], (0, 0, 0, 0))) != 4:
+            bad.append(f"{where}: only 2-D convolution is supported")
+    if node.op_type == "ConvTranspose" and _attr(node, "output_shape") is not None:
+        bad.append(f"{where}: output_shape (give pads and output_padding instead)")
     if node.op_type in ("MaxPool", "AveragePool"):
         if _attr(node, "ceil_mode", 0):
             bad.append(f"{where}: ceil_mode=1")
@@ -164,6 +173,15 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
         if sum(d != 1 for d in slope) > 1:  # TVM lowers it to where(x < 0, ...), not a table
             bad.append(f"{where}: slope shape {slope} (qcompiler takes one slope per channel "
                        "or one for all)")
+    if node.op_type == "Pad" and _attr(node, "mode", b"constant") not in \
+            (b"constant", b"reflect", b"edge"):
+        bad.append(f"{where}: mode={_attr(node, 'mode').decode()}")
+    if node.op_type == "Resize" and _attr(node, "antialias", 0):
+        bad.append(f"{where}: antialias=1")
+    if node.op_type == "Resize" and _attr(node, "keep_aspect_ratio_policy", b"stretch") != \
+            b"stretch":
+        bad.append(f"{where}: keep_aspect_ratio_policy="
+                   f"{_attr(node, 'keep_aspect_ratio_policy').decode()}")
     if node.op_type == "BatchNormalization" and _attr(node, "training_mode", 0):
         bad.append(f"{where}: training_mode=1")
     return bad
@@ -239,13 +257,63 @@ def _quiet_frontend() -> Iterator[None]:
         os.close(devnull)
 
 
+def _relax_pad_converter():  # noqa: ANN202 - a subclass of the frontend's Pad converter
+    """TVM's Pad converter (opset 11+) emits a TOPI PrimFunc whose pads and value are lost in
+    its body; this one emits `relax.nn.pad` (after a `strided_slice` for negative pads), which
+    the quantizer can read and re-emit on the integer tensor."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    class Pad(fe.Pad):
+        @classmethod
+        def _impl_v2(cls, bb, inputs, attr, params):  # noqa: ANN001, ANN206
+            pads = list(attr["pads"])
+            return cls._relax_pad(bb, inputs[0], pads[:len(pads) // 2], pads[len(pads) // 2:],
+                                  attr.get("value", 0.0), attr.get("mode", b"constant"))
+
+        @classmethod
+        def _lower_pad(cls, bb, inputs, attr, params, allowed_modes):  # noqa: ANN001, ANN206
+            before, after, value = cls._parse_pads_and_axes(inputs, params)
+            return cls._relax_pad(bb, inputs[0], before, after, value,
+                                  attr.get("mode", b"constant"))
+
+        @staticmethod
+        def _relax_pad(bb, x, before, after, value, mode):  # noqa: ANN001, ANN205
+            mode = mode.decode("utf-8")
+            shape = [int(d) for d in x.ty.shape]
+            if any(p < 0 for p in before + after):
+                axes = list(range(len(shape)))
+                begin = [max(-b, 0) for b in before]
+                end = [d - max(-a, 0) for d, a in zip(shape, after)]
+                x = bb.emit(relax.op.strided_slice(x, axes, begin, end))
+            width = [max(p, 0) for pair in zip(before, after) for p in pair]
+            relax_mode = {"edge": "replicate"}.get(mode, mode)
+            return relax.op.nn.pad(x, width, relax_mode, float(value))
+
+    return Pad
+
+
+@contextlib.contextmanager
+def _our_converters() -> Iterator[None]:
+    """Swap our converters into TVM's frontend for one import."""
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    original = fe._get_convert_map
+    pad = _relax_pad_converter()
+    fe._get_convert_map = lambda: {**original(), "Pad": pad}
+    try:
+        yield
+    finally:
+        fe._get_convert_map = original
+
+
 def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRModule
     """ONNX -> Relax with TVM's frontend; weights become constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported(model)
     problem = None
-    with _quiet_frontend():
+    with _quiet_frontend(), _our_converters():
         try:
             return from_onnx(model, shape_dict={i.name: list(i.shape) for i in inputs},
                              dtype_dict={i.name: i.dtype for i in inputs},

@@ -19,7 +19,8 @@ from tvm import relax
 
 from qcompiler.lut import tables
 from qcompiler.qparams import dtype_range, q_multiply_shift
-from qcompiler.relax_access import const_array, int_list, is_const, op_name, shape_of
+from qcompiler.relax_access import (const_array, int_list, is_const, op_name, output_exprs,
+                                    shape_of)
 from qcompiler.weight_layout import unfold_bias, unpack
 
 
@@ -110,6 +111,53 @@ def mul(x: np.ndarray, y: np.ndarray, m0: np.ndarray, shift: np.ndarray, a: dict
     return _requant(prod, m0, shift, a)
 
 
+def reduce_mean(x: np.ndarray, a: dict) -> np.ndarray:
+    sums = (x.astype(np.int64) - a["zp_x"]).sum(axis=tuple(a["axes"]), keepdims=a["keepdims"])
+    return _requant(sums, a["m0"], a["shift"], a)
+
+
+def resize_nearest(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, a: dict) -> np.ndarray:
+    return x[:, :, rows][:, :, :, cols]
+
+
+def resize_bilinear(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, a: dict) -> np.ndarray:
+    u = x.astype(np.int64) - a["zp_x"]
+    one = 1 << a["bits"]
+    wy = rows[2].reshape(-1, 1).astype(np.int64)
+    wx = cols[2].astype(np.int64)
+    top, bottom = u[:, :, rows[0]], u[:, :, rows[1]]
+    line = [(one - wx) * r[:, :, :, cols[0]] + wx * r[:, :, :, cols[1]] for r in (top, bottom)]
+    return _requant((one - wy) * line[0] + wy * line[1], a["m0"], a["shift"], a)
+
+
+def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
+                     shift: np.ndarray, a: dict) -> np.ndarray:
+    """Scatter-add: every input element adds its kernel-weighted copy to the output window it
+    projects onto (float64 sums of integers, exact), then the padding is cropped."""
+    n, cin, h, wd = x.shape
+    _, cout_g, kh, kw = w.shape
+    groups = a["groups"]
+    cin_g = cin // groups
+    (sh, sw), (dh, dw) = a["strides"], a["dilation"]
+    pt, pl, pb, pr = a["padding"]
+    oh = (h - 1) * sh - pt - pb + dh * (kh - 1) + 1 + a["output_padding"][0]
+    ow = (wd - 1) * sw - pl - pr + dw * (kw - 1) + 1 + a["output_padding"][1]
+    full = np.zeros((n, cout_g * groups, max((h - 1) * sh + dh * (kh - 1) + 1, pt + oh),
+                     max((wd - 1) * sw + dw * (kw - 1) + 1, pl + ow)))
+    u = x.astype(np.float64) - a["zp_x"]
+    for g in range(groups):
+        xg = u[:, g * cin_g:(g + 1) * cin_g]
+        wg = w[g * cin_g:(g + 1) * cin_g].astype(np.float64)
+        for ky in range(kh):
+            for kx in range(kw):
+                contrib = np.einsum("nchw,co->nohw", xg, wg[:, :, ky, kx])
+                full[:, g * cout_g:(g + 1) * cout_g, ky * dh:ky * dh + (h - 1) * sh + 1:sh,
+                     kx * dw:kx * dw + (wd - 1) * sw + 1:sw] += contrib
+    acc = full[:, :, pt:pt + oh, pl:pl + ow].astype(np.int64)
+    acc = acc + bias.astype(np.int64).reshape(1, -1, 1, 1)
+    return _requant(acc, m0.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), a)
+
+
 def quantize(x: np.ndarray, a: dict) -> np.ndarray:
     r = np.clip(np.rint(x.astype(np.float32) / np.float32(a["scale"])), -2.0**30, 2.0**30)
     return np.clip(r.astype(np.int64) + a["zero_point"], a["lo"], a["hi"]).astype(a["dtype"])
@@ -122,8 +170,54 @@ def dequantize(q: np.ndarray, a: dict) -> np.ndarray:
 KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "conv2d": conv2d, "dense": dense, "add": add, "requantize": requantize,
     "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "quantize": quantize,
-    "dequantize": dequantize, "lut": lut, "mul": mul,
+    "dequantize": dequantize, "lut": lut, "mul": mul, "reduce_mean": reduce_mean,
+    "resize_nearest": resize_nearest, "resize_bilinear": resize_bilinear,
+    "conv2d_transpose": conv2d_transpose,
 }
+
+
+def _strided_slice(x: np.ndarray, call: relax.Call, out_shape: tuple) -> np.ndarray:
+    """Relax strided_slice by its begin and stride; the end is the output shape TVM inferred
+    (so end clamping, negative steps and out-of-range ends mean what they mean to TVM)."""
+    axes, begin = (int_list(call.args[i].fields) for i in (1, 2))
+    strides = int_list(call.args[4].fields) if len(call.args) > 4 else [1] * len(axes)
+    for axis, b, step in zip(axes, begin, strides):
+        dim = x.shape[axis]
+        b = b + dim if b < 0 else b
+        b = min(max(b, 0), dim - 1 if step < 0 else dim)
+        x = np.take(x, b + step * np.arange(out_shape[axis]), axis=axis)
+    return x
+
+
+def _pad(x: np.ndarray, attrs: tvm.ir.Attrs) -> np.ndarray:
+    width = int_list(attrs.pad_width)
+    pairs = list(zip(width[::2], width[1::2]))
+    mode = str(attrs.pad_mode)
+    if mode == "constant":
+        return np.pad(x, pairs, constant_values=np.array(float(attrs.pad_value)).astype(x.dtype))
+    return np.pad(x, pairs, mode={"replicate": "edge"}.get(mode, mode))
+
+
+def _data_movement(var: relax.Var, call: relax.Expr, value: Callable) -> object:
+    """The Relax data-movement ops the quantized graph applies to integer tensors, in numpy
+    (None for anything else)."""
+    name = op_name(call)
+    if name in ("relax.reshape", "relax.flatten"):
+        return value(call.args[0]).reshape(shape_of(var))
+    if name == "relax.concat":
+        return np.concatenate([value(f) for f in call.args[0].fields], axis=int(call.attrs.axis))
+    if name == "relax.permute_dims":
+        axes = call.attrs.axes
+        return np.transpose(value(call.args[0]), None if axes is None else int_list(axes))
+    if name == "relax.strided_slice":
+        return _strided_slice(value(call.args[0]), call, shape_of(var))
+    if name == "relax.nn.pad":
+        return _pad(value(call.args[0]), call.attrs)
+    if name == "relax.split":
+        sizes = [int(f.shape[int(call.attrs.axis)]) for f in var.ty.fields]
+        return tuple(np.split(value(call.args[0]), np.cumsum(sizes)[:-1],
+                              axis=int(call.attrs.axis)))
+    return None
 
 
 class Reference:
@@ -139,10 +233,8 @@ class Reference:
         self._float_ops: dict = {}
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        env, value = self._walk(inputs)
-        out = self.mod["main_int"].body.body
-        fields = out.fields if isinstance(out, relax.Tuple) else [out]
-        return [value(f) for f in fields]
+        _, value = self._walk(inputs)
+        return [value(f) for f in output_exprs(self.mod["main_int"])]
 
     def run_all(self, *inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
@@ -164,19 +256,19 @@ class Reference:
     def _eval(self, var: relax.Var, call: relax.Expr, value: Callable) -> np.ndarray:
         if isinstance(call, relax.Var):
             return value(call)
+        if isinstance(call, relax.Tuple):
+            return tuple(value(f) for f in call.fields)
+        if isinstance(call, relax.TupleGetItem):
+            return value(call.tuple_value)[call.index]
+        moved = _data_movement(var, call, value)
+        if moved is not None:
+            return moved
         name = op_name(call)
         if name == "relax.call_tir":
             prim = self.mod[call.args[0]]
             kind = str(prim.attrs["qcompiler.op"])
             attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
             return KERNELS[kind](*[value(a) for a in call.args[1].fields], attrs)
-        if name in ("relax.reshape", "relax.flatten"):
-            return value(call.args[0]).reshape(shape_of(var))
-        if name == "relax.concat":
-            return np.concatenate([value(f) for f in call.args[0].fields],
-                                  axis=int(call.attrs.axis))
-        if name == "relax.permute_dims":
-            return np.transpose(value(call.args[0]), int_list(call.attrs.axes))
         return self._float_op(var, call, value)
 
     def _float_op(self, var: relax.Var, call: relax.Call, value: Callable) -> np.ndarray:

@@ -64,3 +64,13 @@ def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
                           else expr.op, [substitute(a, env) for a in expr.args], expr.attrs,
                           expr.ty_args)
     return expr
+
+
+def output_exprs(func: relax.Function) -> list[relax.Expr]:
+    """The function's outputs: the fields of the returned tuple (also when the tuple is bound
+    to a variable first, as TVM's frontend and `emit_output` do), else the one result."""
+    out = func.body.body
+    bound = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
+    while isinstance(out, relax.Var) and isinstance(bound.get(out), (relax.Tuple, relax.Var)):
+        out = bound[out]
+    return list(out.fields) if isinstance(out, relax.Tuple) else [func.body.body]

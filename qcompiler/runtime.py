@@ -80,7 +80,7 @@ class CompiledModel:
 
 class StandaloneModel(CompiledModel):
     """The runtime-free library, driven through its example runner (under qemu for a target
-    this machine cannot execute). Same interface as CompiledModel; one input, one output."""
+    this machine cannot execute). Same interface as CompiledModel; one input, any outputs."""
 
     def __init__(self, path: str | Path) -> None:
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -92,13 +92,14 @@ class StandaloneModel(CompiledModel):
         self.inputs, self.outputs = self.meta["inputs"], self.meta["outputs"]
         self.runner = folder / self.meta["standalone"]["runner"]
         self.prefix = list(self.meta.get("run_prefix") or [])
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise QCompileError(f"{folder}: the example runner drives one input and one output")
+        if len(self.inputs) != 1:
+            raise QCompileError(f"{folder}: the example runner drives one input")
         if self.prefix and shutil.which(self.prefix[0]) is None:
             raise QCompileError(f"{self.prefix[0]} not found: it runs {self.meta['target']} "
                                 "programs here; install it with apt-get install qemu-user")
 
-    def _exec(self, x: np.ndarray, out_dtype: str, raw: bool) -> np.ndarray:
+    def _exec(self, x: np.ndarray, raw: bool) -> list[np.ndarray]:
+        """Run the runner; its output file holds every output, one after the other."""
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
             np.ascontiguousarray(x).tofile(src)
@@ -107,18 +108,23 @@ class StandaloneModel(CompiledModel):
             if res.returncode != 0:
                 raise QCompileError(f"{self.runner.name} failed ({res.returncode}): "
                                     f"{res.stderr.strip()[-300:]}")
-            shape = self.outputs[0]["shape"]
-            return np.fromfile(dst, dtype=out_dtype).reshape(shape)
+            data, outs = dst.read_bytes(), []
+            for spec in self.outputs:
+                dtype = np.dtype(spec["dtype"] if raw else "float32")
+                n = int(np.prod(spec["shape"]))
+                outs.append(np.frombuffer(data, dtype, n).reshape(spec["shape"]).copy())
+                data = data[n * dtype.itemsize:]
+            return outs
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         (x,) = inputs
         self._check_spec(x, "float32")
-        return [self._exec(x, "float32", raw=False)]
+        return self._exec(x, raw=False)
 
     def run_int(self, *inputs: np.ndarray) -> list[np.ndarray]:
         (x,) = inputs
         self._check_spec(x, self.inputs[0]["dtype"])
-        return [self._exec(x, self.outputs[0]["dtype"], raw=True)]
+        return self._exec(x, raw=True)
 
     def _check_spec(self, x: np.ndarray, dtype: str) -> None:
         spec = self.inputs[0]

@@ -3,7 +3,8 @@
  *   run_model INPUT [OUTPUT] [--int]
  *
  * INPUT holds MODEL_INPUT_0_SIZE raw values: float32, or with --int the quantized input type.
- * OUTPUT (optional) receives the raw output (float32, or quantized with --int).
+ * OUTPUT (optional) receives the raw outputs one after the other (float32, or quantized with
+ * --int). The top class is that of output 0.
  * Build:  cc -O2 -I OUT examples/run_model.c OUT/libmodel.a -lm -o run_model
  */
 #include <stdio.h>
@@ -35,15 +36,20 @@ int main(int argc, char **argv) {
   void *ws = aligned_alloc(128, (MODEL_WORKSPACE_BYTES + 127) / 128 * 128 + 128);
   size_t n_in = MODEL_INPUT_0_SIZE, n_out = MODEL_OUTPUT_0_SIZE;
   size_t in_bytes = raw ? n_in * sizeof(MODEL_INPUT_0_TYPE) : n_in * sizeof(float);
-  size_t out_bytes = raw ? n_out * sizeof(MODEL_OUTPUT_0_TYPE) : n_out * sizeof(float);
-  void *x = malloc(in_bytes), *y = malloc(out_bytes);
-  if (!ws || !x || !y || read_all(in, x, in_bytes)) return 1;
-  int rc = raw ? model_run((const MODEL_INPUT_0_TYPE *)x, (MODEL_OUTPUT_0_TYPE *)y, ws)
-               : model_run_float((const float *)x, (float *)y, ws);
+  const size_t int_bytes[] = MODEL_OUTPUT_BYTES, float_bytes[] = MODEL_OUTPUT_FLOAT_BYTES;
+  const size_t *out_bytes = raw ? int_bytes : float_bytes;
+  void *outs[MODEL_NUM_OUTPUTS];
+  void *x = malloc(in_bytes);
+  if (!ws || !x || read_all(in, x, in_bytes)) return 1;
+  for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i)
+    if (!(outs[i] = malloc(out_bytes[i]))) return 1;
+  const void *ins[1] = {x};
+  int rc = raw ? model_run_v(ins, outs, ws) : model_run_float_v(ins, outs, ws);
   if (rc) {
     fprintf(stderr, "run_model: kernel %d failed: %s\n", rc, model_last_error());
     return 1;
   }
+  void *y = outs[0];
   size_t best = 0;
   for (size_t i = 1; i < n_out; ++i) {
     double a = raw ? (double)((MODEL_OUTPUT_0_TYPE *)y)[i] : ((float *)y)[i];
@@ -53,9 +59,12 @@ int main(int argc, char **argv) {
   printf("top class: %zu\n", best);
   if (out) {
     FILE *f = fopen(out, "wb");
-    if (!f || fwrite(y, 1, out_bytes, f) != out_bytes) return 1;
+    if (!f) return 1;
+    for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i)
+      if (fwrite(outs[i], 1, out_bytes[i], f) != out_bytes[i]) return 1;
     fclose(f);
   }
-  free(x); free(y); free(ws);
+  free(x); free(ws);
+  for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i) free(outs[i]);
   return 0;
 }

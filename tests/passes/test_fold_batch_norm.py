@@ -76,3 +76,26 @@ def test_near_miss_bn_without_conv_is_left_alone(rng):
     before = _before(None, _bn_consts(rng, 3), conv_input=False)
     after = fold_batch_norm()(before)
     tvm.ir.assert_structural_equal(after, before)
+
+
+def test_folds_grouped_conv_transpose_along_its_output_channels(rng):
+    """(Cin, Cout/g, kh, kw) weights: output channel g * Cout/g + o scales w[g-th block, o]."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)  # groups 2 -> 6 output channels
+    stats = _bn_consts(rng, 6)
+    x = relax.Var("x", relax.TensorType((1, 4, 5, 5), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            t = bb.emit(relax.op.nn.conv2d_transpose(x, relax.const(w), strides=2, padding=1,
+                                                     groups=2))
+            bn = bb.emit(relax.op.nn.batch_norm(t, *[relax.const(s.astype(np.float32))
+                                                     for s in stats], axis=1, epsilon=1e-5))
+            out = bb.emit_output(relax.TupleGetItem(bn, 0))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after = fold_batch_norm()(before)
+    relax.analysis.well_formed(after)
+    ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    assert ops == ["relax.nn.conv2d_transpose", "relax.add"]
+    xs = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(_run(after, xs), _run(before, xs), rtol=1e-4, atol=1e-4)

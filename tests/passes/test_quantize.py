@@ -79,12 +79,30 @@ def test_non_tensor_binding_is_a_clear_error():
     x = relax.Var("x", relax.TensorType((1, 4), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            parts = bb.emit(relax.op.split(x, 2, axis=1))
-            out = bb.emit_output(relax.TupleGetItem(parts, 0))
+            bb.emit(relax.op.shape_of(x))
+            out = bb.emit_output(relax.op.nn.relu(x))
         bb.emit_func_output(out)
     qp = QParams(0.1, 0, "uint8")
-    with pytest.raises(QCompileError, match=r"binding \w+: relax.split returns a non-tensor "
+    with pytest.raises(QCompileError, match=r"binding \w+: relax.shape_of returns a non-tensor "
                                             r"value, which qcompiler cannot quantize"):
         realize(bb.get(), [qp], [qp])
-    with pytest.raises(RuntimeError, match="relax.split returns a non-tensor value"):
+    with pytest.raises(RuntimeError, match="relax.shape_of returns a non-tensor value"):
         quantize([qp], [qp])(bb.get())  # through the pass: same message, FFI error type
+
+
+def test_split_tuple_items_keep_the_input_qparams():
+    """A split (tuple-valued binding) is realized on the integers; its items pass the input's
+    qparams through, whatever was calibrated for them."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            parts = bb.emit(relax.op.split(x, 2, axis=1))
+            out = bb.emit_output(relax.TupleGetItem(parts, 1))
+        bb.emit_func_output(out)
+    qp, other = QParams(0.1, 0, "uint8"), QParams(0.5, 3, "uint8")
+    mod = realize(bb.get(), [qp], [other])
+    relax.analysis.well_formed(mod)
+    meta = graph_meta(mod)
+    assert [x["op"] for x in meta["layers"]] == ["split"]
+    assert (meta["outputs"][0]["scale"], meta["outputs"][0]["zero_point"]) == (0.1, 0)
