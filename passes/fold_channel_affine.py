@@ -12,7 +12,8 @@ NCHW tensor is one affine map per channel, `y = x * a[c] + b[c]`:
 - anywhere else it becomes a depthwise 1x1 conv2d with bias, an integer kernel like any other,
   whose single weight per channel quantizes exactly (+-127 at scale |a[c]| / 127).
 
-A lone `x * c` is left alone (it is an integer Mul of its own), and so is a chain that starts
+A lone `x * c` is left alone (it is an integer Mul of its own), a lone `x + c` too (the bias
+of a producer such as conv2d_transpose, fused later), and so is a chain that starts
 with a scalar constant outside a conv (an elementwise function such as HardSigmoid's
 `clip(alpha x + beta)`, which has a table kernel).
 """
@@ -124,6 +125,9 @@ class _Folder:
         if aff.ops == 1 and not np.any(aff.b):  # a lone Mul stays a Mul
             return self.bb.emit(relax.op.multiply(
                 aff.src, relax.const(aff.a.astype(np.float32).reshape(1, c, 1, 1))))
+        if aff.ops == 1 and np.all(aff.a == 1):  # a lone Add: e.g. the bias of a producer
+            return self.bb.emit(relax.op.add(                # the fusion pass takes it into
+                aff.src, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
         w = aff.a.astype(np.float32).reshape(c, 1, 1, 1)
         conv = self.bb.emit(relax.op.nn.conv2d(aff.src, relax.const(w), groups=c))
         return self.bb.emit(relax.op.add(

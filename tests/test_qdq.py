@@ -7,6 +7,8 @@ ORT keeps a fused conv+ReLU as two roundings where we have one.
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
 
 from qcompiler.errors import QCompileError
 from qcompiler.relax_access import const_array, is_const, op_name
+from qcompiler.weight_layout import unpack
 
 FIXTURE = ROOT / "tests" / "fixtures" / "qdq" / "conv_add_gemm_qdq_per_channel.onnx"
 LSB_BOUND, SHARE_WITHIN = 1, 0.99
@@ -90,10 +93,13 @@ def kernel_weights(compiled) -> list[np.ndarray]:
     for blk in compiled.quantized["main_int"].body.blocks:
         for b in blk.bindings:
             if op_name(b.value) == "relax.call_tir":
-                kind = str(compiled.quantized[b.value.args[0]].attrs["qcompiler.op"])
+                prim = compiled.quantized[b.value.args[0]]
+                kind = str(prim.attrs["qcompiler.op"])
+                attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
                 consts = [a for a in b.value.args[1].fields if is_const(a)]
                 if kind in ("conv2d", "dense"):
-                    found.append(const_array(consts[0]))
+                    w = const_array(consts[0])  # packed for the target's dot product, maybe
+                    found.append(unpack(w, attrs["w_shape"]) if "packed_lanes" in attrs else w)
     return found
 
 
