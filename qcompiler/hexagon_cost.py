@@ -43,12 +43,18 @@ def function_ranges(elf: Path) -> dict[str, tuple[int, int]]:
                              capture_output=True, text=True, check=True)
     except FileNotFoundError:
         raise TargetError("llvm-nm is missing: apt-get install llvm") from None
-    out = {}
+    found = []
     for line in res.stdout.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[2] in "tTwW":
-            start, size = int(parts[0], 16), int(parts[1], 16)
-            out[parts[3]] = (start, start + size)
+            found.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
+    # A range runs on to the next symbol: the code after a kernel's body with no symbol of its
+    # own is its parallel-loop lambdas (LLVM emits them unnamed), and is the kernel's work.
+    found.sort()
+    out = {}
+    for k, (start, size, name) in enumerate(found):
+        nxt = found[k + 1][0] if k + 1 < len(found) else start + size
+        out[name] = (start, max(start + size, nxt if nxt > start else start + size))
     return out
 
 

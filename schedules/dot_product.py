@@ -113,24 +113,46 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     return [x, *params, y]
 
 
+BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
+
+
 def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
     """Move the output lanes and the 4-deep reduction innermost and map them to the
-    instruction."""
+    instruction.
+
+    Convolutions are register-blocked: J output columns (the largest divisor of the width up
+    to BLOCK_COLUMNS) are computed together, the reduction outside them, so each weight vector
+    is loaded once per J products and the J accumulators stay in registers; the requantize
+    epilogue runs on each block right after it is complete, while it is in cache.
+    """
     sch = tvm.s_tir.Schedule(func)
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
-    n_spatial = len(loops) - (4 if len(loops) == 9 else 2)  # conv: 4 reduction loops
+    conv = len(loops) == 9  # n, o/L, y, x, o%L | c/4, ky, kx, c%4
+    n_spatial = len(loops) - (4 if conv else 2)
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     lane = spatial[-1]
-    sch.reorder(*spatial[:-1], *reduction[:-1], lane, reduction[-1])
-    # Threads split the batch x output-channel-block (x row) space: disjoint outputs.
-    sch.parallel(sch.fuse(*spatial[:min(3, len(spatial) - 2)]))
-    sch.decompose_reduction(block, reduction[0])
-    sch.tensorize(lane, intrin)
     sch.compute_inline(sch.get_sblock("acc_centered"))
-    for name in ("x_packed", "requantize"):
-        outer = sch.get_loops(sch.get_sblock(name))
+    if conv:
+        b, ob, i, j = spatial[:4]
+        width = int(sch.get(j).extent)
+        cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
+        jo, ji = sch.split(j, [None, cols])
+        sch.reorder(b, ob, i, jo, *reduction[:-1], ji, lane, reduction[-1])
+        # Threads split the batch x output-channel-block x row space: disjoint outputs.
+        sch.parallel(sch.fuse(b, ob, i))
+        sch.reverse_compute_at(sch.get_sblock("requantize"), jo)
+        sch.decompose_reduction(block, reduction[0])
+        sch.unroll(ji)
+    else:
+        sch.reorder(*spatial[:-1], *reduction[:-1], lane, reduction[-1])
+        sch.parallel(sch.fuse(*spatial[:-1]))
+        sch.decompose_reduction(block, reduction[0])
+        outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
+    sch.tensorize(lane, intrin)
+    outer = sch.get_loops(sch.get_sblock("x_packed"))
+    sch.parallel(sch.fuse(*outer[:2]))
     return sch.mod["main"]
 
 
