@@ -54,8 +54,11 @@ def _rewrite_sum_and_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
             changed = True
         else:
             nodes.append(node)
-    if not changed:
-        return model
+    return _with_nodes(model, nodes) if changed else model
+
+
+def _with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
+    """A copy of `model` whose graph has `nodes` instead of its own."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -86,10 +89,7 @@ def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             folded.append(numpy_helper.from_array(value, name))
     if not folded:
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(kept)
+    out = _with_nodes(model, kept)
     out.graph.initializer.extend(folded)
     # IR version 3 requires every initializer to be a graph input; 4 lifts that, and the folded
     # constants are constants, not inputs a caller may override.
