@@ -105,6 +105,12 @@ def test_unknown_target(tmp_path, out):
     assert_user_error(res, r"unknown target 'riscv': choose one of x86", out)
 
 
+def test_zero_threads(tmp_path, out):
+    res = qcompile(BUNDLED_MODEL, "--calib", BUNDLED_CALIB, "--threads", "0", "-o", out,
+                   cwd=tmp_path)
+    assert_user_error(res, r"--threads 0: must be at least 1", out)
+
+
 def test_output_folder_that_cannot_be_written(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -75,3 +75,23 @@ def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
     conv = [b for b in bodies if "conv2d_compute_>:" in b]
     dense = [b for b in bodies if "dense_compute_>:" in b]
     assert conv and dense and all("vpdpbusd" in b for b in conv + dense)
+
+
+def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
+    """The kernels' parallel loops give the same integers with 1 and 2 worker threads."""
+    from qcompiler.runtime import CompiledModel, set_threads
+
+    model, shape = _model(rng, cin=32, cout=48, hw=16, stride=1)
+    compiled, inputs = _compile(model, shape, tmp_path, rng, x86_target())
+    emit(compiled, build(compiled), tmp_path / "out")
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+    want = ref.run(q)[0]
+    try:
+        for n in (1, 2):
+            lib = CompiledModel(tmp_path / "out", threads=n)
+            np.testing.assert_array_equal(lib.run_int(q)[0], want)
+    finally:
+        set_threads(None)
+    with pytest.raises(Exception, match="threads must be a positive integer"):
+        set_threads(0)
