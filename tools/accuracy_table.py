@@ -1,0 +1,132 @@
+"""Top-1 on the full Fashion-MNIST test set: float, PTQ variants and QAT, next to the
+quantization whitepaper's claims, as a markdown table (printed and written to docs/accuracy.md).
+
+    PYTHONPATH=. python tools/accuracy_table.py [--limit N] [--out docs/accuracy.md]
+
+Every int8 row is compiled here through the Python API (x86) and run as the built library;
+the first CHECKED images of each also go through `qcompiler.reference`, which the library must
+match bit for bit. PTQ calibrates on `models/fashion_calib.npz`; the QAT rows are the committed
+fixtures of `tools/train_qat.py`, compiled without calibration data.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qcompiler.api import compile_only
+from qcompiler.config import CompileConfig
+from qcompiler.datasets import load_fashion_mnist
+from qcompiler.emit import build, emit
+from qcompiler.evaluate import float_predictions, int8_predictions
+from qcompiler.reference import Reference
+from qcompiler.runtime import CompiledModel
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOAT_MODEL = ROOT / "models" / "fashion_cnn.onnx"
+CALIB = ROOT / "models" / "fashion_calib.npz"
+QAT = ROOT / "tests" / "fixtures" / "qat"
+CHECKED = 100  # images compared with the reference, per row
+NOT_HERE = "not implemented in this branch"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: which model, compiled how, and what is claimed for it."""
+
+    name: str
+    claim: str          # the whitepaper's (or paper's) claim for this scheme
+    target: float | None = None  # issue 8's maximum drop in points, if it sets one
+    model: Path = FLOAT_MODEL
+    calib: Path | None = CALIB
+    options: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # CompileConfig fields this row needs
+
+
+ROWS = (
+    Row("PTQ 8/8 per-tensor", "large drops possible, worst with depthwise convs",
+        options={"per_channel": False}),
+    Row("PTQ 8/8 per-channel", "within 2 % of float", 0.5),
+    Row("QAT 8/8", "within 1 % of float", 0.3, QAT / "fashion_qat_w8.onnx", None),
+    Row("PTQ 4/8", "large drops (4-bit weights need QAT)", options={"weight_bits": 4}),
+    Row("QAT 4/8", "2-10 % drop (more for smaller networks)", 2.0,
+        QAT / "fashion_qat_w4.onnx", None),
+    Row("PTQ 8/16", "(16-bit activations: not in the whitepaper)",
+        options={"activation_bits": 16}),
+    Row("PTQ with bias correction and CLE", "close to float without training (DFQ)",
+        options={"bias_correction": True, "equalize": True},
+        needs=("bias_correction", "equalize")),
+    Row("mixed precision", "(per-layer bit widths)", needs=("mixed_precision",)),
+)
+
+
+def int8_top1(row: Row, images: np.ndarray, labels: np.ndarray, tmp: Path
+              ) -> tuple[float, bool]:
+    """(top-1, bit-exact on the first CHECKED images) of the row's compiled library."""
+    out = tmp / row.name.replace(" ", "_").replace("/", "-")
+    compiled = compile_only(row.model, row.calib, out, **row.options)
+    emit(compiled, build(compiled), out)
+    lib = CompiledModel(out)
+    _, bad, _ = int8_predictions(lib, Reference(compiled.quantized, compiled.tvm_target),
+                                 images[:CHECKED])
+    pred, _, _ = int8_predictions(lib, None, images)
+    return float((pred == labels[:len(pred)]).mean()), bad == 0
+
+
+def table(limit: int | None) -> str:
+    images, labels = load_fashion_mnist("t10k")
+    images, labels = images[:limit], labels[:limit]
+    fields = {f.name for f in dataclasses.fields(CompileConfig)}
+    ref = float((float_predictions(str(FLOAT_MODEL), images, "image") == labels).mean())
+    lines = ["| scheme (weights/activations) | top-1 | drop (points) | issue 8 target "
+             "| whitepaper claim | bit-exact |", "|---|---|---|---|---|---|",
+             f"| float | {100 * ref:.2f} % | - | - | - | - |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in ROWS:
+            goal = "-" if row.target is None else f"<= {row.target}"
+            if not set(row.needs) <= fields:
+                lines.append(f"| {row.name} | {NOT_HERE} | - | {goal} | {row.claim} | - |")
+                continue
+            t = time.perf_counter()
+            top1, exact = int8_top1(row, images, labels, Path(tmp))
+            drop = 100 * (ref - top1)
+            if row.target is not None:
+                goal += " (met)" if drop <= row.target else " (MISSED)"
+            lines.append(f"| {row.name} | {100 * top1:.2f} % | {drop:+.2f} | {goal} | "
+                         f"{row.claim} | {'yes' if exact else 'NO'} |")
+            print(f"  {row.name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=None, help="first N test images (default all)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "accuracy.md")
+    args = ap.parse_args()
+    body = table(args.limit)
+    n = args.limit or 10000
+    doc = (f"# Accuracy: float, PTQ and QAT on Fashion-MNIST\n\n"
+           f"Top-1 of the bundled CNN (`models/fashion_cnn.onnx`) on {n} Fashion-MNIST test "
+           "images, x86 target; a drop is float minus int8, in points. QAT rows are "
+           "`tests/fixtures/qat/` (`tools/train_qat.py`: w8 2 epochs, w4 1 epoch). Claims: "
+           "Krishnamoorthi, "
+           "*Quantizing deep convolutional networks for efficient inference: A whitepaper* "
+           "(2018); bias correction and cross-layer equalization: Nagel et al., *Data-Free "
+           f"Quantization* (2019). Bit-exact: library equals `qcompiler.reference` on the "
+           f"first {CHECKED} images.\n\n{body}\n\nProduced by:\n\n"
+           f"    PYTHONPATH=. python tools/accuracy_table.py"
+           + (f" --limit {args.limit}" if args.limit else "") + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(doc)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
