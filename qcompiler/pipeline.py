@@ -138,7 +138,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     act = config.activation_dtype(target.activation_dtype)
     names, means = None, None
     if qdq is None:
-        in_qp, out_qp, means = _calibrated(model, inputs, float_mod, calib, config, act, host, progress)
+        in_qp, out_qp, means = _calibrated(model, inputs, float_mod, calib, config, act, host,
+                                           progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
