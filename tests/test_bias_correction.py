@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tvm
-from conftest import compile_and_compare, make_model
+from conftest import ROOT, compile_and_compare, make_model
 from onnx import helper
 
 from qcompiler.calibrate import channel_means
 from qcompiler.config import CompileConfig
+from qcompiler.errors import QCompileError
 from qcompiler.onnx_import import graph_inputs
 from qcompiler.passes.quantize import bias_correction
 from qcompiler.pipeline import compile_model, float_graph
@@ -123,3 +125,13 @@ def test_correction_shrinks_the_mean_output_error(tmp_path, rng):
         errors.append(np.abs(np.concatenate(diffs).mean(axis=(0, 2, 3))).mean())
     without, with_ = errors
     assert with_ < 0.5 * without, (without, with_)
+
+
+@pytest.mark.parametrize("option", ["equalize", "bias_correction"])
+def test_qdq_model_refuses_both_options(option):
+    model = onnx.load(str(ROOT / "tests" / "fixtures" / "qdq" /
+                          "conv_add_gemm_qdq_per_channel.onnx"))
+    with pytest.raises(QCompileError) as info:
+        compile_model(model, None, CompileConfig(**{option: True}), progress=False)
+    assert str(info.value) == ("a QDQ model carries its own quantized weights: leave equalize "
+                               "and bias_correction off")
