@@ -25,7 +25,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import const_array, is_const, op_name, shape_of, substitute
+from qcompiler.relax_access import (const_array, is_const, is_const_nchw_conv, op_name,
+                                    shape_of, substitute)
 
 _AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
@@ -81,14 +82,6 @@ def _affine_step(call: relax.Call) -> tuple[relax.Expr, np.ndarray, np.ndarray] 
 
 def _scalar_constant(call: relax.Call) -> bool:
     return any(is_const(a) and const_array(a).size == 1 for a in call.args)
-
-
-def _foldable_conv(call: relax.Expr) -> bool:
-    if op_name(call) != "relax.nn.conv2d" or not is_const(call.args[1]):
-        return False
-    a = call.attrs
-    return (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) == \
-        ("NCHW", "OIHW", "NCHW")
 
 
 class _Folder:
@@ -165,7 +158,7 @@ class _Folder:
                     (x in self.env or x in self.pending) else x
                 self.pending[var] = _Affine(src, a, b, 1)
             return
-        if isinstance(value, relax.Call) and _foldable_conv(value) \
+        if isinstance(value, relax.Call) and is_const_nchw_conv(value) \
                 and self.uses.get(var) == 1:
             c = int(shape_of(value)[1])
             src = self.substitute(value.args[0])

@@ -85,6 +85,7 @@ class _Realizer:
     weight_bits: int = 8
     given: WeightTable | None = None  # weights already quantized by the model (QDQ)
     names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
+    means: dict | None = None  # float graph var -> E[x] per channel: bias correction is on
     note: str = ""  # said in the summary line of the layer being realized
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)
@@ -152,6 +153,16 @@ class _Realizer:
         return (b_q.astype(np.int32), np.array([m for m, _ in mult], np.int32),
                 np.array([s for _, s in mult], np.int32))
 
+    def corrected_bias(self, x: relax.Expr, bias: np.ndarray, w: np.ndarray, w_q: np.ndarray,
+                       s_w: np.ndarray, groups: int) -> np.ndarray:
+        """`bias` less the mean error of the rounded weights, when bias correction is on and
+        the calibration data gave the input's channel means (see `bias_correction`)."""
+        mean = self.means.get(x) if self.means is not None else None
+        if mean is None or mean.size != w.shape[1] * groups:
+            return bias
+        self.note = "bias corrected"
+        return bias_correction(bias, w, w_q, s_w, mean, groups)
+
     @staticmethod
     def check_accumulator(layer: str, taps: int, x: QParams, w_q: np.ndarray,
                           b_q: np.ndarray) -> None:
@@ -196,6 +207,7 @@ class _Realizer:
         w = const_array(conv.args[1])
         bias = parts.get("bias", np.zeros(w.shape[0], np.float32))
         w_q, s_w = self.weights(w, 0, bias, x.qp.scale)
+        bias = self.corrected_bias(call.args[0], bias, w, w_q, s_w, int(a.groups))
         b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
         self.check_accumulator(parts["name"], int(np.prod(w_q.shape[1:])), x.qp, w_q, b_q)
         lo, hi = self.clamp_bounds(qp, *parts["act"])
@@ -248,6 +260,7 @@ class _Realizer:
         if bias.size != w.shape[1]:
             return None
         w_q, s_w = self.weights(w.T, 0, bias, x.qp.scale)
+        bias = self.corrected_bias(call.args[0], bias, w.T, w_q, s_w, 1)
         b_q, m0, shift = self.bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
         self.check_accumulator(parts["name"], w_q.shape[1], x.qp, w_q, b_q)
         lo, hi = self.clamp_bounds(qp, *parts["act"])
@@ -665,6 +678,25 @@ class _Realizer:
             self.bb.emit_func_output(gv_out)
 
 
+def bias_correction(bias: np.ndarray, w: np.ndarray, w_q: np.ndarray, s_w: np.ndarray,
+                    mean: np.ndarray, groups: int) -> np.ndarray:
+    """Empirical bias correction (Nagel et al. 2019, section 4.2), float32 like the bias:
+
+        b'[o] = b[o] - sum_{j,kh,kw} (s_w[o] W_q[o,j,kh,kw] - W[o,j,kh,kw]) E[x[g(o)*J + j]]
+
+    i.e. the expected output error `(W_q - W) E[x]` of the quantized weights, taking E[x] over a
+    conv's window as the channel mean at every tap (zero padding at the borders makes it an
+    approximation there). `w` is (O, J[, kh, kw]) with J = input channels / groups.
+    """
+    w = w.astype(np.float64).reshape(w.shape[0], w.shape[1], -1)
+    deq = w_q.astype(np.float64).reshape(w.shape) * s_w.astype(np.float64).reshape(-1, 1, 1)
+    per_input = (deq - w).sum(axis=2)  # (O, J): the error summed over the taps
+    group_of = np.arange(w.shape[0]) // (w.shape[0] // groups)
+    x_mean = mean.astype(np.float64).reshape(groups, w.shape[1])[group_of]  # (O, J)
+    err = (per_input * x_mean).sum(axis=1)
+    return (bias.astype(np.float64) - err).astype(np.float32)
+
+
 def _signed_bits(dtype: str) -> int:
     """Bits of `x - zp` for a tensor of this dtype (one more than the storage type)."""
     lo, hi = dtype_range(dtype)
@@ -704,15 +736,19 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
 def realize(mod: tvm.IRModule, in_qparams: list[QParams],
             binding_qparams: list[QParams | None], per_channel: bool = True,
             weight_bits: int = 8, given: WeightTable | None = None,
-            names: list[str | None] | None = None) -> tvm.IRModule:
+            names: list[str | None] | None = None,
+            means: tuple[list, list] | None = None) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
     raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
 
     `given` holds weights the model quantized itself; `names` (per tensor binding) name the
-    ONNX tensors in errors."""
+    ONNX tensors in errors; `means` (per graph input, per tensor binding: `channel_means`)
+    turns bias correction on."""
     bound = tensor_bindings(mod["main"])
+    mean_of = None if means is None else \
+        dict(zip([*mod["main"].params, *bound], [*means[0], *means[1]]))
     return _Realizer(mod, in_qparams, binding_qparams, per_channel, weight_bits, given,
-                     dict(zip(bound, names or []))).run()
+                     dict(zip(bound, names or [])), mean_of).run()
 
 
 def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tvm
@@ -101,24 +102,50 @@ def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     return relax.transform.Normalize()(mod), len(outs)
 
 
-def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: str,
-              act_dtype: str, percentile: float, target: tvm.target.Target,
-              progress: bool = True) -> tuple[list[QParams], list[QParams]]:
-    """qparams for (graph inputs, tensor bindings of main), each in order."""
-    probe, n_out = probe_module(float_mod)
-    exe = tvm.compile(probe, target)
-    vm = relax.VirtualMachine(exe, tvm.cpu())
+def _probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+                   target: tvm.target.Target, progress: bool
+                   ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """(graph inputs, tensor bindings of main) of the float graph, one batch at a time."""
+    probe, _ = probe_module(float_mod)
+    vm = relax.VirtualMachine(tvm.compile(probe, target), tvm.cpu())
     names = [p.name for p in float_mod["main"].params]
     batch = int(float_mod["main"].params[0].ty.shape[0])
-    in_obs = [make_observer(observer, act_dtype, percentile) for _ in names]
-    out_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_out)]
     n = next(iter(data.values())).shape[0]
     for start in tqdm(range(0, n, batch), desc="calibrating", unit="batch",
                       disable=not progress, leave=False):
         feeds = [data[name][start:start + batch] for name in names]
-        for o, x in zip(in_obs, feeds):
-            o.observe(x)
         results = vm["main"](*[tvm.runtime.tensor(x) for x in feeds])
-        for o, r in zip(out_obs, results):
-            o.observe(r.numpy())
+        yield feeds, [r.numpy() for r in results]
+
+
+def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: str,
+              act_dtype: str, percentile: float, target: tvm.target.Target,
+              progress: bool = True) -> tuple[list[QParams], list[QParams]]:
+    """qparams for (graph inputs, tensor bindings of main), each in order."""
+    n_in, n_out = len(float_mod["main"].params), len(tensor_bindings(float_mod["main"]))
+    in_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_in)]
+    out_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_out)]
+    for feeds, results in _probe_batches(float_mod, data, target, progress):
+        for o, x in zip(in_obs + out_obs, feeds + results):
+            o.observe(x)
     return [o.compute_qparams() for o in in_obs], [o.compute_qparams() for o in out_obs]
+
+
+def channel_means(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+                  target: tvm.target.Target, progress: bool = True
+                  ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+    """E[x] per channel (axis 1; over the batch and any spatial axes) of (graph inputs, tensor
+    bindings of main), float64; None for a tensor of rank < 2. Bias correction uses them."""
+    sums: list = []
+    count = 0
+    for feeds, results in _probe_batches(float_mod, data, target, progress):
+        batch = [x.astype(np.float64).sum(axis=tuple(a for a in range(x.ndim) if a != 1))
+                 if x.ndim >= 2 else None for x in feeds + results]
+        sums = batch if not sums else [None if a is None else a + b for a, b in zip(sums, batch)]
+        count += feeds[0].shape[0]
+    shapes = [x.ty.shape for x in [*float_mod["main"].params,
+                                   *tensor_bindings(float_mod["main"])]]
+    means = [None if s is None else s / (count * np.prod([int(d) for d in shp][2:]))
+             for s, shp in zip(sums, shapes)]
+    n_in = len(float_mod["main"].params)
+    return means[:n_in], means[n_in:]

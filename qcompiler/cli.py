@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="4: weights in [-7, 7] per channel (stored as int8); default 8")
     ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
                     help="16: int16 activations (symmetric); default 8, the target's dtype")
+    ap.add_argument("--equalize", action="store_true",
+                    help="cross-layer equalization of conv -> ReLU -> conv pairs (Nagel 2019)")
+    ap.add_argument("--bias-correction", action="store_true",
+                    help="correct each conv/dense bias by the mean error its weight rounding "
+                         "causes on the calibration data")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
     ap.add_argument("--calib-limit", type=int, default=None,
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     config = CompileConfig(target=args.target, observer=args.observer,
                            percentile=args.percentile, per_channel=not args.per_tensor,
                            batch=args.batch, calib_limit=args.calib_limit,
-                           weight_bits=args.weight_bits, activation_bits=args.activation_bits)
+                           weight_bits=args.weight_bits, activation_bits=args.activation_bits,
+                           equalize=args.equalize, bias_correction=args.bias_correction)
     check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)

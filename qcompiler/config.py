@@ -24,6 +24,8 @@ class CompileConfig:
     schedules: bool = True  # False: the portable kernels only (for comparisons)
     weight_bits: int = 8
     activation_bits: int = 8
+    equalize: bool = False  # cross-layer equalization of conv -> ReLU -> conv weight ranges
+    bias_correction: bool = False  # subtract the weight-rounding error's mean from each bias
 
     def activation_dtype(self, target_dtype: str) -> str:
         """The stored activation dtype: the target's 8-bit one, or int16."""

@@ -15,11 +15,12 @@ import onnx
 import tvm
 from tvm import relax
 
-from qcompiler.calibrate import calibrate, calibration_batch
+from qcompiler.calibrate import calibrate, calibration_batch, channel_means
 from qcompiler.config import CompileConfig
 from qcompiler.errors import CalibrationDataError, QCompileError
 from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
+from qcompiler.passes.equalize_cross_layer import equalize_cross_layer
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
@@ -36,7 +37,8 @@ from qcompiler.targets.target import Target
 STAGES = ("import", "float", "quantized")
 
 
-def float_cleanup() -> tvm.transform.Pass:
+def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
+    """`equalize`: cross-layer equalization of conv -> ReLU -> conv pairs (CompileConfig)."""
     return tvm.transform.Sequential([
         fold_constants(),      # bias reshapes, weight transposes, Clip's NaN guards -> constants
         canonicalize_clip(),   # the frontend's max/min call_tirs -> one R.clip
@@ -46,26 +48,28 @@ def float_cleanup() -> tvm.transform.Pass:
         relax.transform.CanonicalizeBindings(),  # (x, mean, var)[0] -> x
         relax.transform.DeadCodeElimination(),  # ... and the tuple goes
         fold_channel_affine(),  # per-channel mul/add chains -> into the conv, or a depthwise
+        *([equalize_cross_layer()] if equalize else []),  # on final weights, before fusion
         fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
     ], name="qcompiler.float_cleanup")
 
 
-def float_graph(model: onnx.ModelProto, inputs: list[ModelInput]) -> tvm.IRModule:
+def float_graph(model: onnx.ModelProto, inputs: list[ModelInput],
+                equalize: bool = False) -> tvm.IRModule:
     mod = import_onnx(model, inputs)
     with tvm.transform.PassContext(opt_level=3):
-        return float_cleanup()(mod)
+        return float_cleanup(equalize)(mod)
 
 
 def _calibration_graph(model: onnx.ModelProto, inputs: list[ModelInput],
-                       float_mod: tvm.IRModule, calib: dict[str, np.ndarray]
-                       ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+                       float_mod: tvm.IRModule, calib: dict[str, np.ndarray],
+                       equalize: bool = False) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     n = next(iter(calib.values())).shape[0]
     if all(i.dynamic_batch for i in inputs):
         cb = calibration_batch(n)
         if cb != inputs[0].shape[0]:
             try:
                 shapes = [ModelInput(i.name, (cb, *i.shape[1:]), i.dtype, True) for i in inputs]
-                return float_graph(model, shapes), calib
+                return float_graph(model, shapes, equalize), calib
             except QCompileError:
                 pass
     b = inputs[0].shape[0]
@@ -90,13 +94,16 @@ class Compiled:
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
                 calib: dict[str, np.ndarray], config: CompileConfig, act_dtype: str,
-                host: tvm.target.Target, progress: bool) -> tuple[list, list]:
+                host: tvm.target.Target, progress: bool) -> tuple[list, list, list | None]:
     # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
     # by position: both copies come from the same deterministic pipeline). A static batch, or a
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
-    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib)
-    return calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile, host,
-                     progress)
+    # The third result: per-channel input means for bias correction (None when it is off).
+    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize)
+    in_qp, out_qp = calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile,
+                              host, progress)
+    means = channel_means(calib_mod, calib, host, progress) if config.bias_correction else None
+    return in_qp, out_qp, means
 
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
@@ -112,13 +119,16 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if qdq is not None and (config.weight_bits, config.activation_bits) != (8, 8):
         raise QCompileError("a QDQ model carries its own precisions: leave weight_bits and "
                             "activation_bits at 8")
+    if qdq is not None and (config.equalize or config.bias_correction):
+        raise QCompileError("a QDQ model carries its own quantized weights: leave equalize "
+                            "and bias_correction off")
     if qdq is not None:
         model = qdq.model
     elif calib is None:
         raise CalibrationDataError("the model is float (no QuantizeLinear/DequantizeLinear): "
                                    "give calibration data (--calib)")
     inputs = graph_inputs(model, config.batch)
-    float_mod = float_graph(model, inputs)
+    float_mod = float_graph(model, inputs, config.equalize)
     timings["import"] = time.perf_counter() - t
     t = time.perf_counter()
     # The float graph runs here, whatever the target, built for this machine's ISA level: the
@@ -126,13 +136,14 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
     act = config.activation_dtype(target.activation_dtype)
-    names = None
+    names, means = None, None
     if qdq is None:
-        in_qp, out_qp = _calibrated(model, inputs, float_mod, calib, config, act, host, progress)
+        in_qp, out_qp, means = _calibrated(model, inputs, float_mod, calib, config, act, host,
+                                           progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
-            cal_in, cal_out = _calibrated(model, inputs, float_mod, calib, config, act, host,
+            cal_in, cal_out, _ = _calibrated(model, inputs, float_mod, calib, config, act, host,
                                           progress)
             in_qp = [g or c for g, c in zip(in_qp, cal_in)]
             out_qp = [g or c for g, c in zip(out_qp, cal_out)]
@@ -144,7 +155,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel,  # the quantize pass
-                   config.weight_bits, qdq.weights if qdq else None, names)
+                   config.weight_bits, qdq.weights if qdq else None, names, means)
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules:

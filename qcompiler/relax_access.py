@@ -50,6 +50,15 @@ def op_name(call: relax.Call) -> str:
     return ""
 
 
+def is_const_nchw_conv(expr: object) -> bool:
+    """A conv2d with constant weights in the NCHW / OIHW layout: one the float passes rewrite."""
+    if op_name(expr) != "relax.nn.conv2d" or not is_const(expr.args[1]):
+        return False
+    a = expr.attrs
+    return (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) == \
+        ("NCHW", "OIHW", "NCHW")
+
+
 def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
     """`expr` (A-normal form: a call, tuple or projection of vars, constants and global vars)
     with the Vars and GlobalVars of `env` replaced."""

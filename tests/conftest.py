@@ -87,6 +87,28 @@ def check_against_reference(compiled, lib, feeds: list[list[np.ndarray]]) -> Non
             np.testing.assert_array_equal(f, deq)
 
 
+def relax_main(body, x_type) -> "tvm.IRModule":  # noqa: ANN001
+    """A module whose main(x: x_type) returns `body(bb, x)`, built in one dataflow block."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", x_type)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def run_relax(mod, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """main(x) of a float Relax module, built for this machine."""
+    import tvm
+    from tvm import relax
+
+    exe = tvm.compile(mod, tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

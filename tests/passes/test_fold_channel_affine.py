@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
+from conftest import relax_main, run_relax
 from tvm import relax
 
 from qcompiler.passes.fold_channel_affine import fold_channel_affine
@@ -18,18 +18,11 @@ def _ops(mod):
 
 
 def _build(body):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", X)
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
+    return relax_main(body, X)
 
 
 def _run(mod, x):
-    exe = tvm.compile(mod, tvm.target.Target({"kind": "llvm"}))
-    return relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    return run_relax(mod, x)
 
 
 def _c(v):
