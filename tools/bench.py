@@ -196,7 +196,8 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=list(MODELS), choices=MODELS)
+    ap.add_argument("models", nargs="*", choices=[*MODELS, []], metavar="MODEL",
+                    help=f"any of {', '.join(MODELS)} (default: all)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     args = ap.parse_args()
@@ -205,7 +206,7 @@ def main() -> int:
     peak = vnni_peak_ops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
+        for name in args.models or MODELS:
             rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers)
     print(f"\nmedian of {args.runs} runs, batch 1, ms (ratios: ORT time / qcompiler time)")
     print(f"  {'model':12s} {'threads':>7s} {'ORT float':>10s} {'ORT int8':>10s} "
