@@ -33,7 +33,7 @@ FLOAT_MODEL = ROOT / "models" / "fashion_cnn.onnx"
 CALIB = ROOT / "models" / "fashion_calib.npz"
 QAT = ROOT / "tests" / "fixtures" / "qat"
 CHECKED = 100  # images compared with the reference, per row
-NOT_HERE = "not implemented in this branch"
+NOT_HERE = "not implemented yet"
 
 
 @dataclass(frozen=True)
