@@ -147,13 +147,13 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     act = config.activation_dtype(target.activation_dtype)
     names, means, choice = None, None, []
     if qdq is None:
-        in_qp, out_qp, means, choice = _calibrated(model, inputs, float_mod, calib, config, act, host,
-                                           progress)
+        in_qp, out_qp, means, choice = _calibrated(model, inputs, float_mod, calib, config, act,
+                                                   host, progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
-            cal_in, cal_out, _, _ = _calibrated(model, inputs, float_mod, calib, config, act, host,
-                                          progress)
+            cal_in, cal_out, _, _ = _calibrated(model, inputs, float_mod, calib, config, act,
+                                                host, progress)
             in_qp = [g or c for g, c in zip(in_qp, cal_in)]
             out_qp = [g or c for g, c in zip(out_qp, cal_out)]
         for i, q in zip(inputs, in_qp):
