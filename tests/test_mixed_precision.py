@@ -135,3 +135,18 @@ def test_mixed_precision_budget_edges(tmp_path, rng):
 class _Named:
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+def test_summary_prints_the_choice(tmp_path, rng, capsys):
+    """`qcompile --mixed-precision`: per layer its index, bits and measured SQNR."""
+    model, calib = three_convs(rng, outlier=12.0)
+    code = main([str(save_model(model, tmp_path)), "--calib", str(save_calib(calib, tmp_path)),
+                 "--per-tensor", "--mixed-precision", "0.5", "--batch", "2",
+                 "-o", str(tmp_path / "out"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "per-tensor 4/8-bit weights (2 of 3 layers 4-bit)" in out
+    assert "precision:  576/1152 weights 8-bit (50%, budget 50%)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("    #")]
+    assert [(r[0], r[3]) for r in rows] == [("#0", "4-bit"), ("#1", "8-bit"), ("#2", "4-bit")]
+    assert float(rows[1][4]) < 5.0  # the outlier layer at 4 bits: about 0 dB
