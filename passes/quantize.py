@@ -54,6 +54,7 @@ class LayerRecord:
     tensor: str = ""  # the integer tensor's variable in main_int
     scale: float = 0.0
     zero_point: int = 0
+    weight_bits: int = 0  # conv/dense: the bits of its weights (0: no weights)
 
 
 class _Value:
@@ -86,11 +87,15 @@ class _Realizer:
     given: WeightTable | None = None  # weights already quantized by the model (QDQ)
     names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
     means: dict | None = None  # float graph var -> E[x] per channel: bias correction is on
+    layer_bits: dict = field(default_factory=dict)  # var, name or "#index" -> weight bits
     note: str = ""  # said in the summary line of the layer being realized
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)
     layers: list[LayerRecord] = field(default_factory=list)
     counter: int = 0
+    current: tuple = (None, "", -1)  # (var, name, index) of the layer being realized
+    bits_used: int = 0  # the weight bits `weights` chose for the current layer
+    keys_used: set = field(default_factory=set)
 
     # ---- helpers ------------------------------------------------------------------------
     def call_kernel(self, name: str, func: tvm.tirx.PrimFunc, args: list, shape: tuple,
@@ -129,21 +134,48 @@ class _Realizer:
         """
         given = self.given.lookup(w, axis) if self.given else None
         if given is not None:
+            self.bits_used = 8
             return given
         if self.given is not None:
             self.note = "weights re-quantized: they differ from the model's (BN folded in)"
+        bits = self.bits_used = self.layer_weight_bits()
         w = w.astype(np.float32)
         red = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=red) if self.per_channel else \
             np.full(w.shape[axis], np.abs(w).max())
-        s_w = symmetric_weight_scales(absmax, self.weight_bits)
+        s_w = symmetric_weight_scales(absmax, bits)
         bias_floor = (np.abs(bias.astype(np.float64)) / (np.float64(s_x) * 2.0**30))
         s_w = np.maximum(s_w, bias_floor.astype(np.float32) * np.float32(1 + 2**-20))
         shape = [1] * w.ndim
         shape[axis] = -1
-        q = 2 ** (self.weight_bits - 1) - 1
+        q = 2 ** (bits - 1) - 1
         w_q = np.clip(np.rint(w / s_w.reshape(shape)), -q, q).astype(np.int8)
         return w_q, s_w
+
+    def layer_weight_bits(self) -> int:
+        """The current layer's weight bits: by its float graph variable (mixed precision), its
+        index "#i" in the summary, its name, else the global `weight_bits`."""
+        var, name, index = self.current
+        for key in (var, f"#{index}", name):
+            if key in self.layer_bits:
+                self.keys_used.add(key)
+                return self.layer_bits[key]
+        return self.weight_bits
+
+    def check_layer_keys(self) -> None:
+        """Every per-layer key named a layer with weights: a misspelt name is an error."""
+        weighted = [r.name for r in self.layers if r.weight_bits]
+        for key in self.layer_bits:
+            if not isinstance(key, str) or key in self.keys_used:
+                continue
+            index = int(key[1:]) if key.startswith("#") else None
+            found = self.layers[index] if index is not None and index < len(self.layers) else \
+                next((r for r in self.layers if r.name == key), None)
+            if found is not None:
+                raise QCompileError(f"precision: layer {key} ({found.name}) is a {found.op}, "
+                                    "which has no weights: give a conv2d or dense layer")
+            raise QCompileError(f"precision: no layer {key!r} in the model (conv/dense layers: "
+                                f"{', '.join(weighted) or 'none'})")
 
     def bias_and_multipliers(self, bias: np.ndarray, s_x: float, s_w: np.ndarray,
                              s_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -568,12 +600,14 @@ class _Realizer:
                        "qcompiler.add": self.add, "qcompiler.hardswish": self.table_composite,
                        "qcompiler.hardsigmoid": self.table_composite,
                        "qcompiler.conv2d_transpose": self.conv2d_transpose}.get(kind)
+            self.current, self.bits_used = (var, name, len(self.layers)), 0
             out = handler(value, parts, qp) if handler else None
             if out is None:
                 raise QCompileError(f"binding {name}: composite {kind or op} has a form "
                                     "qcompiler cannot quantize")
             self.env[var] = _Value(out, qp)
-            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", self.note))
+            self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", self.note,
+                                           weight_bits=self.bits_used))
             self.note = ""
             return
         if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
@@ -638,6 +672,7 @@ class _Realizer:
                     relax.Tuple([v.expr for v in out_vals])
                 gv_out = self.bb.emit_output(ret)
             self.bb.emit_func_output(gv_out)
+        self.check_layer_keys()
         self._float_wrapper(main, params, outs, out_vals)
         mod = self.bb.get()
         meta = {"inputs": [{"name": p.name, "shape": list(shape_of(p)), **q.to_json()}
@@ -737,18 +772,20 @@ def realize(mod: tvm.IRModule, in_qparams: list[QParams],
             binding_qparams: list[QParams | None], per_channel: bool = True,
             weight_bits: int = 8, given: WeightTable | None = None,
             names: list[str | None] | None = None,
-            means: tuple[list, list] | None = None) -> tvm.IRModule:
+            means: tuple[list, list] | None = None,
+            layer_bits: dict | None = None) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
     raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
 
     `given` holds weights the model quantized itself; `names` (per tensor binding) name the
     ONNX tensors in errors; `means` (per graph input, per tensor binding: `channel_means`)
-    turns bias correction on."""
+    turns bias correction on; `layer_bits` (float graph var, layer name or "#index" -> 4 | 8)
+    overrides `weight_bits` per layer."""
     bound = tensor_bindings(mod["main"])
     mean_of = None if means is None else \
         dict(zip([*mod["main"].params, *bound], [*means[0], *means[1]]))
     return _Realizer(mod, in_qparams, binding_qparams, per_channel, weight_bits, given,
-                     dict(zip(bound, names or [])), mean_of).run()
+                     dict(zip(bound, names or [])), mean_of, dict(layer_bits or {})).run()
 
 
 def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],

@@ -31,6 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="4: weights in [-7, 7] per channel (stored as int8); default 8")
     ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
                     help="16: int16 activations (symmetric); default 8, the target's dtype")
+    ap.add_argument("--precision", default=None, metavar="JSON",
+                    help='per-layer weight bits: {"weight_bits": {"lv3": 4, "#5": 4}} (layer '
+                         "names or #indices as in the summary); others take --weight-bits")
+    ap.add_argument("--mixed-precision", type=float, default=None, metavar="FRACTION",
+                    help="keep at most this fraction of conv/dense weight elements at 8 bits; "
+                         "the layers least sensitive on the calibration data take 4 bits")
     ap.add_argument("--equalize", action="store_true",
                     help="cross-layer equalization of conv -> ReLU -> conv pairs (Nagel 2019)")
     ap.add_argument("--bias-correction", action="store_true",
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from qcompiler.emit import build, check_out_dir, emit
     from qcompiler.evaluate import (float_predictions, int8_predictions, median_latency_ms,
                                     ort_latency_ms)
+    from qcompiler.mixed_precision import load_precision
     from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
     from qcompiler.pipeline import compile_model
     from qcompiler.qdq_import import is_qdq, strip_qdq
@@ -79,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
                            percentile=args.percentile, per_channel=not args.per_tensor,
                            batch=args.batch, calib_limit=args.calib_limit,
                            weight_bits=args.weight_bits, activation_bits=args.activation_bits,
-                           equalize=args.equalize, bias_correction=args.bias_correction)
+                           equalize=args.equalize, bias_correction=args.bias_correction,
+                           layer_weight_bits=load_precision(args.precision) if args.precision
+                           else {}, mixed_precision=args.mixed_precision)
     check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)
@@ -113,13 +122,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nqcompile {args.model} -> {out}/  [target {args.target}, "
           f"{tt.get('mtriple') or tt.get('mcpu', '')}]")
     qparams = "scales from the QDQ model" if qdq else f"observer {args.observer}"
+    bits = sorted({x["weight_bits"] for x in layers if x.get("weight_bits")})
+    n4 = sum(x.get("weight_bits") == 4 for x in layers)
+    wbits = "4/8-bit" if len(bits) > 1 else f"{bits[0] if bits else args.weight_bits}-bit"
     weights = "the model's int8 weights" if qdq else \
-        f"{'per-tensor' if args.per_tensor else 'per-channel'} {args.weight_bits}-bit weights, " \
-        f"{args.activation_bits}-bit activations"
+        f"{'per-tensor' if args.per_tensor else 'per-channel'} {wbits} weights" \
+        + (f" ({n4} of {n4 + sum(x.get('weight_bits') == 8 for x in layers)} layers 4-bit)"
+           if len(bits) > 1 else "") + f", {args.activation_bits}-bit activations"
     print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
+    if compiled.precision:
+        _print_precision(compiled.precision, layers, args.mixed_precision)
     requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
     if requantized:
         print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "
@@ -191,6 +206,18 @@ def run(args: argparse.Namespace) -> int:
                  if worst else ""))
     print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
+
+
+def _print_precision(choice: list, layers: list[dict], fraction: float) -> None:
+    """The mixed-precision choice: per conv/dense layer its bits and its measured SQNR."""
+    total = sum(c.elements for c in choice)
+    eight = sum(c.elements for c in choice if c.bits == 8)
+    print(f"  precision:  {eight}/{total} weights 8-bit ({100 * eight / max(total, 1):.0f}%, "
+          f"budget {100 * fraction:.0f}%); network output SQNR with each layer alone at 4-bit:")
+    where = {x.get("index"): i for i, x in enumerate(layers)}
+    for c in choice:
+        print(f"    #{where.get(c.position, '?'):<3} {c.name:<10} {c.op:<16} {c.bits}-bit  "
+              f"{c.sqnr_db:6.1f} dB  ({c.elements} weights)")
 
 
 def _random_inputs(qp: object, spec: object, n: int = 16) -> object:

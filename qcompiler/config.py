@@ -1,7 +1,8 @@
 """The compile configuration: typed, frozen, and checked when built."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from qcompiler.errors import QCompileError
 from qcompiler.observers import OBSERVERS
@@ -26,6 +27,12 @@ class CompileConfig:
     activation_bits: int = 8
     equalize: bool = False  # cross-layer equalization of conv -> ReLU -> conv weight ranges
     bias_correction: bool = False  # subtract the weight-rounding error's mean from each bias
+    # Per-layer weight bits, overriding weight_bits: layer name (a binding such as "lv3") or
+    # index in the summary ("#12", since names can repeat) -> 4 or 8.
+    layer_weight_bits: dict[str, int] = field(default_factory=dict)
+    # Mixed precision: the fraction of conv/dense weight elements kept at 8 bits; the least
+    # sensitive layers (measured on the calibration data) take 4 bits (qcompiler.mixed_precision).
+    mixed_precision: float | None = None
 
     def activation_dtype(self, target_dtype: str) -> str:
         """The stored activation dtype: the target's 8-bit one, or int16."""
@@ -49,5 +56,19 @@ class CompileConfig:
             raise QCompileError(f"activation_bits must be one of "
                                 f"{', '.join(map(str, ACTIVATION_BITS))}, got "
                                 f"{self.activation_bits}")
+        for key, bits in self.layer_weight_bits.items():
+            if not isinstance(key, str) or not key or (key[0] == "#" and
+                                                       not re.fullmatch(r"#\d+", key)):
+                raise QCompileError(f"layer_weight_bits: bad layer {key!r}: give a layer name "
+                                    "such as 'lv3' or an index such as '#12'")
+            if bits not in WEIGHT_BITS or isinstance(bits, bool):
+                raise QCompileError(f"layer_weight_bits[{key!r}] must be one of "
+                                    f"{', '.join(map(str, WEIGHT_BITS))}, got {bits!r}")
+        if self.mixed_precision is not None and not 0.0 <= self.mixed_precision <= 1.0:
+            raise QCompileError(f"mixed_precision must be in [0, 1] (the fraction of conv/dense "
+                                f"weights kept at 8 bits), got {self.mixed_precision}")
+        if self.mixed_precision is not None and (self.layer_weight_bits or self.weight_bits != 8):
+            raise QCompileError("mixed_precision chooses 4 or 8 bits per layer itself: leave "
+                                "weight_bits at 8 and give no layer_weight_bits")
         if self.calib_limit is not None and self.calib_limit < 1:
             raise QCompileError(f"calib_limit must be >= 1, got {self.calib_limit}")

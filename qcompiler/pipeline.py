@@ -15,9 +15,10 @@ import onnx
 import tvm
 from tvm import relax
 
-from qcompiler.calibrate import calibrate, calibration_batch, channel_means
+from qcompiler.calibrate import calibrate, calibration_batch, channel_means, tensor_bindings
 from qcompiler.config import CompileConfig
 from qcompiler.errors import CalibrationDataError, QCompileError
+from qcompiler.mixed_precision import LayerChoice, choose_bits, layer_sensitivity
 from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.equalize_cross_layer import equalize_cross_layer
@@ -90,20 +91,25 @@ class Compiled:
     tvm_target: tvm.target.Target
     in_qparams: list[QParams]
     timings: dict[str, float] = field(default_factory=dict)
+    precision: list[LayerChoice] = field(default_factory=list)  # the mixed-precision choice
 
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
                 calib: dict[str, np.ndarray], config: CompileConfig, act_dtype: str,
-                host: tvm.target.Target, progress: bool) -> tuple[list, list, list | None]:
+                host: tvm.target.Target, progress: bool
+                ) -> tuple[list, list, list | None, list[LayerChoice]]:
     # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
     # by position: both copies come from the same deterministic pipeline). A static batch, or a
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
-    # The third result: per-channel input means for bias correction (None when it is off).
+    # The third result: per-channel input means for bias correction (None when it is off); the
+    # fourth: the mixed-precision choice, by binding position (empty when it is off).
     calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize)
     in_qp, out_qp = calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile,
                               host, progress)
     means = channel_means(calib_mod, calib, host, progress) if config.bias_correction else None
-    return in_qp, out_qp, means
+    choice = [] if config.mixed_precision is None else choose_bits(
+        layer_sensitivity(calib_mod, calib, host, config.per_channel), config.mixed_precision)
+    return in_qp, out_qp, means, choice
 
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
@@ -119,6 +125,9 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if qdq is not None and (config.weight_bits, config.activation_bits) != (8, 8):
         raise QCompileError("a QDQ model carries its own precisions: leave weight_bits and "
                             "activation_bits at 8")
+    if qdq is not None and (config.layer_weight_bits or config.mixed_precision is not None):
+        raise QCompileError("a QDQ model carries its own precisions: give no per-layer weight "
+                            "bits (--precision, --mixed-precision)")
     if qdq is not None and (config.equalize or config.bias_correction):
         raise QCompileError("a QDQ model carries its own quantized weights: leave equalize "
                             "and bias_correction off")
@@ -136,15 +145,15 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
     act = config.activation_dtype(target.activation_dtype)
-    names, means = None, None
+    names, means, choice = None, None, []
     if qdq is None:
-        in_qp, out_qp, means = _calibrated(model, inputs, float_mod, calib, config, act, host,
-                                           progress)
+        in_qp, out_qp, means, choice = _calibrated(model, inputs, float_mod, calib, config, act,
+                                                   host, progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
-            cal_in, cal_out, _ = _calibrated(model, inputs, float_mod, calib, config, act, host,
-                                          progress)
+            cal_in, cal_out, _, _ = _calibrated(model, inputs, float_mod, calib, config, act,
+                                                host, progress)
             in_qp = [g or c for g, c in zip(in_qp, cal_in)]
             out_qp = [g or c for g, c in zip(out_qp, cal_out)]
         for i, q in zip(inputs, in_qp):
@@ -154,11 +163,13 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
                     "QuantizeLinear/DequantizeLinear pair); give --calib to calibrate it")
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
+    bound = tensor_bindings(float_mod["main"])  # the choice's positions -> this graph's vars
+    layer_bits = {**config.layer_weight_bits, **{bound[c.position]: c.bits for c in choice}}
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel,  # the quantize pass
-                   config.weight_bits, qdq.weights if qdq else None, names, means)
+                   config.weight_bits, qdq.weights if qdq else None, names, means, layer_bits)
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules:
         qmod = apply_schedules(qmod, target)  # target kernels (sdot, vnni, vrmpy), same operands
     timings["schedule"] = time.perf_counter() - t
-    return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings)
+    return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice)
