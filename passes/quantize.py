@@ -651,6 +651,7 @@ class _Realizer:
         main = self.mod["main"]
         bound = tensor_bindings(main)
         qp_of = dict(zip(bound, self.out_qp))
+        position = {v: k for k, v in enumerate(bound)}
         params = [relax.Var(p.name, relax.TensorType(shape_of(p), q.dtype))
                   for p, q in zip(main.params, self.in_qp)]
         for p, ip, q in zip(main.params, params, self.in_qp):
@@ -663,7 +664,7 @@ class _Realizer:
                         n_layers = len(self.layers)
                         self.binding(b.var, b.value, qp_of.get(b.var))
                         if len(self.layers) > n_layers and b.var in qp_of:
-                            located.append((self.layers[-1], bound.index(b.var), b.var))
+                            located.append((self.layers[-1], position[b.var], b.var))
                 outs = output_exprs(main)
                 out_vals = [self.env[o] for o in outs]
                 for r, index, var in located:  # after the outputs' quantize are emitted
