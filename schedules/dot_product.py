@@ -114,18 +114,34 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
 
 
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
+BLOCK_CHANNELS = 4  # at most this many output-channel blocks per register block (tuning only)
 
 
-def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
+def _tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
+          max_inner: int) -> list:
+    """Split `loop` into (outer, inner): `inner` when fixed; a sampled perfect tile (one
+    MetaSchedule can mutate) starting from `inner` when tuning."""
+    extent = int(sch.get(loop).extent)
+    if not tunable:
+        return sch.split(loop, [None, inner])
+    factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_inner,
+                                      decision=[extent // inner, inner])
+    return sch.split(loop, factors)
+
+
+def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
     """Move the output lanes and the 4-deep reduction innermost and map them to the
     instruction.
 
-    Convolutions are register-blocked: J output columns (the largest divisor of the width up
-    to BLOCK_COLUMNS) are computed together, the reduction outside them, so each weight vector
-    is loaded once per J products and the J accumulators stay in registers; the requantize
-    epilogue runs on each block right after it is complete, while it is in cache.
+    Convolutions are register-blocked: J output columns (by default the largest divisor of
+    the width up to BLOCK_COLUMNS) times K output-channel blocks (by default 1) are computed
+    together, the reduction outside them, so each weight vector is loaded once per J products
+    and the J x K accumulators stay in registers; the requantize epilogue runs on each block
+    right after it is complete, while it is in cache. `tunable` turns J and K into sampled
+    tiles (the design space of `qcompiler.tuning`: tile decisions are what a trace can replay
+    with new values; a choice of loop order made in Python could not be); their first values
+    are the fixed schedule's.
     """
-    sch = tvm.s_tir.Schedule(func)
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
     conv = len(loops) == 9  # n, o/L, y, x, o%L | c/4, ky, kx, c%4
@@ -137,23 +153,28 @@ def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
         cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
-        jo, ji = sch.split(j, [None, cols])
-        sch.reorder(b, ob, i, jo, *reduction[:-1], ji, lane, reduction[-1])
+        jo, ji = _tile(sch, j, cols, tunable, BLOCK_COLUMNS)
+        obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
+        outer = list(reduction[:-1])  # c/4, ky, kx
+        sch.reorder(b, obo, i, jo, *outer, obi, ji, lane, reduction[-1])
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
-        sch.parallel(sch.fuse(b, ob, i))
+        sch.parallel(sch.fuse(b, obo, i))
         sch.reverse_compute_at(sch.get_sblock("requantize"), jo)
-        sch.decompose_reduction(block, reduction[0])
+        sch.decompose_reduction(block, outer[0])
         sch.unroll(ji)
+        sch.unroll(obi)
     else:
-        sch.reorder(*spatial[:-1], *reduction[:-1], lane, reduction[-1])
-        sch.parallel(sch.fuse(*spatial[:-1]))
+        b, ob = spatial[:2]
+        obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
+        sch.reorder(b, obo, reduction[0], obi, lane, reduction[-1])
+        sch.parallel(sch.fuse(b, obo))
         sch.decompose_reduction(block, reduction[0])
+        sch.unroll(obi)
         outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
     sch.tensorize(lane, intrin)
     outer = sch.get_loops(sch.get_sblock("x_packed"))
     sch.parallel(sch.fuse(*outer[:2]))
-    return sch.mod["main"]
 
 
 COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
@@ -175,14 +196,30 @@ class DotProduct:
         return x_dtype == self.x_dtype and (
             op == "dense" or (op == "conv2d" and attrs["groups"] == 1))
 
-    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-              ) -> tirx.PrimFunc:
-        """The packed kernel; its operands are `pack_operands`' results."""
+    def intrinsic(self) -> str:
+        """The registered TensorIntrin's name (registering it on first use)."""
         module = (importlib.import_module(self.intrin_module) if "." in self.intrin_module
                   else load_intrinsics(self.intrin_module))
-        intrin = getattr(module, self.intrin_name)
-        compute = COMPUTES[op](x_shape, x_dtype, w_shape, attrs, lanes=self.lanes)
-        func = _tensorize_acc(te.create_prim_func(compute), intrin)
+        return getattr(module, self.intrin_name)
+
+    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+                 ) -> tirx.PrimFunc:
+        """The unscheduled packed kernel: what tuning searches schedules for, and the key of
+        a tuning record (same compute, same record)."""
+        return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
+                                                lanes=self.lanes))
+
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              trace: "tvm.s_tir.Trace | None" = None) -> tirx.PrimFunc:
+        """The packed kernel; its operands are `pack_operands`' results. `trace`: a tuned
+        schedule for `workload(...)` (from the tuning database) instead of the fixed one."""
+        intrin = self.intrinsic()
+        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs))
+        if trace is None:
+            schedule_acc(sch, intrin)
+        else:
+            trace.apply_to_schedule(sch, remove_postproc=False)
+        func = sch.mod["main"]
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
