@@ -199,33 +199,9 @@ _PRELUDE = """\
 #include <string.h>
 #include "model.h"
 
-/* The few ABI types of DLPack and TVM-FFI that TVM's kernels take (tvm_ffi/c_api.h). */
-typedef struct { int32_t device_type, device_id; } qc_DLDevice;
-typedef struct { uint8_t code, bits; uint16_t lanes; } qc_DLDataType;
-typedef struct {
-  void *data; qc_DLDevice device; int32_t ndim; qc_DLDataType dtype;
-  int64_t *shape; int64_t *strides; uint64_t byte_offset;
-} qc_DLTensor;
-typedef struct {
-  int32_t type_index; uint32_t zero_padding;
-  union { int64_t v_int64; double v_float64; void *v_ptr; } v;
-} qc_Any;
-typedef int32_t (*qc_kernel)(void *, const qc_Any *, int32_t, qc_Any *);
-#define QC_DL_TENSOR_PTR 7
-
+__TVM_ABI__
 /* Host hooks TVM's objects call: an error setter, and the workspace allocator for kernel
    scratch (a stack in the caller's workspace: TVM frees in reverse order of allocation). */
-static char qc_error[256];
-void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t n) {
-  size_t len = 0;
-  qc_error[0] = 0;
-  for (int32_t i = -1; i < n; ++i) {
-    const char *s = i < 0 ? kind : parts[i];
-    for (; s && *s && len + 2 < sizeof qc_error; ++s) qc_error[len++] = *s;
-    if (len + 2 < sizeof qc_error) qc_error[len++] = i < 0 ? ':' : ' ';
-  }
-  qc_error[len] = 0;
-}
 static uint8_t *qc_scratch_base;
 static size_t qc_scratch_top;
 static void *qc_alloc(int device_type, int device_id, uint64_t nbytes, int code, int bits) {
@@ -259,31 +235,8 @@ static int qc_free(int device_type, int device_id, void *ptr) {
 void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = qc_alloc;
 int (*__TVMBackendFreeWorkspace)(int, int, void *) = qc_free;
 
-/* Parallel loops of the kernels run as one task on the caller's thread: the library stays free
-   of threads and of any runtime (the TVM module, model.so, is the multi-threaded one). */
-typedef struct { void *sync_handle; int32_t num_task; } qc_ParallelGroupEnv;
-typedef int (*qc_parallel_lambda)(int, qc_ParallelGroupEnv *, void *);
-static int qc_parallel_launch(qc_parallel_lambda f, void *cdata, int num_task) {
-  qc_ParallelGroupEnv env = {0, 1};
-  (void)num_task;
-  return f(0, &env, cdata);
-}
-static int qc_parallel_barrier(int task_id, qc_ParallelGroupEnv *env) {
-  (void)task_id; (void)env;
-  return 0;
-}
-int (*__TVMBackendParallelLaunch)(qc_parallel_lambda, void *, int) = qc_parallel_launch;
-int (*__TVMBackendParallelBarrier)(int, qc_ParallelGroupEnv *) = qc_parallel_barrier;
 const char *MODEL_PREFIX_last_error(void) { return qc_error; }
 
-static int qc_call(qc_kernel f, qc_DLTensor *t, int32_t n) {
-  qc_Any args[16], ret;
-  for (int32_t i = 0; i < n; ++i) {
-    args[i].type_index = QC_DL_TENSOR_PTR; args[i].zero_padding = 0; args[i].v.v_ptr = &t[i];
-  }
-  ret.type_index = 0; ret.zero_padding = 0; ret.v.v_int64 = 0;
-  return f(NULL, args, n, &ret);
-}
 """
 
 
@@ -319,8 +272,9 @@ def generate_c(p: Plan, boundary: list[tuple[str, _Tensor, _Tensor]], prefix: st
 
     `boundary` lists (kernel, from, to) for the float entry: quantize each input, dequantize
     each output (from/to are the float and integer tensors)."""
+    prelude = _PRELUDE.replace("__TVM_ABI__", TVM_ABI.read_text())
     out = [f"#define QC_ALIGN {ALIGN}\n#define QC_SCRATCH_BYTES {_align(p.scratch_bytes)}\n"
-           + _PRELUDE.replace("MODEL_PREFIX", prefix)]
+           + prelude.replace("MODEL_PREFIX", prefix)]
     kernels = sorted({c.kernel for c in p.calls if c.kernel != COPY}
                      | {k for k, _, _ in boundary})
     out += [f"extern int32_t __tvm_ffi_{k}(void *, const qc_Any *, int32_t, qc_Any *);"
@@ -514,6 +468,7 @@ def _run(cmd: list[str], what: str, hint: str, cwd: Path) -> None:
 
 
 RUNNER = Path(__file__).parent / "c" / "run_model.c"
+TVM_ABI = Path(__file__).parent / "c" / "tvm_abi.inc"  # ABI types and host hooks, shared
 
 
 def build_standalone(compiled, folder: Path, prefix: str = "model") -> dict:  # noqa: ANN001
