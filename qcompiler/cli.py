@@ -58,6 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1,
                     help="worker threads for the latency figure, ours and onnxruntime's "
                          "(default 1; the TVM module takes qcompiler.load(..., threads=N))")
+    ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                    help="autotune each dot-product kernel with MetaSchedule (XGBoost cost "
+                         "model), TRIALS measured candidates per kernel; x86 times them, "
+                         "hexagon counts packets under qemu")
+    ap.add_argument("--tuning-db", default=None, metavar="DIR",
+                    help="the tuning database (default with --tune: ~/.cache/qcompiler/tuning);"
+                         " its records are used whenever given, and kernels it has are not "
+                         "tuned again")
+    ap.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT:KEY",
+                    help="time the x86 candidates on the servers of TVM's RPC tracker")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap.parse_args(argv)
 
@@ -88,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                            weight_bits=args.weight_bits, activation_bits=args.activation_bits,
                            equalize=args.equalize, bias_correction=args.bias_correction,
                            layer_weight_bits=load_precision(args.precision) if args.precision
-                           else {}, mixed_precision=args.mixed_precision)
+                           else {}, mixed_precision=args.mixed_precision,
+                           tune_trials=args.tune, tuning_db=args.tuning_db,
+                           rpc_tracker=args.rpc_tracker)
     check_toolchain(get_target(config.target))
     model = load_onnx(args.model)
     out = Path(args.out)
@@ -135,6 +147,14 @@ def run(args: argparse.Namespace) -> int:
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
     if compiled.precision:
         _print_precision(compiled.precision, layers, args.mixed_precision)
+    if compiled.tuning:
+        from qcompiler.tuning import table
+
+        new = sum(r.trials for r in compiled.tuning)
+        print(f"  tuning:     {len(compiled.tuning)} kernel(s), {new} new trial(s), database "
+              f"{config.tuning_root()}")
+        print("\n".join("    " + line for line in table(compiled.tuning, compiled.target)
+                        .splitlines()))
     requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
     if requantized:
         print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "

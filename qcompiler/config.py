@@ -1,6 +1,7 @@
 """The compile configuration: typed, frozen, and checked when built."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -33,6 +34,20 @@ class CompileConfig:
     # Mixed precision: the fraction of conv/dense weight elements kept at 8 bits; the least
     # sensitive layers (measured on the calibration data) take 4 bits (qcompiler.mixed_precision).
     mixed_precision: float | None = None
+    # Autotuning (qcompiler.tuning): trials per kernel (0: none), the database folder (records
+    # are reused whenever it is given, tuning or not), and TVM's RPC tracker "host:port:key".
+    tune_trials: int = 0
+    tuning_db: str | None = None
+    rpc_tracker: str | None = None
+
+    def tuning_root(self) -> str | None:
+        """The tuning database folder: the one given, else the per-user cache when tuning."""
+        if self.tuning_db is not None:
+            return self.tuning_db
+        if not self.tune_trials:
+            return None
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(cache, "qcompiler", "tuning")
 
     def activation_dtype(self, target_dtype: str) -> str:
         """The stored activation dtype: the target's 8-bit one, or int16."""
@@ -70,5 +85,13 @@ class CompileConfig:
         if self.mixed_precision is not None and (self.layer_weight_bits or self.weight_bits != 8):
             raise QCompileError("mixed_precision chooses 4 or 8 bits per layer itself: leave "
                                 "weight_bits at 8 and give no layer_weight_bits")
+        if self.tune_trials < 0:
+            raise QCompileError(f"tune_trials must be >= 0, got {self.tune_trials}")
+        if self.rpc_tracker is not None and not re.fullmatch(r"[^:\s]+:\d+:\S+",
+                                                             self.rpc_tracker):
+            raise QCompileError(f"rpc_tracker {self.rpc_tracker!r}: give HOST:PORT:KEY, e.g. "
+                                "127.0.0.1:9190:qcompiler")
+        if self.rpc_tracker is not None and not self.tune_trials:
+            raise QCompileError("rpc_tracker is where tuning runs: give tune_trials too")
         if self.calib_limit is not None and self.calib_limit < 1:
             raise QCompileError(f"calib_limit must be >= 1, got {self.calib_limit}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -92,6 +93,7 @@ class Compiled:
     in_qparams: list[QParams]
     timings: dict[str, float] = field(default_factory=dict)
     precision: list[LayerChoice] = field(default_factory=list)  # the mixed-precision choice
+    tuning: list = field(default_factory=list)  # qcompiler.tuning.TaskResult per tuned kernel
 
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
@@ -172,4 +174,16 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if config.schedules:
         qmod = apply_schedules(qmod, target)  # target kernels (sdot, vnni, vrmpy), same operands
     timings["schedule"] = time.perf_counter() - t
-    return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice)
+    t = time.perf_counter()
+    tuning = []
+    root = config.tuning_root()
+    if config.schedules and root is not None:
+        from qcompiler.tuning import apply_tuned, parse_tracker, tune
+
+        if config.tune_trials:
+            tuning = tune(qmod, target, tvm_target, config.tune_trials, Path(root),
+                          parse_tracker(config.rpc_tracker), progress)
+        qmod = apply_tuned(qmod, target, tvm_target, Path(root))  # the database's schedules
+    timings["tune"] = time.perf_counter() - t
+    return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice,
+                    tuning)

@@ -115,6 +115,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
 
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
 BLOCK_CHANNELS = 4  # at most this many output-channel blocks per register block (tuning only)
+BLOCK_ROWS = 4  # at most this many output rows per register block (tuning only)
 
 
 def _tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
@@ -134,10 +135,10 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
     instruction.
 
     Convolutions are register-blocked: J output columns (by default the largest divisor of
-    the width up to BLOCK_COLUMNS) times K output-channel blocks (by default 1) are computed
-    together, the reduction outside them, so each weight vector is loaded once per J products
-    and the J x K accumulators stay in registers; the requantize epilogue runs on each block
-    right after it is complete, while it is in cache. `tunable` turns J and K into sampled
+    the width up to BLOCK_COLUMNS) times R rows times K output-channel blocks (by default 1
+    each) are computed together, the reduction outside them, so each weight vector is loaded
+    once per J x R products and the accumulators stay in registers; the requantize epilogue runs on each block
+    right after it is complete, while it is in cache. `tunable` turns J, R and K into sampled
     tiles (the design space of `qcompiler.tuning`: tile decisions are what a trace can replay
     with new values; a choice of loop order made in Python could not be); their first values
     are the fixed schedule's.
@@ -155,14 +156,15 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
         cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
         jo, ji = _tile(sch, j, cols, tunable, BLOCK_COLUMNS)
         obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
+        io, ii = _tile(sch, i, 1, tunable, BLOCK_ROWS)
         outer = list(reduction[:-1])  # c/4, ky, kx
-        sch.reorder(b, obo, i, jo, *outer, obi, ji, lane, reduction[-1])
+        sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
-        sch.parallel(sch.fuse(b, obo, i))
+        sch.parallel(sch.fuse(b, obo, io))
         sch.reverse_compute_at(sch.get_sblock("requantize"), jo)
         sch.decompose_reduction(block, outer[0])
-        sch.unroll(ji)
-        sch.unroll(obi)
+        for loop in (ji, ii, obi):
+            sch.unroll(loop)
     else:
         b, ob = spatial[:2]
         obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
