@@ -80,8 +80,9 @@ def open_database(root: Path, target: Target) -> ms.database.JSONDatabase:
                                     str(folder / "records.json"), allow_missing=True)
 
 
-def _unit(target: Target) -> tuple[str, float]:
-    return ("packets", 1e9) if target.name == "hexagon" else ("ms", 1e3)
+def _unit(target: Target) -> tuple[str, float, str]:
+    """(unit, scale from run_secs, format)."""
+    return ("packets", 1e9, ",.0f") if target.name == "hexagon" else ("ms", 1e3, ",.3f")
 
 
 class _Progress(ms.measure_callback.PyMeasureCallback):
@@ -99,9 +100,9 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             if r.run_secs is not None and r.error_msg is None:
                 self.best = min(self.best, float(r.run_secs[0]))
         if self.show and runner_results:
-            name, scale = self.unit
+            name, scale, fmt = self.unit
             filled = min(20, 20 * self.done // max(self.total, 1))
-            best = f"{self.best * scale:,.3f} {name}" if self.best < float("inf") else "-"
+            best = f"{self.best * scale:{fmt}} {name}" if self.best < float("inf") else "-"
             print(f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] "
                   f"{self.done}/{self.total} best {best}", end="", file=sys.stderr, flush=True)
 
@@ -227,7 +228,7 @@ def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target
 
 def table(results: list[TaskResult], target: Target) -> str:
     """Per task: calls, untuned and tuned cost, speed-up; and the weighted whole."""
-    name, scale = _unit(target)
+    name, scale, fmt = _unit(target)
     rows = [f"{'task':44s} {'calls':>5s} {'trials':>6s} {'untuned ' + name:>16s} "
             f"{'tuned ' + name:>16s} {'speed-up':>8s}  chosen"]
     total_u = total_t = 0.0
@@ -235,9 +236,9 @@ def table(results: list[TaskResult], target: Target) -> str:
         total_u += r.untuned * r.task.calls
         total_t += r.tuned * r.task.calls
         rows.append(f"{r.task.name[:44]:44s} {r.task.calls:5d} {r.trials:6d} "
-                    f"{r.untuned * scale:16,.3f} {r.tuned * scale:16,.3f} "
+                    f"{r.untuned * scale:16{fmt}} {r.tuned * scale:16{fmt}} "
                     f"{r.untuned / r.tuned:7.2f}x  {r.chosen}")
     if results:
-        rows.append(f"{'all kernels (x calls)':44s} {'':5s} {'':6s} {total_u * scale:16,.3f} "
-                    f"{total_t * scale:16,.3f} {total_u / total_t:7.2f}x")
+        rows.append(f"{'all kernels (x calls)':44s} {'':5s} {'':6s} {total_u * scale:16{fmt}} "
+                    f"{total_t * scale:16{fmt}} {total_u / total_t:7.2f}x")
     return "\n".join(rows)

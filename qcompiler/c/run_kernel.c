@@ -7,6 +7,7 @@
  * the first output argument's bytes are written to OUT. Built per candidate schedule, run under
  * qemu with the packet counter: the measured function is the kernel and nothing else.
  */
+#define _POSIX_C_SOURCE 200112L  /* posix_memalign */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
