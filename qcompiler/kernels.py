@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import te, tirx
 
+from qcompiler import nibbles
 from qcompiler.qparams import Q31, dtype_range
 
 
@@ -40,12 +42,34 @@ def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
     return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
 
 
-def _channel_params(w_shape: tuple, cout: int | None = None) -> tuple:
-    """The constant operands of a conv/dense kernel: int8 weights, and per output channel the
-    int32 bias, Q31 multiplier and shift (cout: w_shape[0] unless the layout says otherwise)."""
+def weight_operand(shape: tuple, attrs: dict, name: str = "w") -> tuple[te.Tensor, te.Tensor]:
+    """(the kernel's weight parameter, the int8 tensor of `shape` its compute reads): one
+    placeholder, or with nibble storage (`qcompiler.nibbles`) the uint8 bytes and an unpack
+    stage, `w = (nib ^ 8) - 8` in int32. The stage is a separate block (computed once per call,
+    at the kernel's root), so the dot-product schedules still tensorize a plain int8 buffer."""
+    if not nibbles.is_nibbles(attrs):
+        w = te.placeholder(shape, "int8", name=name)
+        return w, w
+    packed = te.placeholder((nibbles.packed_size(shape),), "uint8", name=f"{name}_nibbles")
+    strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+
+    def body(*i: Any) -> Any:
+        e = sum(ik * s for ik, s in zip(i, strides))  # the element's C-order position
+        byte = packed[tirx.floordiv(e, 2)].astype("int32")
+        nib = (byte >> (tirx.floormod(e, 2) * 4)) & 15
+        return ((nib ^ 8) - 8).astype("int8")
+
+    return packed, te.compute(shape, body, name=f"{name}_unpack")
+
+
+def _channel_params(w_shape: tuple, attrs: dict, cout: int | None = None) -> tuple:
+    """(operands, weights read): the constant operands of a conv/dense kernel, its weights
+    (int8, or nibbles: `weight_operand`) and per output channel the int32 bias, Q31 multiplier
+    and shift (cout: w_shape[0] unless the layout says otherwise); and the int8 weights."""
     cout = w_shape[0] if cout is None else cout
-    return (te.placeholder(w_shape, "int8", name="w"),
-            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
+    w, read = weight_operand(w_shape, attrs)
+    return (w, *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift"))), \
+        read
 
 
 def _requantize_channels(acc: te.Tensor, channel_axis: int, params: tuple, attrs: dict
@@ -101,8 +125,7 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs)
     zp_x = attrs["zp_x"]
     xc = te.compute(
         (n, cin, h + pt + pb, w_ + pl + pr),
@@ -138,8 +161,7 @@ def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pri
     n, k = x_shape
     cout, _ = w_shape
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs)
     rk = te.reduce_axis((0, k), name="rk")
     acc = te.compute(
         (n, cout), lambda b, o: te.sum(
@@ -382,8 +404,7 @@ def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
     oh, ow = conv2d_transpose_out_hw(x_shape, w_shape, attrs)
     off_h, off_w = dh * (kh - 1) - pt, dw * (kw - 1) - pl
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape, cout)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs, cout)
 
     def inserted(b: Any, c: Any, p: Any, q: Any) -> Any:
         yy, xx = p - off_h, q - off_w
