@@ -115,7 +115,8 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
 
 
-def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
+def _tensorize_acc(func: tirx.PrimFunc, intrin: str, nibble_weights: bool = False
+                   ) -> tirx.PrimFunc:
     """Move the output lanes and the 4-deep reduction innermost and map them to the
     instruction.
 
@@ -150,11 +151,10 @@ def _tensorize_acc(func: tirx.PrimFunc, intrin: str) -> tirx.PrimFunc:
         outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
     sch.tensorize(lane, intrin)
-    # The operand stages stay at the root (tensorize reads plain buffers): threads split them.
-    stages = {str(p.name) for p in func.params}  # in TVM 0.27 a parameter is its buffer
-    for name in ("x_packed", *(["w_packed_unpack"] if "w_packed_nibbles" in stages else [])):
-        outer = sch.get_loops(sch.get_sblock(name))
-        sch.parallel(sch.fuse(*outer[:2]))
+    outer = sch.get_loops(sch.get_sblock("x_packed"))
+    sch.parallel(sch.fuse(*outer[:2]))
+    if nibble_weights:  # the unpack stage stays at the root: tensorize reads a plain buffer
+        kernels.unpack_in_pairs(sch, "w_packed_unpack")
     return sch.mod["main"]
 
 
@@ -184,7 +184,7 @@ class DotProduct:
                   else load_intrinsics(self.intrin_module))
         intrin = getattr(module, self.intrin_name)
         compute = COMPUTES[op](x_shape, x_dtype, w_shape, attrs, lanes=self.lanes)
-        func = _tensorize_acc(te.create_prim_func(compute), intrin)
+        func = _tensorize_acc(te.create_prim_func(compute), intrin, nibbles.is_nibbles(attrs))
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         if nibbles.is_nibbles(attrs):
             packed_attrs.update(nibbles.storage_attrs(packed_shape(w_shape, self.lanes)))
