@@ -18,7 +18,9 @@ which the packed bias carries:
     sum (x - zp_x) w + b = sum x w + (b - zp_x * sum w)      (exact in int32)
 
 then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
-`w_shape`, from which the reference unpacks the weights and the bias.
+`w_shape`, from which the reference unpacks the weights and the bias. A 4-bit layer's `wp` is
+stored as nibbles (`qcompiler.nibbles`) and unpacked to int8 at the kernel's root, once per
+call, so the instruction still reads plain int8 bytes.
 """
 from __future__ import annotations
 
