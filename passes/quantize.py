@@ -1,7 +1,8 @@
 """Realize the integer graph from the fused float graph and its calibrated qparams.
 
 Per the numeric contract (shared/DESIGN.md), with Q = 2^(weight_bits - 1) - 1 (127, or 7):
-  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -Q, Q),  s_w[c] = max|W[c]| / Q  (int8 storage)
+  weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -Q, Q),  s_w[c] = max|W[c]| / Q  (int8 storage;
+             4-bit: two per byte, `qcompiler.nibbles`)
   bias       b_q[c] = rint(b[c] / (s_x * s_w[c]))  (int32)
   requant    y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
   activation ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
@@ -22,7 +23,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler import kernels, lut
+from qcompiler import kernels, lut, nibbles
 from qcompiler import resize as resize_tables
 from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
@@ -195,6 +196,15 @@ class _Realizer:
         self.note = "bias corrected"
         return bias_correction(bias, w, w_q, s_w, mean, groups)
 
+    def channel_operands(self, w_q: np.ndarray, per_channel: tuple, attrs: dict) -> list:
+        """The constant operands of a conv/dense kernel: its weights, as nibbles for a 4-bit
+        layer (`qcompiler.nibbles`: half the bytes; `attrs` record it for the kernel and the
+        reference), then the per-channel bias, multiplier and shift."""
+        if self.bits_used == 4:
+            attrs.update(nibbles.storage_attrs(w_q.shape))
+            w_q = nibbles.pack(w_q)
+        return [relax.const(a) for a in (w_q, *per_channel)]
+
     @staticmethod
     def check_accumulator(layer: str, taps: int, x: QParams, w_q: np.ndarray,
                           b_q: np.ndarray) -> None:
@@ -247,8 +257,8 @@ class _Realizer:
         attrs = {"strides": int_list(a.strides), "padding": pad, "dilation": int_list(a.dilation),
                  "groups": int(a.groups), "zp_x": x.qp.zero_point, "zp_y": qp.zero_point,
                  "lo": lo, "hi": hi, "out_dtype": qp.dtype}
+        args = [x.expr, *self.channel_operands(w_q, (b_q, m0, shift), attrs)]
         func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
-        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
         return self.call_kernel("conv2d", func, args, shape_of(call), qp.dtype)
 
     def conv2d_transpose(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
@@ -279,8 +289,8 @@ class _Realizer:
         xs = shape_of(x.expr)
         if kernels.conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
             return None
+        args = [x.expr, *self.channel_operands(w_q, (b_q, m0, shift), attrs)]
         func = kernels.conv2d_transpose(xs, x.qp.dtype, w_q.shape, attrs)
-        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
         return self.call_kernel("conv2d_transpose", func, args, shape_of(call), qp.dtype)
 
     def dense(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
@@ -298,8 +308,8 @@ class _Realizer:
         lo, hi = self.clamp_bounds(qp, *parts["act"])
         attrs = {"zp_x": x.qp.zero_point, "zp_y": qp.zero_point, "lo": lo, "hi": hi,
                  "out_dtype": qp.dtype}
+        args = [x.expr, *self.channel_operands(w_q, (b_q, m0, shift), attrs)]
         func = kernels.dense(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
-        args = [x.expr, relax.const(w_q), relax.const(b_q), relax.const(m0), relax.const(shift)]
         return self.call_kernel("dense", func, args, shape_of(call), qp.dtype)
 
     def add(self, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:

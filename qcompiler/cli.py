@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--per-tensor", action="store_true",
                     help="per-tensor weight scales instead of per-channel (for comparison)")
     ap.add_argument("--weight-bits", type=int, choices=(4, 8), default=8,
-                    help="4: weights in [-7, 7] per channel (stored as int8); default 8")
+                    help="4: weights in [-7, 7] per channel (stored two per byte); default 8")
     ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
                     help="16: int16 activations (symmetric); default 8, the target's dtype")
     ap.add_argument("--precision", default=None, metavar="JSON",
@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "
               "BatchNormalization with no Q/DQ before it folded into the model's int8 "
               f"weights): {', '.join(requantized)}")
-    print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} int8/int32 "
+    stored = "int4x2/int8/int32" if 4 in bits else "int8/int32"  # 4-bit: two per byte
+    print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} {stored} "
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]
     print(f"  library:    libmodel.a {_fmt_bytes(os.path.getsize(out / 'libmodel.a'))}, "

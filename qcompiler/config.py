@@ -9,7 +9,7 @@ from qcompiler.errors import QCompileError
 from qcompiler.observers import OBSERVERS
 
 TARGETS = ("x86", "arm", "hexagon")
-WEIGHT_BITS = (4, 8)       # symmetric in [-7, 7] or [-127, 127], stored as int8 either way
+WEIGHT_BITS = (4, 8)       # symmetric in [-7, 7] (two per byte) or [-127, 127] (int8)
 ACTIVATION_BITS = (8, 16)  # the target's 8-bit dtype, or int16 (symmetric, zero point 0)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import te, tirx
 
+from qcompiler import nibbles
 from qcompiler.qparams import Q31, dtype_range
 
 
@@ -37,15 +39,52 @@ def _clamp_cast(v: Any, zp_y: int, lo: int, hi: int, dtype: str) -> Any:
 
 def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
     func = te.create_prim_func(tensors)
+    if nibbles.is_nibbles(attrs):
+        sch = tvm.s_tir.Schedule(func)
+        unpack_in_pairs(sch, "w_unpack")
+        func = sch.mod["main"]
     return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
 
 
-def _channel_params(w_shape: tuple, cout: int | None = None) -> tuple:
-    """The constant operands of a conv/dense kernel: int8 weights, and per output channel the
-    int32 bias, Q31 multiplier and shift (cout: w_shape[0] unless the layout says otherwise)."""
+def weight_operand(shape: tuple, attrs: dict, name: str = "w") -> tuple[te.Tensor, te.Tensor]:
+    """(the kernel's weight parameter, the int8 tensor of `shape` its compute reads): one
+    placeholder, or with nibble storage (`qcompiler.nibbles`) the uint8 bytes and an unpack
+    stage, `w = (nib ^ 8) - 8` in int32. The stage is a separate block (computed once per call,
+    at the kernel's root), so the dot-product schedules still tensorize a plain int8 buffer;
+    `unpack_in_pairs` schedules it."""
+    if not nibbles.is_nibbles(attrs):
+        w = te.placeholder(shape, "int8", name=name)
+        return w, w
+    packed = te.placeholder((nibbles.packed_size(shape),), "uint8", name=f"{name}_nibbles")
+    strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+
+    def body(*i: Any) -> Any:
+        e = sum(ik * s for ik, s in zip(i, strides))  # the element's C-order position
+        byte = packed[tirx.floordiv(e, 2)].astype("int32")
+        nib = (byte >> (tirx.floormod(e, 2) * 4)) & 15
+        return ((nib ^ 8) - 8).astype("int8")
+
+    return packed, te.compute(shape, body, name=f"{name}_unpack")
+
+
+def unpack_in_pairs(sch: tvm.s_tir.Schedule, block: str) -> None:
+    """Loop a `weight_operand` unpack stage over its bytes, two weights an iteration (its loops
+    fused, split by 2, the inner one unrolled): LLVM then vectorizes the byte loads and the
+    interleaved stores, twice as fast as a loop over weights (0.05 vs 0.11 ns a weight on a
+    2.4M-weight tensor, znver4). A thread split measured no faster: it stays serial."""
+    fused = sch.fuse(*sch.get_loops(sch.get_sblock(block)))
+    _, pair = sch.split(fused, [None, 2])
+    sch.unroll(pair)
+
+
+def _channel_params(w_shape: tuple, attrs: dict, cout: int | None = None) -> tuple:
+    """(operands, weights read): the constant operands of a conv/dense kernel, its weights
+    (int8, or nibbles: `weight_operand`) and per output channel the int32 bias, Q31 multiplier
+    and shift (cout: w_shape[0] unless the layout says otherwise); and the int8 weights."""
     cout = w_shape[0] if cout is None else cout
-    return (te.placeholder(w_shape, "int8", name="w"),
-            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
+    w, read = weight_operand(w_shape, attrs)
+    return (w, *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift"))), \
+        read
 
 
 def _requantize_channels(acc: te.Tensor, channel_axis: int, params: tuple, attrs: dict
@@ -101,8 +140,7 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs)
     zp_x = attrs["zp_x"]
     xc = te.compute(
         (n, cin, h + pt + pb, w_ + pl + pr),
@@ -138,8 +176,7 @@ def dense(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pri
     n, k = x_shape
     cout, _ = w_shape
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs)
     rk = te.reduce_axis((0, k), name="rk")
     acc = te.compute(
         (n, cout), lambda b, o: te.sum(
@@ -382,8 +419,7 @@ def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
     oh, ow = conv2d_transpose_out_hw(x_shape, w_shape, attrs)
     off_h, off_w = dh * (kh - 1) - pt, dw * (kw - 1) - pl
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape, cout)
-    wt = params[0]
+    params, wt = _channel_params(w_shape, attrs, cout)
 
     def inserted(b: Any, c: Any, p: Any, q: Any) -> Any:
         yy, xx = p - off_h, q - off_w

@@ -21,7 +21,7 @@ from qcompiler.lut import tables
 from qcompiler.qparams import dtype_range, q_multiply_shift
 from qcompiler.relax_access import (const_array, int_list, is_const, op_name, output_exprs,
                                     shape_of)
-from qcompiler.weight_layout import unfold_bias, unpack
+from qcompiler.weight_layout import canonical, unfold_bias
 
 
 def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
@@ -30,11 +30,10 @@ def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: 
 
 
 def _canonical(w: np.ndarray, bias: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A scheduled kernel's packed weights and folded bias, read back (exactly)."""
-    if "packed_lanes" not in a:
-        return w, bias
-    w = unpack(w, tuple(a["w_shape"]))
-    return w, unfold_bias(w, bias, a["zp_x"])
+    """A kernel's weights (nibbles, packed) and a scheduled kernel's folded bias, read back
+    (exactly)."""
+    w = canonical(w, a)
+    return w, unfold_bias(w, bias, a["zp_x"]) if "packed_lanes" in a else bias
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
@@ -134,6 +133,7 @@ def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndar
                      shift: np.ndarray, a: dict) -> np.ndarray:
     """Scatter-add: every input element adds its kernel-weighted copy to the output window it
     projects onto (float64 sums of integers, exact), then the padding is cropped."""
+    w = canonical(w, a)  # nibbles unpacked
     n, cin, h, wd = x.shape
     _, cout_g, kh, kw = w.shape
     groups = a["groups"]

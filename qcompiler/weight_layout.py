@@ -8,22 +8,30 @@ run time. The zero point leaves the dot product through the bias:
     sum (x - zp) w + b  =  sum x w + (b - zp sum w)
 
 so a packed kernel's bias operand is `b - zp_x * sum(w)` (it fits in int32 whenever the
-layer passed the accumulator check). The reference undoes both (`unpack`).
+layer passed the accumulator check). The reference undoes both (`unpack`). A 4-bit layer's
+packed weights are then stored as nibbles (`qcompiler.nibbles`); `canonical` undoes all.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from qcompiler import nibbles
 
 
 def _ceil(n: int, k: int) -> int:
     return (n + k - 1) // k
 
 
+def packed_shape(w_shape: tuple, lanes: int) -> tuple[int, ...]:
+    """(cout, cin[, kh, kw]) -> (cout/L, cin/4[, kh, kw], L, 4), each quotient rounded up."""
+    return (_ceil(w_shape[0], lanes), _ceil(w_shape[1], 4), *w_shape[2:], lanes, 4)
+
+
 def pack(w: np.ndarray, lanes: int) -> np.ndarray:
     """(cout, cin[, kh, kw]) int8 -> (cout/L, cin/4[, kh, kw], L, 4), zero padded."""
     cout, cin = w.shape[:2]
     spatial = w.shape[2:]
-    o4, c4 = _ceil(cout, lanes), _ceil(cin, 4)
+    o4, c4 = packed_shape(w.shape, lanes)[:2]
     padded = np.zeros((o4 * lanes, c4 * 4, *spatial), np.int8)
     padded[:cout, :cin] = w
     blocks = padded.reshape(o4, lanes, c4, 4, *spatial)
@@ -39,6 +47,13 @@ def unpack(wp: np.ndarray, w_shape: tuple) -> np.ndarray:
     order = (0, 2 + n_spatial, 1, 3 + n_spatial, *range(2, 2 + n_spatial))
     full = wp.transpose(order).reshape(o4 * lanes, c4 * 4, *w_shape[2:])
     return np.ascontiguousarray(full[:cout, :cin])
+
+
+def canonical(w: np.ndarray, attrs: dict) -> np.ndarray:
+    """A conv/dense kernel's weight operand as the int8 (cout, cin[, kh, kw]) tensor of the
+    numeric contract: nibbles unpacked, then the dot-product layout undone (exact)."""
+    w = nibbles.stored_weights(w, attrs)
+    return unpack(w, tuple(attrs["w_shape"])) if "packed_lanes" in attrs else w
 
 
 def folded_bias(w: np.ndarray, bias: np.ndarray, zp_x: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 A scheduled kernel computes what the portable kernel computes, from operands prepared once at
 compile time: its weights packed for the dot-product instruction and the zero point folded into
-its bias (`qcompiler.weight_layout`). Its attributes say so (`packed_lanes`, `w_shape`), which
+its bias (`qcompiler.weight_layout`), as nibbles again if the portable kernel stored them so
+(`qcompiler.nibbles`). Its attributes say so (`packed_lanes`, `w_shape`, `nibble_shape`), which
 is all the reference needs to read the same numbers back. The graph is otherwise unchanged.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tvm import relax
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
 from qcompiler.targets.target import Target
+from qcompiler.weight_layout import canonical
 
 
 def rules_for(target: Target) -> list:
@@ -45,12 +47,12 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     for rule in rules:
         if not rule.applies(op, attrs, x_dtype) or not all(is_const(a) for a in args[1:3]):
             continue
+        w = canonical(const_array(args[1]), attrs)  # int8, also for 4-bit (nibble) storage
         try:
-            wp, bias = rule.pack_operands(const_array(args[1]), const_array(args[2]), attrs)
+            wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
         except OverflowError:
             return None  # keep the portable kernel: its int64 epilogue cannot wrap
-        w_shape, _ = _shape(func, 1)
-        new = rule.build(op, x_shape, x_dtype, w_shape, attrs)
+        new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
         new = new.with_attr("global_symbol", func.attrs["global_symbol"])
         return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
     return None

@@ -18,7 +18,9 @@ which the packed bias carries:
     sum (x - zp_x) w + b = sum x w + (b - zp_x * sum w)      (exact in int32)
 
 then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
-`w_shape`, from which the reference unpacks the weights and the bias.
+`w_shape`, from which the reference unpacks the weights and the bias. A 4-bit layer's `wp` is
+stored as nibbles (`qcompiler.nibbles`) and unpacked to int8 at the kernel's root, once per
+call, so the instruction still reads plain int8 bytes.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from qcompiler import kernels
-from qcompiler.weight_layout import folded_bias, pack
+from qcompiler import kernels, nibbles
+from qcompiler.weight_layout import folded_bias, pack, packed_shape
 from qcompiler.schedules.intrinsics import load_intrinsics
 
 
@@ -43,13 +45,14 @@ def _ceil4(n: int) -> int:
     return _ceil(n, 4)
 
 
-def _packed_params(w_shape: tuple, lanes: int) -> tuple:
-    """The constant operands of a packed kernel: weights in `weight_layout.pack` order, and
-    per output channel the folded bias (`b - zp_x sum w`), Q31 multiplier and shift."""
-    cout, cin = w_shape[:2]
-    packed = (_ceil(cout, lanes), _ceil4(cin), *w_shape[2:], lanes, 4)
-    return (te.placeholder(packed, "int8", name="w_packed"),
-            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
+def _packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
+    """(operands, weights read): the constant operands of a packed kernel, its weights in
+    `weight_layout.pack` order (int8, or nibbles of that order: `kernels.weight_operand`) and
+    per output channel the folded bias (`b - zp_x sum w`), Q31 multiplier and shift; and the
+    int8 packed weights."""
+    w, read = kernels.weight_operand(packed_shape(w_shape, lanes), attrs, "w_packed")
+    return (w, *(te.placeholder((w_shape[0],), "int32", name=n)
+                 for n in ("bias", "m0", "shift"))), read
 
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
@@ -64,8 +67,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     c4, o4, L = _ceil4(cin), _ceil(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _packed_params(w_shape, L)
-    wp = params[0]
+    params, wp = _packed_params(w_shape, L, attrs)
     xp = te.compute(
         (n, c4, h + pt + pb, w_ + pl + pr, 4),
         lambda b, cb, i, j, ci: tirx.if_then_else(
@@ -98,8 +100,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     cout, _ = w_shape
     k4, o4, L = _ceil4(k), _ceil(cout, lanes), lanes
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _packed_params(w_shape, L)
-    wp = params[0]
+    params, wp = _packed_params(w_shape, L, attrs)
     xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
         kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
         name="x_packed")
@@ -113,6 +114,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     return [x, *params, y]
 
 
+NIBBLE_UNPACK = "w_packed_unpack"  # 4-bit weights unpacked (`kernels.weight_operand`)
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
 BLOCK_CHANNELS = 4  # at most this many output-channel blocks per register block (tuning only)
 BLOCK_ROWS = 4  # at most this many output rows per register block (tuning only)
@@ -177,6 +179,13 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
     sch.tensorize(lane, intrin)
     outer = sch.get_loops(sch.get_sblock("x_packed"))
     sch.parallel(sch.fuse(*outer[:2]))
+    if NIBBLE_UNPACK in _block_names(sch):  # 4-bit weights: the unpack stage stays at the root,
+        kernels.unpack_in_pairs(sch, NIBBLE_UNPACK)  # tensorize reads a plain buffer
+
+
+def _block_names(sch: tvm.s_tir.Schedule) -> set[str]:
+    root = sch.get_sblock("root")
+    return {sch.get(b).name_hint for b in sch.get_child_blocks(root)}
 
 
 COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
@@ -223,13 +232,18 @@ class DotProduct:
             trace.apply_to_schedule(sch, remove_postproc=False)
         func = sch.mod["main"]
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
+        if nibbles.is_nibbles(attrs):
+            packed_attrs.update(nibbles.storage_attrs(packed_shape(w_shape, self.lanes)))
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
                       ) -> tuple[np.ndarray, np.ndarray]:
-        """(packed weights, folded bias) for the portable kernel's (weights, bias)."""
-        return pack(w, self.lanes), folded_bias(w, bias, attrs["zp_x"])
+        """(packed weights, folded bias) for the portable kernel's int8 (weights, bias); the
+        packed weights as nibbles where the kernel stores them so (`attrs`)."""
+        wp = pack(w, self.lanes)
+        return nibbles.pack(wp) if nibbles.is_nibbles(attrs) else wp, \
+            folded_bias(w, bias, attrs["zp_x"])
 
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")

@@ -1,6 +1,8 @@
 """Bias correction: b'[o] = b[o] - sum (s_w W_q - W)[o, j, taps] E[x_j], from calibration means."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,6 +20,7 @@ from qcompiler.pipeline import compile_model, float_graph
 from qcompiler.qparams import symmetric_weight_scales
 from qcompiler.relax_access import const_array, op_name
 from qcompiler.targets.x86 import x86_target
+from qcompiler.weight_layout import canonical
 
 
 def _conv_model(w: np.ndarray, b: np.ndarray, hw: int, groups: int = 1, relu: bool = False):
@@ -30,12 +33,15 @@ def _conv_model(w: np.ndarray, b: np.ndarray, hw: int, groups: int = 1, relu: bo
 
 
 def _conv_constants(compiled) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 OIHW weights, int32 bias) of the one conv kernel (portable, unpacked)."""
+    """(int8 OIHW weights, int32 bias) of the one conv kernel (portable; 4-bit weights read
+    back from their nibbles)."""
     for blk in compiled.quantized["main_int"].body.blocks:
         for b in blk.bindings:
             if op_name(b.value) == "relax.call_tir" and "conv2d" in b.value.args[0].name_hint:
                 args = b.value.args[1].fields
-                return const_array(args[1]), const_array(args[2])
+                attrs = json.loads(str(compiled.quantized[b.value.args[0]].attrs[
+                    "qcompiler.attrs"]))
+                return canonical(const_array(args[1]), attrs), const_array(args[2])
     raise AssertionError("no conv2d kernel")
 
 

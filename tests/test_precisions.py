@@ -1,6 +1,6 @@
 """Weight and activation precisions: 4/8-bit weights x 8/16-bit activations, bit-exact on x86.
 
-4-bit weights are symmetric in [-7, 7] per channel (stored as int8); 16-bit activations are
+4-bit weights are symmetric in [-7, 7] per channel (stored two per byte); 16-bit activations are
 int16 with zero point 0. Accumulation stays int32, so the compile-time bound
 `taps * |x - zp| * |w| + |b| < 2^31` decides which layers 16-bit activations can take.
 """

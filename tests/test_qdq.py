@@ -22,7 +22,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
 
 from qcompiler.errors import QCompileError
 from qcompiler.relax_access import const_array, is_const, op_name
-from qcompiler.weight_layout import unpack
+from qcompiler.weight_layout import canonical
 
 FIXTURE = ROOT / "tests" / "fixtures" / "qdq" / "conv_add_gemm_qdq_per_channel.onnx"
 LSB_BOUND, SHARE_WITHIN = 1, 0.99
@@ -87,20 +87,26 @@ def lsb_differences(model: onnx.ModelProto, lib, inputs: list[np.ndarray]) -> np
                            for x in inputs])
 
 
-def kernel_weights(compiled) -> list[np.ndarray]:
-    """The int8 weight constant of each conv2d/dense kernel, in graph order."""
+def weight_constants(compiled, ops: tuple = ("conv2d", "dense")
+                     ) -> list[tuple[str, dict, np.ndarray]]:
+    """(op, attributes, weight constant as stored) of each kernel of `ops`, in graph order."""
     found = []
     for blk in compiled.quantized["main_int"].body.blocks:
         for b in blk.bindings:
             if op_name(b.value) == "relax.call_tir":
                 prim = compiled.quantized[b.value.args[0]]
                 kind = str(prim.attrs["qcompiler.op"])
-                attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
-                consts = [a for a in b.value.args[1].fields if is_const(a)]
-                if kind in ("conv2d", "dense"):
-                    w = const_array(consts[0])  # packed for the target's dot product, maybe
-                    found.append(unpack(w, attrs["w_shape"]) if "packed_lanes" in attrs else w)
+                if kind in ops:
+                    w = next(a for a in b.value.args[1].fields if is_const(a))
+                    found.append((kind, json.loads(str(prim.attrs["qcompiler.attrs"])),
+                                  const_array(w)))
     return found
+
+
+def kernel_weights(compiled) -> list[np.ndarray]:
+    """The int8 weights of each conv2d/dense kernel (read back from its constant: packed for
+    the target's dot product, stored as nibbles, maybe), in graph order."""
+    return [canonical(w, attrs) for _, attrs, w in weight_constants(compiled)]
 
 
 def _inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:

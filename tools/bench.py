@@ -45,6 +45,7 @@ from qcompiler.model_zoo import light_model_path, perturb_weights  # noqa: E402
 from qcompiler.onnx_import import load_onnx  # noqa: E402
 from qcompiler.relax_access import const_array, is_const, op_name, shape_of  # noqa: E402
 from qcompiler.runtime import CompiledModel, set_threads  # noqa: E402
+from qcompiler.weight_layout import canonical  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("bundled", "resnet50", "mobilenetv2")
@@ -119,7 +120,7 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
             if not is_const(args[1]):
                 continue
             attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
-            w_shape = tuple(attrs.get("w_shape", const_array(args[1]).shape))  # packed: original
+            w_shape = canonical(const_array(args[1]), attrs).shape  # packed, nibbles: undone
             y = shape_of(b.var)
             macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
             text = f"{tuple(shape_of(args[0]))} * {w_shape} -> {tuple(y)}"
