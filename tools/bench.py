@@ -1,8 +1,10 @@
 """Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8 (quantize_static,
 QDQ, per-channel, uint8 activations, the same calibration data) and qcompiler int8 (its TVM
-module); the median of N runs after warm-up, at 1 thread and at all cores, batch 1.
+module; with --tune/--tuning-db also a tuned one); the median of N runs after warm-up, at 1
+thread and at all cores, batch 1.
 
     python tools/bench.py [bundled resnet50 mobilenetv2] [--runs 50] [--no-layers]
+                          [--tune TRIALS] [--tuning-db DIR]
 
 Models: `bundled` (models/fashion_cnn.onnx), `resnet50` (the ONNX wheel's light ResNet-50, its
 constant-fill weights perturbed, see qcompiler.model_zoo), `mobilenetv2`
@@ -45,6 +47,7 @@ from qcompiler.model_zoo import light_model_path, perturb_weights  # noqa: E402
 from qcompiler.onnx_import import load_onnx  # noqa: E402
 from qcompiler.relax_access import const_array, is_const, op_name, shape_of  # noqa: E402
 from qcompiler.runtime import CompiledModel, set_threads  # noqa: E402
+from qcompiler.tuning import table  # noqa: E402
 from qcompiler.weight_layout import canonical  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,15 +150,23 @@ def kernel_times(lib: CompiledModel, q: list, runs: int = 10) -> dict[str, float
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,
-                layers: bool) -> list[tuple]:
-    model, calib = prepare(name, tmp)
+def _compiled(model: Path, calib: Path, out: Path, **options: object) -> tuple:
     t = time.perf_counter()
-    out = tmp / f"{name}_q"
-    compiled = compile_only(model, calib, out)
+    compiled = compile_only(model, calib, out, **options)
     emit(compiled, build(compiled), out)
-    compile_s = time.perf_counter() - t
-    lib = CompiledModel(out)
+    return compiled, CompiledModel(out), time.perf_counter() - t
+
+
+def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,
+                layers: bool, tuning: dict) -> list[tuple]:
+    """`tuning`: CompileConfig options (tune_trials, tuning_db); when given, a second
+    qcompiler library built with them is measured beside the untuned one."""
+    model, calib = prepare(name, tmp)
+    compiled, lib, compile_s = _compiled(model, calib, tmp / f"{name}_q")
+    tuned = _compiled(model, calib, tmp / f"{name}_tuned", **tuning) if tuning else None
+    if tuned is not None:
+        compiled, tuned_lib, _ = tuned
+        print(f"\n{name}: tuned kernels\n" + table(compiled.tuning, compiled.target))
     spec = lib.inputs[0]
     data = np.load(calib)
     x = data[data.files[0]][: spec["shape"][0]]
@@ -172,12 +183,13 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
         feeds = {spec["name"]: x}
         ms = [median_latency_ms(lambda: f32.run(None, feeds), runs),
               median_latency_ms(lambda: i8.run(None, feeds), runs),
-              median_latency_ms(lambda: lib.run_int(*q), runs)]
+              median_latency_ms(lambda: lib.run_int(*q), runs),
+              median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None]
         rows.append((name, n, *ms, compile_s))
     if layers:
         set_threads(1)
-        per = kernel_times(lib, q)
-        print(f"\n{name}: conv/dense kernels at 1 thread (peak "
+        per = kernel_times(tuned_lib if tuned else lib, q)
+        print(f"\n{name}: conv/dense kernels{' (tuned)' if tuned else ''} at 1 thread (peak "
               f"{'%.0f GOPS/core' % (peak / 1e9) if peak else 'n/a'})")
         print(f"  {'kernel':16s} {'shape':52s} {'ms':>8s} {'GOPS':>7s} {'% peak':>7s}")
         total_t = total_ops = 0.0
@@ -201,20 +213,29 @@ def main() -> int:
                     help=f"any of {', '.join(MODELS)} (default: all)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                    help="also measure a library tuned with this many trials per kernel")
+    ap.add_argument("--tuning-db", default=None, metavar="DIR",
+                    help="also measure a library built from (and tuned into) this database")
     args = ap.parse_args()
+    tuning = {"tune_trials": args.tune, "tuning_db": args.tuning_db} \
+        if args.tune or args.tuning_db else {}
     cores = os.cpu_count() or 1
     threads = [1] if cores == 1 else [1, cores]
     peak = vnni_peak_ops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models or MODELS:
-            rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers)
+            rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers,
+                                tuning)
     print(f"\nmedian of {args.runs} runs, batch 1, ms (ratios: ORT time / qcompiler time)")
     print(f"  {'model':12s} {'threads':>7s} {'ORT float':>10s} {'ORT int8':>10s} "
-          f"{'qcompiler':>10s} {'vs float':>9s} {'vs int8':>8s} {'compile s':>9s}")
-    for name, n, f32, i8, ours, compile_s in rows:
+          f"{'qcompiler':>10s} {'vs float':>9s} {'vs int8':>8s} {'compile s':>9s}"
+          + (f" {'tuned':>8s} {'vs float':>9s} {'vs int8':>8s}" if tuning else ""))
+    for name, n, f32, i8, ours, tuned, compile_s in rows:
         print(f"  {name:12s} {n:7d} {f32:10.3f} {i8:10.3f} {ours:10.3f} {f32 / ours:8.2f}x "
-              f"{i8 / ours:7.2f}x {compile_s:9.1f}")
+              f"{i8 / ours:7.2f}x {compile_s:9.1f}"
+              + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else ""))
     return 0
 
 
