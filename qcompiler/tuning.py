@@ -2,8 +2,9 @@
 
     tasks (one per distinct kernel) -> for each task not in the database:
         search: our tensorized schedule as the design space (`schedule_acc(tunable=True)`:
-                register-block tiles: columns x rows x channel blocks), evolutionary search guided by XGBoost, candidates
-                built and measured by a runner (x86 time, Hexagon packets, or the RPC tracker)
+                register-block tiles, columns x rows x channel blocks), evolutionary search
+                guided by XGBoost, candidates built and measured by a runner (x86 time,
+                Hexagon packets or AArch64 instructions under qemu, or the RPC tracker)
         accept: the best candidates re-run here on a fresh random input, bit for bit against
                 `qcompiler.reference`; the first that agrees (or the fixed schedule, if it is
                 as fast) enters the database with its cost
@@ -28,7 +29,7 @@ from tvm.s_tir import meta_schedule as ms
 from qcompiler.errors import QCompileError
 from qcompiler.schedules.dot_product import schedule_acc
 from qcompiler.targets.target import Target
-from qcompiler.tuning_runners import (KernelBuilder, PacketRunner, TimingRunner, expected,
+from qcompiler.tuning_runners import (CountingRunner, KernelBuilder, TimingRunner, expected,
                                       task_inputs)
 from qcompiler.tuning_tasks import Task, extract_tasks
 
@@ -82,7 +83,9 @@ def open_database(root: Path, target: Target) -> ms.database.JSONDatabase:
 
 def _unit(target: Target) -> tuple[str, float, str]:
     """(unit, scale from run_secs, format)."""
-    return ("packets", 1e9, ",.0f") if target.name == "hexagon" else ("ms", 1e3, ",.3f")
+    if target.runs_natively:
+        return "ms", 1e3, ",.3f"
+    return ("packets" if target.name == "hexagon" else "instrs"), 1e9, ",.0f"
 
 
 class _Progress(ms.measure_callback.PyMeasureCallback):
@@ -117,12 +120,12 @@ class Tuner:
                  folder: Path, rpc: RpcTracker | None = None, seed: int = 0) -> None:
         self.target, self.tvm_target, self.seed = target, tvm_target, seed
         self.db = open_database(db_root, target)
-        hexagon = target.name == "hexagon"
-        self.builder = KernelBuilder(tvm_target, folder, target.cc if hexagon else ())
-        self.checker = PacketRunner(target.run_prefix) if hexagon else TimingRunner()
-        if rpc is not None and hexagon:
-            raise QCompileError("--rpc-tracker: Hexagon is measured by counting packets "
-                                "under qemu here; the tracker is for timing x86 hosts")
+        emulated = not target.runs_natively
+        self.builder = KernelBuilder(tvm_target, folder, target.cc if emulated else ())
+        self.checker = CountingRunner(target.run_prefix) if emulated else TimingRunner()
+        if rpc is not None and emulated:
+            raise QCompileError(f"--rpc-tracker: {target.name} is measured by counting "
+                                "instructions under qemu here; the tracker times x86 hosts")
         self.search_runner = self.checker if rpc is None else ms.runner.RPCRunner(
             ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port,
                                 tracker_key=rpc.key, session_timeout_sec=120),

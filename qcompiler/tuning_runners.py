@@ -3,6 +3,7 @@
     x86      in-process build, real executions timed by TVM's `time_evaluator` (1 thread)
     hexagon  kernel object + `run_kernel.c` linked by zig, run under qemu-hexagon; the cost is
              the packets executed inside the kernel (the TCG plugin), so tuning is deterministic
+    arm      the same under qemu-aarch64, counting instructions
     rpc      the x86 build sent to TVM's RPC tracker, timed on whichever server it hands out
 
 The local runners run each candidate on the task's real operands and a random input and
@@ -30,7 +31,7 @@ from qcompiler.tuning_tasks import Task
 
 KERNEL_SYMBOL = "qc_kernel_under_test"
 RUN_KERNEL = Path(__file__).parent / "c" / "run_kernel.c"
-PACKET_SECONDS = 1e-9  # a packet counts as one nanosecond in MetaSchedule's run_secs
+COUNT_SECONDS = 1e-9  # a packet / instruction is one nanosecond in MetaSchedule's run_secs
 
 
 def task_inputs(task: Task, seed: int) -> list[np.ndarray]:
@@ -74,8 +75,8 @@ Done = derived_object(_Done)
 
 @derived_object
 class KernelBuilder(PyBuilder):
-    """Builds candidates in this process into `folder` (x86: a shared library; hexagon: a
-    `run_kernel` executable)."""
+    """Builds candidates in this process into `folder` (x86: a shared library; emulated
+    targets: a static `run_kernel` executable)."""
 
     def __init__(self, target: tvm.target.Target, folder: Path, cc: tuple[str, ...] = ()
                  ) -> None:
@@ -177,11 +178,12 @@ def write_arguments(path: Path, inputs: list[np.ndarray], out: np.ndarray) -> No
 
 
 @derived_object
-class PacketRunner(_CheckingRunner):
-    """Hexagon: the candidate run once under qemu-hexagon with the packet-count plugin; the
-    cost is the packets executed in the kernel's own code (not the harness, not libc)."""
+class CountingRunner(_CheckingRunner):
+    """Targets we emulate: the candidate run once under qemu with the TCG counting plugin; the
+    cost is what executed in the kernel's own code (not the harness, not libc): packets on
+    Hexagon, instructions on AArch64."""
 
-    def __init__(self, qemu: tuple[str, ...] = ("qemu-hexagon", "-cpu", "v67")) -> None:
+    def __init__(self, qemu: tuple[str, ...]) -> None:
         super().__init__()
         self.qemu = tuple(qemu)
 
@@ -198,7 +200,7 @@ class PacketRunner(_CheckingRunner):
                 raise TargetError(f"qemu run failed: {res.stderr.strip()[-200:]}")
             got = np.fromfile(tmp / "out.bin", dtype=want.dtype).reshape(want.shape)
             packets = kernel_packets(artifact, counts.read_text())
-        return got, packets * PACKET_SECONDS
+        return got, packets * COUNT_SECONDS
 
 
 def kernel_packets(elf: Path, counts: str) -> int:

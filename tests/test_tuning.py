@@ -142,19 +142,24 @@ def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
 
 
 @pytest.mark.slow
-def test_tune_hexagon_packets_reuse_and_bit_exact_under_qemu(tmp_path, rng):
+@pytest.mark.parametrize("target", ["hexagon", "arm"])
+def test_tune_emulated_target_counts_reuse_and_bit_exact_under_qemu(tmp_path, rng, target):
+    """Hexagon (packets) and AArch64 (instructions) tune on qemu's deterministic counts."""
     db = tmp_path / "db"
-    first = _compile(tmp_path / "a", _three_convs(), target="hexagon",
-                     tune_trials=2, tuning_db=str(db))
-    assert len(first.tuning) == 2 and all(r.untuned > 0 for r in first.tuning)
-    # Packet counts are deterministic: the fixed schedule measured twice agrees exactly.
-    assert all(r.tuned <= r.untuned for r in first.tuning)
-    second = _compile(tmp_path / "b", _three_convs(), target="hexagon",
-                      tune_trials=2, tuning_db=str(db))
+    first = _compile(tmp_path / "a", _three_convs(), target=target, tune_trials=2,
+                     tuning_db=str(db))
+    assert len(first.tuning) == 2 and all(r.trials >= 1 for r in first.tuning)
+    task = extract_tasks(first.quantized, first.target)[1]
+    tuner = Tuner(first.target, first.tvm_target, tmp_path / "db2", tmp_path / "work")
+    counts = [tuner.measure(task, None, seed=5) for _ in range(2)]
+    assert counts[0] == counts[1] > 0  # the same run counts the same, to the packet
+    second = _compile(tmp_path / "b", _three_convs(), target=target, tune_trials=2,
+                      tuning_db=str(db))
     assert [r.trials for r in second.tuning] == [0, 0]
     emit(second, None, tmp_path / "b" / "out")
     lib, ref = StandaloneModel(tmp_path / "b" / "out"), Reference(second.quantized)
-    q = rng.integers(0, 256, (1, 16, 8, 8)).astype(np.uint8)
+    info = np.iinfo(second.target.activation_dtype)
+    q = rng.integers(info.min, info.max + 1, (1, 16, 8, 8)).astype(info.dtype)
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
 
 
