@@ -91,6 +91,9 @@ class CompileConfig:
                                                              self.rpc_tracker):
             raise QCompileError(f"rpc_tracker {self.rpc_tracker!r}: give HOST:PORT:KEY, e.g. "
                                 "127.0.0.1:9190:qcompiler")
+        if self.rpc_tracker is not None and self.target != "x86":
+            raise QCompileError(f"rpc_tracker: {self.target} is measured by counting "
+                                "instructions under qemu here; the tracker times x86 hosts")
         if self.rpc_tracker is not None and not self.tune_trials:
             raise QCompileError("rpc_tracker is where tuning runs: give tune_trials too")
         if self.calib_limit is not None and self.calib_limit < 1:

@@ -121,6 +121,10 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     `calib` may be None for a QDQ model that quantizes every tensor it needs."""
     target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
+    if config.schedules and config.tuning_root() is not None:
+        from qcompiler.tuning import open_database
+
+        open_database(Path(config.tuning_root()), target)  # a bad folder fails before any work
     timings = {}
     t = time.perf_counter()
     qdq = strip_qdq(model) if is_qdq(model) else None  # its qparams; the float graph

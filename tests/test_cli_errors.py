@@ -118,3 +118,23 @@ def test_output_folder_that_cannot_be_written(tmp_path):
     res = qcompile(BUNDLED_MODEL, "--calib", BUNDLED_CALIB, "-o", out, cwd=tmp_path)
     assert_user_error(res, r"sub: cannot create output folder \(.*a_file is a file\)", out)
     assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--tune", "2", "--rpc-tracker", "localhost"], r"rpc_tracker 'localhost': give HOST:PORT:KEY"),
+    (["--rpc-tracker", "127.0.0.1:9190:k"], r"rpc_tracker is where tuning runs: give tune_trials"),
+    (["--tune", "-3"], r"tune_trials must be >= 0, got -3"),
+    (["--target", "hexagon", "--tune", "2", "--rpc-tracker", "127.0.0.1:9190:k"],
+     r"hexagon is measured by counting instructions under qemu"),
+])
+def test_bad_tuning_options(tmp_path, out, args, pattern):
+    res = qcompile(BUNDLED_MODEL, "--calib", BUNDLED_CALIB, "-o", out, *args, cwd=tmp_path)
+    assert_user_error(res, pattern, out)
+
+
+def test_tuning_database_that_cannot_be_created(tmp_path, out):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = qcompile(BUNDLED_MODEL, "--calib", BUNDLED_CALIB, "-o", out, "--tune", "1",
+                   "--tuning-db", blocker / "db", cwd=tmp_path)
+    assert_user_error(res, r"file/db/x86-\w+: cannot create the tuning database", out)
