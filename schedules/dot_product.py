@@ -22,8 +22,10 @@ then the usual requantize epilogue. The packed kernel's attributes add `packed_l
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,7 @@ from tvm import te, tirx
 from qcompiler import kernels
 from qcompiler.weight_layout import folded_bias, pack
 from qcompiler.schedules.intrinsics import load_intrinsics
+from qcompiler.schedules.hvx_stages import requantize_lanes32, schedule_stages
 
 
 def _ceil(n: int, k: int) -> int:
@@ -53,7 +56,7 @@ def _packed_params(w_shape: tuple, lanes: int) -> tuple:
 
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                   lanes: int = 4) -> list:
+                   lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
     n, cin, h, w_ = x_shape
     cout, cin_w, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -87,12 +90,12 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         name="acc")
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
-    y = kernels._requantize_channels(centered, 1, params, attrs)
+    y = epilogue(centered, 1, params, attrs)
     return [x, *params, y]
 
 
 def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                  lanes: int = 4) -> list:
+                  lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
     """`acc[n, o/L, o%L] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/L, k/4, o%L, k%4]`."""
     n, k = x_shape
     cout, _ = w_shape
@@ -109,7 +112,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
         axis=[rkb, rki]), name="acc")
     centered = te.compute((n, cout), lambda b, o: acc[b, o // L, o % L], name="acc_centered")
-    y = kernels._requantize_channels(centered, 1, params, attrs)
+    y = epilogue(centered, 1, params, attrs)
     return [x, *params, y]
 
 
@@ -189,6 +192,7 @@ class DotProduct:
     x_dtype: str  # the activation operand (weights are always int8)
     intrin_module: str
     intrin_name: str
+    vector_stages: bool = False  # epilogue and packing on vector lanes (`hvx_stages`)
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
@@ -202,23 +206,28 @@ class DotProduct:
                   else load_intrinsics(self.intrin_module))
         return getattr(module, self.intrin_name)
 
-    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-                 ) -> tirx.PrimFunc:
+    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                 shifts: str = "any") -> tirx.PrimFunc:
         """The unscheduled packed kernel: what tuning searches schedules for, and the key of
-        a tuning record (same compute, same record)."""
+        a tuning record (same compute, same record). `shifts`: "right" when every
+        requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
+        epilogue = (functools.partial(requantize_lanes32, shifts=shifts) if self.vector_stages
+                    else kernels._requantize_channels)
         return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
-                                                lanes=self.lanes))
+                                                lanes=self.lanes, epilogue=epilogue))
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-              trace: "tvm.s_tir.Trace | None" = None) -> tirx.PrimFunc:
+              trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
         """The packed kernel; its operands are `pack_operands`' results. `trace`: a tuned
         schedule for `workload(...)` (from the tuning database) instead of the fixed one."""
         intrin = self.intrinsic()
-        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs))
+        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))
         if trace is None:
             schedule_acc(sch, intrin)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
+        if self.vector_stages:
+            schedule_stages(sch, self.lanes)
         func = sch.mod["main"]
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
@@ -233,4 +242,6 @@ class DotProduct:
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
 X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86_vnni",
                       "VNNI_DOT_16x4_INTRIN")
-HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "hexagon", "VRMPY_u8i8i32_INTRIN")
+HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hvx_vrmpy",
+                           "VRMPY_ALIGNED_INTRIN",
+                           vector_stages=True)

@@ -1,0 +1,128 @@
+"""Plain-vectorized conv2d and dense for HVX: the baseline `vrmpy` is measured against.
+
+The portable kernels' computation (int32 products and sums of `(x - zp_x) * w`, no packing,
+no dot-product instruction) with its innermost output loop vectorized to 32 int32 lanes (one
+HVX vector): the output width for a convolution (window taps and input channels outside it,
+the accumulator row in registers), the output channels for a dense layer (whose weights are
+read through a transposed copy, so the lanes load contiguous bytes). The requantize epilogue
+is the same 32-bit-lane one the `vrmpy` kernels use, so a comparison isolates the inner
+product. Not used by default compiles: `tools/hexagon_cost.py` selects it
+(`PLAIN_VECTOR_RULES`, with `hvx_vector`'s kernels for everything else).
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import te, tirx
+
+from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule, lanes, vectorize_loop
+from qcompiler.schedules.hvx_stages import requantize_lanes32
+
+INT32_LANES = lanes("int32")
+
+
+def _params(func: tirx.PrimFunc) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(int(d) for d in p.shape), str(p.dtype)) for p in func.params]
+
+
+def _channel_params(w_shape: tuple, cout: int) -> tuple:
+    return (te.placeholder(w_shape, "int8", name="w"),
+            *(te.placeholder((cout,), "int32", name=n) for n in ("bias", "m0", "shift")))
+
+
+def _shifts(consts: list) -> str:
+    shift = consts[4]
+    return "right" if shift is not None and bool((shift <= -1).all()) else "any"
+
+
+def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
+    """`kernels.conv2d`: output channels as lanes (weights read through a transposed int32
+    copy); a grouped (depthwise) one, whose lanes would each need another input channel,
+    takes the output row's columns as lanes instead."""
+    (x_shape, x_dtype), (w_shape, _), *_, (y_shape, _) = _params(func)
+    n, cin, h, w_ = x_shape
+    cout, cin_g, kh, kw = w_shape
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    pt, pl, pb, pr = attrs["padding"]
+    groups = attrs["groups"]
+    cout_g = cout // groups
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = _channel_params(w_shape, cout)
+    wt = params[0]
+    xc = te.compute(
+        (n, cin, h + pt + pb, w_ + pl + pr),
+        lambda b, c, i, j: tirx.if_then_else(
+            tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
+            x[b, c, i - pt, j - pl].astype("int32") - attrs["zp_x"], tirx.const(0, "int32")),
+        name="x_centered")
+    rc = te.reduce_axis((0, cin_g), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    if groups == 1:
+        w32 = te.compute((cin, kh, kw, cout), lambda c, ky, kx, o: wt[o, c, ky, kx].astype(
+            "int32"), name="w_transposed")
+
+        def weight(o: tirx.PrimExpr) -> tirx.PrimExpr:
+            return w32[rc, ry, rx, o]
+    else:
+        def weight(o: tirx.PrimExpr) -> tirx.PrimExpr:
+            return wt[o, rc, ry, rx].astype("int32")
+    acc = te.compute(y_shape, lambda b, o, i, j: te.sum(
+        xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw] * weight(o),
+        axis=[rc, ry, rx]), name="acc")
+    y = requantize_lanes32(acc, 1, params, attrs, _shifts(consts))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    # Centering and padding: the row's interior is a vector copy, its borders scalar.
+    pad = sch.get_sblock("x_centered")
+    jp = sch.get_loops(pad)[-1]
+    sch.annotate(jp, "pragma_loop_partition_hint", 1)
+    vectorize_loop(sch, jp, INT32_LANES)
+    out = sch.get_sblock("requantize")
+    b, o, i, j = sch.get_loops(out)
+    if groups == 1:  # per output pixel: taps outside, 32 channels as lanes, then requantize
+        sch.reorder(i, j, o)
+        oo, oi = sch.split(o, [None, INT32_LANES]) if cout > INT32_LANES else (None, o)
+        sch.compute_at(sch.get_sblock("acc"), oo if oo is not None else j)
+        lane_out = oi
+    else:  # per output row: taps outside, the row's columns as lanes
+        sch.compute_at(sch.get_sblock("acc"), i)
+        oo, lane_out = None, j
+    block = sch.get_sblock("acc")
+    lane, *taps = sch.get_loops(block)[-4:]
+    sch.reorder(*taps, lane)
+    vectorize_loop(sch, lane, INT32_LANES)
+    if oo is not None and cout % INT32_LANES:
+        sch.annotate(oo, "pragma_loop_partition_hint", 1)
+    vectorize_loop(sch, lane_out, INT32_LANES)
+    return sch.mod["main"]
+
+
+def dense(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
+    """`kernels.dense`, output channels as lanes (weights read through a transposed int32
+    copy: 32 lanes of int8 would be a quarter vector, loaded byte by byte)."""
+    (x_shape, x_dtype), (w_shape, _), *_ = _params(func)
+    n, k = x_shape
+    cout = w_shape[0]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = _channel_params(w_shape, cout)
+    wt = params[0]
+    w32 = te.compute((k, cout), lambda c, o: wt[o, c].astype("int32"), name="w_transposed")
+    rk = te.reduce_axis((0, k), name="rk")
+    acc = te.compute((n, cout), lambda b, o: te.sum(
+        (x[b, rk].astype("int32") - attrs["zp_x"]) * w32[rk, o], axis=rk), name="acc")
+    y = requantize_lanes32(acc, 1, params, attrs, _shifts(consts))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    block = sch.get_sblock("acc")
+    b, o, r = sch.get_loops(block)
+    sch.reorder(b, o, r)
+    if cout > INT32_LANES:
+        oo, o = sch.split(o, [None, INT32_LANES])
+        if cout % INT32_LANES:
+            sch.annotate(oo, "pragma_loop_partition_hint", 1)
+    sch.reorder(r, o)
+    sch.vectorize(o)
+    vectorize_loop(sch, sch.get_loops(sch.get_sblock("requantize"))[-1], INT32_LANES)
+    return sch.mod["main"]
+
+
+HVX_PLAIN = VectorRule("hvx_plain", {"conv2d": conv2d, "dense": dense})
+PLAIN_VECTOR_RULES = [HVX_PLAIN, HVX_VECTOR]
