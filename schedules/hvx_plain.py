@@ -14,7 +14,8 @@ from __future__ import annotations
 import tvm
 from tvm import te, tirx
 
-from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule, lanes, vectorize_loop
+from qcompiler.schedules.hvx_vector import (HVX_VECTOR, MIN_ROW_BYTES, VectorRule, lanes,
+                                            vectorize_loop)
 from qcompiler.schedules.hvx_stages import requantize_lanes32
 
 INT32_LANES = lanes("int32")
@@ -34,10 +35,10 @@ def _shifts(consts: list) -> str:
     return "right" if shift is not None and bool((shift <= -1).all()) else "any"
 
 
-def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
+def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.conv2d`: output channels as lanes (weights read through a transposed int32
     copy); a grouped (depthwise) one, whose lanes would each need another input channel,
-    takes the output row's columns as lanes instead."""
+    takes the output row's columns as lanes instead (if the rows are 16 or more wide)."""
     (x_shape, x_dtype), (w_shape, _), *_, (y_shape, _) = _params(func)
     n, cin, h, w_ = x_shape
     cout, cin_g, kh, kw = w_shape
@@ -45,6 +46,8 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
     pt, pl, pb, pr = attrs["padding"]
     groups = attrs["groups"]
     cout_g = cout // groups
+    if groups > 1 and y_shape[3] * 4 < MIN_ROW_BYTES:
+        return None  # rows of int32 lanes this short are loaded lane by lane: keep portable
     x = te.placeholder(x_shape, x_dtype, name="x")
     params = _channel_params(w_shape, cout)
     wt = params[0]
@@ -72,27 +75,27 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
     y = requantize_lanes32(acc, 1, params, attrs, _shifts(consts))
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
     # Centering and padding: the row's interior is a vector copy, its borders scalar.
-    pad = sch.get_sblock("x_centered")
-    jp = sch.get_loops(pad)[-1]
-    sch.annotate(jp, "pragma_loop_partition_hint", 1)
-    vectorize_loop(sch, jp, INT32_LANES)
+    vectorize_loop(sch, sch.get_loops(sch.get_sblock("x_centered"))[-1], INT32_LANES,
+                   partition=True)
     out = sch.get_sblock("requantize")
     b, o, i, j = sch.get_loops(out)
     if groups == 1:  # per output pixel: taps outside, 32 channels as lanes, then requantize
         sch.reorder(i, j, o)
         oo, oi = sch.split(o, [None, INT32_LANES]) if cout > INT32_LANES else (None, o)
-        sch.compute_at(sch.get_sblock("acc"), oo if oo is not None else j)
-        lane_out = oi
+        anchor, lane_out, lanes_of = (oo if oo is not None else j), oi, min(cout, INT32_LANES)
+        depth = 4 if oo is not None else 3  # loops down to the anchor: b, i, j[, oo]
     else:  # per output row: taps outside, the row's columns as lanes
-        sch.compute_at(sch.get_sblock("acc"), i)
-        oo, lane_out = None, j
+        oo, anchor, lane_out, lanes_of, depth = None, i, j, y_shape[3], 3
     block = sch.get_sblock("acc")
-    lane, *taps = sch.get_loops(block)[-4:]
-    sch.reorder(*taps, lane)
-    vectorize_loop(sch, lane, INT32_LANES)
+    sch.compute_at(block, anchor)
+    inner = sch.get_loops(block)[depth:]
+    if lanes_of > 1:  # (a loop of extent 1 is gone, and has nothing to vectorize)
+        lane, *taps = inner
+        sch.reorder(*taps, lane)
+        vectorize_loop(sch, lane, INT32_LANES)
+        vectorize_loop(sch, lane_out, INT32_LANES)
     if oo is not None and cout % INT32_LANES:
         sch.annotate(oo, "pragma_loop_partition_hint", 1)
-    vectorize_loop(sch, lane_out, INT32_LANES)
     return sch.mod["main"]
 
 

@@ -25,6 +25,7 @@ from qcompiler.qparams import dtype_range, q_multiply_shift
 from qcompiler.schedules.fixed_point32 import SATURATED, clamp_cast32, q_multiply_shift32
 
 VECTOR_BYTES = 128
+MIN_ROW_BYTES = 64  # shorter vector loads and stores are byte by byte on HVX (LLVM)
 Builder = Callable[[tirx.PrimFunc, dict, list], "tirx.PrimFunc | None"]
 
 
@@ -33,10 +34,16 @@ def lanes(dtype: str) -> int:
     return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def vectorize_loop(sch: tvm.s_tir.Schedule, loop: Any, n_lanes: int) -> None:
-    """Vectorize `loop` in chunks of `n_lanes` (whole loop if shorter); a tail runs scalar."""
+def vectorize_loop(sch: tvm.s_tir.Schedule, loop: Any, n_lanes: int,
+                   partition: bool = False) -> None:
+    """Vectorize `loop` in chunks of `n_lanes` (whole loop if shorter); a tail runs scalar.
+    `partition`: the body tests the loop index against constants (padding); the loop is
+    vectorized whole and cut where the test changes (loop partition), so that the interior
+    loses it (a test per lane would make the vectorizer emit scalar code)."""
     extent = int(sch.get(loop).extent)
-    if extent <= n_lanes:
+    if extent <= n_lanes or partition:
+        if partition:
+            sch.annotate(loop, "pragma_loop_partition_hint", 1)
         sch.vectorize(loop)
         return
     outer, inner = sch.split(loop, [None, n_lanes])
@@ -98,18 +105,16 @@ def requantize(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
     return _elementwise([x, y], lanes(out_dtype))
 
 
-def _window(x: te.Tensor, x_shape: tuple, attrs: dict, pad: Any, value: Any) -> Callable:
-    """`tap(b, c, i, j, ry, rx)`: the input under a pooling window, `pad` outside it."""
-    _, _, h, w = x_shape
-    sh, sw = attrs["strides"]
-    pt, pl, _, _ = attrs["padding"]
-
-    def tap(b: Any, ch: Any, i: Any, j: Any, ry: Any, rx: Any) -> Any:
-        yy, xx = i * sh + ry - pt, j * sw + rx - pl
-        return tirx.if_then_else(tirx.all(yy >= 0, yy < h, xx >= 0, xx < w),
-                                 value(x[b, ch, yy, xx]), pad)
-
-    return tap
+def _padded(x: te.Tensor, attrs: dict, value: Any) -> te.Tensor:
+    """x padded with `value` (x itself without padding): windows then read it without a
+    per-lane bounds test, which TVM's vectorizer would turn back into scalar code."""
+    n, c, h, w = (int(d) for d in x.shape)
+    pt, pl, pb, pr = attrs["padding"]
+    if not any(attrs["padding"]):
+        return x
+    return te.compute((n, c, h + pt + pb, w + pl + pr), lambda b, ch, i, j: tirx.if_then_else(
+        tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl), x[b, ch, i - pt, j - pl], value),
+        name="x_pad")
 
 
 def _out_hw(x_shape: tuple, attrs: dict) -> tuple[int, int]:
@@ -118,61 +123,74 @@ def _out_hw(x_shape: tuple, attrs: dict) -> tuple[int, int]:
     return (x_shape[2] + pt + pb - kh) // sh + 1, (x_shape[3] + pl + pr - kw) // sw + 1
 
 
+def _vector_rows(x_shape: tuple, dtype: str, attrs: dict) -> bool:
+    """Whether output rows vectorize: unit column stride (a strided read is a gather, lane by
+    lane) and rows of at least MIN_ROW_BYTES (LLVM loads and stores shorter vectors byte by
+    byte on HVX: the portable kernel is as fast)."""
+    _, ow = _out_hw(x_shape, attrs)
+    return attrs["strides"][1] == 1 and ow * np.dtype(dtype).itemsize >= MIN_ROW_BYTES
+
+
+def _window_sum(xp: te.Tensor, out_shape: tuple, attrs: dict, reduce: Callable,
+                value: Callable, name: str) -> te.Tensor:
+    """`reduce` over each window of the padded input `xp` (of `value(element)`)."""
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["strides"]
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    return te.compute(out_shape, lambda b, ch, i, j: reduce(
+        value(xp[b, ch, i * sh + ry, j * sw + rx]), axis=[ry, rx]), name=name)
+
+
 def _vectorize_rows(sch: tvm.s_tir.Schedule, reduce_block: str, out_block: str,
                     n_lanes: int) -> tirx.PrimFunc:
-    """Per output row: the window reduction with the row's columns as vector lanes
-    (window taps outside), then the epilogue (if any) on the same lanes."""
+    """The padding copy a row at a time; per output row, the window reduction with the row's
+    columns as vector lanes (window taps outside), then the epilogue (if any) on them."""
+    if "x_pad" in sch.mod["main"].script():  # (the schedule has no lookup that may fail)
+        vectorize_loop(sch, sch.get_loops(sch.get_sblock("x_pad"))[-1], VECTOR_BYTES,
+                       partition=True)
     out = sch.get_sblock(out_block)
     b, ch, i, j = sch.get_loops(out)[:4]
     row = sch.fuse(b, ch, i)
     if reduce_block != out_block:
         sch.compute_at(sch.get_sblock(reduce_block), row)
         vectorize_loop(sch, j, n_lanes)
-    red = sch.get_sblock(reduce_block)
-    loops = sch.get_loops(red)
-    jr, ry, rx = loops[-3:]
+    jr, ry, rx = sch.get_loops(sch.get_sblock(reduce_block))[-3:]
     sch.reorder(ry, rx, jr)
-    sch.annotate(jr, "pragma_loop_partition_hint", 1)
     vectorize_loop(sch, jr, n_lanes)
     return sch.mod["main"]
 
 
-def max_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
-    """`kernels.max_pool2d`, the output row's columns as lanes."""
-    (x_shape, dtype), _ = _params(func)
-    n, c = x_shape[:2]
-    oh, ow = _out_hw(x_shape, attrs)
+def max_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
+    """`kernels.max_pool2d` (padding at the dtype's minimum), the output row's columns as
+    lanes."""
+    (x_shape, dtype), (y_shape, _) = _params(func)
+    if not _vector_rows(x_shape, dtype, attrs):
+        return None
     x = te.placeholder(x_shape, dtype, name="x")
-    tap = _window(x, x_shape, attrs, tirx.const(attrs["dtype_min"], dtype), lambda v: v)
-    ry = te.reduce_axis((0, attrs["kernel"][0]), name="ry")
-    rx = te.reduce_axis((0, attrs["kernel"][1]), name="rx")
-    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.max(tap(b, ch, i, j, ry, rx),
-                                                              axis=[ry, rx]), name="max_pool")
+    xp = _padded(x, attrs, tirx.const(attrs["dtype_min"], dtype))
+    y = _window_sum(xp, y_shape, attrs, te.max, lambda v: v, "max_pool")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
     return _vectorize_rows(sch, "max_pool", "max_pool", lanes(dtype))
 
 
 def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
-    """`kernels.avg_pool2d`: window sums in int32 lanes, then the per-position multiply."""
-    (x_shape, dtype), (m_shape, _), _, (_, out_dtype) = _params(func)
-    shift = consts[2]
-    n, c = x_shape[:2]
-    oh, ow = m_shape
+    """`kernels.avg_pool2d` (padding at zp_x, so it adds 0): window sums in int32 lanes,
+    then the per-position multiply."""
+    (x_shape, dtype), (m_shape, _), _, (y_shape, out_dtype) = _params(func)
+    if not _vector_rows(x_shape, dtype, attrs):
+        return None
     x = te.placeholder(x_shape, dtype, name="x")
     m0 = te.placeholder(m_shape, "int32", name="m0")
     sh = te.placeholder(m_shape, "int32", name="shift")
-    tap = _window(x, x_shape, attrs, tirx.const(0, "int32"),
-                  lambda v: v.astype("int32") - attrs["zp_x"])
-    ry = te.reduce_axis((0, attrs["kernel"][0]), name="ry")
-    rx = te.reduce_axis((0, attrs["kernel"][1]), name="rx")
-    acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(tap(b, ch, i, j, ry, rx),
-                                                                axis=[ry, rx]), name="pool_sum")
-    right = shift is not None and bool(np.all(shift <= -1))
-    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: clamp_cast32(
-        q_multiply_shift32(acc[b, ch, i, j], m0[i, j], sh[i, j], shifts="right" if right else "any"),
+    xp = _padded(x, attrs, tirx.const(attrs["zp_x"], dtype))
+    acc = _window_sum(xp, y_shape, attrs, te.sum,
+                      lambda v: v.astype("int32") - attrs["zp_x"], "pool_sum")
+    right = consts[2] is not None and bool(np.all(consts[2] <= -1))
+    y = te.compute(y_shape, lambda b, ch, i, j: clamp_cast32(q_multiply_shift32(
+        acc[b, ch, i, j], m0[i, j], sh[i, j], "right" if right else "any"),
         attrs["zp_y"], attrs["lo"], attrs["hi"], out_dtype), name="avg_pool")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, m0, sh, y]))
-    return _vectorize_rows(sch, "pool_sum", "avg_pool", lanes("int32"))
+    return _vectorize_rows(sch, "pool_sum", "avg_pool", lanes(dtype))
 
 
 @dataclass(frozen=True)
