@@ -35,7 +35,7 @@ from tvm import te, tirx
 from qcompiler import kernels
 from qcompiler.weight_layout import folded_bias, pack
 from qcompiler.schedules.intrinsics import load_intrinsics
-from qcompiler.schedules.hvx_stages import requantize_lanes32, schedule_stages
+from qcompiler.schedules.hvx_stages import schedule_stages, vector_epilogue
 
 
 def _ceil(n: int, k: int) -> int:
@@ -211,7 +211,7 @@ class DotProduct:
         """The unscheduled packed kernel: what tuning searches schedules for, and the key of
         a tuning record (same compute, same record). `shifts`: "right" when every
         requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
-        epilogue = (functools.partial(requantize_lanes32, shifts=shifts) if self.vector_stages
+        epilogue = (functools.partial(vector_epilogue, shifts=shifts) if self.vector_stages
                     else kernels._requantize_channels)
         return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
                                                 lanes=self.lanes, epilogue=epilogue))
@@ -243,5 +243,4 @@ ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INT
 X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86_vnni",
                       "VNNI_DOT_16x4_INTRIN")
 HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hvx_vrmpy",
-                           "VRMPY_ALIGNED_INTRIN",
-                           vector_stages=True)
+                           "VRMPY_ALIGNED_INTRIN", vector_stages=True)

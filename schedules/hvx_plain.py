@@ -14,15 +14,12 @@ from __future__ import annotations
 import tvm
 from tvm import te, tirx
 
-from qcompiler.schedules.hvx_vector import (HVX_VECTOR, MIN_ROW_BYTES, VectorRule, lanes,
-                                            vectorize_loop)
+from qcompiler.schedules.hvx_loops import (MIN_ROW_BYTES, lanes, params, row_chunk,
+                                           vectorize_loop)
+from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule
 from qcompiler.schedules.hvx_stages import requantize_lanes32
 
 INT32_LANES = lanes("int32")
-
-
-def _params(func: tirx.PrimFunc) -> list[tuple[tuple[int, ...], str]]:
-    return [(tuple(int(d) for d in p.shape), str(p.dtype)) for p in func.params]
 
 
 def _channel_params(w_shape: tuple, cout: int) -> tuple:
@@ -39,7 +36,7 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | No
     """`kernels.conv2d`: output channels as lanes (weights read through a transposed int32
     copy); a grouped (depthwise) one, whose lanes would each need another input channel,
     takes the output row's columns as lanes instead (if the rows are 16 or more wide)."""
-    (x_shape, x_dtype), (w_shape, _), *_, (y_shape, _) = _params(func)
+    (x_shape, x_dtype), (w_shape, _), *_, (y_shape, _) = params(func)
     n, cin, h, w_ = x_shape
     cout, cin_g, kh, kw = w_shape
     (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
@@ -49,8 +46,8 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | No
     if groups > 1 and y_shape[3] * 4 < MIN_ROW_BYTES:
         return None  # rows of int32 lanes this short are loaded lane by lane: keep portable
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape, cout)
-    wt = params[0]
+    operands = _channel_params(w_shape, cout)
+    wt = operands[0]
     xc = te.compute(
         (n, cin, h + pt + pb, w_ + pl + pr),
         lambda b, c, i, j: tirx.if_then_else(
@@ -72,8 +69,8 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | No
     acc = te.compute(y_shape, lambda b, o, i, j: te.sum(
         xc[b, (o // cout_g) * cin_g + rc, i * sh + ry * dh, j * sw + rx * dw] * weight(o),
         axis=[rc, ry, rx]), name="acc")
-    y = requantize_lanes32(acc, 1, params, attrs, _shifts(consts))
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    y = requantize_lanes32(acc, 1, operands, attrs, _shifts(consts))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *operands, y]))
     # Centering and padding: the row's interior is a vector copy, its borders scalar.
     vectorize_loop(sch, sch.get_loops(sch.get_sblock("x_centered"))[-1], INT32_LANES,
                    partition=True)
@@ -102,18 +99,18 @@ def conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | No
 def dense(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
     """`kernels.dense`, output channels as lanes (weights read through a transposed int32
     copy: 32 lanes of int8 would be a quarter vector, loaded byte by byte)."""
-    (x_shape, x_dtype), (w_shape, _), *_ = _params(func)
+    (x_shape, x_dtype), (w_shape, _), *_ = params(func)
     n, k = x_shape
     cout = w_shape[0]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params = _channel_params(w_shape, cout)
-    wt = params[0]
+    operands = _channel_params(w_shape, cout)
+    wt = operands[0]
     w32 = te.compute((k, cout), lambda c, o: wt[o, c].astype("int32"), name="w_transposed")
     rk = te.reduce_axis((0, k), name="rk")
     acc = te.compute((n, cout), lambda b, o: te.sum(
         (x[b, rk].astype("int32") - attrs["zp_x"]) * w32[rk, o], axis=rk), name="acc")
-    y = requantize_lanes32(acc, 1, params, attrs, _shifts(consts))
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    y = requantize_lanes32(acc, 1, operands, attrs, _shifts(consts))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *operands, y]))
     block = sch.get_sblock("acc")
     b, o, r = sch.get_loops(block)
     sch.reorder(b, o, r)
@@ -123,7 +120,8 @@ def dense(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
             sch.annotate(oo, "pragma_loop_partition_hint", 1)
     sch.reorder(r, o)
     sch.vectorize(o)
-    vectorize_loop(sch, sch.get_loops(sch.get_sblock("requantize"))[-1], INT32_LANES)
+    out = sch.fuse(*sch.get_loops(sch.get_sblock("requantize")))
+    vectorize_loop(sch, out, row_chunk(cout, INT32_LANES))
     return sch.mod["main"]
 
 

@@ -23,37 +23,11 @@ from tvm import te, tirx
 
 from qcompiler.qparams import dtype_range, q_multiply_shift
 from qcompiler.schedules.fixed_point32 import SATURATED, clamp_cast32, q_multiply_shift32
+from qcompiler.schedules.hvx_depthwise import depthwise_conv2d
+from qcompiler.schedules.hvx_loops import (MIN_ROW_BYTES, VECTOR_BYTES, lanes, params,
+                                           vectorize_loop)
 
-VECTOR_BYTES = 128
-MIN_ROW_BYTES = 64  # shorter vector loads and stores are byte by byte on HVX (LLVM)
 Builder = Callable[[tirx.PrimFunc, dict, list], "tirx.PrimFunc | None"]
-
-
-def lanes(dtype: str) -> int:
-    """Elements of `dtype` in one HVX vector."""
-    return VECTOR_BYTES // np.dtype(dtype).itemsize
-
-
-def vectorize_loop(sch: tvm.s_tir.Schedule, loop: Any, n_lanes: int,
-                   partition: bool = False) -> None:
-    """Vectorize `loop` in chunks of `n_lanes` (whole loop if shorter); a tail runs scalar.
-    `partition`: the body tests the loop index against constants (padding); the loop is
-    vectorized whole and cut where the test changes (loop partition), so that the interior
-    loses it (a test per lane would make the vectorizer emit scalar code)."""
-    extent = int(sch.get(loop).extent)
-    if extent <= n_lanes or partition:
-        if partition:
-            sch.annotate(loop, "pragma_loop_partition_hint", 1)
-        sch.vectorize(loop)
-        return
-    outer, inner = sch.split(loop, [None, n_lanes])
-    sch.vectorize(inner)
-    if extent % n_lanes:
-        sch.annotate(outer, "pragma_loop_partition_hint", 1)
-
-
-def _params(func: tirx.PrimFunc) -> list[tuple[tuple[int, ...], str]]:
-    return [(tuple(int(d) for d in p.shape), str(p.dtype)) for p in func.params]
 
 
 def _term_bound(dtype: str, zp: int, m0: int, shift: int) -> int | None:
@@ -74,7 +48,7 @@ def _elementwise(tensors: list, n_lanes: int) -> tirx.PrimFunc:
 
 def add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.add` with both rescaled terms and their sum in int32 (checked here)."""
-    (shape, a_dtype), (_, b_dtype), (_, out_dtype) = _params(func)
+    (shape, a_dtype), (_, b_dtype), (_, out_dtype) = params(func)
     ta = _term_bound(a_dtype, attrs["zp_a"], attrs["m0_a"], attrs["shift_a"])
     tb = _term_bound(b_dtype, attrs["zp_b"], attrs["m0_b"], attrs["shift_b"])
     k = attrs["k"]
@@ -97,7 +71,7 @@ def add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
 
 def requantize(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.requantize`; its clamp follows the multiply, so saturation is exact."""
-    (shape, x_dtype), (_, out_dtype) = _params(func)
+    (shape, x_dtype), (_, out_dtype) = params(func)
     x = te.placeholder(shape, x_dtype, name="x")
     y = te.compute(shape, lambda *i: clamp_cast32(q_multiply_shift32(
         x[i].astype("int32") - attrs["zp_x"], attrs["m0"], attrs["shift"]),
@@ -163,7 +137,7 @@ def _vectorize_rows(sch: tvm.s_tir.Schedule, reduce_block: str, out_block: str,
 def max_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.max_pool2d` (padding at the dtype's minimum), the output row's columns as
     lanes."""
-    (x_shape, dtype), (y_shape, _) = _params(func)
+    (x_shape, dtype), (y_shape, _) = params(func)
     if not _vector_rows(x_shape, dtype, attrs):
         return None
     x = te.placeholder(x_shape, dtype, name="x")
@@ -176,7 +150,7 @@ def max_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
 def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.avg_pool2d` (padding at zp_x, so it adds 0): window sums in int32 lanes,
     then the per-position multiply."""
-    (x_shape, dtype), (m_shape, _), _, (y_shape, out_dtype) = _params(func)
+    (x_shape, dtype), (m_shape, _), _, (y_shape, out_dtype) = params(func)
     if not _vector_rows(x_shape, dtype, attrs):
         return None
     x = te.placeholder(x_shape, dtype, name="x")
@@ -216,4 +190,5 @@ class VectorRule:
 
 
 HVX_VECTOR = VectorRule("hvx_vector", {"add": add, "requantize": requantize,
-                                       "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d})
+                                       "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
+                                       "conv2d": depthwise_conv2d})

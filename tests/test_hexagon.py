@@ -194,8 +194,9 @@ def test_plain_vectorized_variant_bit_exact_without_hvx_float(tmp_path, rng):
              "fw": rng.standard_normal((37, 33 * 36)) * 0.05, "fb": rng.standard_normal(37)}
     compiled, _ = _graph(nodes, (1, 40, 6, 6), tmp_path, rng, inits, rules=PLAIN_VECTOR_RULES)
     kinds = _schedules(compiled)
-    # The depthwise conv's rows (6 int32 lanes) are too short to vectorize: it stays portable.
-    assert kinds["conv2d"] == {"hvx_plain", "portable"} and kinds["dense"] == {"hvx_plain"}
+    # The depthwise conv's rows (6 int32 lanes) are too short for `hvx_plain`: it takes the
+    # whole-plane kernel every hexagon compile uses (`hvx_depthwise`).
+    assert kinds["conv2d"] == {"hvx_plain", "hvx_vector"} and kinds["dense"] == {"hvx_plain"}
     lib = tmp_path / "out" / "libmodel.a"
     bodies = _kernel_bodies(lib, "conv2d")[:1] + _kernel_bodies(lib, "dense")
     assert bodies and all(re.search(r"v\d+\.w \+?= vmpyi", b) for b in bodies)
@@ -229,3 +230,17 @@ def test_pools_and_add_on_hvx_vectors(tmp_path, rng):
     for op in vector_op:
         name = next(k for k in hvx if k.endswith(op))
         assert hvx[name] * 5 < portable[name], (op, hvx[name], portable[name])
+
+
+@pytest.mark.parametrize("c,hw,k,dilation", [(33, 9, 3, 1), (16, 12, 5, 2)])
+def test_depthwise_on_whole_planes(c, hw, k, dilation, tmp_path, rng):
+    """Stride-1 depthwise convs run on HVX vectors over the padded plane, bit-exact."""
+    pad = dilation * (k // 2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], group=c,
+                              pads=[pad] * 4, dilations=[dilation] * 2)]
+    inits = {"w": rng.standard_normal((c, 1, k, k)) * 0.3, "b": rng.standard_normal(c)}
+    compiled, _ = _graph(nodes, (1, c, hw, hw), tmp_path, rng, inits)
+    assert _schedules(compiled)["conv2d"] == {"hvx_vector"}
+    bodies = _kernel_bodies(tmp_path / "out" / "libmodel.a", "conv2d")
+    assert bodies and all(re.search(r"v\d+\.w \+?= vmpyie", b) for b in bodies)
+    assert not any(HVX_FLOAT.search(b) for b in bodies)
