@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import te, tirx
+from tvm import te
 
 from qcompiler.schedules.fixed_point32 import clamp_cast32, q_multiply_shift32
 from qcompiler.schedules.hvx_loops import VECTOR_BYTES, row_chunk, vectorize_loop

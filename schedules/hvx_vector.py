@@ -1,14 +1,16 @@
 """HVX vector kernels for the integer ops with no dot product in them: the residual add,
-requantize (concat inputs, clamps), max and average pooling, and the mean (global pooling).
+requantize (concat inputs, clamps), max and average pooling, and depthwise convolution
+(`hvx_depthwise`).
 
 A kernel is rebuilt from the portable one's operands and attributes, computing the same
 numbers (`qcompiler.kernels` is the contract; the reference is unchanged), with two changes:
 the requantizing multiply runs in 32-bit lanes (`fixed_point32`; LLVM scalarizes the int64
 formula on HVX, which has no 64-bit lanes), and the innermost output loop is vectorized to
 whole HVX vectors (128 bytes of output). A loop whose extent is not a multiple of the vector
-is partitioned: whole vectors, then a scalar tail. Where `fixed_point32` cannot promise the
-same numbers (a saturating multiplier, an add whose rescaled terms could overflow int32), the
-portable kernel stays.
+is partitioned: whole vectors, then a scalar tail. The portable kernel stays where that
+would not pay or not be exact: an add whose rescaled terms could overflow int32, strided
+pools (a strided read is a gather, lane by lane) and pools whose rows are under 64 bytes
+(part-vectors are scalar code), and the mean (in NCHW its rows are the short H x W planes).
 """
 from __future__ import annotations
 

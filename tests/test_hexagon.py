@@ -136,7 +136,8 @@ def test_elementwise_and_table_ops_bit_exact(shape, tmp_path, rng):
              helper.make_node("HardSwish", ["l"], ["h"]),
              helper.make_node("PRelu", ["h", "slope"], ["p"]),
              helper.make_node("HardSigmoid", ["p"], ["g"]),
-             helper.make_node("Mul", ["g", "k"], ["m"]), helper.make_node("Mul", ["m", "x"], ["mm"]),
+             helper.make_node("Mul", ["g", "k"], ["m"]),
+             helper.make_node("Mul", ["m", "x"], ["mm"]),
              helper.make_node("Clip", ["mm", "lo", "hi"], ["y"])]
     inits = {"slope": rng.uniform(0.05, 0.3, (c, 1, 1)), "k": rng.uniform(-2, 2, (c, 1, 1)),
              "lo": np.array(0.0), "hi": np.array(0.5)}
@@ -150,7 +151,8 @@ def test_elementwise_and_table_ops_bit_exact(shape, tmp_path, rng):
 def test_spatial_ops_bit_exact(shape, tmp_path, rng):
     """Pad, pools, concat, resize (nearest and bilinear), transposed conv and the mean."""
     c = shape[1]
-    nodes = [_const("pads", [0, 0, 1, 1, 0, 0, 1, 1]), helper.make_node("Pad", ["x", "pads"], ["pd"]),
+    nodes = [_const("pads", [0, 0, 1, 1, 0, 0, 1, 1]),
+             helper.make_node("Pad", ["x", "pads"], ["pd"]),
              helper.make_node("MaxPool", ["pd"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("AveragePool", ["mp"], ["ap"], kernel_shape=[3, 3], pads=[1] * 4),
              helper.make_node("Concat", ["mp", "ap"], ["cc"], axis=1),
