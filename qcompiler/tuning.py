@@ -1,7 +1,7 @@
 """Autotuning of the dot-product kernels with MetaSchedule and its XGBoost cost model.
 
     tasks (one per distinct kernel) -> for each task not in the database:
-        search: our tensorized schedule as the design space (`schedule_acc(tunable=True)`:
+        search: our tensorized schedule as the design space (`DotProduct.schedule(tunable=True)`:
                 register-block tiles, columns x rows x channel blocks), evolutionary search
                 guided by XGBoost, candidates built and measured by a runner (x86 time,
                 Hexagon packets or AArch64 instructions under qemu, or the RPC tracker)
@@ -27,8 +27,8 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from qcompiler.errors import QCompileError
-from qcompiler.schedules.dot_product import schedule_acc
 from qcompiler.targets.target import Target
+from qcompiler.tuning_features import Features
 from qcompiler.tuning_runners import (CountingRunner, KernelBuilder, TimingRunner, expected,
                                       task_inputs)
 from qcompiler.tuning_tasks import Task, extract_tasks
@@ -147,13 +147,12 @@ class Tuner:
 
     def search(self, task: Task, trials: int, progress: bool, label: str) -> list:
         """Run MetaSchedule on one task; its measured candidates, best first."""
-        intrin = task.rule.intrinsic()
         space = ms.space_generator.ScheduleFn(
-            lambda sch: schedule_acc(sch, intrin, tunable=True), sch_rules=[], postprocs=[],
+            lambda sch: task.rule.schedule(sch, tunable=True), sch_rules=[], postprocs=[],
             mutator_probs={ms.mutator.MutateTileSize(): 1.0})
         strategy = ms.search_strategy.EvolutionarySearch(
             population_size=32, init_min_unmeasured=8, genetic_num_iters=2)
-        ctx = ms.TuneContext(mod=task.workload, target=self.tvm_target, space_generator=space,
+        ctx = ms.TuneContext(mod=task.search_workload, target=self.tvm_target, space_generator=space,
                              search_strategy=strategy, task_name=task.name,
                              rand_state=self.seed, num_threads=1)
         self.checker.task, self.checker.seed = task, self.seed
@@ -163,13 +162,14 @@ class Tuner:
             ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=work,
                           max_trials_global=trials, num_trials_per_iter=min(trials, 8),
                           builder=self.builder, runner=self.search_runner, database=scratch,
-                          cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
+                          cost_model=ms.cost_model.XGBModel(extractor=Features(),
+                                                                num_tuning_cores=1),
                           measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
                               "default"), bar], task_scheduler="round-robin")
         if progress:
             print(file=sys.stderr)
         self.trials = bar.done
-        return scratch.get_top_k(scratch.commit_workload(task.workload), VERIFY_TOP)
+        return scratch.get_top_k(scratch.commit_workload(task.search_workload), VERIFY_TOP)
 
     def tune_task(self, task: Task, trials: int, progress: bool, label: str) -> TaskResult:
         workload = task.workload

@@ -18,7 +18,8 @@ from tvm import relax
 
 from qcompiler.relax_access import const_array, op_name
 from qcompiler.schedules.dot_product import DotProduct
-from qcompiler.schedules import rules_for
+from qcompiler.schedules import rules_for, shift_kind
+from qcompiler.schedules.fixed_point32 import unbound
 from qcompiler.targets.target import Target
 
 PACKED_KEYS = ("packed_lanes", "w_shape")  # added by the packed kernel; not the workload's
@@ -36,6 +37,7 @@ class Task:
     w_shape: tuple
     attrs: dict  # the portable kernel's attributes
     constants: list[np.ndarray]  # packed weights, folded bias, m0, shift of the first layer
+    shifts: str = "any"  # `schedules.shift_kind` of the layers' shifts (part of the kernel)
     kernels: list = field(default_factory=list)  # the module's GlobalVars running it
 
     @property
@@ -46,20 +48,26 @@ class Task:
     @property
     def workload(self) -> tvm.IRModule:
         """The tuning database's key: the unscheduled packed kernel as a one-function module."""
-        func = self.rule.workload(self.op, self.x_shape, self.x_dtype, self.w_shape, self.attrs)
+        func = self.rule.workload(self.op, self.x_shape, self.x_dtype, self.w_shape, self.attrs,
+                                  self.shifts)
         return tvm.IRModule({"main": func})
+
+    @property
+    def search_workload(self) -> tvm.IRModule:
+        """The workload as MetaSchedule searches it: the same blocks and loops (so its traces
+        replay on `workload`) without `Let` expressions, which TVM's FLOP estimate rejects."""
+        with unbound():
+            return self.workload
 
     def build(self, trace: tvm.s_tir.Trace | None = None) -> tvm.tirx.PrimFunc:
         """The scheduled kernel: the fixed schedule, or a tuning record's trace."""
         return self.rule.build(self.op, self.x_shape, self.x_dtype, self.w_shape, self.attrs,
-                               trace)
+                               trace, self.shifts)
 
     def default_trace(self) -> tvm.s_tir.Trace:
         """The fixed schedule as a trace of the tunable design space (its first decisions)."""
-        from qcompiler.schedules.dot_product import schedule_acc
-
         sch = tvm.s_tir.Schedule(self.workload)
-        schedule_acc(sch, self.rule.intrinsic(), tunable=True)
+        self.rule.schedule(sch, tunable=True)
         return sch.trace
 
     def ops(self) -> int:
@@ -99,8 +107,9 @@ def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
             x_shape = tuple(int(d) for d in x.shape)
             op = str(func.attrs["qcompiler.op"])
             args = list(b.value.args[1].fields)
+            constants = [const_array(a) for a in args[1:5]]
             task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
-                        str(x.dtype), w_shape, attrs, [const_array(a) for a in args[1:5]])
+                        str(x.dtype), w_shape, attrs, constants, shift_kind(constants[3]))
             task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
             task.kernels.append(b.value.args[0])
     return list(tasks.values())

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import tvm
 from tvm import relax
 
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
+from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule
 from qcompiler.targets.target import Target
 from qcompiler.weight_layout import canonical
+
+
+def shift_kind(shift: np.ndarray | None) -> str:
+    """"right" when every channel's requantize shift is a right shift (the vector epilogue's
+    cheaper form), else "any". Part of a kernel's identity: tuning rebuilds it the same way."""
+    return "right" if shift is not None and (shift <= -1).all() else "any"
 
 
 def rules_for(target: Target) -> list:
     """The kernel rules a target's ISA supports (VNNI only where the target enables it)."""
     if target.name == "arm":
         return [ARM_SDOT]
-    if target.name == "hexagon":
-        return [HEXAGON_VRMPY]
+    if target.name == "hexagon" and "+hvxv68" in target.tvm_target.get("mattr", []):
+        return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", []):
         return [X86_VNNI]
     return []
@@ -45,23 +54,33 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     args = list(call.args[1].fields)
     x_shape, x_dtype = _shape(func, 0)
     for rule in rules:
-        if not rule.applies(op, attrs, x_dtype) or not all(is_const(a) for a in args[1:3]):
+        if not rule.applies(op, attrs, x_dtype):
+            continue
+        if isinstance(rule, VectorRule):  # same operands, another loop nest
+            new = rule.rebuild(func, [const_array(a) if is_const(a) else None for a in args])
+            if new is None:
+                continue
+            return new.with_attr("global_symbol", func.attrs["global_symbol"]), args
+        if not all(is_const(a) for a in args[1:3]):
             continue
         w = canonical(const_array(args[1]), attrs)  # int8, also for 4-bit (nibble) storage
         try:
             wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
         except OverflowError:
             return None  # keep the portable kernel: its int64 epilogue cannot wrap
-        new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
+        new = rule.build(op, x_shape, x_dtype, w.shape, attrs,
+                         shifts=shift_kind(const_array(args[4]) if is_const(args[4]) else None))
         new = new.with_attr("global_symbol", func.attrs["global_symbol"])
         return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
     return None
 
 
-def apply_schedules(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
+def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None
+                    ) -> tvm.IRModule:
     """The module rebuilt with every kernel a target has a rule for replaced by its packed,
-    tensorized version (others untouched)."""
-    rules = rules_for(target)
+    tensorized or vectorized version (others untouched). `rules`: instead of the target's
+    (e.g. `hvx_plain.PLAIN_VECTOR_RULES`, for comparisons)."""
+    rules = rules_for(target) if rules is None else rules
     if not rules:
         return mod
     plans = {}

@@ -24,8 +24,10 @@ call, so the instruction still reads plain int8 bytes.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,7 @@ from tvm import te, tirx
 from qcompiler import kernels, nibbles
 from qcompiler.weight_layout import folded_bias, pack, packed_shape
 from qcompiler.schedules.intrinsics import load_intrinsics
+from qcompiler.schedules.hvx_stages import schedule_stages, vector_epilogue
 
 
 def _ceil(n: int, k: int) -> int:
@@ -56,7 +59,7 @@ def _packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
 
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                   lanes: int = 4) -> list:
+                   lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
     n, cin, h, w_ = x_shape
     cout, cin_w, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -89,12 +92,12 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         name="acc")
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
-    y = kernels._requantize_channels(centered, 1, params, attrs)
+    y = epilogue(centered, 1, params, attrs)
     return [x, *params, y]
 
 
 def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                  lanes: int = 4) -> list:
+                  lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
     """`acc[n, o/L, o%L] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/L, k/4, o%L, k%4]`."""
     n, k = x_shape
     cout, _ = w_shape
@@ -110,7 +113,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
         axis=[rkb, rki]), name="acc")
     centered = te.compute((n, cout), lambda b, o: acc[b, o // L, o % L], name="acc_centered")
-    y = kernels._requantize_channels(centered, 1, params, attrs)
+    y = epilogue(centered, 1, params, attrs)
     return [x, *params, y]
 
 
@@ -163,7 +166,8 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
         sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
         sch.parallel(sch.fuse(b, obo, io))
-        sch.reverse_compute_at(sch.get_sblock("requantize"), jo)
+        # Unit loops kept: the loop count (which traces record) must not depend on the tiles.
+        sch.reverse_compute_at(sch.get_sblock("requantize"), jo, preserve_unit_loops=True)
         sch.decompose_reduction(block, outer[0])
         for loop in (ji, ii, obi):
             sch.unroll(loop)
@@ -200,6 +204,7 @@ class DotProduct:
     x_dtype: str  # the activation operand (weights are always int8)
     intrin_module: str
     intrin_name: str
+    vector_stages: bool = False  # epilogue and packing on vector lanes (`hvx_stages`)
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
@@ -213,21 +218,31 @@ class DotProduct:
                   else load_intrinsics(self.intrin_module))
         return getattr(module, self.intrin_name)
 
-    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-                 ) -> tirx.PrimFunc:
+    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                 shifts: str = "any") -> tirx.PrimFunc:
         """The unscheduled packed kernel: what tuning searches schedules for, and the key of
-        a tuning record (same compute, same record)."""
+        a tuning record (same compute, same record). `shifts`: "right" when every
+        requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
+        epilogue = (functools.partial(vector_epilogue, shifts=shifts) if self.vector_stages
+                    else kernels._requantize_channels)
         return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
-                                                lanes=self.lanes))
+                                                lanes=self.lanes, epilogue=epilogue))
+
+    def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
+        """The whole schedule of a workload: the dot product (`schedule_acc`, the part tuning
+        samples), then the target's stages around it. Tuning's design space and its traces
+        are this function, so a record replays all of it."""
+        schedule_acc(sch, self.intrinsic(), tunable)
+        if self.vector_stages:
+            schedule_stages(sch, self.lanes)
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-              trace: "tvm.s_tir.Trace | None" = None) -> tirx.PrimFunc:
+              trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
         """The packed kernel; its operands are `pack_operands`' results. `trace`: a tuned
         schedule for `workload(...)` (from the tuning database) instead of the fixed one."""
-        intrin = self.intrinsic()
-        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs))
+        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))
         if trace is None:
-            schedule_acc(sch, intrin)
+            self.schedule(sch)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
         func = sch.mod["main"]
@@ -249,4 +264,5 @@ class DotProduct:
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
 X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86_vnni",
                       "VNNI_DOT_16x4_INTRIN")
-HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "hexagon", "VRMPY_u8i8i32_INTRIN")
+HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hvx_vrmpy",
+                           "VRMPY_ALIGNED_INTRIN", vector_stages=True)
