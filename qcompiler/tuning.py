@@ -27,6 +27,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from qcompiler.errors import QCompileError
+from qcompiler.runtime import set_threads
 from qcompiler.targets.target import Target
 from qcompiler.tuning_features import Features
 from qcompiler.tuning_runners import (CountingRunner, KernelBuilder, TimingRunner, expected,
@@ -202,10 +203,14 @@ def tune(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target, trial
     if progress:
         print(f"\ntuning {len(tasks)} kernel(s), up to {trials} trials each; database "
               f"{database_dir(db_root, target)}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="qcompiler-tune-") as folder:
-        tuner = Tuner(target, tvm_target, db_root, Path(folder), rpc)
-        return [tuner.tune_task(t, trials, progress, f"task {i + 1}/{len(tasks)} {t.name}")
-                for i, t in enumerate(tasks)]
+    set_threads(1)  # x86 kernels are timed on one core (the pool is per process)
+    try:
+        with tempfile.TemporaryDirectory(prefix="qcompiler-tune-") as folder:
+            tuner = Tuner(target, tvm_target, db_root, Path(folder), rpc)
+            return [tuner.tune_task(t, trials, progress, f"task {i + 1}/{len(tasks)} {t.name}")
+                    for i, t in enumerate(tasks)]
+    finally:
+        set_threads(None)  # back to TVM's default, one worker per core
 
 
 def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target,
