@@ -88,7 +88,7 @@ def _describe(op: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
 def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
     """The distinct dot-product kernels of a scheduled module (`apply_schedules`' output), in
     graph order, each with the kernels (GlobalVars) that compute it."""
-    rules = {r.name: r for r in rules_for(target)}
+    rules = {r.name: r for r in rules_for(target) if isinstance(r, DotProduct)}
     tasks: dict[int, Task] = {}
     for blk in mod["main_int"].body.blocks:
         for b in blk.bindings:
