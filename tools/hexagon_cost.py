@@ -2,6 +2,7 @@
 
     python tools/hexagon_cost.py MODEL.onnx --calib CALIB.npz [--compare]
     python tools/hexagon_cost.py --layer dense64|conv3x3 [--compare]
+    ... [--tuning-db DIR]    # also a "tuned" column (records from qcompile --tune)
 
 Variants (`--compare` runs them all; otherwise vrmpy only):
   vrmpy         the default compile: conv/dense on `vrmpy`, the other kernels HVX-vectorized
@@ -86,13 +87,15 @@ def conv3x3(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.nda
 LAYERS = {"dense64": dense64, "conv3x3": conv3x3}
 
 
-def measure(model: onnx.ModelProto, calib: dict[str, np.ndarray], variant: str
-            ) -> dict[str, int]:
-    """Packets per kernel (and "<total>") for one run on the first calibration sample(s)."""
-    schedules, rules, target = VARIANTS[variant]
+def measure(model: onnx.ModelProto, calib: dict[str, np.ndarray], variant: str,
+            tuning_db: str | None = None) -> dict[str, int]:
+    """Packets per kernel (and "<total>") for one run on the first calibration sample(s).
+    `tuning_db`: the "tuned" variant's database (vrmpy kernels rebuilt from its records)."""
+    schedules, rules, target = VARIANTS["vrmpy" if variant == "tuned" else variant]
     inputs = graph_inputs(model, None)
-    compiled = compile_model(model, calib, CompileConfig(target="hexagon", schedules=schedules),
-                             progress=False, target=target)
+    config = CompileConfig(target="hexagon", schedules=schedules,
+                           tuning_db=tuning_db if variant == "tuned" else None)
+    compiled = compile_model(model, calib, config, progress=False, target=target)
     if rules is not None:
         compiled.quantized = apply_schedules(compiled.quantized, target, rules)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,6 +133,9 @@ def main() -> int:
     ap.add_argument("--calib", type=Path)
     ap.add_argument("--layer", choices=sorted(LAYERS))
     ap.add_argument("--compare", action="store_true", help="every variant, not only vrmpy")
+    ap.add_argument("--tuning-db", default=None, metavar="DIR",
+                    help="add a 'tuned' column: vrmpy kernels from this tuning database "
+                         "(qcompile --target hexagon --tune N --tuning-db DIR)")
     args = ap.parse_args()
     if (args.model is None) == (args.layer is None):
         ap.error("give a MODEL (with --calib) or --layer, not both")
@@ -141,7 +147,9 @@ def main() -> int:
         model = onnx.load(str(args.model))
         calib = load_calibration(args.calib, graph_inputs(model, None))
     variants = list(VARIANTS) if args.compare else ["vrmpy"]
-    results = {v: measure(model, calib, v) for v in variants}
+    if args.tuning_db:
+        variants.append("tuned")
+    results = {v: measure(model, calib, v, args.tuning_db) for v in variants}
     print(table(results, kernels_only=args.layer is not None))
     return 0
 
