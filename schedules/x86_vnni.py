@@ -34,15 +34,16 @@ def _impl(A: T.Buffer((4,), "uint8", offset_factor=1),
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
-        a_u8x4 = A.vload([0], "uint8x4")
-        a_i32 = T.reinterpret(a_u8x4, dtype="int32")
-        a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
-        b_i8x64 = B.vload([0, 0], dtype="int8x64")
-        c_i32x16 = C.vload([0], dtype="int32x16")
+        # One expression: a name bound here would become a local buffer, which TVM 0.27
+        # allocates from the workspace pool on every iteration of the enclosing parallel loop.
         C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            c_i32x16, a_i8x64, b_i8x64, dtype="int32x16")
+            C.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
+                          dtype="int8x64"),
+            B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
 
 TensorIntrin.register(NAME, _desc, _impl, override=True)
 VNNI_DOT_16x4_INTRIN = NAME
+
