@@ -13,18 +13,21 @@ import tvm
 from tvm import relax
 
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
+from qcompiler.schedules.depthwise import DEPTHWISE
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
 from qcompiler.targets.target import Target
 
 
 def rules_for(target: Target) -> list:
-    """The kernel rules a target's ISA supports (VNNI only where the target enables it)."""
+    """The kernel rules a target's ISA supports (VNNI only where the target enables it), in
+    order: a kernel takes the first rule that applies."""
     if target.name == "arm":
         return [ARM_SDOT]
     if target.name == "hexagon":
         return [HEXAGON_VRMPY]
-    if target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", []):
-        return [X86_VNNI]
+    if target.name == "x86":  # depthwise is plain vector code: AVX2 or AVX-512 alike
+        vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
+        return [X86_VNNI, DEPTHWISE] if vnni else [DEPTHWISE]
     return []
 
 
@@ -42,14 +45,16 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
     args = list(call.args[1].fields)
     x_shape, x_dtype = _shape(func, 0)
+    w_shape, _ = _shape(func, 1)
     for rule in rules:
         if not rule.applies(op, attrs, x_dtype) or not all(is_const(a) for a in args[1:3]):
             continue
+        if hasattr(rule, "fits") and not rule.fits(x_shape, w_shape):
+            continue  # a rule that depends on shapes the attributes do not carry
         try:
             wp, bias = rule.pack_operands(const_array(args[1]), const_array(args[2]), attrs)
         except OverflowError:
             return None  # keep the portable kernel: its int64 epilogue cannot wrap
-        w_shape, _ = _shape(func, 1)
         new = rule.build(op, x_shape, x_dtype, w_shape, attrs)
         new = new.with_attr("global_symbol", func.attrs["global_symbol"])
         return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]

@@ -51,18 +51,24 @@ def test_bit_exact_on_both_isa_levels(target, tmp_path, rng):
     if target == "vnni" and "avx512_vnni" not in _cpu_flags():
         pytest.fail("this test machine is expected to have AVX-512 VNNI (shared/DESIGN.md)")
     model, shape = _model(rng)
+    schedules = _schedules_after_exact_runs(model, shape, target, tmp_path, rng)
+    assert ("x86_vnni" in schedules) == (target == "vnni")
+
+
+def _schedules_after_exact_runs(model, shape, target, tmp_path, rng, runs=3) -> list[str]:
+    """Compile for `target` ("vnni" or "avx2"), check the VM against the reference on
+    random inputs bit for bit; the kernels' schedule names."""
     compiled, inputs = _compile(model, shape, tmp_path, rng,
                                 x86_target() if target == "vnni" else AVX2)
-    schedules = {str(f.attrs.get("qcompiler.schedule", "portable"))
-                 for f in compiled.quantized.functions.values()
-                 if isinstance(f, tvm.tirx.PrimFunc) and "qcompiler.op" in f.attrs}
-    assert ("x86_vnni" in schedules) == (target == "vnni")
     vm = relax.VirtualMachine(build(compiled), tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
-    for _ in range(3):
+    for _ in range(runs):
         q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
         np.testing.assert_array_equal(vm["main_int"](tvm.runtime.tensor(q)).numpy(),
                                       ref.run(q)[0])
+    return [str(f.attrs.get("qcompiler.schedule", "portable"))
+            for f in compiled.quantized.functions.values()
+            if isinstance(f, tvm.tirx.PrimFunc) and "qcompiler.op" in f.attrs]
 
 
 def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
@@ -95,3 +101,77 @@ def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
         set_threads(None)
     with pytest.raises(Exception, match="threads must be a positive integer"):
         set_threads(0)
+
+
+# Depthwise: (channels, size, kernel, stride, pads, batch, clamp hi); MobileNetV2's channel
+# counts, some no multiple of 4, 16 or 64, rows of 1, 7, 14 and 56 columns (vector tails).
+DEPTHWISE_CASES = [
+    (24, 56, 3, 1, (1, 1, 1, 1), 1, 255),
+    (33, 15, 3, 2, (1, 1, 1, 1), 2, 255),
+    (144, 28, 3, 2, (0, 0, 1, 1), 1, 140),   # TF-style asymmetric padding, ReLU6-like clamp
+    (960, 7, 3, 1, (1, 1, 1, 1), 2, 140),
+    (5, 9, 5, 1, (2, 2, 2, 2), 1, 255),
+    (7, 1, 3, 1, (1, 1, 1, 1), 1, 255),     # one pixel: every tap but the centre is padding
+]
+ISA = {"vnni": x86_target().tvm_target, "avx2": AVX2.tvm_target}
+
+
+@pytest.mark.parametrize("isa", ["vnni", "avx2"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: f"c{c[0]}hw{c[1]}k{c[2]}s{c[3]}")
+def test_depthwise_kernel_equals_reference(case, isa, rng):
+    from qcompiler.reference import conv2d as ref_conv2d
+    from qcompiler.schedules.depthwise import DEPTHWISE
+
+    c, hw, k, s, pads, batch, hi = case
+    x_shape, w_shape = (batch, c, hw, hw), (c, 1, k, k)
+    attrs = {"strides": [s, s], "padding": list(pads), "dilation": [1, 1], "groups": c,
+             "zp_x": 121, "zp_y": 90, "lo": 3, "hi": hi, "out_dtype": "uint8"}
+    assert DEPTHWISE.applies("conv2d", attrs, "uint8") and DEPTHWISE.fits(x_shape, w_shape)
+    ops = [rng.integers(0, 256, x_shape).astype(np.uint8),
+           rng.integers(-127, 128, w_shape).astype(np.int8),
+           rng.integers(-20000, 20000, c).astype(np.int32),
+           rng.integers(2**30, 2**31 - 1, c).astype(np.int32),
+           rng.integers(-12, -7, c).astype(np.int32)]
+    want = ref_conv2d(*ops, attrs)
+    func = DEPTHWISE.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         tvm.target.Target(ISA[isa]))
+    out = tvm.runtime.tensor(np.zeros(want.shape, np.uint8))
+    lib["main"](*[tvm.runtime.tensor(a) for a in ops], out)
+    assert np.mean((want > 3) & (want < hi)) > 0.5  # the clamp does not hide the arithmetic
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_depthwise_rule_takes_only_depthwise_convs():
+    from qcompiler.schedules import rules_for
+    from qcompiler.schedules.depthwise import DEPTHWISE
+
+    assert DEPTHWISE in rules_for(x86_target()) and DEPTHWISE in rules_for(AVX2)
+    assert not DEPTHWISE.applies("conv2d", {"groups": 1}, "uint8")
+    assert not DEPTHWISE.applies("dense", {}, "uint8")
+    assert DEPTHWISE.fits((1, 8, 5, 5), (8, 1, 3, 3))
+    assert not DEPTHWISE.fits((1, 8, 5, 5), (16, 1, 3, 3))   # depth multiplier 2
+    assert not DEPTHWISE.fits((1, 8, 5, 5), (4, 2, 3, 3))    # grouped, 2 channels a group
+
+
+def _depthwise_model(rng, c=24, hw=14):
+    """pointwise expand -> depthwise 3x3 stride 2 + ReLU6 -> pointwise project (MobileNetV2)."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["ar"]),
+             helper.make_node("Conv", ["ar", "wd", "bd"], ["d"], kernel_shape=[3, 3],
+                              strides=[2, 2], pads=[1] * 4, group=4 * c),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["dr"]),
+             helper.make_node("Conv", ["dr", "w2"], ["y"], kernel_shape=[1, 1])]
+    inits = {"w1": rng.standard_normal((4 * c, c, 1, 1)).astype(np.float32) * 0.3,
+             "wd": rng.standard_normal((4 * c, 1, 3, 3)).astype(np.float32) * 0.5,
+             "bd": rng.standard_normal(4 * c).astype(np.float32),
+             "w2": rng.standard_normal((c, 4 * c, 1, 1)).astype(np.float32) * 0.2,
+             "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+    return make_model(nodes, {"x": ("N", c, hw, hw)}, {"y": None}, inits), (c, hw, hw)
+
+
+@pytest.mark.parametrize("target", ["vnni", "avx2"])
+def test_depthwise_block_bit_exact_on_both_isa_levels(target, tmp_path, rng):
+    model, shape = _depthwise_model(rng)
+    schedules = _schedules_after_exact_runs(model, shape, target, tmp_path, rng, runs=2)
+    assert schedules.count("depthwise") == 1
