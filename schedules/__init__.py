@@ -15,6 +15,7 @@ from tvm import relax
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.depthwise import DEPTHWISE
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
+from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS
 from qcompiler.targets.target import Target
 
 
@@ -27,7 +28,7 @@ def rules_for(target: Target) -> list:
         return [HEXAGON_VRMPY]
     if target.name == "x86":  # depthwise is plain vector code: AVX2 or AVX-512 alike
         vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
-        return [X86_VNNI, DEPTHWISE] if vnni else [DEPTHWISE]
+        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE] if vnni else [DEPTHWISE]
     return []
 
 
@@ -49,7 +50,7 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     for rule in rules:
         if not rule.applies(op, attrs, x_dtype) or not all(is_const(a) for a in args[1:3]):
             continue
-        if hasattr(rule, "fits") and not rule.fits(x_shape, w_shape):
+        if hasattr(rule, "fits") and not rule.fits(x_shape, w_shape, attrs):
             continue  # a rule that depends on shapes the attributes do not carry
         try:
             wp, bias = rule.pack_operands(const_array(args[1]), const_array(args[2]), attrs)

@@ -105,7 +105,7 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule) -> None:
     sch.compute_at(pad, bc)
     sch.parallel(bc)  # before the two decompositions below: it refuses split writers
     sch.vectorize(ji)
-    _vectorize_tail(sch, sch.get_loops(sch.get_sblock("requantize"))[-1])
+    vectorize_row(sch, sch.get_loops(sch.get_sblock("requantize"))[-1])
     init = sch.decompose_reduction(acc, ky)
     fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
     for loop in (ky, kx, jo, sch.get_loops(init)[-2]):
@@ -125,9 +125,9 @@ def _block_or_none(sch: tvm.s_tir.Schedule, name: str):  # noqa: ANN202
         return None
 
 
-def _vectorize_tail(sch: tvm.s_tir.Schedule, col) -> None:  # noqa: ANN001
-    """The epilogue over a row of `extent` columns: whole vectors, then the rest as one
-    shorter vector (a width that is no multiple of 16 would make LLVM split every vector)."""
+def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV) -> None:
+    """An epilogue loop over a row: whole vectors of LANES, then the rest as one shorter
+    vector (one vector of a width that is no multiple of 16 makes LLVM split it badly)."""
     extent = int(sch.get(col).extent)
     whole = extent // LANES * LANES
     if whole and whole < extent:
@@ -149,7 +149,7 @@ class Depthwise:
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         return op == "conv2d" and attrs["groups"] > 1
 
-    def fits(self, x_shape: tuple, w_shape: tuple) -> bool:
+    def fits(self, x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
         """One input and one output channel per group (depth multiplier 1)."""
         return w_shape[1] == 1 and w_shape[0] == x_shape[1]
 

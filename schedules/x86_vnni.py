@@ -47,3 +47,38 @@ def _impl(A: T.Buffer((4,), "uint8", offset_factor=1),
 TensorIntrin.register(NAME, _desc, _impl, override=True)
 VNNI_DOT_16x4_INTRIN = NAME
 
+
+@T.prim_func(s_tir=True)
+def _desc_columns(A: T.Buffer((16, 4), "uint8", offset_factor=1),
+                  B: T.Buffer((4,), "int8", offset_factor=1),
+                  C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _impl_columns(A: T.Buffer((16, 4), "uint8", offset_factor=1),
+                  B: T.Buffer((4,), "int8", offset_factor=1),
+                  C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            T.reinterpret(A.vload([0, 0], "uint8x64"), dtype="int8x64"),
+            T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"), 16),
+                          dtype="int8x64"), dtype="int32x16")
+
+
+# The same instruction the other way round: 16 lanes of 4 activation bytes each (16 output
+# columns), one weight group of 4 bytes broadcast (one output channel).
+COLUMNS_NAME = "qcompiler_dot_16x4_u8i8i32_vnni_columns"
+TensorIntrin.register(COLUMNS_NAME, _desc_columns, _impl_columns, override=True)
+VNNI_COLUMNS_INTRIN = COLUMNS_NAME

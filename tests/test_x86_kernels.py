@@ -3,6 +3,7 @@ kernels on the AVX2 (x86-64-v3) fallback; both bit-exact against the reference."
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 
 import numpy as np
@@ -51,13 +52,13 @@ def test_bit_exact_on_both_isa_levels(target, tmp_path, rng):
     if target == "vnni" and "avx512_vnni" not in _cpu_flags():
         pytest.fail("this test machine is expected to have AVX-512 VNNI (shared/DESIGN.md)")
     model, shape = _model(rng)
-    schedules = _schedules_after_exact_runs(model, shape, target, tmp_path, rng)
+    _, schedules = _compile_exact(model, shape, target, tmp_path, rng)
     assert ("x86_vnni" in schedules) == (target == "vnni")
 
 
-def _schedules_after_exact_runs(model, shape, target, tmp_path, rng, runs=3) -> list[str]:
+def _compile_exact(model, shape, target, tmp_path, rng, runs=3) -> tuple:
     """Compile for `target` ("vnni" or "avx2"), check the VM against the reference on
-    random inputs bit for bit; the kernels' schedule names."""
+    random inputs bit for bit: (compiled, the kernels' schedule names)."""
     compiled, inputs = _compile(model, shape, tmp_path, rng,
                                 x86_target() if target == "vnni" else AVX2)
     vm = relax.VirtualMachine(build(compiled), tvm.cpu())
@@ -66,9 +67,9 @@ def _schedules_after_exact_runs(model, shape, target, tmp_path, rng, runs=3) -> 
         q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
         np.testing.assert_array_equal(vm["main_int"](tvm.runtime.tensor(q)).numpy(),
                                       ref.run(q)[0])
-    return [str(f.attrs.get("qcompiler.schedule", "portable"))
-            for f in compiled.quantized.functions.values()
-            if isinstance(f, tvm.tirx.PrimFunc) and "qcompiler.op" in f.attrs]
+    return compiled, [str(f.attrs.get("qcompiler.schedule", "portable"))
+                      for f in compiled.quantized.functions.values()
+                      if isinstance(f, tvm.tirx.PrimFunc) and "qcompiler.op" in f.attrs]
 
 
 def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
@@ -126,7 +127,8 @@ def test_depthwise_kernel_equals_reference(case, isa, rng):
     x_shape, w_shape = (batch, c, hw, hw), (c, 1, k, k)
     attrs = {"strides": [s, s], "padding": list(pads), "dilation": [1, 1], "groups": c,
              "zp_x": 121, "zp_y": 90, "lo": 3, "hi": hi, "out_dtype": "uint8"}
-    assert DEPTHWISE.applies("conv2d", attrs, "uint8") and DEPTHWISE.fits(x_shape, w_shape)
+    assert DEPTHWISE.applies("conv2d", attrs, "uint8")
+    assert DEPTHWISE.fits(x_shape, w_shape, attrs)
     ops = [rng.integers(0, 256, x_shape).astype(np.uint8),
            rng.integers(-127, 128, w_shape).astype(np.int8),
            rng.integers(-20000, 20000, c).astype(np.int32),
@@ -149,9 +151,9 @@ def test_depthwise_rule_takes_only_depthwise_convs():
     assert DEPTHWISE in rules_for(x86_target()) and DEPTHWISE in rules_for(AVX2)
     assert not DEPTHWISE.applies("conv2d", {"groups": 1}, "uint8")
     assert not DEPTHWISE.applies("dense", {}, "uint8")
-    assert DEPTHWISE.fits((1, 8, 5, 5), (8, 1, 3, 3))
-    assert not DEPTHWISE.fits((1, 8, 5, 5), (16, 1, 3, 3))   # depth multiplier 2
-    assert not DEPTHWISE.fits((1, 8, 5, 5), (4, 2, 3, 3))    # grouped, 2 channels a group
+    assert DEPTHWISE.fits((1, 8, 5, 5), (8, 1, 3, 3), {})
+    assert not DEPTHWISE.fits((1, 8, 5, 5), (16, 1, 3, 3), {})   # depth multiplier 2
+    assert not DEPTHWISE.fits((1, 8, 5, 5), (4, 2, 3, 3), {})    # grouped, 2 channels a group
 
 
 def _depthwise_model(rng, c=24, hw=14):
@@ -172,6 +174,64 @@ def _depthwise_model(rng, c=24, hw=14):
 
 @pytest.mark.parametrize("target", ["vnni", "avx2"])
 def test_depthwise_block_bit_exact_on_both_isa_levels(target, tmp_path, rng):
+    from qcompiler.runtime import StandaloneModel
+
     model, shape = _depthwise_model(rng)
-    schedules = _schedules_after_exact_runs(model, shape, target, tmp_path, rng, runs=2)
+    compiled, schedules = _compile_exact(model, shape, target, tmp_path, rng, runs=2)
     assert schedules.count("depthwise") == 1
+    # the 14-wide expansion has columns in the lanes, the 7-wide projection channels
+    want = ["x86_vnni", "x86_vnni_columns"] if target == "vnni" else []
+    assert sorted(s for s in schedules if s.startswith("x86")) == want
+    emit(compiled, None, tmp_path / "out")  # the runtime-free C library runs them too
+    lib, ref = StandaloneModel(tmp_path / "out"), Reference(compiled.quantized)
+    q = rng.integers(0, 256, lib.inputs[0]["shape"]).astype(np.uint8)
+    np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+# 1x1 convs with output columns in the lanes: (cin, size, cout, stride, batch); channel tails,
+# a 14-wide row padded to 16, a stride that halves the row, output channels that 15 divides.
+POINTWISE_CASES = [(64, 28, 256, 1, 1), (33, 14, 40, 1, 2), (96, 56, 30, 2, 1), (6, 16, 7, 1, 1)]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=lambda c: f"{c[0]}to{c[2]}hw{c[1]}s{c[3]}")
+def test_pointwise_kernel_equals_reference(case, rng):
+    from qcompiler.reference import conv2d as ref_conv2d
+    from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS
+
+    cin, hw, cout, s, batch = case
+    x_shape, w_shape = (batch, cin, hw, hw), (cout, cin, 1, 1)
+    attrs = {"strides": [s, s], "padding": [0] * 4, "dilation": [1, 1], "groups": 1,
+             "zp_x": 37, "zp_y": 100, "lo": 0, "hi": 255, "out_dtype": "uint8"}
+    assert X86_VNNI_COLUMNS.applies("conv2d", attrs, "uint8")
+    assert X86_VNNI_COLUMNS.fits(x_shape, w_shape, attrs)
+    x = rng.integers(0, 256, x_shape).astype(np.uint8)
+    w = rng.integers(-127, 128, w_shape).astype(np.int8)
+    bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+    m0 = rng.integers(2**30, 2**31 - 1, cout).astype(np.int32)
+    shift = np.full(cout, -9 - int(np.log2(cin)) // 2, np.int32)
+    want = ref_conv2d(x, w, bias, m0, shift, attrs)
+    wp, folded = X86_VNNI_COLUMNS.pack_operands(w, bias, attrs)
+    func = X86_VNNI_COLUMNS.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    packed_attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+    np.testing.assert_array_equal(ref_conv2d(x, wp, folded, m0, shift, packed_attrs), want)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         tvm.target.Target(x86_target().tvm_target))
+    out = tvm.runtime.tensor(np.zeros(want.shape, np.uint8))
+    lib["main"](*[tvm.runtime.tensor(a) for a in (x, wp, folded, m0, shift)], out)
+    assert np.mean((want > 0) & (want < 255)) > 0.5  # the clamp does not hide the arithmetic
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_pointwise_rule_takes_wide_1x1_convs_only():
+    from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS as rule
+
+    plain = {"strides": [1, 1], "padding": [0] * 4, "groups": 1}
+    assert rule.fits((1, 8, 14, 14), (16, 8, 1, 1), plain)
+    assert not rule.fits((1, 8, 7, 7), (16, 8, 1, 1), plain)       # 7 of 16 lanes used
+    assert not rule.fits((1, 8, 14, 14), (16, 8, 1, 1), {**plain, "strides": [2, 2]})
+    assert not rule.fits((1, 8, 14, 14), (16, 8, 3, 3), plain)
+    assert not rule.fits((1, 512, 14, 14), (16, 512, 1, 1), plain)  # dot products dominate
+    assert rule.fits((1, 512, 28, 28), (16, 512, 1, 1), {**plain, "strides": [2, 2]})
+    assert not rule.applies("conv2d", {**plain, "padding": [1] * 4}, "uint8")
+    assert not rule.applies("conv2d", {**plain, "groups": 8}, "uint8")
+    assert not rule.applies("conv2d", plain, "int8")

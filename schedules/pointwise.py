@@ -1,0 +1,158 @@
+"""1x1 convolutions on `vpdpbusd` with output columns, not output channels, in the lanes.
+
+The channel-lane kernel (`dot_product`) ends every block with 16 channels of one column,
+which NCHW stores one byte at a time (16 `vpextrb` a vector): with few input channels that
+epilogue costs more than the dot products (64 -> 256 at 56x56: 19% of peak there, 28%
+here). Here the 16 lanes are 16 columns of one channel and the weight group is broadcast:
+
+    acc[n, o, y, x] = sum_{c/4, c%4} xp[n, c/4, y, x, c%4] * wp[o, c/4, c%4]
+
+so the requantize epilogue is a vector over a row with the channel's constants broadcast,
+stored as it is. Rows are padded to whole vectors (the extra columns are computed from
+zeros and never stored), which is why only widths that waste little take this rule.
+
+Operands are the dot-product rule's with L = 1: weights `weight_layout.pack(w, 1)`, the zero
+point folded into the bias; the attributes say `packed_lanes: 1`, which the reference reads.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from qcompiler import kernels
+from qcompiler.schedules.depthwise import vectorize_row
+from qcompiler.schedules.dot_product import _packed_params
+from qcompiler.weight_layout import folded_bias, pack
+
+LANES = 16
+MAX_WASTE = 1.15  # padded row / real row: 14 -> 16 passes, 7 -> 16 does not
+# Past this many input channels the dot products outweigh the byte-wise epilogue, and the
+# channel-lane kernel, which reuses each weight vector over 14-16 columns, is faster (measured
+# on MobileNetV2 and ResNet-50 layers: 144 -> 24 at 56x56 31% of peak here against 24%,
+# 192 -> 32 at 28x28 27% against 29%). A strided one still packs only the pixels it reads.
+MAX_CHANNELS_IN = 160
+# Accumulator vectors per register block: under TVM's 1 KiB limit for stack buffers (a larger
+# block comes from the workspace pool on every row, which costs more than it saves).
+MAX_ACCUMULATORS = 15
+
+
+def _ceil(n: int, k: int) -> int:
+    return (n + k - 1) // k
+
+
+def _out_width(x_shape: tuple, attrs: dict) -> int:
+    return (x_shape[3] - 1) // attrs["strides"][1] + 1
+
+
+def pointwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+    n, cin, h, w_ = x_shape
+    sh, sw = attrs["strides"]
+    oh, ow = (h - 1) // sh + 1, _out_width(x_shape, attrs)
+    ow_v, c4 = _ceil(ow, LANES) * LANES, _ceil(cin, 4)
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params = _packed_params(w_shape, 1)
+    wp = params[0]
+
+    def packed(b, cb, i, j, ci):  # noqa: ANN001, ANN202
+        inside = [j < ow] + ([cb * 4 + ci < cin] if cin % 4 else [])
+        return tirx.if_then_else(tirx.all(*inside),
+                                 x[b, tirx.min(cb * 4 + ci, cin - 1), i * sh,
+                                   tirx.min(j, ow - 1) * sw],
+                                 tirx.const(0, x_dtype))
+
+    xp = te.compute((n, c4, oh, ow_v, 4), packed, name="x_packed")
+    _, bias, m0, shift = params
+    rcb = te.reduce_axis((0, c4), name="rcb")
+    rci = te.reduce_axis((0, 4), name="rci")
+    acc = te.compute(
+        (n, w_shape[0], oh, ow_v),
+        lambda b, o, i, j: te.sum(xp[b, rcb, i, j, rci].astype("int32")
+                                  * wp[o, rcb, 0, 0, 0, rci].astype("int32"), axis=[rcb, rci]),
+        name="acc")
+    # `acc + bias` in int32 as a stage of its own (the reference's wrap, too): the epilogue
+    # then widens an int32 load, which LLVM multiplies with `vpmuldq` (one uop); inlined,
+    # TVM rewrites the widened sum as a sum of widened terms and LLVM needs `vpmullq` (three).
+    biased = te.compute((n, w_shape[0], oh, ow), lambda b, o, i, j: acc[b, o, i, j] + bias[o],
+                        name="acc_biased")
+    y = te.compute(
+        (n, w_shape[0], oh, ow),
+        lambda b, o, i, j: kernels._clamp_cast(
+            kernels.fixed_point_multiply(biased[b, o, i, j], m0[o], shift[o]),
+            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
+        name="requantize")
+    return [x, *params, y]
+
+
+def schedule_pointwise(sch: tvm.s_tir.Schedule, intrin: str) -> None:
+    """Register blocks of K channels x J vectors of 16 columns, the reduction outside them;
+    per output row and channel block, the epilogue right after its accumulators."""
+    block = sch.get_sblock("acc")
+    b, o, i, j, rcb, rci = sch.get_loops(block)
+    vectors, cout = int(sch.get(j).extent) // LANES, int(sch.get(o).extent)
+    blocks = [(k * v, v, k) for v in range(1, vectors + 1) if vectors % v == 0
+              for k in range(1, MAX_ACCUMULATORS // v + 1) if cout % k == 0]
+    _, cols, chans = max(blocks)  # most accumulators, then the most columns
+    oo, oi = sch.split(o, [None, chans])
+    jo, ji = sch.split(j, [None, LANES])
+    joo, joi = sch.split(jo, [None, cols])
+    sch.reorder(b, oo, i, joo, rcb, oi, joi, ji, rci)
+    rows = sch.fuse(b, oo, i)  # threads take (batch, channel block, row): disjoint outputs
+    sch.parallel(rows)
+    rq, biased = sch.get_sblock("requantize"), sch.get_sblock("acc_biased")
+    sch.reverse_compute_at(biased, rows)
+    sch.reverse_compute_at(rq, rows)
+    sch.compute_at(biased, sch.get_loops(rq)[-2])  # one channel's row at a time
+    sch.decompose_reduction(block, rcb)
+    sch.unroll(oi)
+    sch.unroll(joi)
+    sch.tensorize(ji, intrin)
+    vectorize_row(sch, sch.get_loops(rq)[-1])
+    vectorize_row(sch, sch.get_loops(biased)[-1])
+    pack_block = sch.get_sblock("x_packed")
+    loops = sch.get_loops(pack_block)
+    fused = sch.fuse(*loops[:2])
+    sch.parallel(fused)
+    if sch.can_decompose_padding(pack_block, fused):
+        sch.decompose_padding(pack_block, fused)
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """1x1 conv2d (no padding, groups 1) with output columns in the `vpdpbusd` lanes."""
+
+    name: str
+
+    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
+        return (op == "conv2d" and x_dtype == "uint8" and attrs["groups"] == 1
+                and not any(attrs["padding"]))
+
+    def fits(self, x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
+        """A 1x1 kernel over output rows that pad to whole vectors with little waste, with
+        few input channels or a stride."""
+        ow = _out_width(x_shape, attrs)
+        few = x_shape[1] <= MAX_CHANNELS_IN or max(attrs["strides"]) > 1
+        return (tuple(w_shape[2:]) == (1, 1) and few
+                and _ceil(ow, LANES) * LANES <= MAX_WASTE * ow)
+
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+              ) -> tirx.PrimFunc:
+        from qcompiler.schedules.x86_vnni import VNNI_COLUMNS_INTRIN
+
+        sch = tvm.s_tir.Schedule(te.create_prim_func(
+            pointwise_compute(x_shape, x_dtype, w_shape, attrs)))
+        schedule_pointwise(sch, VNNI_COLUMNS_INTRIN)
+        packed_attrs = {**attrs, "packed_lanes": 1, "w_shape": list(w_shape)}
+        return sch.mod["main"].with_attr({"qcompiler.op": op,
+                                          "qcompiler.attrs": json.dumps(packed_attrs),
+                                          "qcompiler.schedule": self.name})
+
+    def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        return pack(w, 1), folded_bias(w, bias, attrs["zp_x"])
+
+
+X86_VNNI_COLUMNS = Pointwise("x86_vnni_columns")
