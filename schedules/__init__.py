@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
-from qcompiler.schedules.depthwise import DEPTHWISE
+from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
 from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS
 from qcompiler.targets.target import Target
@@ -26,9 +26,9 @@ def rules_for(target: Target) -> list:
         return [ARM_SDOT]
     if target.name == "hexagon":
         return [HEXAGON_VRMPY]
-    if target.name == "x86":  # depthwise is plain vector code: AVX2 or AVX-512 alike
+    if target.name == "x86":  # depthwise has a plain vector form for AVX2
         vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
-        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE] if vnni else [DEPTHWISE]
+        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI] if vnni else [DEPTHWISE]
     return []
 
 

@@ -1,18 +1,24 @@
-"""Depthwise conv2d (groups == channels, one filter per channel) for CPUs without a dot product
-that fits it: `vpdpbusd` broadcasts one activation over 16 output channels, but here every
-output channel reads its own activations, so the kernel is plain vector code instead.
+"""Depthwise conv2d (groups == channels, one filter per channel) for x86.
 
-Same operands and attributes as the portable kernel (`qcompiler.kernels.conv2d`), so the
-reference reads it unchanged. Inside, per channel (the parallel loop), the input is padded
-with zp_x once and split by column phase (`col = jj * sw + phase`), so every tap of a row is a
-contiguous load even at stride 2:
+Every output channel reads its own activations, so the channel-lane dot product of the dense
+convs does not fit. Instead, per channel (the parallel loop) the input is padded with zp_x
+once, and each output row is a row of 16-lane int32 accumulators over the taps, followed by
+the requantize epilogue on that row (`schedules.epilogue`):
 
-    acc[b, c, y, x] = sum_{ky, kx} xp[b, c, (kx dw) % sw, y sh + ky dh, x + (kx dw) // sw] w[c, ky, kx]
+    acc[b, c, y, x] = sum_{ky, kx} xp[b, c, y sh + ky dh, x sw + kx dw] w[c, ky, kx]
                       - zp_x * sum_{ky, kx} w[c, ky, kx]          (= sum (x - zp_x) w, exact)
 
-A whole output row is one vector (LLVM splits it into registers): taps unrolled, raw u8 x s8
-products (which LLVM maps to `vpmaddwd`: both fit in 16 bits), int32 sums, and the requantize
-epilogue on the row while it is in registers.
+Two inner products:
+- `vpdpbusd` (AVX-512 VNNI): the taps of a filter row, zero-padded to groups of 4, are one
+  dot product per output column; `vpermd` + `vpshufb` gather each column's 4 bytes from one
+  64-byte load (`x86_vnni.VNNI_WINDOW_INTRIN`), so a 3x3 filter costs 3 instructions per 16
+  outputs instead of 27. Unit dilation along the width, stride 1 or 2.
+- plain vector code otherwise (AVX2, other strides): taps unrolled, raw u8 x s8 products
+  (LLVM maps them to `vpmaddwd`: both fit in 16 bits); a strided row is first split by
+  column phase so each tap is a contiguous load.
+
+Same operands and attributes as the portable kernel (`qcompiler.kernels.conv2d`), so the
+reference reads it unchanged.
 """
 from __future__ import annotations
 
@@ -24,16 +30,18 @@ import tvm
 from tvm import te, tirx
 
 from qcompiler import kernels
+from qcompiler.schedules.epilogue import LANES, requantize_rows, schedule_rows
 
-
-LANES = 16  # output columns per vector (int32 lanes of one AVX-512 register)
+WINDOW_READ = 64  # bytes the window intrinsic loads from a window's start
 
 
 def _ceil(n: int, k: int) -> int:
     return (n + k - 1) // k
 
 
-def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                      window: bool = False) -> list:
+    """The kernel's tensors; `window`: the taps of a row in groups of 4 for `vpdpbusd`."""
     n, c, h, w_ = x_shape
     _, _, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -45,106 +53,123 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict)
     # Rows are computed LANES columns at a time, so they are padded to whole vectors (the
     # extra columns read zp_x and are never stored).
     ow_v = _ceil(ow, LANES) * LANES
-    phase_w = ow_v + (kw - 1) * dw // sw
-    width = max(w_ + pl + pr, phase_w * sw)
+    taps = 4 * _ceil(kw, 4) if window else kw
+    if window or sw == 1:
+        width = max(w_ + pl + pr, (ow_v - 1) * sw + (taps - 1) * dw + 1)
+    else:
+        phase_w = ow_v + (kw - 1) * dw // sw
+        width = max(w_ + pl + pr, phase_w * sw)
+    # Rows past the input, all zp_x, for the window load's 64 bytes after the last window.
+    rows = h + pt + pb + (_ceil(WINDOW_READ, width) if window else 0)
     x = te.placeholder(x_shape, x_dtype, name="x")
     params = kernels._channel_params(w_shape)
     wt = params[0]
     xp = te.compute(
-        (n, c, h + pt + pb, width),
+        (n, c, rows, width),
         lambda b, ch, i, j: tirx.if_then_else(
             tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
             x[b, ch, i - pt, j - pl], tirx.const(zp, x_dtype)),
         name="x_pad")
-    if sw > 1:  # columns by phase: each tap of a strided row is then a contiguous load
-        phases = te.compute((n, c, sw, h + pt + pb, phase_w),
-                            lambda b, ch, p, i, jj: xp[b, ch, i, jj * sw + p], name="x_phase")
-
-        def tap(b, ch, i, j):  # noqa: ANN001, ANN202
-            return phases[b, ch, j[1] % sw, i, j[0] + j[1] // sw]
-    else:
-        def tap(b, ch, i, j):  # noqa: ANN001, ANN202
-            return xp[b, ch, i, j[0] + j[1]]
     ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    raw = te.compute(
-        (n, c, oh, ow_v),
-        lambda b, ch, i, j: te.sum(
-            tap(b, ch, i * sh + ry * dh, (j, rx * dw)).astype("int32")
-            * wt[ch, 0, ry, rx].astype("int32"), axis=[ry, rx]),
-        name="acc")
+    if window:
+        wg = te.compute((c, kh, taps), lambda ch, ky, k: tirx.if_then_else(
+            k < kw, wt[ch, 0, ky, tirx.min(k, kw - 1)], tirx.const(0, "int8")),
+            name="w_groups")
+        rg = te.reduce_axis((0, taps // 4), name="rg")
+        rk = te.reduce_axis((0, 4), name="rk")
+        raw = te.compute(
+            (n, c, oh, ow_v),
+            lambda b, ch, i, j: te.sum(
+                xp[b, ch, i * sh + ry * dh, j * sw + rg * 4 + rk].astype("int32")
+                * wg[ch, ry, rg * 4 + rk].astype("int32"), axis=[ry, rg, rk]),
+            name="acc")
+    else:
+        tap = _tap(xp, (n, c, rows, width), sw, kw, dw, ow_v)
+        rx = te.reduce_axis((0, kw), name="rx")
+        raw = te.compute(
+            (n, c, oh, ow_v),
+            lambda b, ch, i, j: te.sum(
+                tap(b, ch, i * sh + ry * dh, j, rx).astype("int32")
+                * wt[ch, 0, ry, rx].astype("int32"), axis=[ry, rx]),
+            name="acc")
 
-    def wsum(ch):  # noqa: ANN001, ANN202
-        # Written out, not a reduction stage: the epilogue is computed at each row of `acc`,
-        # which needs every producer it reads inside that row's loop.
-        return sum(wt[ch, 0, ky, kx].astype("int32") for ky in range(kh) for kx in range(kw))
+    def constant(ch):  # noqa: ANN001, ANN202
+        # The sum of weights written out, not a reduction stage: the epilogue is computed at
+        # each row of `acc`, which needs every producer it reads inside that row's loop.
+        wsum = sum(wt[ch, 0, ky, kx].astype("int32") for ky in range(kh) for kx in range(kw))
+        return params[1][ch] - zp * wsum
 
-    acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: raw[b, ch, i, j] - zp * wsum(ch),
-                     name="acc_centered")
-    y = kernels._requantize_channels(acc, 1, params, attrs)
+    y = requantize_rows(raw, (n, c, oh, ow), constant, params, attrs)
     return [x, *params, y]
 
 
-def schedule_depthwise(sch: tvm.s_tir.Schedule) -> None:
+def _tap(xp: te.Tensor, shape: tuple, sw: int, kw: int, dw: int, ow_v: int):  # noqa: ANN202
+    """`tap(b, c, i, j, kx)` = xp[b, c, i, j sw + kx dw], through the columns split by phase
+    when strided (`col = jj sw + phase`), so each tap of a row is a contiguous load."""
+    if sw == 1:
+        return lambda b, ch, i, j, kx: xp[b, ch, i, j + kx * dw]
+    n, c, rows, _ = shape
+    phase_w = ow_v + (kw - 1) * dw // sw
+    phases = te.compute((n, c, sw, rows, phase_w),
+                        lambda b, ch, p, i, jj: xp[b, ch, i, jj * sw + p], name="x_phase")
+    return lambda b, ch, i, j, kx: phases[b, ch, kx * dw % sw, i, j + kx * dw // sw]
+
+
+def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> None:
     """Channels in parallel; per channel the padded input (border filled apart from the
-    copy, so neither loop has a condition), then row by row: the taps unrolled over a row of
-    vector accumulators, and the requantize epilogue on the same row."""
-    sch.compute_inline(sch.get_sblock("acc_centered"))
+    copy, so neither loop has a condition), then row by row: the taps over a row of vector
+    accumulators (`intrin`: the window intrinsic, for a compute with `window`), and the
+    epilogue on the same row."""
     acc = sch.get_sblock("acc")
-    b, ch, row, j, ky, kx = sch.get_loops(acc)
+    b, ch, row, j, *taps = sch.get_loops(acc)
     bc = sch.fuse(b, ch)
     jo, ji = sch.split(j, [None, LANES])
-    sch.reorder(ky, kx, jo, ji)
     # The row of accumulators is the anchor: every stage before it computes what the whole
     # (vector-padded) row reads, and the epilogue only the columns that exist.
-    sch.reverse_compute_at(sch.get_sblock("requantize"), row)
-    pad = sch.get_sblock("x_pad")
-    phase = _block_or_none(sch, "x_phase")
-    if phase is not None:
-        sch.compute_at(phase, bc)
-    sch.compute_at(pad, bc)
-    sch.parallel(bc)  # before the two decompositions below: it refuses split writers
-    sch.vectorize(ji)
-    vectorize_row(sch, sch.get_loops(sch.get_sblock("requantize"))[-1])
+    schedule_rows(sch, row)
+    for name in ("x_phase", "w_groups", "x_pad"):  # consumers first
+        if _has_block(sch, name):
+            sch.compute_at(sch.get_sblock(name), bc)
+    sch.parallel(bc)  # before the decompositions below: it refuses split writers
+    if intrin is not None:
+        ky, kg, k = taps
+        sch.reorder(ky, kg, jo, ji, k)
+        unrolled = [ky, kg, jo]
+    else:
+        ky, kx = taps
+        sch.reorder(ky, kx, jo, ji)
+        sch.vectorize(ji)
+        unrolled = [ky, kx, jo]
     init = sch.decompose_reduction(acc, ky)
-    fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
-    for loop in (ky, kx, jo, sch.get_loops(init)[-2]):
+    if intrin is not None:
+        sch.tensorize(ji, intrin)
+    for loop in (*unrolled, sch.get_loops(init)[-2]):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])
+    pad = sch.get_sblock("x_pad")
+    fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
     sch.vectorize(sch.get_loops(fill)[-1])
-    if phase is not None:  # (row, column, phase): LLVM vectorizes it as an interleaved load
-        p, i, jj = sch.get_loops(phase)[-3:]
+    if _has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
+        p, i, jj = sch.get_loops(sch.get_sblock("x_phase"))[-3:]  # interleaved load
         sch.reorder(i, jj, p)
         sch.unroll(p)
 
 
-def _block_or_none(sch: tvm.s_tir.Schedule, name: str):  # noqa: ANN202
+def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
     try:
-        return sch.get_sblock(name)
+        sch.get_sblock(name)
     except tvm.s_tir.ScheduleError:
-        return None
-
-
-def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV) -> None:
-    """An epilogue loop over a row: whole vectors of LANES, then the rest as one shorter
-    vector (one vector of a width that is no multiple of 16 makes LLVM split it badly)."""
-    extent = int(sch.get(col).extent)
-    whole = extent // LANES * LANES
-    if whole and whole < extent:
-        body, tail = sch.loop_partition(col, [whole, None])
-    else:
-        body, tail = (col, None) if whole else (None, col)
-    if body is not None:
-        sch.vectorize(sch.split(body, [None, LANES])[1])
-    if tail is not None:
-        sch.vectorize(tail)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class Depthwise:
-    """Depthwise conv2d as a kernel rule for `qcompiler.schedules` (any vector ISA)."""
+    """Depthwise conv2d as a kernel rule for `qcompiler.schedules`; `window`: on the VNNI
+    window intrinsic where the layer allows it (else plain vector code)."""
 
     name: str
+    window: bool = False
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         return op == "conv2d" and attrs["groups"] > 1
@@ -155,9 +180,17 @@ class Depthwise:
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
               ) -> tirx.PrimFunc:
+        stride = attrs["strides"][1]
+        window = (self.window and x_dtype == "uint8" and attrs["dilation"][1] == 1
+                  and stride in (1, 2))
         sch = tvm.s_tir.Schedule(te.create_prim_func(
-            depthwise_compute(x_shape, x_dtype, w_shape, attrs)))
-        schedule_depthwise(sch)
+            depthwise_compute(x_shape, x_dtype, w_shape, attrs, window)))
+        intrin = None
+        if window:
+            from qcompiler.schedules.x86_vnni import VNNI_WINDOW_INTRIN
+
+            intrin = VNNI_WINDOW_INTRIN[stride]
+        schedule_depthwise(sch, intrin)
         return sch.mod["main"].with_attr({"qcompiler.op": op,
                                           "qcompiler.attrs": json.dumps(attrs),
                                           "qcompiler.schedule": self.name})
@@ -169,3 +202,4 @@ class Depthwise:
 
 
 DEPTHWISE = Depthwise("depthwise")
+DEPTHWISE_VNNI = Depthwise("x86_vnni_depthwise", window=True)

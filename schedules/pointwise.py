@@ -23,12 +23,10 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from qcompiler import kernels
-from qcompiler.schedules.depthwise import vectorize_row
 from qcompiler.schedules.dot_product import _packed_params
+from qcompiler.schedules.epilogue import LANES, requantize_rows, schedule_rows
 from qcompiler.weight_layout import folded_bias, pack
 
-LANES = 16
 MAX_WASTE = 1.15  # padded row / real row: 14 -> 16 passes, 7 -> 16 does not
 # Past this many input channels the dot products outweigh the byte-wise epilogue, and the
 # channel-lane kernel, which reuses each weight vector over 14-16 columns, is faster (measured
@@ -65,7 +63,6 @@ def pointwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict)
                                  tirx.const(0, x_dtype))
 
     xp = te.compute((n, c4, oh, ow_v, 4), packed, name="x_packed")
-    _, bias, m0, shift = params
     rcb = te.reduce_axis((0, c4), name="rcb")
     rci = te.reduce_axis((0, 4), name="rci")
     acc = te.compute(
@@ -73,17 +70,7 @@ def pointwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict)
         lambda b, o, i, j: te.sum(xp[b, rcb, i, j, rci].astype("int32")
                                   * wp[o, rcb, 0, 0, 0, rci].astype("int32"), axis=[rcb, rci]),
         name="acc")
-    # `acc + bias` in int32 as a stage of its own (the reference's wrap, too): the epilogue
-    # then widens an int32 load, which LLVM multiplies with `vpmuldq` (one uop); inlined,
-    # TVM rewrites the widened sum as a sum of widened terms and LLVM needs `vpmullq` (three).
-    biased = te.compute((n, w_shape[0], oh, ow), lambda b, o, i, j: acc[b, o, i, j] + bias[o],
-                        name="acc_biased")
-    y = te.compute(
-        (n, w_shape[0], oh, ow),
-        lambda b, o, i, j: kernels._clamp_cast(
-            kernels.fixed_point_multiply(biased[b, o, i, j], m0[o], shift[o]),
-            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]),
-        name="requantize")
+    y = requantize_rows(acc, (n, w_shape[0], oh, ow), lambda o: params[1][o], params, attrs)
     return [x, *params, y]
 
 
@@ -102,16 +89,11 @@ def schedule_pointwise(sch: tvm.s_tir.Schedule, intrin: str) -> None:
     sch.reorder(b, oo, i, joo, rcb, oi, joi, ji, rci)
     rows = sch.fuse(b, oo, i)  # threads take (batch, channel block, row): disjoint outputs
     sch.parallel(rows)
-    rq, biased = sch.get_sblock("requantize"), sch.get_sblock("acc_biased")
-    sch.reverse_compute_at(biased, rows)
-    sch.reverse_compute_at(rq, rows)
-    sch.compute_at(biased, sch.get_loops(rq)[-2])  # one channel's row at a time
+    schedule_rows(sch, rows)
     sch.decompose_reduction(block, rcb)
     sch.unroll(oi)
     sch.unroll(joi)
     sch.tensorize(ji, intrin)
-    vectorize_row(sch, sch.get_loops(rq)[-1])
-    vectorize_row(sch, sch.get_loops(biased)[-1])
     pack_block = sch.get_sblock("x_packed")
     loops = sch.get_loops(pack_block)
     fused = sch.fuse(*loops[:2])

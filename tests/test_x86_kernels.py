@@ -104,38 +104,42 @@ def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
         set_threads(0)
 
 
-# Depthwise: (channels, size, kernel, stride, pads, batch, clamp hi); MobileNetV2's channel
-# counts, some no multiple of 4, 16 or 64, rows of 1, 7, 14 and 56 columns (vector tails).
+# Depthwise: (channels, size, kernel, stride, dilation, pads, batch, clamp hi); MobileNetV2's
+# channel counts, some no multiple of 4, 16 or 64; rows of 1, 7, 14 and 56 columns (vector
+# tails); a 5x5 (two groups of 4 taps on VNNI); stride 3 and dilation 2 (plain vector code).
 DEPTHWISE_CASES = [
-    (24, 56, 3, 1, (1, 1, 1, 1), 1, 255),
-    (33, 15, 3, 2, (1, 1, 1, 1), 2, 255),
-    (144, 28, 3, 2, (0, 0, 1, 1), 1, 140),   # TF-style asymmetric padding, ReLU6-like clamp
-    (960, 7, 3, 1, (1, 1, 1, 1), 2, 140),
-    (5, 9, 5, 1, (2, 2, 2, 2), 1, 255),
-    (7, 1, 3, 1, (1, 1, 1, 1), 1, 255),     # one pixel: every tap but the centre is padding
+    (24, 56, 3, 1, 1, (1, 1, 1, 1), 1, 255),
+    (33, 15, 3, 2, 1, (1, 1, 1, 1), 2, 255),
+    (144, 28, 3, 2, 1, (0, 0, 1, 1), 1, 140),  # TF-style asymmetric padding, ReLU6-like clamp
+    (960, 7, 3, 1, 1, (1, 1, 1, 1), 2, 140),
+    (5, 9, 5, 1, 1, (2, 2, 2, 2), 1, 255),
+    (7, 1, 3, 1, 1, (1, 1, 1, 1), 1, 255),  # one pixel: every tap but the centre is padding
+    (6, 13, 3, 3, 1, (1, 1, 1, 1), 1, 255),
+    (6, 12, 3, 1, 2, (2, 2, 2, 2), 1, 255),
 ]
 ISA = {"vnni": x86_target().tvm_target, "avx2": AVX2.tvm_target}
 
 
 @pytest.mark.parametrize("isa", ["vnni", "avx2"])
-@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: f"c{c[0]}hw{c[1]}k{c[2]}s{c[3]}")
+@pytest.mark.parametrize("case", DEPTHWISE_CASES,
+                         ids=lambda c: f"c{c[0]}hw{c[1]}k{c[2]}s{c[3]}d{c[4]}")
 def test_depthwise_kernel_equals_reference(case, isa, rng):
     from qcompiler.reference import conv2d as ref_conv2d
-    from qcompiler.schedules.depthwise import DEPTHWISE
+    from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 
-    c, hw, k, s, pads, batch, hi = case
+    rule = DEPTHWISE_VNNI if isa == "vnni" else DEPTHWISE
+    c, hw, k, s, d, pads, batch, hi = case
     x_shape, w_shape = (batch, c, hw, hw), (c, 1, k, k)
-    attrs = {"strides": [s, s], "padding": list(pads), "dilation": [1, 1], "groups": c,
+    attrs = {"strides": [s, s], "padding": list(pads), "dilation": [d, d], "groups": c,
              "zp_x": 121, "zp_y": 90, "lo": 3, "hi": hi, "out_dtype": "uint8"}
-    assert DEPTHWISE.applies("conv2d", attrs, "uint8")
-    assert DEPTHWISE.fits(x_shape, w_shape, attrs)
+    assert rule.applies("conv2d", attrs, "uint8") and rule.fits(x_shape, w_shape, attrs)
     ops = [rng.integers(0, 256, x_shape).astype(np.uint8),
            rng.integers(-127, 128, w_shape).astype(np.int8),
            rng.integers(-20000, 20000, c).astype(np.int32),
            rng.integers(2**30, 2**31 - 1, c).astype(np.int32),
            rng.integers(-12, -7, c).astype(np.int32)]
     want = ref_conv2d(*ops, attrs)
-    func = DEPTHWISE.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    func = rule.build("conv2d", x_shape, "uint8", w_shape, attrs)
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          tvm.target.Target(ISA[isa]))
     out = tvm.runtime.tensor(np.zeros(want.shape, np.uint8))
@@ -146,9 +150,9 @@ def test_depthwise_kernel_equals_reference(case, isa, rng):
 
 def test_depthwise_rule_takes_only_depthwise_convs():
     from qcompiler.schedules import rules_for
-    from qcompiler.schedules.depthwise import DEPTHWISE
+    from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 
-    assert DEPTHWISE in rules_for(x86_target()) and DEPTHWISE in rules_for(AVX2)
+    assert DEPTHWISE_VNNI in rules_for(x86_target()) and rules_for(AVX2) == [DEPTHWISE]
     assert not DEPTHWISE.applies("conv2d", {"groups": 1}, "uint8")
     assert not DEPTHWISE.applies("dense", {}, "uint8")
     assert DEPTHWISE.fits((1, 8, 5, 5), (8, 1, 3, 3), {})
@@ -178,10 +182,10 @@ def test_depthwise_block_bit_exact_on_both_isa_levels(target, tmp_path, rng):
 
     model, shape = _depthwise_model(rng)
     compiled, schedules = _compile_exact(model, shape, target, tmp_path, rng, runs=2)
-    assert schedules.count("depthwise") == 1
     # the 14-wide expansion has columns in the lanes, the 7-wide projection channels
-    want = ["x86_vnni", "x86_vnni_columns"] if target == "vnni" else []
-    assert sorted(s for s in schedules if s.startswith("x86")) == want
+    want = ["x86_vnni", "x86_vnni_columns", "x86_vnni_depthwise"] if target == "vnni" \
+        else ["depthwise"]
+    assert sorted(s for s in schedules if s != "portable") == want
     emit(compiled, None, tmp_path / "out")  # the runtime-free C library runs them too
     lib, ref = StandaloneModel(tmp_path / "out"), Reference(compiled.quantized)
     q = rng.integers(0, 256, lib.inputs[0]["shape"]).astype(np.uint8)
