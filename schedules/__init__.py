@@ -15,7 +15,7 @@ from tvm import relax
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
-from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS
+from qcompiler.schedules.columns import X86_VNNI_COLUMNS
 from qcompiler.targets.target import Target
 
 

@@ -1,4 +1,4 @@
-"""The requantize epilogue of the x86 row kernels (depthwise, pointwise): per output row, the
+"""The requantize epilogue of the x86 row kernels (depthwise, columns): per output row, the
 int32 accumulators plus their per-channel constant, then the contract's fixed-point multiply,
 vectorized along the row.
 

@@ -161,7 +161,7 @@ def test_depthwise_rule_takes_only_depthwise_convs():
 
 
 def _depthwise_model(rng, c=24, hw=14):
-    """pointwise expand -> depthwise 3x3 stride 2 + ReLU6 -> pointwise project (MobileNetV2)."""
+    """1x1 expand -> depthwise 3x3 stride 2 + ReLU6 -> 1x1 project (MobileNetV2)."""
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[1, 1]),
              helper.make_node("Clip", ["a", "lo", "hi"], ["ar"]),
              helper.make_node("Conv", ["ar", "wd", "bd"], ["d"], kernel_shape=[3, 3],
@@ -192,19 +192,23 @@ def test_depthwise_block_bit_exact_on_both_isa_levels(target, tmp_path, rng):
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
 
 
-# 1x1 convs with output columns in the lanes: (cin, size, cout, stride, batch); channel tails,
-# a 14-wide row padded to 16, a stride that halves the row, output channels that 15 divides.
-POINTWISE_CASES = [(64, 28, 256, 1, 1), (33, 14, 40, 1, 2), (96, 56, 30, 2, 1), (6, 16, 7, 1, 1)]
+# Column-lane convs: (cin, size, cout, kernel, stride, pad, batch); channel tails, a 14-wide
+# row padded to 16, a stride that halves a 1x1's rows and columns, output channels that 15
+# divides; stems of 3 channels (3x3 and 7x7, stride 2: the columns split by phase).
+COLUMNS_CASES = [(64, 28, 256, 1, 1, 0, 1), (33, 14, 40, 1, 1, 0, 2), (96, 56, 30, 1, 2, 0, 1),
+                 (6, 16, 7, 1, 1, 0, 1), (3, 32, 32, 3, 2, 1, 1), (3, 30, 16, 7, 2, 3, 1),
+                 (16, 14, 8, 3, 1, 1, 2)]
 
 
-@pytest.mark.parametrize("case", POINTWISE_CASES, ids=lambda c: f"{c[0]}to{c[2]}hw{c[1]}s{c[3]}")
-def test_pointwise_kernel_equals_reference(case, rng):
+@pytest.mark.parametrize("case", COLUMNS_CASES,
+                         ids=lambda c: f"{c[0]}to{c[2]}hw{c[1]}k{c[3]}s{c[4]}")
+def test_columns_kernel_equals_reference(case, rng):
     from qcompiler.reference import conv2d as ref_conv2d
-    from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS
+    from qcompiler.schedules.columns import X86_VNNI_COLUMNS
 
-    cin, hw, cout, s, batch = case
-    x_shape, w_shape = (batch, cin, hw, hw), (cout, cin, 1, 1)
-    attrs = {"strides": [s, s], "padding": [0] * 4, "dilation": [1, 1], "groups": 1,
+    cin, hw, cout, k, s, pad, batch = case
+    x_shape, w_shape = (batch, cin, hw, hw), (cout, cin, k, k)
+    attrs = {"strides": [s, s], "padding": [pad] * 4, "dilation": [1, 1], "groups": 1,
              "zp_x": 37, "zp_y": 100, "lo": 0, "hi": 255, "out_dtype": "uint8"}
     assert X86_VNNI_COLUMNS.applies("conv2d", attrs, "uint8")
     assert X86_VNNI_COLUMNS.fits(x_shape, w_shape, attrs)
@@ -212,7 +216,7 @@ def test_pointwise_kernel_equals_reference(case, rng):
     w = rng.integers(-127, 128, w_shape).astype(np.int8)
     bias = rng.integers(-20000, 20000, cout).astype(np.int32)
     m0 = rng.integers(2**30, 2**31 - 1, cout).astype(np.int32)
-    shift = np.full(cout, -9 - int(np.log2(cin)) // 2, np.int32)
+    shift = np.full(cout, -9 - int(np.log2(cin * k * k)) // 2, np.int32)
     want = ref_conv2d(x, w, bias, m0, shift, attrs)
     wp, folded = X86_VNNI_COLUMNS.pack_operands(w, bias, attrs)
     func = X86_VNNI_COLUMNS.build("conv2d", x_shape, "uint8", w_shape, attrs)
@@ -226,16 +230,16 @@ def test_pointwise_kernel_equals_reference(case, rng):
     np.testing.assert_array_equal(out.numpy(), want)
 
 
-def test_pointwise_rule_takes_wide_1x1_convs_only():
-    from qcompiler.schedules.pointwise import X86_VNNI_COLUMNS as rule
+def test_columns_rule_takes_few_macs_per_output_on_wide_rows():
+    from qcompiler.schedules.columns import X86_VNNI_COLUMNS as rule
 
-    plain = {"strides": [1, 1], "padding": [0] * 4, "groups": 1}
+    plain = {"strides": [1, 1], "padding": [0] * 4, "dilation": [1, 1], "groups": 1}
     assert rule.fits((1, 8, 14, 14), (16, 8, 1, 1), plain)
     assert not rule.fits((1, 8, 7, 7), (16, 8, 1, 1), plain)       # 7 of 16 lanes used
     assert not rule.fits((1, 8, 14, 14), (16, 8, 1, 1), {**plain, "strides": [2, 2]})
-    assert not rule.fits((1, 8, 14, 14), (16, 8, 3, 3), plain)
+    assert rule.fits((1, 8, 14, 14), (16, 8, 3, 3), {**plain, "padding": [1] * 4})
+    assert not rule.fits((1, 32, 14, 14), (16, 32, 3, 3), {**plain, "padding": [1] * 4})
     assert not rule.fits((1, 512, 14, 14), (16, 512, 1, 1), plain)  # dot products dominate
     assert rule.fits((1, 512, 28, 28), (16, 512, 1, 1), {**plain, "strides": [2, 2]})
-    assert not rule.applies("conv2d", {**plain, "padding": [1] * 4}, "uint8")
     assert not rule.applies("conv2d", {**plain, "groups": 8}, "uint8")
     assert not rule.applies("conv2d", plain, "int8")
