@@ -11,8 +11,9 @@ the requantize epilogue on that row (`schedules.epilogue`):
 Two inner products:
 - `vpdpbusd` (AVX-512 VNNI): the taps of a filter row, zero-padded to groups of 4, are one
   dot product per output column; `vpermd` + `vpshufb` gather each column's 4 bytes from one
-  64-byte load (`x86_vnni.VNNI_WINDOW_INTRIN`), so a 3x3 filter costs 3 instructions per 16
-  outputs instead of 27. Unit dilation along the width, stride 1 or 2.
+  64-byte load (`x86_vnni.VNNI_WINDOW_INTRIN`), so a 3x3 filter costs 9 vector instructions
+  per 16 outputs (3 a filter row) instead of 27 (widen, multiply, add a tap). Unit dilation
+  along the width, stride 1 or 2.
 - plain vector code otherwise (AVX2, other strides): taps unrolled, raw u8 x s8 products
   (LLVM maps them to `vpmaddwd`: both fit in 16 bits); a strided row is first split by
   column phase so each tap is a contiguous load.
