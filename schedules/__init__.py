@@ -15,8 +15,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from qcompiler import nibbles
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
-from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI
+from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
+from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
+from qcompiler.schedules.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule
 from qcompiler.targets.target import Target
 from qcompiler.weight_layout import canonical
@@ -29,13 +32,15 @@ def shift_kind(shift: np.ndarray | None) -> str:
 
 
 def rules_for(target: Target) -> list:
-    """The kernel rules a target's ISA supports (VNNI only where the target enables it)."""
+    """The kernel rules a target's ISA supports (VNNI only where the target enables it), in
+    order: a kernel takes the first rule that applies."""
     if target.name == "arm":
         return [ARM_SDOT]
     if target.name == "hexagon" and "+hvxv68" in target.tvm_target.get("mattr", []):
         return [HEXAGON_VRMPY, HVX_VECTOR]
-    if target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", []):
-        return [X86_VNNI]
+    if target.name == "x86":  # depthwise has a plain vector form for AVX2
+        vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
+        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI] if vnni else [DEPTHWISE]
     return []
 
 
@@ -63,13 +68,20 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
             return new.with_attr("global_symbol", func.attrs["global_symbol"]), args
         if not all(is_const(a) for a in args[1:3]):
             continue
+        if nibbles.is_nibbles(attrs) and not isinstance(rule, DotProduct):
+            continue  # 4-bit (nibble) weights: only the dot-product kernels unpack them
         w = canonical(const_array(args[1]), attrs)  # int8, also for 4-bit (nibble) storage
+        if hasattr(rule, "fits") and not rule.fits(x_shape, w.shape, attrs):
+            continue  # a rule that depends on shapes the attributes do not carry
         try:
             wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
         except OverflowError:
             return None  # keep the portable kernel: its int64 epilogue cannot wrap
-        new = rule.build(op, x_shape, x_dtype, w.shape, attrs,
-                         shifts=shift_kind(const_array(args[4]) if is_const(args[4]) else None))
+        if isinstance(rule, DotProduct):
+            new = rule.build(op, x_shape, x_dtype, w.shape, attrs, shifts=shift_kind(
+                const_array(args[4]) if is_const(args[4]) else None))
+        else:
+            new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
         new = new.with_attr("global_symbol", func.attrs["global_symbol"])
         return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
     return None

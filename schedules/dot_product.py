@@ -71,15 +71,18 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = _packed_params(w_shape, L, attrs)
-    xp = te.compute(
-        (n, c4, h + pt + pb, w_ + pl + pr, 4),
-        lambda b, cb, i, j, ci: tirx.if_then_else(
-            cb * 4 + ci < cin,
-            tirx.if_then_else(tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
-                              x[b, tirx.min(cb * 4 + ci, cin - 1), i - pt, j - pl],
-                              tirx.const(zp, x_dtype)),
-            tirx.const(0, x_dtype)),
-        name="x_packed")
+
+    def packed(b, cb, i, j, ci):  # noqa: ANN001, ANN202
+        # One condition and one constant (zp_x, also in the channel tail, where the packed
+        # weights are 0): the padding pattern `schedule_acc` splits into fill and copy.
+        inside = [i >= pt, i < h + pt, j >= pl, j < w_ + pl]
+        if cin % 4:
+            inside.append(cb * 4 + ci < cin)
+        return tirx.if_then_else(tirx.all(*inside),
+                                 x[b, tirx.min(cb * 4 + ci, cin - 1), i - pt, j - pl],
+                                 tirx.const(zp, x_dtype))
+
+    xp = te.compute((n, c4, h + pt + pb, w_ + pl + pr, 4), packed, name="x_packed")
     rcb = te.reduce_axis((0, c4), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
@@ -181,8 +184,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
         outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
     sch.tensorize(lane, intrin)
-    outer = sch.get_loops(sch.get_sblock("x_packed"))
-    sch.parallel(sch.fuse(*outer[:2]))
+    _schedule_packing(sch)
     if NIBBLE_UNPACK in _block_names(sch):  # 4-bit weights: the unpack stage stays at the root,
         kernels.unpack_in_pairs(sch, NIBBLE_UNPACK)  # tensorize reads a plain buffer
 
@@ -190,6 +192,18 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
 def _block_names(sch: tvm.s_tir.Schedule) -> set[str]:
     root = sch.get_sblock("root")
     return {sch.get(b).name_hint for b in sch.get_child_blocks(root)}
+
+
+def _schedule_packing(sch: tvm.s_tir.Schedule) -> None:
+    """x_packed in parallel over (batch, channel block); a padded conv's border is filled
+    apart from the interior copy, so the copy has no condition and LLVM vectorizes it (the 4
+    channel rows interleaved into 4-byte groups)."""
+    block = sch.get_sblock("x_packed")
+    loops = sch.get_loops(block)
+    fused = sch.fuse(*loops[:2])
+    sch.parallel(fused)
+    if len(loops) == 5 and sch.can_decompose_padding(block, fused):
+        sch.decompose_padding(block, fused)
 
 
 COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}

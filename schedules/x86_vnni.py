@@ -34,15 +34,110 @@ def _impl(A: T.Buffer((4,), "uint8", offset_factor=1),
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
-        a_u8x4 = A.vload([0], "uint8x4")
-        a_i32 = T.reinterpret(a_u8x4, dtype="int32")
-        a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
-        b_i8x64 = B.vload([0, 0], dtype="int8x64")
-        c_i32x16 = C.vload([0], dtype="int32x16")
+        # One expression: a name bound here would become a local buffer, which TVM 0.27
+        # allocates from the workspace pool on every iteration of the enclosing parallel loop.
         C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            c_i32x16, a_i8x64, b_i8x64, dtype="int32x16")
+            C.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
+                          dtype="int8x64"),
+            B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
 
 TensorIntrin.register(NAME, _desc, _impl, override=True)
 VNNI_DOT_16x4_INTRIN = NAME
+
+
+@T.prim_func(s_tir=True)
+def _desc_columns(A: T.Buffer((16, 4), "uint8", offset_factor=1),
+                  B: T.Buffer((4,), "int8", offset_factor=1),
+                  C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _impl_columns(A: T.Buffer((16, 4), "uint8", offset_factor=1),
+                  B: T.Buffer((4,), "int8", offset_factor=1),
+                  C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            T.reinterpret(A.vload([0, 0], "uint8x64"), dtype="int8x64"),
+            T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"), 16),
+                          dtype="int8x64"), dtype="int32x16")
+
+
+# The same instruction the other way round: 16 lanes of 4 activation bytes each (16 output
+# columns), one weight group of 4 bytes broadcast (one output channel).
+COLUMNS_NAME = "qcompiler_dot_16x4_u8i8i32_vnni_columns"
+TensorIntrin.register(COLUMNS_NAME, _desc_columns, _impl_columns, override=True)
+VNNI_COLUMNS_INTRIN = COLUMNS_NAME
+
+
+def _window_intrin(stride: int) -> str:
+    """`C[i] += sum_k A[stride * i + k] * B[k]` (i < 16, k < 4): 16 outputs of a row, each
+    the dot product of 4 consecutive taps with 4 weights, as one `vpdpbusd`. Each lane's 4
+    activation bytes are gathered from one 64-byte load by `vpermd` (dwords to their 128-bit
+    lane) and `vpshufb` (bytes within it): AVX-512 F/BW, which every VNNI CPU has.
+
+    The load reads 64 bytes from the window's start: the buffer must have that many bytes
+    there (the kernel pads its rows), though the description covers only `15 stride + 4`.
+    """
+    name = f"qcompiler_window_16x4_s{stride}_u8i8i32_vnni"
+    span = 15 * stride + 4
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((span,), "uint8", offset_factor=1),
+             B: T.Buffer((4,), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:span], B[0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[stride * vi + vk], "int32") \
+                            * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((span,), "uint8", offset_factor=1),
+             B: T.Buffer((4,), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:span], B[0:4])
+            T.writes(C[0:16])
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pshuf.b.512"),
+                    T.reinterpret(T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.si.512"),
+                        T.reinterpret(A.vload([0], "uint8x64"), dtype="int32x16"),
+                        # dword d of lane d/4: source dword stride (d/4) + d%4
+                        T.ramp(T.int32(0), 1, 16) // 4 * stride + T.ramp(T.int32(0), 1, 16) % 4,
+                        dtype="int32x16"), dtype="int8x64"),
+                    # byte b of a lane: output (b%16)/4 of it, tap b%4
+                    (T.ramp(T.int32(0), 1, 64) % 16 // 4 * stride
+                     + T.ramp(T.int32(0), 1, 64) % 4).astype("int8x64"),
+                    dtype="int8x64"),
+                T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"),
+                                          16), dtype="int8x64"),
+                dtype="int32x16")
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+VNNI_WINDOW_INTRIN = {s: _window_intrin(s) for s in (1, 2)}

@@ -1,0 +1,60 @@
+"""The requantize epilogue of the x86 row kernels (depthwise, columns): per output row, the
+int32 accumulators plus their per-channel constant, then the contract's fixed-point multiply,
+vectorized along the row.
+
+The constant is added in int32 in a stage of its own (the reference wraps `acc + bias` to
+int32 too): the multiply then widens an int32 load, which LLVM does with `vpmuldq` (one uop).
+Inlined, TVM rewrites the widened sum as a sum of widened terms and LLVM needs `vpmullq`
+(three uops) for the product.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tvm
+from tvm import te
+
+from qcompiler import kernels
+
+LANES = 16  # int32 lanes of one AVX-512 register
+
+
+def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tuple,
+                    attrs: dict) -> te.Tensor:
+    """`clamp(zp_y + qms(acc + constant(c), M0[c], n[c]))` over `shape` (which may crop the
+    accumulators' padded rows), through the int32 stage `acc_biased`."""
+    _, _, m0, shift = params
+    biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c),
+                        name="acc_biased")
+    return te.compute(shape, lambda b, c, i, j: kernels._clamp_cast(
+        kernels.fixed_point_multiply(biased[b, c, i, j], m0[c], shift[c]),
+        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+
+
+def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:
+    """Both epilogue stages under the accumulators' row loop, vectorized along the row, the
+    int32 stage one channel's row at a time (it stays under TVM's 1 KiB for stack buffers)."""
+    biased, rq = sch.get_sblock("acc_biased"), sch.get_sblock("requantize")
+    sch.reverse_compute_at(biased, row)
+    sch.reverse_compute_at(rq, row)
+    loops, anchor = sch.get_loops(rq), sch.get(row)
+    inner = loops[[sch.get(lp).same_as(anchor) for lp in loops].index(True) + 1:]
+    if len(inner) > 1:  # the channels of a register block
+        sch.compute_at(biased, inner[-2])
+    for block in (biased, rq):
+        vectorize_row(sch, sch.get_loops(block)[-1])
+
+
+def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV) -> None:
+    """A loop over a row: whole vectors of LANES, then the rest as one shorter vector (a
+    vector whose width is no multiple of 16 makes LLVM split it badly)."""
+    extent = int(sch.get(col).extent)
+    whole = extent // LANES * LANES
+    if whole and whole < extent:
+        body, tail = sch.loop_partition(col, [whole, None])
+    else:
+        body, tail = (col, None) if whole else (None, col)
+    if body is not None:
+        sch.vectorize(sch.split(body, [None, LANES])[1])
+    if tail is not None:
+        sch.vectorize(tail)
