@@ -195,14 +195,22 @@ def _block_names(sch: tvm.s_tir.Schedule) -> set[str]:
 
 
 def _schedule_packing(sch: tvm.s_tir.Schedule) -> None:
-    """x_packed in parallel over (batch, channel block); a padded conv's border is filled
-    apart from the interior copy, so the copy has no condition and LLVM vectorizes it (the 4
-    channel rows interleaved into 4-byte groups)."""
+    """x_packed in parallel over (batch, channel block)."""
+    loops = sch.get_loops(sch.get_sblock("x_packed"))
+    sch.parallel(sch.fuse(*loops[:2]))
+
+
+def split_padding(sch: tvm.s_tir.Schedule) -> None:
+    """A padded conv's x_packed border filled apart from the interior copy, so the copy has
+    no condition and LLVM vectorizes it (the 4 channel rows interleaved into 4-byte groups).
+
+    Applied after the schedule or a tuning record's trace, outside the trace: TVM 0.27 cannot
+    print a trace that holds `decompose_padding`, and MetaSchedule prints every candidate's."""
     block = sch.get_sblock("x_packed")
-    loops = sch.get_loops(block)
-    fused = sch.fuse(*loops[:2])
-    sch.parallel(fused)
-    if len(loops) == 5 and sch.can_decompose_padding(block, fused):
+    if len(sch.get(block).iter_vars) != 5:  # dense: a plain copy
+        return
+    fused = sch.get_loops(block)[0]
+    if sch.can_decompose_padding(block, fused):
         sch.decompose_padding(block, fused)
 
 
@@ -259,6 +267,7 @@ class DotProduct:
             self.schedule(sch)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
+        split_padding(sch)
         func = sch.mod["main"]
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         if nibbles.is_nibbles(attrs):
