@@ -124,6 +124,16 @@ def dequantize(shape: tuple, dtype: str, scale: float, zp: int) -> tirx.PrimFunc
     return _prim_func("dequantize", {"scale": scale, "zero_point": zp}, [q, y])
 
 
+def conv2d_out_hw(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[int, int]:
+    """Output rows and columns of a conv (padding top, left, bottom, right; dilated taps):
+    one formula for the portable kernel and every target schedule."""
+    (h, w), (kh, kw) = x_shape[2:], w_shape[2:]
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    pt, pl, pb, pr = attrs["padding"]
+    return ((h + pt + pb - dh * (kh - 1) - 1) // sh + 1,
+            (w + pl + pr - dw * (kw - 1) - 1) // sw + 1)
+
+
 def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
     """`y = clamp(zp_y + qms(sum((x - zp_x) * w) + bias[c], M0[c], n[c]))`, int32 accumulation.
 
@@ -137,8 +147,7 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
     dh, dw = attrs["dilation"]
     groups = attrs["groups"]
     cout_g = cout // groups
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = conv2d_out_hw(x_shape, w_shape, attrs)
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wt = _channel_params(w_shape, attrs)
     zp_x = attrs["zp_x"]

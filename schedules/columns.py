@@ -30,6 +30,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
+from qcompiler import kernels
 from qcompiler.schedules.dot_product import _packed_params
 from qcompiler.schedules.epilogue import LANES, requantize_rows, schedule_rows
 from qcompiler.weight_layout import folded_bias, pack
@@ -54,10 +55,9 @@ def _geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> dict:
     """Output size and the packed layout: column phases P, rows and columns packed."""
     _, _, h, w_ = x_shape
     kh, kw = w_shape[2:]
-    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    (sh, sw), (_, dw) = attrs["strides"], attrs["dilation"]
     pt, pl, pb, pr = attrs["padding"]
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = kernels.conv2d_out_hw(x_shape, w_shape, attrs)
     ow_v = _ceil(ow, LANES) * LANES
     phases = sw if kw > 1 else 1
     row_step, col_step = (sh if kh == 1 else 1), (sw if kw == 1 else 1)

@@ -49,8 +49,7 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     pt, pl, pb, pr = attrs["padding"]
     dh, dw = attrs["dilation"]
     zp = attrs["zp_x"]
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = kernels.conv2d_out_hw(x_shape, w_shape, attrs)
     # Rows are computed LANES columns at a time, so they are padded to whole vectors (the
     # extra columns read zp_x and are never stored).
     ow_v = _ceil(ow, LANES) * LANES

@@ -65,8 +65,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     sh, sw = attrs["strides"]
     pt, pl, pb, pr = attrs["padding"]
     dh, dw = attrs["dilation"]
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = kernels.conv2d_out_hw(x_shape, w_shape, attrs)
     c4, o4, L = _ceil4(cin), _ceil(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
