@@ -24,6 +24,9 @@ class CompileConfig:
     batch: int | None = None
     calib_limit: int | None = None
     schedules: bool = True  # False: the portable kernels only (for comparisons)
+    # Activations blocked by 16 channels between layers where the target has blocked kernels
+    # (passes.plan_layout; x86 VNNI). False: NCHW everywhere (for comparisons).
+    blocked_layout: bool = True
     weight_bits: int = 8
     activation_bits: int = 8
     equalize: bool = False  # cross-layer equalization of conv -> ReLU -> conv weight ranges

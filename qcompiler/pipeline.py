@@ -27,6 +27,7 @@ from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
+from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.passes.quantize import realize
 from qcompiler.qdq_bindings import given_qparams
 from qcompiler.qdq_import import is_qdq, strip_qdq
@@ -175,6 +176,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
                    config.weight_bits, qdq.weights if qdq else None, names, means, layer_bits)
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
+    if config.schedules and config.blocked_layout:
+        qmod = plan_layout(target)(qmod)  # NCHW16c between the layers that have blocked kernels
     if config.schedules:
         qmod = apply_schedules(qmod, target)  # target kernels (sdot, vnni, vrmpy), same operands
     timings["schedule"] = time.perf_counter() - t

@@ -33,7 +33,8 @@ def _canonical(w: np.ndarray, bias: np.ndarray, a: dict) -> tuple[np.ndarray, np
     """A kernel's weights (nibbles, packed) and a scheduled kernel's folded bias, read back
     (exactly)."""
     w = canonical(w, a)
-    return w, unfold_bias(w, bias, a["zp_x"]) if "packed_lanes" in a else bias
+    folded = "packed_lanes" in a or "depthwise_lanes" in a
+    return w, unfold_bias(w, bias, a["zp_x"]) if folded else bias
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
@@ -158,6 +159,38 @@ def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndar
     return _requant(acc, m0.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), a)
 
 
+def to_blocked(x: np.ndarray, a: dict) -> np.ndarray:
+    """NCHW -> NCHW16c (`schedules.blocked`), the padded channels filled with `pad`."""
+    n, c, h, w = x.shape
+    lanes = a["block"]
+    cb = -(-c // lanes)
+    full = np.full((n, cb * lanes, h, w), a["pad"], x.dtype)
+    full[:, :c] = x
+    return np.ascontiguousarray(full.reshape(n, cb, lanes, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def unblocked(x: np.ndarray) -> np.ndarray:
+    """NCHW16c -> NCHW with every channel, the padded ones too."""
+    n, cb, h, w, lanes = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cb * lanes, h, w))
+
+
+def from_blocked(x: np.ndarray, a: dict) -> np.ndarray:
+    return unblocked(x)[:, :a["channels"]]
+
+
+def _blocked(kernel: Callable, activations: int) -> Callable:
+    """A kernel on NCHW16c tensors (attribute `layout`; its first `activations` operands):
+    the same formulas on the unblocked, channel-padded tensors (its constant operands are
+    padded alike), blocked again."""
+    def run(*args: object) -> np.ndarray:
+        *operands, a = args
+        lanes = operands[0].shape[-1]
+        moved = [unblocked(x) for x in operands[:activations]] + operands[activations:]
+        return to_blocked(kernel(*moved, a), {"block": lanes, "pad": 0})  # whole blocks
+    return run
+
+
 def quantize(x: np.ndarray, a: dict) -> np.ndarray:
     r = np.clip(np.rint(x.astype(np.float32) / np.float32(a["scale"])), -2.0**30, 2.0**30)
     return np.clip(r.astype(np.int64) + a["zero_point"], a["lo"], a["hi"]).astype(a["dtype"])
@@ -172,8 +205,16 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "quantize": quantize,
     "dequantize": dequantize, "lut": lut, "mul": mul, "reduce_mean": reduce_mean,
     "resize_nearest": resize_nearest, "resize_bilinear": resize_bilinear,
-    "conv2d_transpose": conv2d_transpose,
+    "conv2d_transpose": conv2d_transpose, "to_blocked": to_blocked,
+    "from_blocked": from_blocked,
 }
+
+
+def kernel_for(kind: str, attrs: dict) -> Callable[..., np.ndarray]:
+    """The reference of one kernel (`qcompiler.op`), in the layout its attributes say."""
+    if "layout" in attrs:
+        return _blocked(KERNELS[kind], 2 if kind == "add" else 1)
+    return KERNELS[kind]
 
 
 def _strided_slice(x: np.ndarray, call: relax.Call, out_shape: tuple) -> np.ndarray:
@@ -268,7 +309,7 @@ class Reference:
             prim = self.mod[call.args[0]]
             kind = str(prim.attrs["qcompiler.op"])
             attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
-            return KERNELS[kind](*[value(a) for a in call.args[1].fields], attrs)
+            return kernel_for(kind, attrs)(*[value(a) for a in call.args[1].fields], attrs)
         return self._float_op(var, call, value)
 
     def _float_op(self, var: relax.Var, call: relax.Call, value: Callable) -> np.ndarray:

@@ -53,6 +53,9 @@ def canonical(w: np.ndarray, attrs: dict) -> np.ndarray:
     """A conv/dense kernel's weight operand as the int8 (cout, cin[, kh, kw]) tensor of the
     numeric contract: nibbles unpacked, then the dot-product layout undone (exact)."""
     w = nibbles.stored_weights(w, attrs)
+    if "depthwise_lanes" in attrs:  # (c/L, kh, kw, L): `schedules.blocked.depthwise_weights`
+        cb, kh, kw, lanes = w.shape
+        return np.ascontiguousarray(w.transpose(0, 3, 1, 2).reshape(cb * lanes, 1, kh, kw))
     return unpack(w, tuple(attrs["w_shape"])) if "packed_lanes" in attrs else w
 
 

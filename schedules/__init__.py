@@ -17,6 +17,7 @@ from tvm import relax
 
 from qcompiler import nibbles
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
+from qcompiler.schedules.blocked import BLOCKED_VNNI
 from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
 from qcompiler.schedules.columns import X86_VNNI_COLUMNS
@@ -40,7 +41,10 @@ def rules_for(target: Target) -> list:
         return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86":  # depthwise has a plain vector form for AVX2
         vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
-        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI] if vnni else [DEPTHWISE]
+        # BLOCKED_VNNI applies to no portable kernel (passes.plan_layout builds those); it is
+        # listed for tuning, which tunes the dot-product kernels of the target's rules.
+        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI, BLOCKED_VNNI] if vnni \
+            else [DEPTHWISE]
     return []
 
 
@@ -52,7 +56,8 @@ def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
 def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     """(packed PrimFunc, new constant operands) for one kernel call, or None to keep it."""
     func = mod[call.args[0]]
-    if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs:
+    if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs \
+            or "qcompiler.schedule" in func.attrs:  # portable kernels only (not `blocked`'s)
         return None
     op = str(func.attrs["qcompiler.op"])
     attrs = json.loads(str(func.attrs["qcompiler.attrs"]))

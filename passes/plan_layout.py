@@ -1,0 +1,240 @@
+"""Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
+that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, max pool) run on
+NCHW16c tensors, and the layout changes only where the graph leaves them (the graph's inputs
+and outputs, and ops without a blocked form, e.g. pools to one pixel, reshapes, concat).
+
+A kernel takes the blocked form when one of its activations is already blocked, or, for a
+conv, when it has at least 16 input channels (an RGB stem stays NCHW: padding 3 channels to
+16 would multiply its work by 5). Each tensor is converted at most once in each direction.
+
+Runs on the quantized graph before `apply_schedules`, which then schedules the kernels left
+in NCHW as before. The blocked kernels' constants are the layer's, channel-padded (see
+`schedules.blocked`), so the reference reads the new graph like any other.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qcompiler import nibbles
+from qcompiler.relax_access import const_array, is_const, op_name, substitute
+from qcompiler.schedules import blocked
+from qcompiler.targets.target import Target
+from qcompiler.weight_layout import canonical, folded_bias
+
+MIN_STEM_CHANNELS = 16  # a conv on an NCHW input with fewer channels stays NCHW
+
+
+def uses_blocked_layout(target: Target) -> bool:
+    """The targets whose kernels have a blocked form: x86 with AVX-512 VNNI."""
+    return target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", [])
+
+
+def plan_layout(target: Target) -> tvm.transform.Pass:
+    """The pass (a no-op for targets without blocked kernels)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompiler.plan_layout")
+    def run(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Planner(mod).rebuild() if uses_blocked_layout(target) else mod
+
+    return run
+
+
+def _pad(a: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+    out = np.full((size, *a.shape[1:]), fill, a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+def _padded_weights(w: np.ndarray, cout: int, cin: int) -> np.ndarray:
+    out = np.zeros((cout, cin, *w.shape[2:]), np.int8)
+    out[:w.shape[0], :w.shape[1]] = w
+    return out
+
+
+def _channel_constants(args: list, cout: int) -> list[relax.Expr]:
+    """m0 and shift padded to `cout`: a padded channel multiplies by 0 (its output is the
+    clamp of zp_y), with a right shift (so the shift kind of the layer is unchanged)."""
+    m0, shift = (const_array(a) for a in args[3:5])
+    return [relax.const(_pad(m0, cout)), relax.const(_pad(shift, cout, int(shift.min())))]
+
+
+class _Planner:
+    """Rebuilds `main_int` (and `main`, which calls it) with blocked kernels."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        self.mod = mod
+        self.bb = relax.BlockBuilder()
+        self.gmap: dict = {}  # old GlobalVar -> new (added on first use)
+        self.nchw: dict = {}  # old Var -> new expr, NCHW
+        self.blocked: dict = {}  # old Var -> new expr, NCHW16c
+        self.converters: dict = {}  # (op, shape, dtype, pad) -> GlobalVar
+
+    # ---- the conversions, emitted at most once per tensor and direction ----
+
+    def _converter(self, key: tuple, make) -> relax.GlobalVar:  # noqa: ANN001
+        if key not in self.converters:
+            name = f"{key[0]}_{len(self.converters)}"
+            self.converters[key] = self.bb.add_func(make().with_attr("global_symbol", name),
+                                                    name)
+        return self.converters[key]
+
+    def as_nchw(self, var: relax.Var) -> relax.Expr:
+        if var not in self.nchw:
+            x = self.blocked[var]
+            shape = tuple(int(d) for d in var.ty.shape)
+            dtype = str(var.ty.dtype)
+            gv = self._converter(("from_blocked", shape, dtype),
+                                 lambda: blocked.from_blocked(shape, dtype))
+            self.nchw[var] = self.bb.emit(relax.call_tir(gv, [x], var.ty))
+        return self.nchw[var]
+
+    def as_blocked(self, var: relax.Var, pad: int) -> relax.Expr:
+        if var not in self.blocked:
+            x = self.as_nchw(var)
+            shape = tuple(int(d) for d in var.ty.shape)
+            dtype = str(var.ty.dtype)
+            gv = self._converter(("to_blocked", shape, dtype, pad),
+                                 lambda: blocked.to_blocked(shape, dtype, pad))
+            self.blocked[var] = self.bb.emit(
+                relax.call_tir(gv, [x], relax.TensorType(blocked.blocked_shape(shape), dtype)))
+        return self.blocked[var]
+
+    def _global(self, gv: relax.GlobalVar) -> relax.GlobalVar:
+        if gv not in self.gmap:
+            self.gmap[gv] = self.bb.add_func(self.mod[gv], gv.name_hint)
+        return self.gmap[gv]
+
+    # ---- one binding ----
+
+    def _kernel(self, call: relax.Expr) -> tuple | None:
+        """(op, attrs, PrimFunc, args) of a kernel call, else None."""
+        if not (isinstance(call, relax.Call) and op_name(call) == "relax.call_tir"):
+            return None
+        func = self.mod[call.args[0]]
+        if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs:
+            return None
+        return (str(func.attrs["qcompiler.op"]), json.loads(str(func.attrs["qcompiler.attrs"])),
+                func, list(call.args[1].fields))
+
+    def _blocked_form(self, op: str, attrs: dict, func: tvm.tirx.PrimFunc, args: list
+                      ) -> tuple | None:
+        """(PrimFunc, activation operands with their pad values, constant operands) of the
+        kernel's blocked form, or None to keep it in NCHW."""
+        acts = [a for a in args if isinstance(a, relax.Var)]
+        if not acts or any(len(a.ty.shape) != 4 for a in acts) or nibbles.is_nibbles(attrs):
+            return None
+        shapes = [tuple(int(d) for d in a.ty.shape) for a in acts]
+        dtypes = [str(a.ty.dtype) for a in acts]
+        is_blocked = any(a in self.blocked and a not in self.nchw_inputs for a in acts)
+        battrs = {**attrs, "layout": blocked.LAYOUT}
+        if op == "add" and len(acts) == 2 and shapes[0] == shapes[1] and is_blocked:
+            shape5 = blocked.blocked_shape(shapes[0])
+            return (blocked.add(shape5, dtypes[0], dtypes[1], battrs),
+                    [(acts[0], attrs["zp_a"]), (acts[1], attrs["zp_b"])], [])
+        if op == "max_pool2d" and len(acts) == 1 and is_blocked:
+            return (blocked.max_pool2d(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
+                    [(acts[0], 0)], [])
+        if op != "conv2d" or dtypes[0] != "uint8" or len(acts) != 1 or args[0] is not acts[0] \
+                or not all(is_const(a) for a in args[1:5]):
+            return None
+        cin = shapes[0][1]
+        if not is_blocked and cin < MIN_STEM_CHANNELS:
+            return None
+        w = canonical(const_array(args[1]), attrs)
+        cout = w.shape[0]
+        bias = const_array(args[2])
+        x5 = blocked.blocked_shape(shapes[0])
+        c_in, c_out = blocked.padded_channels(cin), blocked.padded_channels(cout)
+        battrs.update(channels=[cin, cout])  # the layer's own (for reports: padding is not work)
+        try:
+            if attrs["groups"] == 1:
+                wp = _padded_weights(w, c_out, c_in)
+                wk, fb = blocked.BLOCKED_VNNI.pack_operands(wp, _pad(bias, c_out), attrs)
+                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wp.shape, battrs)
+            elif attrs["groups"] == cin == cout and w.shape[1] == 1:
+                wp = _padded_weights(w, c_out, 1)
+                fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
+                wk = blocked.depthwise_weights(wp)
+                kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out})
+            else:
+                return None
+        except OverflowError:  # the folded bias does not fit: the portable int64 epilogue
+            return None
+        consts = [relax.const(wk), relax.const(fb), *_channel_constants(args, c_out)]
+        return kernel, [(acts[0], attrs["zp_x"])], consts
+
+    def _binding(self, var: relax.Var, value: relax.Expr) -> None:
+        kernel = self._kernel(value)
+        form = self._blocked_form(*kernel) if kernel is not None else None
+        if form is not None:
+            func, acts, consts = form
+            old = value.args[0]
+            name = f"{old.name_hint}_nchw16c"
+            gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
+            operands = [self.as_blocked(a, pad) for a, pad in acts] + consts
+            shape = tuple(int(d) for d in var.ty.shape)
+            out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
+            self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out))
+            return
+        env = {v: self.as_nchw(v) for v in _vars(value) if v in self.nchw or v in self.blocked}
+        env.update({gv: self._global(gv) for gv in _globals(value)})
+        self.nchw[var] = self.bb.emit(substitute(value, env))
+
+    # ---- the module ----
+
+    def rebuild(self) -> tvm.IRModule:
+        func = self.mod["main_int"]
+        self.nchw_inputs = set(func.params)
+        self.nchw.update({p: p for p in func.params})
+        outputs = []
+        with self.bb.function("main_int", list(func.params),
+                              dict(func.attrs) if func.attrs else None):
+            with self.bb.dataflow():
+                for blk in func.body.blocks:
+                    for b in blk.bindings:
+                        self._binding(b.var, b.value)
+                        if not isinstance(b.var, relax.DataflowVar):
+                            outputs.append(b.var)
+                final = {v: self.bb.emit_output(self.as_nchw(v)) for v in outputs}
+            self.bb.emit_func_output(substitute(func.body.body, final))
+        new_int = self.bb.get().get_global_var("main_int")
+        main = self.mod["main"]
+        with self.bb.function("main", list(main.params), dict(main.attrs) if main.attrs else None):
+            env = {self.mod.get_global_var("main_int"): new_int}
+            with self.bb.dataflow():
+                for blk in main.body.blocks:
+                    for b in blk.bindings:
+                        env.update({gv: self._global(gv) for gv in _globals(b.value)
+                                    if gv.name_hint != "main_int"})
+                        value = substitute(b.value, env)
+                        env[b.var] = self.bb.emit(value) if isinstance(b.var, relax.DataflowVar) \
+                            else self.bb.emit_output(value)
+            self.bb.emit_func_output(substitute(main.body.body, env))
+        return self.bb.get()
+
+
+def _walk(expr: relax.Expr):  # noqa: ANN202
+    yield expr
+    if isinstance(expr, relax.Tuple):
+        for f in expr.fields:
+            yield from _walk(f)
+    elif isinstance(expr, relax.TupleGetItem):
+        yield from _walk(expr.tuple_value)
+    elif isinstance(expr, relax.Call):
+        for a in expr.args:
+            yield from _walk(a)
+
+
+def _vars(expr: relax.Expr) -> set:
+    return {e for e in _walk(expr) if isinstance(e, relax.Var)}
+
+
+def _globals(expr: relax.Expr) -> set:
+    found = {e for e in _walk(expr) if isinstance(e, relax.GlobalVar)}
+    if isinstance(expr, relax.Call) and isinstance(expr.op, relax.GlobalVar):
+        found.add(expr.op)
+    return found

@@ -1,0 +1,337 @@
+"""Kernels on activations blocked by 16 channels (NCHW16c), the layout `plan_layout` keeps
+between the layers of an x86 VNNI graph.
+
+A blocked tensor of C channels is `x5[n, c/16, h, w, c%16]`, its channels padded to whole
+blocks. A blocked kernel is the portable kernel of the *channel-padded* layer: its constant
+operands are padded too (weights 0, bias 0, multiplier 0), so a padded output channel holds
+`clamp(zp_y, lo, hi)` and a padded input channel meets a zero weight. The reference therefore
+runs the same contract formulas on the unblocked padded tensors (`reference._blocked`), and
+a padded channel is bit-exact like any other.
+
+Why the layout: `vpdpbusd` broadcasts 4 input channels of one pixel, which are 4 consecutive
+bytes here (no packing stage), and its 16 output lanes are 16 channels of one pixel, which the
+epilogue stores as one 16-byte vector (no byte scatter into NCHW planes):
+
+    acc[n, o/16, y, x, o%16] = bias[o] + sum_{c/16, ky, kx, c/4%4, c%4}
+        xp[n, c/16, y sh + ky dh, x sw + kx dw, c%16] * wp[o/16, c/4, ky, kx, o%16, c%4]
+
+with `xp` the input padded with zp_x (a contiguous copy, only for padded convs), `wp`
+`weight_layout.pack(w, 16)` and the bias folded (`b - zp_x sum w`). Depthwise convs, adds and
+max pools are channel-wise and run on 16 channels as one vector.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from qcompiler import kernels
+from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
+from qcompiler.weight_layout import folded_bias, pack
+
+BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
+LAYOUT = "NCHW16c"
+# Output columns per register block of the conv: J x 16 int32 accumulators stay under TVM's
+# 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
+BLOCK_COLUMNS = 15
+
+
+def _ceil(n: int, k: int) -> int:
+    return (n + k - 1) // k
+
+
+def blocked_shape(shape: tuple) -> tuple[int, ...]:
+    """(n, c, h, w) -> (n, c/16, h, w, 16), the channel count rounded up."""
+    n, c, h, w = shape
+    return (n, _ceil(c, BLOCK), h, w, BLOCK)
+
+
+def padded_channels(c: int) -> int:
+    return _ceil(c, BLOCK) * BLOCK
+
+
+def _with_attrs(func: tirx.PrimFunc, op: str, attrs: dict, schedule: str) -> tirx.PrimFunc:
+    return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
+                           "qcompiler.schedule": schedule})
+
+
+# ---- layout changes, at the edges of a blocked region ----
+
+def to_blocked(shape: tuple, dtype: str, pad: int) -> tirx.PrimFunc:
+    """NCHW -> NCHW16c, the padded channels filled with `pad` (the tensor's zero point)."""
+    n, c, h, w = shape
+    x = te.placeholder(shape, dtype, name="x")
+    y = te.compute(blocked_shape(shape), lambda b, cb, i, j, ci: tirx.if_then_else(
+        cb * BLOCK + ci < c, x[b, tirx.min(cb * BLOCK + ci, c - 1), i, j],
+        tirx.const(pad, dtype)), name="to_blocked")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    b, cb, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
+    sch.parallel(sch.fuse(b, cb, i))
+    sch.unroll(ci)
+    return _with_attrs(sch.mod["main"], "to_blocked", {"channels": c, "block": BLOCK, "pad": pad},
+                       "blocked")
+
+
+def from_blocked(shape: tuple, dtype: str) -> tirx.PrimFunc:
+    """NCHW16c -> NCHW (`shape` is the NCHW shape), the padded channels dropped."""
+    n, c, h, w = shape
+    x = te.placeholder(blocked_shape(shape), dtype, name="x")
+    y = te.compute(shape, lambda b, ch, i, j: x[b, ch // BLOCK, i, j, ch % BLOCK],
+                   name="from_blocked")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    b, ch, i, j = sch.get_loops(sch.get_sblock("from_blocked"))
+    sch.parallel(sch.fuse(b, ch))
+    return _with_attrs(sch.mod["main"], "from_blocked", {"channels": c}, "blocked")
+
+
+# ---- the shared pieces of the blocked kernels ----
+
+def _padded_input(x: te.Tensor, attrs: dict, name: str = "x_pad") -> te.Tensor:
+    """x5 padded spatially with zp_x (x itself when the layer has no padding)."""
+    n, cb, h, w, lanes = (int(d) for d in x.shape)
+    pt, pl, pb, pr = attrs["padding"]
+    if not any(attrs["padding"]):
+        return x
+    zp = tirx.const(attrs["zp_x"], x.dtype)
+    return te.compute(
+        (n, cb, h + pt + pb, w + pl + pr, lanes),
+        lambda b, c, i, j, ci: tirx.if_then_else(
+            tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl),
+            x[b, c, tirx.max(tirx.min(i - pt, h - 1), 0), tirx.max(tirx.min(j - pl, w - 1), 0),
+              ci], zp), name=name)
+
+
+def _requantize(acc: te.Tensor, params: tuple, attrs: dict) -> te.Tensor:
+    """The contract's epilogue: the bias added in an int32 stage of its own (so the multiply
+    widens an int32 load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs
+    `vpmullq`), then the fixed-point multiply and clamp."""
+    _, bias, m0, shift = params
+    biased = te.compute(tuple(acc.shape), lambda b, ob, i, j, oi:
+                        acc[b, ob, i, j, oi] + bias[ob * BLOCK + oi], name="acc_biased")
+    return te.compute(tuple(acc.shape), lambda b, ob, i, j, oi: kernels._clamp_cast(
+        kernels.fixed_point_multiply(biased[b, ob, i, j, oi], m0[ob * BLOCK + oi],
+                                     shift[ob * BLOCK + oi]),
+        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+
+
+def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
+    """The padded copy in parallel over (batch, channel block); border filled apart from the
+    interior, which is then a plain copy of whole rows."""
+    try:
+        pad = sch.get_sblock("x_pad")
+    except tvm.s_tir.ScheduleError:
+        return
+    loops = sch.get_loops(pad)
+    fused = sch.fuse(*loops[:2])
+    sch.parallel(fused)
+    if sch.can_decompose_padding(pad, fused):
+        fill = sch.decompose_padding(pad, fused)
+        sch.vectorize(sch.get_loops(fill)[-1])
+    sch.vectorize(sch.get_loops(pad)[-1])
+
+
+def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
+    """Both epilogue stages on the register block, right after its accumulators."""
+    for name in ("acc_biased", "requantize"):
+        block = sch.get_sblock(name)
+        sch.reverse_compute_at(block, anchor, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(block)[-1])
+
+
+# ---- conv2d (groups 1) on vpdpbusd ----
+
+def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+    """`x_shape`: the blocked input; `w_shape`: the channel-padded (cout, cin, kh, kw)."""
+    n, cb, h, w_, _ = x_shape
+    cout, cin, kh, kw = w_shape
+    assert cin == cb * BLOCK and cout % BLOCK == 0, (x_shape, w_shape)
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilation"]
+    oh, ow = kernels.conv2d_out_hw((n, cin, h, w_), w_shape, attrs)
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params, wp = _packed_params(w_shape, BLOCK, attrs)
+    xp = _padded_input(x, attrs)
+    rcb = te.reduce_axis((0, cb), name="rcb")
+    rky = te.reduce_axis((0, kh), name="rky")
+    rkx = te.reduce_axis((0, kw), name="rkx")
+    rcq = te.reduce_axis((0, BLOCK // 4), name="rcq")
+    rci = te.reduce_axis((0, 4), name="rci")
+    acc = te.compute(
+        (n, cout // BLOCK, oh, ow, BLOCK),
+        lambda b, ob, i, j, oi: te.sum(
+            xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rcq * 4 + rci].astype("int32")
+            * wp[ob, rcb * 4 + rcq, rky, rkx, oi, rci].astype("int32"),
+            axis=[rcb, rky, rkx, rcq, rci]),
+        name="acc")
+    return [x, *params, _requantize(acc, params, attrs)]
+
+
+def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
+    """Register blocks of J columns x R rows x K channel blocks (J: the largest divisor of
+    the width up to 16; R, K: 1; sampled tiles when tuning), the reduction outside them, the
+    epilogue on each block as soon as it is complete."""
+    block = sch.get_sblock("acc")
+    b, ob, i, j, oi, rcb, rky, rkx, rcq, rci = sch.get_loops(block)
+    width = int(sch.get(j).extent)
+    cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
+    jo, ji = _tile(sch, j, cols, tunable, BLOCK_COLUMNS)
+    obo, obi = _tile(sch, ob, 1, tunable, 4)
+    io, ii = _tile(sch, i, 1, tunable, 4)
+    sch.reorder(b, obo, io, jo, rcb, rky, rkx, rcq, obi, ii, ji, oi, rci)
+    sch.parallel(sch.fuse(b, obo, io))
+    _schedule_epilogue(sch, jo)
+    sch.decompose_reduction(block, rcb)
+    for loop in (ji, ii, obi):
+        sch.unroll(loop)
+    sch.tensorize(oi, intrin)
+    init = sch.get_sblock("acc_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    _schedule_pad(sch)
+
+
+@dataclass(frozen=True)
+class BlockedConv(DotProduct):
+    """conv2d (groups 1) on NCHW16c activations. A `DotProduct` so that tuning finds its
+    kernels (`tuning_tasks.extract_tasks`) and samples the same register-block tiles; it is
+    never chosen by `apply_schedules` (only `plan_layout` builds blocked kernels)."""
+
+    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
+        return False
+
+    def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                 shifts: str = "any") -> tirx.PrimFunc:
+        return te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs))
+
+    def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
+        schedule_conv2d(sch, self.intrinsic(), tunable)
+
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
+        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs))
+        if trace is None:
+            self.schedule(sch)
+        else:
+            trace.apply_to_schedule(sch, remove_postproc=False)
+        packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
+        return _with_attrs(sch.mod["main"], op, packed, self.name)
+
+    def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        return pack(w, BLOCK), folded_bias(w, bias, attrs["zp_x"])
+
+
+BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", "qcompiler.schedules.x86_vnni",
+                           "VNNI_DOT_16x4_INTRIN")
+
+
+# ---- depthwise conv2d: 16 channels in the lanes, taps unrolled ----
+
+DEPTHWISE_COLUMNS = 8  # output columns per register block
+
+
+def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is stored
+    (c/16, kh, kw, 16) (`depthwise_weights`), the bias folded (`b - zp_x sum w`)."""
+    n, cb, h, w_, _ = x_shape
+    c, _, kh, kw = w_shape
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilation"]
+    oh, ow = kernels.conv2d_out_hw((n, c, h, w_), w_shape, attrs)
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    wt = te.placeholder((cb, kh, kw, BLOCK), "int8", name="w")
+    params = (wt, *(te.placeholder((c,), "int32", name=nm) for nm in ("bias", "m0", "shift")))
+    xp = _padded_input(x, attrs)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    acc = te.compute(
+        (n, cb, oh, ow, BLOCK),
+        lambda b, ob, i, j, oi: te.sum(
+            xp[b, ob, i * sh + ry * dh, j * sw + rx * dw, oi].astype("int32")
+            * wt[ob, ry, rx, oi].astype("int32"), axis=[ry, rx]),
+        name="acc")
+    y = _requantize(acc, params, attrs)
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    block = sch.get_sblock("acc")
+    b, ob, i, j, oi, ky, kx = sch.get_loops(block)
+    cols = max(d for d in range(1, DEPTHWISE_COLUMNS + 1) if ow % d == 0)
+    jo, ji = sch.split(j, [None, cols])
+    sch.reorder(b, ob, i, jo, ky, kx, ji, oi)
+    sch.parallel(sch.fuse(b, ob, i))
+    _schedule_epilogue(sch, jo)
+    sch.vectorize(oi)  # before the decomposition (a reduction block's loops can be)
+    init = sch.decompose_reduction(block, ky)
+    for loop in (ky, kx, ji):
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(init)[-1])
+    _schedule_pad(sch)
+    packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
+    return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
+
+
+def depthwise_weights(w: np.ndarray) -> np.ndarray:
+    """(c, 1, kh, kw) int8, c a multiple of 16 -> (c/16, kh, kw, 16)."""
+    c, _, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(c // BLOCK, BLOCK, kh, kw).transpose(0, 2, 3, 1))
+
+
+def depthwise_unpack(wd: np.ndarray) -> np.ndarray:
+    """The inverse of `depthwise_weights`."""
+    cb, kh, kw, lanes = wd.shape
+    return np.ascontiguousarray(wd.transpose(0, 3, 1, 2).reshape(cb * lanes, 1, kh, kw))
+
+
+# ---- channel-wise ops: 16 channels as one vector ----
+
+def _schedule_rows(sch: tvm.s_tir.Schedule, name: str) -> None:
+    """(batch, block, row) in parallel, the 16 channels of a pixel as one vector."""
+    loops = sch.get_loops(sch.get_sblock(name))
+    sch.parallel(sch.fuse(*loops[:3]))
+    sch.vectorize(loops[4])
+
+
+def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """The portable add on blocked operands (elementwise: the layout does not matter)."""
+    func = kernels.add(shape, a_dtype, b_dtype, attrs)
+    sch = tvm.s_tir.Schedule(func)
+    _schedule_rows(sch, "add")
+    return _with_attrs(sch.mod["main"], "add", {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """The window's maximum per channel lane; padding is the dtype's minimum."""
+    n, cb, h, w, _ = x_shape
+    oh, ow = kernels._pool_geometry((n, cb * BLOCK, h, w), attrs)
+    kh, kw = attrs["kernel"]
+    sh, sw = attrs["strides"]
+    pt, pl, _, _ = attrs["padding"]
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    lowest = tirx.const(attrs["dtype_min"], x_dtype)
+
+    def tap(b: Any, c: Any, i: Any, j: Any, ci: Any) -> Any:
+        yy, xx = i * sh + ry - pt, j * sw + rx - pl
+        return tirx.if_then_else(
+            tirx.all(yy >= 0, yy < h, xx >= 0, xx < w),
+            x[b, c, tirx.max(tirx.min(yy, h - 1), 0), tirx.max(tirx.min(xx, w - 1), 0), ci],
+            lowest)
+
+    y = te.compute((n, cb, oh, ow, BLOCK),
+                   lambda b, c, i, j, ci: te.max(tap(b, c, i, j, ci), axis=[ry, rx]),
+                   name="max_pool")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    block = sch.get_sblock("max_pool")
+    b, c, i, j, ci, ky, kx = sch.get_loops(block)
+    sch.reorder(b, c, i, j, ky, kx, ci)
+    sch.parallel(sch.fuse(b, c, i))
+    init = sch.decompose_reduction(block, ky)
+    sch.unroll(ky)
+    sch.unroll(kx)
+    sch.vectorize(ci)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return _with_attrs(sch.mod["main"], "max_pool2d", {**attrs, "layout": LAYOUT},
+                       "x86_blocked")
