@@ -23,7 +23,7 @@ from qcompiler import nibbles
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules import blocked
 from qcompiler.targets.target import Target
-from qcompiler.weight_layout import canonical, folded_bias
+from qcompiler.weight_layout import canonical, folded_bias, pack_depthwise
 
 MIN_STEM_CHANNELS = 16  # a conv on an NCHW input with fewer channels stays NCHW
 
@@ -158,7 +158,7 @@ class _Planner:
             elif attrs["groups"] == cin == cout and w.shape[1] == 1:
                 wp = _padded_weights(w, c_out, 1)
                 fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
-                wk = blocked.depthwise_weights(wp)
+                wk = pack_depthwise(wp, blocked.BLOCK)
                 kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out})
             else:
                 return None

@@ -53,10 +53,27 @@ def canonical(w: np.ndarray, attrs: dict) -> np.ndarray:
     """A conv/dense kernel's weight operand as the int8 (cout, cin[, kh, kw]) tensor of the
     numeric contract: nibbles unpacked, then the dot-product layout undone (exact)."""
     w = nibbles.stored_weights(w, attrs)
-    if "depthwise_lanes" in attrs:  # (c/L, kh, kw, L): `schedules.blocked.depthwise_weights`
-        cb, kh, kw, lanes = w.shape
-        return np.ascontiguousarray(w.transpose(0, 3, 1, 2).reshape(cb * lanes, 1, kh, kw))
+    if "depthwise_lanes" in attrs:
+        return unpack_depthwise(w, tuple(attrs["w_shape"]))
     return unpack(w, tuple(attrs["w_shape"])) if "packed_lanes" in attrs else w
+
+
+def pack_depthwise(w: np.ndarray, lanes: int) -> np.ndarray:
+    """Depthwise (c, 1, kh, kw), c a multiple of L -> (c/L, kh, kw/4, L, 4): per filter row,
+    groups of 4 taps for each of L channel lanes (taps padded with zeros)."""
+    c, _, kh, kw = w.shape
+    groups = _ceil(kw, 4)
+    padded = np.zeros((c, kh, groups * 4), np.int8)
+    padded[:, :, :kw] = w[:, 0]
+    blocks = padded.reshape(c // lanes, lanes, kh, groups, 4)
+    return np.ascontiguousarray(blocks.transpose(0, 2, 3, 1, 4))
+
+
+def unpack_depthwise(wd: np.ndarray, w_shape: tuple) -> np.ndarray:
+    """The inverse of `pack_depthwise` for weights of shape `w_shape`."""
+    cb, kh, groups, lanes, _ = wd.shape
+    full = wd.transpose(0, 3, 1, 2, 4).reshape(cb * lanes, kh, groups * 4)
+    return np.ascontiguousarray(full[:, None, :, :w_shape[3]])
 
 
 def folded_bias(w: np.ndarray, bias: np.ndarray, zp_x: int) -> np.ndarray:

@@ -90,19 +90,21 @@ def from_blocked(shape: tuple, dtype: str) -> tirx.PrimFunc:
 
 # ---- the shared pieces of the blocked kernels ----
 
-def _padded_input(x: te.Tensor, attrs: dict, name: str = "x_pad") -> te.Tensor:
-    """x5 padded spatially with zp_x (x itself when the layer has no padding)."""
+def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
+    """x5 padded spatially with zp_x, at least `width` columns wide (x itself when that
+    needs no padding)."""
     n, cb, h, w, lanes = (int(d) for d in x.shape)
     pt, pl, pb, pr = attrs["padding"]
-    if not any(attrs["padding"]):
+    width = max(width, w + pl + pr)
+    if not any(attrs["padding"]) and width == w:
         return x
     zp = tirx.const(attrs["zp_x"], x.dtype)
     return te.compute(
-        (n, cb, h + pt + pb, w + pl + pr, lanes),
+        (n, cb, h + pt + pb, width, lanes),
         lambda b, c, i, j, ci: tirx.if_then_else(
             tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl),
             x[b, c, tirx.max(tirx.min(i - pt, h - 1), 0), tirx.max(tirx.min(j - pl, w - 1), 0),
-              ci], zp), name=name)
+              ci], zp), name="x_pad")
 
 
 def _requantize(acc: te.Tensor, params: tuple, attrs: dict) -> te.Tensor:
@@ -121,10 +123,9 @@ def _requantize(acc: te.Tensor, params: tuple, attrs: dict) -> te.Tensor:
 def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
     """The padded copy in parallel over (batch, channel block); border filled apart from the
     interior, which is then a plain copy of whole rows."""
-    try:
-        pad = sch.get_sblock("x_pad")
-    except tvm.s_tir.ScheduleError:
+    if not _has_block(sch, "x_pad"):
         return
+    pad = sch.get_sblock("x_pad")
     loops = sch.get_loops(pad)
     fused = sch.fuse(*loops[:2])
     sch.parallel(fused)
@@ -228,60 +229,96 @@ BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", "qcompiler.schedu
                            "VNNI_DOT_16x4_INTRIN")
 
 
-# ---- depthwise conv2d: 16 channels in the lanes, taps unrolled ----
+# ---- depthwise conv2d: 16 channels in the lanes ----
 
-DEPTHWISE_COLUMNS = 8  # output columns per register block
+DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
 
 
 def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
-    """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is stored
-    (c/16, kh, kw, 16) (`depthwise_weights`), the bias folded (`b - zp_x sum w`)."""
+    """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is
+    `weight_layout.pack_depthwise(w, 16)`, (c/16, kh, kw/4, 16, 4), the bias folded.
+
+    With unit dilation along the width, each filter row is `kw/4` groups of 4 taps, and the
+    4 pixels of a group are one 64-byte load that `x86_vnni.VNNI_TAPS_INTRIN` turns into one
+    `vpdpbusd` for 16 channels (3 instructions per group instead of 4 per tap). Otherwise the
+    taps are unrolled in 32-bit lanes."""
     n, cb, h, w_, _ = x_shape
     c, _, kh, kw = w_shape
     sh, sw = attrs["strides"]
     dh, dw = attrs["dilation"]
     oh, ow = kernels.conv2d_out_hw((n, c, h, w_), w_shape, attrs)
+    groups = _ceil(kw, 4)
+    window = dw == 1
     x = te.placeholder(x_shape, x_dtype, name="x")
-    wt = te.placeholder((cb, kh, kw, BLOCK), "int8", name="w")
+    wt = te.placeholder((cb, kh, groups, BLOCK, 4), "int8", name="w")
     params = (wt, *(te.placeholder((c,), "int32", name=nm) for nm in ("bias", "m0", "shift")))
-    xp = _padded_input(x, attrs)
+    # The last group of 4 pixels of a row may reach past the padded input: zp_x columns.
+    reach = (ow - 1) * sw + groups * 4 if window else 0
+    xp = _padded_input(x, attrs, reach)
     ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    acc = te.compute(
-        (n, cb, oh, ow, BLOCK),
-        lambda b, ob, i, j, oi: te.sum(
-            xp[b, ob, i * sh + ry * dh, j * sw + rx * dw, oi].astype("int32")
-            * wt[ob, ry, rx, oi].astype("int32"), axis=[ry, rx]),
-        name="acc")
+    if window:
+        rg = te.reduce_axis((0, groups), name="rg")
+        rk = te.reduce_axis((0, 4), name="rk")
+        acc = te.compute(
+            (n, cb, oh, ow, BLOCK),
+            lambda b, ob, i, j, oi: te.sum(
+                xp[b, ob, i * sh + ry * dh, j * sw + rg * 4 + rk, oi].astype("int32")
+                * wt[ob, ry, rg, oi, rk].astype("int32"), axis=[ry, rg, rk]),
+            name="acc")
+    else:
+        rx = te.reduce_axis((0, kw), name="rx")
+        acc = te.compute(
+            (n, cb, oh, ow, BLOCK),
+            lambda b, ob, i, j, oi: te.sum(
+                xp[b, ob, i * sh + ry * dh, j * sw + rx * dw, oi].astype("int32")
+                * wt[ob, ry, rx // 4, oi, rx % 4].astype("int32"), axis=[ry, rx]),
+            name="acc")
     y = _requantize(acc, params, attrs)
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
-    block = sch.get_sblock("acc")
-    b, ob, i, j, oi, ky, kx = sch.get_loops(block)
-    cols = max(d for d in range(1, DEPTHWISE_COLUMNS + 1) if ow % d == 0)
-    jo, ji = sch.split(j, [None, cols])
-    sch.reorder(b, ob, i, jo, ky, kx, ji, oi)
-    sch.parallel(sch.fuse(b, ob, i))
-    _schedule_epilogue(sch, jo)
-    sch.vectorize(oi)  # before the decomposition (a reduction block's loops can be)
-    init = sch.decompose_reduction(block, ky)
-    for loop in (ky, kx, ji):
-        sch.unroll(loop)
-    sch.vectorize(sch.get_loops(init)[-1])
-    _schedule_pad(sch)
+    _schedule_depthwise(sch, window, ow)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
     return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
 
 
-def depthwise_weights(w: np.ndarray) -> np.ndarray:
-    """(c, 1, kh, kw) int8, c a multiple of 16 -> (c/16, kh, kw, 16)."""
-    c, _, kh, kw = w.shape
-    return np.ascontiguousarray(w.reshape(c // BLOCK, BLOCK, kh, kw).transpose(0, 2, 3, 1))
+def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int) -> None:
+    """Channel blocks in parallel; per block its padded plane (while it is in cache), then row
+    by row register blocks of J columns, the taps outside them, the epilogue after each."""
+    block = sch.get_sblock("acc")
+    b, ob, i, j, oi, *taps = sch.get_loops(block)
+    cols = max(d for d in range(1, DEPTHWISE_COLUMNS + 1) if ow % d == 0)
+    jo, ji = sch.split(j, [None, cols])
+    if window:
+        sch.reorder(b, ob, i, jo, *taps[:-1], ji, oi, taps[-1])
+    else:
+        sch.reorder(b, ob, i, jo, *taps, ji, oi)
+        sch.vectorize(oi)  # before the decomposition (a reduction block's loops can be)
+    plane = sch.fuse(b, ob)
+    _schedule_epilogue(sch, jo)
+    padded = _has_block(sch, "x_pad")
+    if padded:
+        sch.compute_at(sch.get_sblock("x_pad"), plane)
+    sch.parallel(plane)  # before the decompositions: it refuses split writers
+    init = sch.decompose_reduction(block, taps[0])
+    if window:
+        from qcompiler.schedules.x86_vnni import VNNI_TAPS_INTRIN
+
+        sch.tensorize(oi, VNNI_TAPS_INTRIN)
+    for loop in (*taps[:-1], ji):
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if padded:
+        pad = sch.get_sblock("x_pad")
+        fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
+        sch.vectorize(sch.get_loops(fill)[-1])
+        sch.vectorize(sch.get_loops(pad)[-1])
 
 
-def depthwise_unpack(wd: np.ndarray) -> np.ndarray:
-    """The inverse of `depthwise_weights`."""
-    cb, kh, kw, lanes = wd.shape
-    return np.ascontiguousarray(wd.transpose(0, 3, 1, 2).reshape(cb * lanes, 1, kh, kw))
+def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+    except tvm.s_tir.ScheduleError:
+        return False
+    return True
 
 
 # ---- channel-wise ops: 16 channels as one vector ----

@@ -141,3 +141,55 @@ def _window_intrin(stride: int) -> str:
 
 
 VNNI_WINDOW_INTRIN = {s: _window_intrin(s) for s in (1, 2)}
+
+
+def _taps_intrin() -> str:
+    """`C[c] += sum_k A[k, c] * B[c, k]` (c < 16, k < 4): 16 channel lanes of a blocked row
+    (`schedules.blocked`: 4 consecutive pixels of 16 channels, one 64-byte load), each the dot
+    product of its 4 pixels (taps) with 4 weights, as one `vpdpbusd`. The 4x16 bytes are
+    transposed to 16x4 by `vpermd` (dword L of pixel k to lane L) and `vpshufb` (the 4x4
+    bytes of a lane), AVX-512 F/BW."""
+    name = "qcompiler_taps_4x16_u8i8i32_vnni"
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4, 16), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk, vi], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4, 16), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pshuf.b.512"),
+                    T.reinterpret(T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.si.512"),
+                        T.reinterpret(A.vload([0, 0], "uint8x64"), dtype="int32x16"),
+                        # dword k of lane L: pixel k's dword L
+                        T.ramp(T.int32(0), 1, 16) % 4 * 4 + T.ramp(T.int32(0), 1, 16) // 4,
+                        dtype="int32x16"), dtype="int8x64"),
+                    # byte 4 i + k of a lane: pixel k's byte i
+                    (T.ramp(T.int32(0), 1, 64) % 4 * 4
+                     + T.ramp(T.int32(0), 1, 64) % 16 // 4).astype("int8x64"),
+                    dtype="int8x64"),
+                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+VNNI_TAPS_INTRIN = _taps_intrin()
