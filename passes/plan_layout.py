@@ -21,7 +21,7 @@ from tvm import relax
 
 from qcompiler import nibbles
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
-from qcompiler.schedules import blocked
+from qcompiler.schedules import blocked, shift_kind
 from qcompiler.targets.target import Target
 from qcompiler.weight_layout import canonical, folded_bias, pack_depthwise
 
@@ -147,6 +147,7 @@ class _Planner:
         w = canonical(const_array(args[1]), attrs)
         cout = w.shape[0]
         bias = const_array(args[2])
+        shifts = shift_kind(const_array(args[4]))
         x5 = blocked.blocked_shape(shapes[0])
         c_in, c_out = blocked.padded_channels(cin), blocked.padded_channels(cout)
         battrs.update(channels=[cin, cout])  # the layer's own (for reports: padding is not work)
@@ -154,12 +155,14 @@ class _Planner:
             if attrs["groups"] == 1:
                 wp = _padded_weights(w, c_out, c_in)
                 wk, fb = blocked.BLOCKED_VNNI.pack_operands(wp, _pad(bias, c_out), attrs)
-                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wp.shape, battrs)
+                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wp.shape, battrs,
+                                                    shifts=shifts)
             elif attrs["groups"] == cin == cout and w.shape[1] == 1:
                 wp = _padded_weights(w, c_out, 1)
                 fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
                 wk = pack_depthwise(wp, blocked.BLOCK)
-                kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out})
+                kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out},
+                                           shifts)
             else:
                 return None
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue

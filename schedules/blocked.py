@@ -107,17 +107,29 @@ def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
               ci], zp), name="x_pad")
 
 
-def _requantize(acc: te.Tensor, params: tuple, attrs: dict) -> te.Tensor:
+def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
     """The contract's epilogue: the bias added in an int32 stage of its own (so the multiply
     widens an int32 load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs
-    `vpmullq`), then the fixed-point multiply and clamp."""
+    `vpmullq`), then the fixed-point multiply and clamp.
+
+    `shifts` "right" (every channel's shift <= -1, `schedules.shift_kind`): the product is
+    shifted right by at least 32 bits, so |result| < 2^30 and the zero point and clamp are
+    done on 16 int32 lanes instead of 2 x 8 int64 ones (exact: nothing is truncated)."""
     _, bias, m0, shift = params
     biased = te.compute(tuple(acc.shape), lambda b, ob, i, j, oi:
                         acc[b, ob, i, j, oi] + bias[ob * BLOCK + oi], name="acc_biased")
-    return te.compute(tuple(acc.shape), lambda b, ob, i, j, oi: kernels._clamp_cast(
-        kernels.fixed_point_multiply(biased[b, ob, i, j, oi], m0[ob * BLOCK + oi],
-                                     shift[ob * BLOCK + oi]),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+
+    def body(b, ob, i, j, oi):  # noqa: ANN001, ANN202
+        o = ob * BLOCK + oi
+        y = kernels.fixed_point_multiply(biased[b, ob, i, j, oi], m0[o], shift[o])
+        if shifts != "right":
+            return kernels._clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
+                                       attrs["out_dtype"])
+        y = y.astype("int32") + tirx.const(attrs["zp_y"], "int32")
+        return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
+                          tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+
+    return te.compute(tuple(acc.shape), body, name="requantize")
 
 
 def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
@@ -145,7 +157,8 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
 
 # ---- conv2d (groups 1) on vpdpbusd ----
 
-def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                   shifts: str = "any") -> list:
     """`x_shape`: the blocked input; `w_shape`: the channel-padded (cout, cin, kh, kw)."""
     n, cb, h, w_, _ = x_shape
     cout, cin, kh, kw = w_shape
@@ -168,7 +181,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) ->
             * wp[ob, rcb * 4 + rcq, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rcq, rci]),
         name="acc")
-    return [x, *params, _requantize(acc, params, attrs)]
+    return [x, *params, _requantize(acc, params, attrs, shifts)]
 
 
 def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
@@ -191,7 +204,6 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
     sch.tensorize(oi, intrin)
     init = sch.get_sblock("acc_init")
     sch.vectorize(sch.get_loops(init)[-1])
-    _schedule_pad(sch)
 
 
 @dataclass(frozen=True)
@@ -205,18 +217,19 @@ class BlockedConv(DotProduct):
 
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:
-        return te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs))
+        return te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs, shifts))
 
     def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
         schedule_conv2d(sch, self.intrinsic(), tunable)
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
-        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs))
+        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))
         if trace is None:
             self.schedule(sch)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
+        _schedule_pad(sch)  # outside the trace: TVM 0.27 cannot print decompose_padding
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
         return _with_attrs(sch.mod["main"], op, packed, self.name)
 
@@ -234,7 +247,8 @@ BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", "qcompiler.schedu
 DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
 
 
-def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              shifts: str = "any") -> tirx.PrimFunc:
     """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is
     `weight_layout.pack_depthwise(w, 16)`, (c/16, kh, kw/4, 16, 4), the bias folded.
 
@@ -273,7 +287,7 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx
                 xp[b, ob, i * sh + ry * dh, j * sw + rx * dw, oi].astype("int32")
                 * wt[ob, ry, rx // 4, oi, rx % 4].astype("int32"), axis=[ry, rx]),
             name="acc")
-    y = _requantize(acc, params, attrs)
+    y = _requantize(acc, params, attrs, shifts)
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
     _schedule_depthwise(sch, window, ow)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
@@ -365,10 +379,10 @@ def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     b, c, i, j, ci, ky, kx = sch.get_loops(block)
     sch.reorder(b, c, i, j, ky, kx, ci)
     sch.parallel(sch.fuse(b, c, i))
+    sch.vectorize(ci)  # before the decomposition (a reduction block's loops can be)
     init = sch.decompose_reduction(block, ky)
     sch.unroll(ky)
     sch.unroll(kx)
-    sch.vectorize(ci)
     sch.vectorize(sch.get_loops(init)[-1])
     return _with_attrs(sch.mod["main"], "max_pool2d", {**attrs, "layout": LAYOUT},
                        "x86_blocked")

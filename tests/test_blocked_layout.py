@@ -129,3 +129,121 @@ def test_blocked_depthwise_equals_reference(case, rng):
     real = ref_conv2d(x4, w[:c], bias[:c], m0[:c], shift[:c], plain)
     ops = [x, pack_depthwise(w, 16), folded_bias(w, bias, 121), m0, shift]
     _check(func, ops, real, c, hi)
+
+
+def _residual_model(rng, cin=3, c=24):
+    """stem conv (cin -> c) -> ReLU -> max pool -> [conv 3x3 -> ReLU -> depthwise 3x3 ->
+    conv 1x1] + skip -> ReLU -> global average pool -> Gemm; and a second output taken
+    from the middle (a blocked tensor that leaves the graph)."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p0", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "wd", "bd"], ["cd"], kernel_shape=[3, 3], pads=[1] * 4,
+                         group=c),
+        helper.make_node("Conv", ["cd", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c2", "p0"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p1"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1] * 4),
+        helper.make_node("GlobalAveragePool", ["p1"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1),
+    ]
+    inits = {"w0": w(c, cin, 3, 3), "b0": w(c), "w1": w(c, c, 3, 3), "b1": w(c),
+             "wd": w(c, 1, 3, 3), "bd": w(c), "w2": w(c, c, 1, 1), "b2": w(c),
+             "fw": w(10, c), "fb": w(10)}
+    return make_model(nodes, {"x": ("N", cin, 16, 16)}, {"y": None, "r1": None}, inits)
+
+
+def _compile(model, tmp_path, rng, cin, **options):
+    path = tmp_path / "c.npz"  # one calibration set for every build of the test
+    if not path.exists():
+        np.savez(path, x=rng.standard_normal((4, cin, 16, 16)).astype(np.float32))
+    inputs = graph_inputs(model, 2)
+    calib = load_calibration(path, inputs)
+    return compile_model(model, calib, CompileConfig(batch=2, **options), progress=False), inputs
+
+
+def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
+    """(op, schedule) of every kernel the graph calls, in order."""
+    out = []
+    for blk in mod["main_int"].body.blocks:
+        for b in blk.bindings:
+            if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir":
+                f = mod[b.value.args[0]]
+                if "qcompiler.op" in f.attrs:
+                    out.append((str(f.attrs["qcompiler.op"]),
+                                str(f.attrs.get("qcompiler.schedule", "portable"))))
+    return out
+
+
+def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path, rng):
+    """RGB stem in NCHW, then one conversion in; every conv, depthwise, add and max pool
+    blocked; one conversion out for each tensor that leaves (the pool to one pixel and the
+    graph's second output). The outputs equal the reference and the NCHW build's."""
+    model = _residual_model(rng)
+    compiled, inputs = _compile(model, tmp_path, rng, 3)
+    flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
+    kernels = _kernels(compiled.quantized)
+    ops = [op for op, _ in kernels]
+    assert ops.count("to_blocked") == 1 and ops.count("from_blocked") == 2, kernels
+    assert ops.index("to_blocked") == ops.index("max_pool2d") + 1  # after the stem's pool
+    blocked_ops = [(op, s) for op, s in kernels if s.startswith("x86_") and "blocked" in s]
+    assert sorted(op for op, _ in blocked_ops) == ["add", "conv2d", "conv2d", "conv2d",
+                                                   "max_pool2d"], kernels
+    assert ("conv2d", "x86_vnni_columns") in kernels  # the 3-channel stem stays NCHW
+    vm = relax.VirtualMachine(build(compiled), tvm.cpu())
+    vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for _ in range(3):
+        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+        got = [t.numpy() for t in vm["main_int"](tvm.runtime.tensor(q))]
+        want = ref.run(q)
+        flat_out = [t.numpy() for t in vm_flat["main_int"](tvm.runtime.tensor(q))]
+        assert [g.shape for g in got] == [(2, 10), (2, 24, 8, 8)]
+        for g, w, f in zip(got, want, flat_out):
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g, f)
+
+
+def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
+    """On AVX2 (no vpdpbusd) the pass returns the module unchanged."""
+    import dataclasses
+
+    model = _residual_model(rng)
+    compiled, _ = _compile(model, tmp_path, rng, 3, schedules=False)
+    avx2 = dataclasses.replace(x86_target(), tvm_target={"kind": "llvm", "mcpu": "x86-64-v3"})
+    assert plan_layout(avx2)(compiled.quantized).same_as(compiled.quantized)
+    after = plan_layout(x86_target())(compiled.quantized)
+    assert sum(op == "to_blocked" for op, _ in _kernels(after)) == 1
+
+
+def test_blocked_graph_in_the_libraries_at_one_and_two_threads(tmp_path, rng):
+    """The runtime-free C library and the TVM library (1 and 2 worker threads: the blocked
+    kernels' parallel loops split disjoint outputs) give the reference's integers."""
+    from qcompiler.emit import emit
+    from qcompiler.runtime import CompiledModel, StandaloneModel, set_threads
+
+    model = _residual_model(rng, cin=16)
+    compiled, _ = _compile(model, tmp_path, rng, 16)
+    assert [op for op, _ in _kernels(compiled.quantized)][:2] == ["to_blocked", "conv2d"]
+    emit(compiled, build(compiled), tmp_path / "out")
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    standalone = StandaloneModel(tmp_path / "out")
+    q = rng.integers(0, 256, standalone.inputs[0]["shape"]).astype(np.uint8)
+    want = ref.run(q)
+    for got, w in zip(standalone.run_int(q), want):
+        np.testing.assert_array_equal(got, w)
+    try:
+        for n in (1, 2):
+            lib = CompiledModel(tmp_path / "out", threads=n)
+            for got, w in zip(lib.run_int(q), want):
+                np.testing.assert_array_equal(got, w)
+    finally:
+        set_threads(None)

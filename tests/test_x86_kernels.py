@@ -1,5 +1,9 @@
 """x86 kernels: conv/dense on `vpdpbusd` where the target has AVX-512 VNNI, and the portable
-kernels on the AVX2 (x86-64-v3) fallback; both bit-exact against the reference."""
+kernels on the AVX2 (x86-64-v3) fallback; both bit-exact against the reference.
+
+These are the NCHW kernels (graphs compiled with `blocked_layout=False`; on VNNI they also run
+the layers a blocked graph leaves in NCHW, such as RGB stems). The blocked (NCHW16c) kernels
+are tested in test_blocked_layout.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +47,8 @@ def _compile(model, shape, tmp_path, rng, target, batch=2):
     np.savez(path, x=rng.standard_normal((4, *shape)).astype(np.float32))
     inputs = graph_inputs(model, batch)
     calib = load_calibration(path, inputs)
-    return compile_model(model, calib, CompileConfig(batch=batch), progress=False,
-                         target=target), inputs
+    return compile_model(model, calib, CompileConfig(batch=batch, blocked_layout=False),
+                         progress=False, target=target), inputs
 
 
 @pytest.mark.parametrize("target", ["vnni", "avx2"])

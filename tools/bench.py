@@ -1,10 +1,11 @@
 """Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8 (quantize_static,
 QDQ, per-channel, uint8 activations, the same calibration data) and qcompiler int8 (its TVM
-module; with --tune/--tuning-db also a tuned one); the median of N runs after warm-up, at 1
+module; with --tune/--tuning-db also a tuned one, with --nchw also one built without the
+blocked activation layout, `passes.plan_layout`); the median of N runs after warm-up, at 1
 thread and at all cores, batch 1.
 
     python tools/bench.py [bundled resnet50 mobilenetv2] [--runs 50] [--no-layers]
-                          [--tune TRIALS] [--tuning-db DIR]
+                          [--tune TRIALS] [--tuning-db DIR] [--nchw]
 
 Models: `bundled` (models/fashion_cnn.onnx), `resnet50` (the ONNX wheel's light ResNet-50, its
 constant-fill weights perturbed, see qcompiler.model_zoo), `mobilenetv2`
@@ -124,9 +125,13 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
                 continue
             attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
             w_shape = canonical(const_array(args[1]), attrs).shape  # packed, nibbles: undone
-            y = shape_of(b.var)
+            x, y = shape_of(args[0]), shape_of(b.var)
+            if "channels" in attrs:  # NCHW16c: the layer's own channels (padding is no work)
+                cin, cout = attrs["channels"]
+                x, y = (x[0], cin, *x[2:4]), (y[0], cout, *y[2:4])
+                w_shape = (cout, 1 if attrs["groups"] > 1 else cin, *w_shape[2:])
             macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
-            text = f"{tuple(shape_of(args[0]))} * {w_shape} -> {tuple(y)}"
+            text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}"
             out[str(prim.attrs["global_symbol"])] = (kind, text, 2 * macs)
     return out
 
@@ -158,11 +163,14 @@ def _compiled(model: Path, calib: Path, out: Path, **options: object) -> tuple:
 
 
 def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,
-                layers: bool, tuning: dict) -> list[tuple]:
+                layers: bool, tuning: dict, nchw: bool = False) -> list[tuple]:
     """`tuning`: CompileConfig options (tune_trials, tuning_db); when given, a second
-    qcompiler library built with them is measured beside the untuned one."""
+    qcompiler library built with them is measured beside the untuned one. `nchw`: also one
+    built with `blocked_layout=False`."""
     model, calib = prepare(name, tmp)
     compiled, lib, compile_s = _compiled(model, calib, tmp / f"{name}_q")
+    flat = _compiled(model, calib, tmp / f"{name}_nchw", blocked_layout=False)[1] if nchw \
+        else None
     tuned = _compiled(model, calib, tmp / f"{name}_tuned", **tuning) if tuning else None
     if tuned is not None:
         compiled, tuned_lib, _ = tuned
@@ -184,7 +192,8 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
         ms = [median_latency_ms(lambda: f32.run(None, feeds), runs),
               median_latency_ms(lambda: i8.run(None, feeds), runs),
               median_latency_ms(lambda: lib.run_int(*q), runs),
-              median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None]
+              median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None,
+              median_latency_ms(lambda: flat.run_int(*q), runs) if flat else None]
         rows.append((name, n, *ms, compile_s))
     if layers:
         set_threads(1)
@@ -217,6 +226,8 @@ def main() -> int:
                     help="also measure a library tuned with this many trials per kernel")
     ap.add_argument("--tuning-db", default=None, metavar="DIR",
                     help="also measure a library built from (and tuned into) this database")
+    ap.add_argument("--nchw", action="store_true",
+                    help="also measure a library built without the blocked (NCHW16c) layout")
     args = ap.parse_args()
     tuning = {"tune_trials": args.tune, "tuning_db": args.tuning_db} \
         if args.tune or args.tuning_db else {}
@@ -227,15 +238,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models or MODELS:
             rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers,
-                                tuning)
+                                tuning, args.nchw)
     print(f"\nmedian of {args.runs} runs, batch 1, ms (ratios: ORT time / qcompiler time)")
     print(f"  {'model':12s} {'threads':>7s} {'ORT float':>10s} {'ORT int8':>10s} "
           f"{'qcompiler':>10s} {'vs float':>9s} {'vs int8':>8s} {'compile s':>9s}"
-          + (f" {'tuned':>8s} {'vs float':>9s} {'vs int8':>8s}" if tuning else ""))
-    for name, n, f32, i8, ours, tuned, compile_s in rows:
+          + (f" {'tuned':>8s} {'vs float':>9s} {'vs int8':>8s}" if tuning else "")
+          + (f" {'NCHW':>8s} {'layout gain':>11s}" if args.nchw else ""))
+    for name, n, f32, i8, ours, tuned, flat, compile_s in rows:
         print(f"  {name:12s} {n:7d} {f32:10.3f} {i8:10.3f} {ours:10.3f} {f32 / ours:8.2f}x "
               f"{i8 / ours:7.2f}x {compile_s:9.1f}"
-              + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else ""))
+              + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else "")
+              + (f" {flat:8.3f} {flat / ours:10.2f}x" if flat else ""))
     return 0
 
 
