@@ -4,8 +4,9 @@ NCHW16c tensors, and the layout changes only where the graph leaves them (the gr
 and outputs, and ops without a blocked form, e.g. pools to one pixel, reshapes, concat).
 
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
-conv, when it has at least 16 input channels (an RGB stem stays NCHW: padding 3 channels to
-16 would multiply its work by 5). Each tensor is converted at most once in each direction.
+conv or max pool, when it has at least 16 input channels (an RGB stem stays NCHW: padding 3
+channels to 16 would multiply its work by 5; the pool after it is faster blocked, conversion
+included). Each tensor is converted at most once in each direction.
 
 Runs on the quantized graph before `apply_schedules`, which then schedules the kernels left
 in NCHW as before. The blocked kernels' constants are the layer's, channel-padded (see
@@ -129,13 +130,14 @@ class _Planner:
             return None
         shapes = [tuple(int(d) for d in a.ty.shape) for a in acts]
         dtypes = [str(a.ty.dtype) for a in acts]
-        is_blocked = any(a in self.blocked and a not in self.nchw_inputs for a in acts)
+        is_blocked = any(a in self.blocked for a in acts)  # produced or converted already
         battrs = {**attrs, "layout": blocked.LAYOUT}
         if op == "add" and len(acts) == 2 and shapes[0] == shapes[1] and is_blocked:
             shape5 = blocked.blocked_shape(shapes[0])
             return (blocked.add(shape5, dtypes[0], dtypes[1], battrs),
                     [(acts[0], attrs["zp_a"]), (acts[1], attrs["zp_b"])], [])
-        if op == "max_pool2d" and len(acts) == 1 and is_blocked:
+        if op == "max_pool2d" and len(acts) == 1 and (is_blocked
+                                                      or shapes[0][1] >= MIN_STEM_CHANNELS):
             return (blocked.max_pool2d(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
                     [(acts[0], 0)], [])
         if op != "conv2d" or dtypes[0] != "uint8" or len(acts) != 1 or args[0] is not acts[0] \
@@ -191,7 +193,6 @@ class _Planner:
 
     def rebuild(self) -> tvm.IRModule:
         func = self.mod["main_int"]
-        self.nchw_inputs = set(func.params)
         self.nchw.update({p: p for p in func.params})
         outputs = []
         with self.bb.function("main_int", list(func.params),
