@@ -30,6 +30,7 @@ import tvm
 from tvm import te, tirx
 
 from qcompiler import kernels
+from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
 from qcompiler.weight_layout import folded_bias, pack
 
@@ -351,12 +352,74 @@ def _schedule_rows(sch: tvm.s_tir.Schedule, name: str) -> None:
     sch.vectorize(loops[4])
 
 
+def byte_multiplier(m0: int, shift: int, values: np.ndarray, reach: int
+                    ) -> tuple[int, int, int] | None:
+    """(M, R, T) with `(x M + R) >> T == q_multiply_shift(x, m0, shift)` for every x in
+    `values`, all of it in int32, or None. An 8-bit operand minus its zero point has at most
+    511 values, so the identity is checked for each of them here, at compile time: the kernel
+    then needs one 32-bit multiply per element instead of two 64-bit ones.
+
+    `reach` bounds |x| and also |q| + |zp| for the stored q (x = q - zp): TVM's simplifier
+    distributes `(q - zp) M` into `q M - zp M`, whose terms must fit in int32 too."""
+    want = q_multiply_shift(values, m0, shift)
+    for t in range(30, -1, -1):
+        total = Q31 - shift
+        m = int(round(m0 * 2.0 ** (t - total)))
+        r = (1 << t) >> 1
+        if m <= 0 or reach * m + r >= 2**31:
+            continue
+        x = values.astype(np.int64)
+        if np.array_equal((x * m + r) >> t, want):
+            return m, r, t
+    return None
+
+
 def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
-    """The portable add on blocked operands (elementwise: the layout does not matter)."""
-    func = kernels.add(shape, a_dtype, b_dtype, attrs)
+    """The add on blocked operands (elementwise: the layout does not matter), on 16 lanes.
+
+    Where both rescales have a 32-bit form (`byte_multiplier`) and the sum cannot leave
+    int32, everything is 32-bit; otherwise the portable kernel's 64-bit arithmetic."""
+    battrs = {**attrs, "layout": LAYOUT}
+    forms = [_rescale_form(attrs, side, dtype) for side, dtype in (("a", a_dtype),
+                                                                   ("b", b_dtype))]
+    if any(f is None for f in forms) or sum(f[3] for f in forms) + (1 << attrs["k"]) >= 2**31:
+        func = kernels.add(shape, a_dtype, b_dtype, attrs)
+    else:
+        a = te.placeholder(shape, a_dtype, name="a")
+        b = te.placeholder(shape, b_dtype, name="b")
+
+        def rescaled(t: te.Tensor, i: tuple, form: tuple, zp: int) -> Any:
+            m, r, s, _ = form
+            x = t[i].astype("int32") - tirx.const(zp, "int32")
+            return (x * tirx.const(m, "int32") + tirx.const(r, "int32")) >> s
+
+        k = attrs["k"]
+
+        def body(*i: Any) -> Any:
+            total = rescaled(a, i, forms[0], attrs["zp_a"]) \
+                + rescaled(b, i, forms[1], attrs["zp_b"]) + tirx.const((1 << k) >> 1, "int32")
+            y = (total >> k) + tirx.const(attrs["zp_y"], "int32")
+            return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
+                              tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+
+        func = te.create_prim_func([a, b, te.compute(shape, body, name="add")])
     sch = tvm.s_tir.Schedule(func)
     _schedule_rows(sch, "add")
-    return _with_attrs(sch.mod["main"], "add", {**attrs, "layout": LAYOUT}, "x86_blocked")
+    return _with_attrs(sch.mod["main"], "add", battrs, "x86_blocked")
+
+
+def _rescale_form(attrs: dict, side: str, dtype: str) -> tuple | None:
+    """(M, R, T, largest |result|) of one operand's rescale in 32 bits, or None."""
+    lo, hi = dtype_range(dtype)
+    zp = attrs[f"zp_{side}"]
+    values = np.arange(lo, hi + 1, dtype=np.int64) - zp
+    form = byte_multiplier(attrs[f"m0_{side}"], attrs[f"shift_{side}"], values,
+                           max(abs(lo), abs(hi)) + abs(zp))
+    if form is None:
+        return None
+    peak = int(np.abs(q_multiply_shift(values, attrs[f"m0_{side}"],
+                                       attrs[f"shift_{side}"])).max())
+    return (*form, peak)
 
 
 def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
