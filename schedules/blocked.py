@@ -352,53 +352,90 @@ def _schedule_rows(sch: tvm.s_tir.Schedule, name: str) -> None:
     sch.vectorize(loops[4])
 
 
-def byte_multiplier(m0: int, shift: int, values: np.ndarray, reach: int
-                    ) -> tuple[int, int, int] | None:
-    """(M, R, T) with `(x M + R) >> T == q_multiply_shift(x, m0, shift)` for every x in
-    `values`, all of it in int32, or None. An 8-bit operand minus its zero point has at most
-    511 values, so the identity is checked for each of them here, at compile time: the kernel
-    then needs one 32-bit multiply per element instead of two 64-bit ones.
+INT32 = 2**31
 
-    `reach` bounds |x| and also |q| + |zp| for the stored q (x = q - zp): TVM's simplifier
-    distributes `(q - zp) M` into `q M - zp M`, whose terms must fit in int32 too."""
+
+@dataclass(frozen=True)
+class ByteRescale:
+    """`q_multiply_shift(x, m0, shift)` for the few values x of an 8-bit operand minus its
+    zero point, in 32-bit arithmetic. Either one multiply, `(x M + R) >> T` (M a rounded
+    multiplier, valid only where it is exact), or m0 split in 16-bit halves,
+    `m0 = mh 2^16 + ml`, t = 31 - shift, R = 2^(t-1):
+
+        t <= 16:  (x mh) << (16 - t)  +  (x ml + R) >> t
+        t >  16:  (x mh + ((x ml + R) >> 16)) >> (t - 16)
+
+    which is exact (2^t divides x mh 2^16, and floors of floors by powers of 2 nest).
+    `rescale_form` checks the result for every value and every intermediate against int32
+    (also the terms `q M` and `zp M` that TVM's simplifier makes of `(q - zp) M`)."""
+
+    split: bool
+    m: int  # M, or mh
+    low: int  # 0, or ml
+    r: int
+    t: int  # T, or t = 31 - shift
+
+    def apply(self, x: Any, tir: bool) -> Any:
+        """The formula on numpy int64 arrays (`tir` False) or on int32 TIR expressions."""
+        c = (lambda v: tirx.const(v, "int32")) if tir else (lambda v: v)
+        if not self.split:
+            return (x * c(self.m) + c(self.r)) >> c(self.t)
+        low = x * c(self.low) + c(self.r)
+        if self.t <= 16:
+            return ((x * c(self.m)) << c(16 - self.t)) + (low >> c(self.t))
+        return (x * c(self.m) + (low >> c(16))) >> c(self.t - 16)
+
+    def terms(self, x: np.ndarray, zp: int) -> list[np.ndarray]:
+        """Every intermediate value the kernel may compute (for the int32 check)."""
+        products = [x * self.m, x * self.low, (x + zp) * self.m, (x + zp) * self.low,
+                    np.full_like(x, zp * self.m), np.full_like(x, zp * self.low)]
+        if not self.split:
+            return products + [x * self.m + self.r]
+        low = x * self.low + self.r
+        if self.t <= 16:
+            return products + [low, (x * self.m) << (16 - self.t)]
+        return products + [low, x * self.m + (low >> 16)]
+
+
+def rescale_form(m0: int, shift: int, values: np.ndarray, zp: int) -> ByteRescale | None:
+    """The cheapest exact `ByteRescale` for x in `values` (= q - zp), or None."""
     want = q_multiply_shift(values, m0, shift)
-    for t in range(30, -1, -1):
-        total = Q31 - shift
-        m = int(round(m0 * 2.0 ** (t - total)))
-        r = (1 << t) >> 1
-        if m <= 0 or reach * m + r >= 2**31:
+    total = Q31 - shift
+    candidates = [ByteRescale(False, int(round(m0 * 2.0 ** (t - total))), 0, (1 << t) >> 1, t)
+                  for t in range(30, -1, -1)]
+    if 1 <= total <= 31:
+        candidates.append(ByteRescale(True, m0 >> 16, m0 & 0xFFFF, 1 << (total - 1), total))
+    for form in candidates:
+        if form.m <= 0 or form.m >= INT32:
             continue
-        x = values.astype(np.int64)
-        if np.array_equal((x * m + r) >> t, want):
-            return m, r, t
+        with np.errstate(over="ignore"):
+            fits = all(np.abs(v).max() < INT32 for v in form.terms(values, zp))
+        if fits and np.array_equal(form.apply(values, False), want):
+            return form
     return None
 
 
 def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
     """The add on blocked operands (elementwise: the layout does not matter), on 16 lanes.
 
-    Where both rescales have a 32-bit form (`byte_multiplier`) and the sum cannot leave
+    Where both rescales have an exact 32-bit form (`rescale_form`) and the sum cannot leave
     int32, everything is 32-bit; otherwise the portable kernel's 64-bit arithmetic."""
     battrs = {**attrs, "layout": LAYOUT}
-    forms = [_rescale_form(attrs, side, dtype) for side, dtype in (("a", a_dtype),
+    forms = [_operand_form(attrs, side, dtype) for side, dtype in (("a", a_dtype),
                                                                    ("b", b_dtype))]
-    if any(f is None for f in forms) or sum(f[3] for f in forms) + (1 << attrs["k"]) >= 2**31:
+    k = attrs["k"]
+    if any(f is None for f in forms) or sum(f[1] for f in forms) + (1 << k) >= INT32:
         func = kernels.add(shape, a_dtype, b_dtype, attrs)
     else:
         a = te.placeholder(shape, a_dtype, name="a")
         b = te.placeholder(shape, b_dtype, name="b")
 
-        def rescaled(t: te.Tensor, i: tuple, form: tuple, zp: int) -> Any:
-            m, r, s, _ = form
-            x = t[i].astype("int32") - tirx.const(zp, "int32")
-            return (x * tirx.const(m, "int32") + tirx.const(r, "int32")) >> s
-
-        k = attrs["k"]
-
         def body(*i: Any) -> Any:
-            total = rescaled(a, i, forms[0], attrs["zp_a"]) \
-                + rescaled(b, i, forms[1], attrs["zp_b"]) + tirx.const((1 << k) >> 1, "int32")
-            y = (total >> k) + tirx.const(attrs["zp_y"], "int32")
+            ta, tb = (f[0].apply(t[i].astype("int32") - tirx.const(attrs[f"zp_{side}"], "int32"),
+                                 True) for t, f, side in ((a, forms[0], "a"),
+                                                          (b, forms[1], "b")))
+            y = ((ta + tb + tirx.const((1 << k) >> 1, "int32")) >> k) \
+                + tirx.const(attrs["zp_y"], "int32")
             return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
                               tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
 
@@ -408,18 +445,16 @@ def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
     return _with_attrs(sch.mod["main"], "add", battrs, "x86_blocked")
 
 
-def _rescale_form(attrs: dict, side: str, dtype: str) -> tuple | None:
-    """(M, R, T, largest |result|) of one operand's rescale in 32 bits, or None."""
+def _operand_form(attrs: dict, side: str, dtype: str) -> tuple | None:
+    """(ByteRescale, largest |result|) of one operand's rescale, or None."""
     lo, hi = dtype_range(dtype)
     zp = attrs[f"zp_{side}"]
     values = np.arange(lo, hi + 1, dtype=np.int64) - zp
-    form = byte_multiplier(attrs[f"m0_{side}"], attrs[f"shift_{side}"], values,
-                           max(abs(lo), abs(hi)) + abs(zp))
+    m0, shift = attrs[f"m0_{side}"], attrs[f"shift_{side}"]
+    form = rescale_form(m0, shift, values, zp)
     if form is None:
         return None
-    peak = int(np.abs(q_multiply_shift(values, attrs[f"m0_{side}"],
-                                       attrs[f"shift_{side}"])).max())
-    return (*form, peak)
+    return form, int(np.abs(q_multiply_shift(values, m0, shift)).max())
 
 
 def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
