@@ -4,9 +4,10 @@ NCHW16c tensors, and the layout changes only where the graph leaves them (the gr
 and outputs, and ops without a blocked form, e.g. pools to one pixel, reshapes, concat).
 
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
-conv or max pool, when it has at least 16 input channels (an RGB stem stays NCHW: padding 3
-channels to 16 would multiply its work by 5; the pool after it is faster blocked, conversion
-included). Each tensor is converted at most once in each direction.
+conv or max pool, when it has at least 16 input channels. A conv with fewer channels on an
+NCHW tensor (an RGB stem) reads it blocked by 4 (`blocked.STEM_BLOCK`: 3 channels padded to
+4, not 16) and writes NCHW16c like the others. Each tensor is converted at most once in each
+direction.
 
 Runs on the quantized graph before `apply_schedules`, which then schedules the kernels left
 in NCHW as before. The blocked kernels' constants are the layer's, channel-padded (see
@@ -72,6 +73,7 @@ class _Planner:
         self.gmap: dict = {}  # old GlobalVar -> new (added on first use)
         self.nchw: dict = {}  # old Var -> new expr, NCHW
         self.blocked: dict = {}  # old Var -> new expr, NCHW16c
+        self.stem_inputs: dict = {}  # old Var -> new expr, NCHW4c (`blocked.STEM_BLOCK`)
         self.converters: dict = {}  # (op, shape, dtype, pad) -> GlobalVar
 
     # ---- the conversions, emitted at most once per tensor and direction ----
@@ -93,16 +95,17 @@ class _Planner:
             self.nchw[var] = self.bb.emit(relax.call_tir(gv, [x], var.ty))
         return self.nchw[var]
 
-    def as_blocked(self, var: relax.Var, pad: int) -> relax.Expr:
-        if var not in self.blocked:
+    def as_blocked(self, var: relax.Var, pad: int, block: int = blocked.BLOCK) -> relax.Expr:
+        cache = self.blocked if block == blocked.BLOCK else self.stem_inputs
+        if var not in cache:
             x = self.as_nchw(var)
             shape = tuple(int(d) for d in var.ty.shape)
             dtype = str(var.ty.dtype)
-            gv = self._converter(("to_blocked", shape, dtype, pad),
-                                 lambda: blocked.to_blocked(shape, dtype, pad))
-            self.blocked[var] = self.bb.emit(
-                relax.call_tir(gv, [x], relax.TensorType(blocked.blocked_shape(shape), dtype)))
-        return self.blocked[var]
+            gv = self._converter(("to_blocked", shape, dtype, pad, block),
+                                 lambda: blocked.to_blocked(shape, dtype, pad, block))
+            cache[var] = self.bb.emit(relax.call_tir(
+                gv, [x], relax.TensorType(blocked.blocked_shape(shape, block), dtype)))
+        return cache[var]
 
     def _global(self, gv: relax.GlobalVar) -> relax.GlobalVar:
         if gv not in self.gmap:
@@ -135,23 +138,26 @@ class _Planner:
         if op == "add" and len(acts) == 2 and shapes[0] == shapes[1] and is_blocked:
             shape5 = blocked.blocked_shape(shapes[0])
             return (blocked.add(shape5, dtypes[0], dtypes[1], battrs),
-                    [(acts[0], attrs["zp_a"]), (acts[1], attrs["zp_b"])], [])
+                    [(acts[0], attrs["zp_a"], blocked.BLOCK),
+                     (acts[1], attrs["zp_b"], blocked.BLOCK)], [])
         if op == "max_pool2d" and len(acts) == 1 and (is_blocked
                                                       or shapes[0][1] >= MIN_STEM_CHANNELS):
             return (blocked.max_pool2d(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
-                    [(acts[0], 0)], [])
+                    [(acts[0], 0, blocked.BLOCK)], [])
         if op != "conv2d" or dtypes[0] != "uint8" or len(acts) != 1 or args[0] is not acts[0] \
                 or not all(is_const(a) for a in args[1:5]):
             return None
         cin = shapes[0][1]
-        if not is_blocked and cin < MIN_STEM_CHANNELS:
+        stem = not is_blocked and cin < MIN_STEM_CHANNELS
+        if stem and attrs["groups"] != 1:
             return None
         w = canonical(const_array(args[1]), attrs)
         cout = w.shape[0]
         bias = const_array(args[2])
         shifts = shift_kind(const_array(args[4]))
-        x5 = blocked.blocked_shape(shapes[0])
-        c_in, c_out = blocked.padded_channels(cin), blocked.padded_channels(cout)
+        block = blocked.STEM_BLOCK if stem else blocked.BLOCK
+        x5 = blocked.blocked_shape(shapes[0], block)
+        c_in, c_out = x5[1] * block, blocked.padded_channels(cout)
         battrs.update(channels=[cin, cout])  # the layer's own (for reports: padding is not work)
         try:
             if attrs["groups"] == 1:
@@ -170,7 +176,7 @@ class _Planner:
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue
             return None
         consts = [relax.const(wk), relax.const(fb), *_channel_constants(args, c_out)]
-        return kernel, [(acts[0], attrs["zp_x"])], consts
+        return kernel, [(acts[0], attrs["zp_x"], block)], consts
 
     def _binding(self, var: relax.Var, value: relax.Expr) -> None:
         kernel = self._kernel(value)
@@ -180,7 +186,7 @@ class _Planner:
             old = value.args[0]
             name = f"{old.name_hint}_nchw16c"
             gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
-            operands = [self.as_blocked(a, pad) for a, pad in acts] + consts
+            operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
             shape = tuple(int(d) for d in var.ty.shape)
             out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
             self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out))

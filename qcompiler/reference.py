@@ -185,9 +185,9 @@ def _blocked(kernel: Callable, activations: int) -> Callable:
     padded alike), blocked again."""
     def run(*args: object) -> np.ndarray:
         *operands, a = args
-        lanes = operands[0].shape[-1]
+        lanes = int(a["layout"][len("NCHW"):-1])  # the output's ("NCHW16c"; a stem's input
         moved = [unblocked(x) for x in operands[:activations]] + operands[activations:]
-        return to_blocked(kernel(*moved, a), {"block": lanes, "pad": 0})  # whole blocks
+        return to_blocked(kernel(*moved, a), {"block": lanes, "pad": 0})  # is by 4)
     return run
 
 

@@ -35,6 +35,9 @@ from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
 from qcompiler.weight_layout import folded_bias, pack
 
 BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
+# The input of a stem (an NCHW graph input with few channels, e.g. RGB) is blocked by 4: one
+# `vpdpbusd` group, so 3 channels are padded to 4, not 16; its output is NCHW16c as usual.
+STEM_BLOCK = 4
 LAYOUT = "NCHW16c"
 # Output columns per register block of the conv: J x 16 int32 accumulators stay under TVM's
 # 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
@@ -46,10 +49,11 @@ def _ceil(n: int, k: int) -> int:
     return (n + k - 1) // k
 
 
-def blocked_shape(shape: tuple) -> tuple[int, ...]:
-    """(n, c, h, w) -> (n, c/16, h, w, 16), the channel count rounded up."""
+def blocked_shape(shape: tuple, block: int = BLOCK) -> tuple[int, ...]:
+    """(n, c, h, w) -> (n, c/16, h, w, 16), the channel count rounded up (`block`: 4 for
+    the input of a stem, see `STEM_BLOCK`)."""
     n, c, h, w = shape
-    return (n, _ceil(c, BLOCK), h, w, BLOCK)
+    return (n, _ceil(c, block), h, w, block)
 
 
 def padded_channels(c: int) -> int:
@@ -63,18 +67,19 @@ def _with_attrs(func: tirx.PrimFunc, op: str, attrs: dict, schedule: str) -> tir
 
 # ---- layout changes, at the edges of a blocked region ----
 
-def to_blocked(shape: tuple, dtype: str, pad: int) -> tirx.PrimFunc:
-    """NCHW -> NCHW16c, the padded channels filled with `pad` (the tensor's zero point)."""
+def to_blocked(shape: tuple, dtype: str, pad: int, block: int = BLOCK) -> tirx.PrimFunc:
+    """NCHW -> NCHW16c (or NCHW4c), the padded channels filled with `pad` (the tensor's zero
+    point)."""
     n, c, h, w = shape
     x = te.placeholder(shape, dtype, name="x")
-    y = te.compute(blocked_shape(shape), lambda b, cb, i, j, ci: tirx.if_then_else(
-        cb * BLOCK + ci < c, x[b, tirx.min(cb * BLOCK + ci, c - 1), i, j],
+    y = te.compute(blocked_shape(shape, block), lambda b, cb, i, j, ci: tirx.if_then_else(
+        cb * block + ci < c, x[b, tirx.min(cb * block + ci, c - 1), i, j],
         tirx.const(pad, dtype)), name="to_blocked")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
     b, cb, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
     sch.parallel(sch.fuse(b, cb, i))
     sch.unroll(ci)
-    return _with_attrs(sch.mod["main"], "to_blocked", {"channels": c, "block": BLOCK, "pad": pad},
+    return _with_attrs(sch.mod["main"], "to_blocked", {"channels": c, "block": block, "pad": pad},
                        "blocked")
 
 
@@ -161,10 +166,11 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                    shifts: str = "any") -> list:
-    """`x_shape`: the blocked input; `w_shape`: the channel-padded (cout, cin, kh, kw)."""
-    n, cb, h, w_, _ = x_shape
+    """`x_shape`: the blocked input (by 16 channels, or by 4 for a stem); `w_shape`: the
+    channel-padded (cout, cin, kh, kw)."""
+    n, cb, h, w_, lanes = x_shape
     cout, cin, kh, kw = w_shape
-    assert cin == cb * BLOCK and cout % BLOCK == 0, (x_shape, w_shape)
+    assert cin == cb * lanes and lanes % 4 == 0 and cout % BLOCK == 0, (x_shape, w_shape)
     sh, sw = attrs["strides"]
     dh, dw = attrs["dilation"]
     oh, ow = kernels.conv2d_out_hw((n, cin, h, w_), w_shape, attrs)
@@ -174,13 +180,13 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     rcb = te.reduce_axis((0, cb), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
-    rcq = te.reduce_axis((0, BLOCK // 4), name="rcq")
+    rcq = te.reduce_axis((0, lanes // 4), name="rcq")
     rci = te.reduce_axis((0, 4), name="rci")
     acc = te.compute(
         (n, cout // BLOCK, oh, ow, BLOCK),
         lambda b, ob, i, j, oi: te.sum(
             xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rcq * 4 + rci].astype("int32")
-            * wp[ob, rcb * 4 + rcq, rky, rkx, oi, rci].astype("int32"),
+            * wp[ob, rcb * (lanes // 4) + rcq, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rcq, rci]),
         name="acc")
     return [x, *params, _requantize(acc, params, attrs, shifts)]

@@ -83,16 +83,27 @@ def _check(func, ops, real, cout, hi=255):
     assert (unblocked(got)[:, cout:] == 90).all()  # a padded channel: the clamp of zp_y
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
+# stems: the input blocked by 4 (RGB, 1 channel, 6 channels), the output by 16
+STEM_CASES = [
+    (3, 64, 30, 7, 2, (3, 3, 3, 3), 1),
+    (3, 32, 32, 3, 2, (0, 0, 1, 1), 2),
+    (1, 16, 28, 3, 1, (1, 1, 1, 1), 1),
+    (6, 40, 12, 3, 1, (1, 1, 1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES + STEM_CASES,
+                         ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
 def test_blocked_conv_equals_reference(case, rng):
     cin, cout, hw, k, s, pads, batch = case
-    c_in, c_out = blocked.padded_channels(cin), blocked.padded_channels(cout)
+    block = blocked.STEM_BLOCK if case in STEM_CASES else blocked.BLOCK
+    c_in, c_out = -(-cin // block) * block, blocked.padded_channels(cout)
     w, bias, m0, shift = _layer(rng, cout, cin, k, c_out)
     wp = np.zeros((c_out, c_in, k, k), np.int8)
     wp[:, :cin] = w
     attrs = _attrs(s, pads, 1, 1)
     x4 = rng.integers(0, 256, (batch, cin, hw, hw)).astype(np.uint8)
-    x = to_blocked(x4, {"block": 16, "pad": 7})  # a padded input channel: any value
+    x = to_blocked(x4, {"block": block, "pad": 7})  # a padded input channel: any value
     packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, attrs)
     func = blocked.BLOCKED_VNNI.build("conv2d", x.shape, "uint8", wp.shape, attrs)
     plain = {k: v for k, v in attrs.items() if k != "layout"}
@@ -184,21 +195,24 @@ def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 
 def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path, rng):
-    """RGB stem in NCHW, then one conversion in (before the stem's pool: 24 channels); every
-    conv, depthwise, add and max pool blocked; one conversion out for each tensor that leaves
-    (the pool to one pixel and the graph's second output). The outputs equal the reference
-    and the NCHW build's."""
+    """One conversion in (the RGB input, blocked by 4 for the stem); every conv, depthwise,
+    add and max pool blocked; one conversion out for each tensor that leaves (the pool to one
+    pixel and the graph's second output). The outputs equal the reference and the NCHW
+    build's."""
     model = _residual_model(rng)
     compiled, inputs = _compile(model, tmp_path, rng, 3)
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
     kernels = _kernels(compiled.quantized)
     ops = [op for op, _ in kernels]
     assert ops.count("to_blocked") == 1 and ops.count("from_blocked") == 2, kernels
-    assert ops.index("to_blocked") == ops.index("max_pool2d") - 1  # the stem's pool blocked
+    assert ops[0] == "to_blocked"
+    stem_in = next(f for f in compiled.quantized.functions.values()
+                   if isinstance(f, tvm.tirx.PrimFunc)
+                   and str(f.attrs.get("qcompiler.op", "")) == "to_blocked")
+    assert json.loads(str(stem_in.attrs["qcompiler.attrs"]))["block"] == blocked.STEM_BLOCK
     blocked_ops = [(op, s) for op, s in kernels if s.startswith("x86_") and "blocked" in s]
     assert sorted(op for op, _ in blocked_ops) == ["add", "conv2d", "conv2d", "conv2d",
-                                                   "max_pool2d", "max_pool2d"], kernels
-    assert ("conv2d", "x86_vnni_columns") in kernels  # the 3-channel stem stays NCHW
+                                                   "conv2d", "max_pool2d", "max_pool2d"], kernels
     vm = relax.VirtualMachine(build(compiled), tvm.cpu())
     vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
