@@ -27,7 +27,10 @@ from qcompiler.schedules import blocked, shift_kind
 from qcompiler.targets.target import Target
 from qcompiler.weight_layout import canonical, folded_bias, pack_depthwise
 
-MIN_STEM_CHANNELS = 16  # a conv on an NCHW input with fewer channels stays NCHW
+MIN_STEM_CHANNELS = 16  # fewer channels on an NCHW tensor: a stem (blocked by 4)
+# main_int's attribute naming its blocked tensors (they keep their names) with their channel
+# counts, so that `Reference.run_all` gives every tensor in NCHW (per-layer reports).
+LAYOUT_ATTR = "qcompiler.blocked"
 
 
 def uses_blocked_layout(target: Target) -> bool:
@@ -75,6 +78,7 @@ class _Planner:
         self.blocked: dict = {}  # old Var -> new expr, NCHW16c
         self.stem_inputs: dict = {}  # old Var -> new expr, NCHW4c (`blocked.STEM_BLOCK`)
         self.converters: dict = {}  # (op, shape, dtype, pad) -> GlobalVar
+        self.channels: dict = {}  # name of a blocked tensor -> its channels (LAYOUT_ATTR)
 
     # ---- the conversions, emitted at most once per tensor and direction ----
 
@@ -92,7 +96,7 @@ class _Planner:
             dtype = str(var.ty.dtype)
             gv = self._converter(("from_blocked", shape, dtype),
                                  lambda: blocked.from_blocked(shape, dtype))
-            self.nchw[var] = self.bb.emit(relax.call_tir(gv, [x], var.ty))
+            self.nchw[var] = self.bb.emit(relax.call_tir(gv, [x], var.ty), f"{var.name}_nchw")
         return self.nchw[var]
 
     def as_blocked(self, var: relax.Var, pad: int, block: int = blocked.BLOCK) -> relax.Expr:
@@ -104,7 +108,8 @@ class _Planner:
             gv = self._converter(("to_blocked", shape, dtype, pad, block),
                                  lambda: blocked.to_blocked(shape, dtype, pad, block))
             cache[var] = self.bb.emit(relax.call_tir(
-                gv, [x], relax.TensorType(blocked.blocked_shape(shape, block), dtype)))
+                gv, [x], relax.TensorType(blocked.blocked_shape(shape, block), dtype)),
+                f"{var.name}_nchw{block}c")
         return cache[var]
 
     def _global(self, gv: relax.GlobalVar) -> relax.GlobalVar:
@@ -189,11 +194,12 @@ class _Planner:
             operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
             shape = tuple(int(d) for d in var.ty.shape)
             out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
-            self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out))
+            self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out), var.name)
+            self.channels[var.name] = shape[1]
             return
         env = {v: self.as_nchw(v) for v in _vars(value) if v in self.nchw or v in self.blocked}
         env.update({gv: self._global(gv) for gv in _globals(value)})
-        self.nchw[var] = self.bb.emit(substitute(value, env))
+        self.nchw[var] = self.bb.emit(substitute(value, env), var.name)  # names kept: reports
 
     # ---- the module ----
 
@@ -212,6 +218,8 @@ class _Planner:
                 final = {v: self.bb.emit_output(self.as_nchw(v)) for v in outputs}
             self.bb.emit_func_output(substitute(func.body.body, final))
         new_int = self.bb.get().get_global_var("main_int")
+        self.bb.update_func(new_int, self.bb.get()[new_int].with_attr(
+            LAYOUT_ATTR, json.dumps(self.channels)))
         main = self.mod["main"]
         with self.bb.function("main", list(main.params), dict(main.attrs) if main.attrs else None):
             env = {self.mod.get_global_var("main_int"): new_int}

@@ -280,7 +280,14 @@ class Reference:
     def run_all(self, *inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
         env, _ = self._walk(inputs)
-        return {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
+        out = {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
+        attrs = self.mod["main_int"].attrs
+        blocked = json.loads(str(attrs["qcompiler.blocked"])) \
+            if attrs is not None and "qcompiler.blocked" in attrs else {}
+        for name, channels in blocked.items():  # `passes.plan_layout`: in NCHW again
+            if name in out and out[name].ndim == 5:
+                out[name] = unblocked(out[name])[:, :channels]
+        return out
 
     def _walk(self, inputs: tuple) -> tuple[dict, Callable]:
         func = self.mod["main_int"]

@@ -133,8 +133,10 @@ def _rebuild(mod: tvm.IRModule, plans: dict) -> tvm.IRModule:
                             value = relax.call_tir(value.args[0], plans[value.args[0]][1],
                                                    value.ty_args[0])
                         value = substitute(value, env)
-                        env[b.var] = bb.emit(value) if isinstance(b.var, relax.DataflowVar) \
-                            else bb.emit_output(value)
+                        # names kept: reports find tensors by name (`Reference.run_all`)
+                        env[b.var] = bb.emit(value, b.var.name) \
+                            if isinstance(b.var, relax.DataflowVar) \
+                            else bb.emit_output(value, b.var.name)
             bb.emit_func_output(substitute(func.body.body, env))
         gmap[mod.get_global_var(name)] = bb.get().get_global_var(name)
     return bb.get()

@@ -68,6 +68,7 @@ CONV_CASES = [
     (13, 24, 11, 7, 2, (3, 3, 3, 3), 1),
     (144, 24, 7, 1, 1, (0, 0, 0, 0), 1),
     (48, 32, 10, 3, 1, (0, 0, 1, 1), 1),  # TF-style asymmetric padding
+    (32, 48, 12, 3, 1, (2, 2, 2, 2), 1, 2),  # dilation 2
 ]
 
 
@@ -95,13 +96,13 @@ STEM_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES + STEM_CASES,
                          ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
 def test_blocked_conv_equals_reference(case, rng):
-    cin, cout, hw, k, s, pads, batch = case
+    cin, cout, hw, k, s, pads, batch, *dilation = case
     block = blocked.STEM_BLOCK if case in STEM_CASES else blocked.BLOCK
     c_in, c_out = -(-cin // block) * block, blocked.padded_channels(cout)
     w, bias, m0, shift = _layer(rng, cout, cin, k, c_out)
     wp = np.zeros((c_out, c_in, k, k), np.int8)
     wp[:, :cin] = w
-    attrs = _attrs(s, pads, 1, 1)
+    attrs = _attrs(s, pads, dilation[0] if dilation else 1, 1)
     x4 = rng.integers(0, 256, (batch, cin, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": block, "pad": 7})  # a padded input channel: any value
     packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, attrs)
