@@ -58,6 +58,16 @@ def canonical(w: np.ndarray, attrs: dict) -> np.ndarray:
     return unpack(w, tuple(attrs["w_shape"])) if "packed_lanes" in attrs else w
 
 
+def layer_weights(w: np.ndarray, attrs: dict) -> np.ndarray:
+    """`canonical`, cropped to the layer's own channels: a blocked kernel
+    (`passes.plan_layout`, attribute `channels`) stores the channel-padded layer's weights."""
+    w = canonical(w, attrs)
+    if "channels" not in attrs:
+        return w
+    cin, cout = attrs["channels"]
+    return w[:cout, :cin] if attrs["groups"] == 1 else w[:cout]  # (depthwise: one channel)
+
+
 def pack_depthwise(w: np.ndarray, lanes: int) -> np.ndarray:
     """Depthwise (c, 1, kh, kw), c a multiple of L -> (c/L, kh, kw/4, L, 4): per filter row,
     groups of 4 taps for each of L channel lanes (taps padded with zeros)."""

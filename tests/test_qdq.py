@@ -22,7 +22,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
 
 from qcompiler.errors import QCompileError
 from qcompiler.relax_access import const_array, is_const, op_name
-from qcompiler.weight_layout import canonical
+from qcompiler.weight_layout import layer_weights
 
 FIXTURE = ROOT / "tests" / "fixtures" / "qdq" / "conv_add_gemm_qdq_per_channel.onnx"
 LSB_BOUND, SHARE_WITHIN = 1, 0.99
@@ -106,7 +106,7 @@ def weight_constants(compiled, ops: tuple = ("conv2d", "dense")
 def kernel_weights(compiled) -> list[np.ndarray]:
     """The int8 weights of each conv2d/dense kernel (read back from its constant: packed for
     the target's dot product, stored as nibbles, maybe), in graph order."""
-    return [canonical(w, attrs) for _, attrs, w in weight_constants(compiled)]
+    return [layer_weights(w, attrs) for _, attrs, w in weight_constants(compiled)]
 
 
 def _inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
