@@ -31,6 +31,7 @@ from tvm import te, tirx
 
 from qcompiler import kernels
 from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
+from qcompiler.schedules.depthwise import _has_block
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
 from qcompiler.weight_layout import folded_bias, pack
 
@@ -339,14 +340,6 @@ def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int) -> None:
         fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
         sch.vectorize(sch.get_loops(fill)[-1])
         sch.vectorize(sch.get_loops(pad)[-1])
-
-
-def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-    except tvm.s_tir.ScheduleError:
-        return False
-    return True
 
 
 # ---- channel-wise ops: 16 channels as one vector ----
