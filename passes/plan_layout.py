@@ -131,8 +131,8 @@ class _Planner:
 
     def _blocked_form(self, op: str, attrs: dict, func: tvm.tirx.PrimFunc, args: list
                       ) -> tuple | None:
-        """(PrimFunc, activation operands with their pad values, constant operands) of the
-        kernel's blocked form, or None to keep it in NCHW."""
+        """(PrimFunc, activation operands as (var, pad value, block), constant operands) of
+        the kernel's blocked form, or None to keep it in NCHW."""
         acts = [a for a in args if isinstance(a, relax.Var)]
         if not acts or any(len(a.ty.shape) != 4 for a in acts) or nibbles.is_nibbles(attrs):
             return None
