@@ -18,7 +18,7 @@ from tvm import relax
 
 from qcompiler.relax_access import const_array, op_name
 from qcompiler.schedules.dot_product import DotProduct
-from qcompiler.schedules import rules_for, shift_kind
+from qcompiler.schedules import shift_kind, tunable_rules
 from qcompiler.schedules.fixed_point32 import unbound
 from qcompiler.targets.target import Target
 
@@ -88,7 +88,7 @@ def _describe(op: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
 def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
     """The distinct dot-product kernels of a scheduled module (`apply_schedules`' output), in
     graph order, each with the kernels (GlobalVars) that compute it."""
-    rules = {r.name: r for r in rules_for(target) if isinstance(r, DotProduct)}
+    rules = {r.name: r for r in tunable_rules(target)}
     tasks: dict[int, Task] = {}
     for blk in mod["main_int"].body.blocks:
         for b in blk.bindings:

@@ -41,11 +41,16 @@ def rules_for(target: Target) -> list:
         return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86":  # depthwise has a plain vector form for AVX2
         vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
-        # BLOCKED_VNNI applies to no portable kernel (passes.plan_layout builds those); it is
-        # listed for tuning, which tunes the dot-product kernels of the target's rules.
-        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI, BLOCKED_VNNI] if vnni \
-            else [DEPTHWISE]
+        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI] if vnni else [DEPTHWISE]
     return []
+
+
+def tunable_rules(target: Target) -> list[DotProduct]:
+    """The dot-product rules whose kernels tuning can rebuild: the target's, and on x86 VNNI
+    the blocked conv (built by `passes.plan_layout`, not chosen by `apply_schedules`)."""
+    rules = [r for r in rules_for(target) if isinstance(r, DotProduct)]
+    vnni = target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", [])
+    return rules + [BLOCKED_VNNI] if vnni else rules
 
 
 def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:

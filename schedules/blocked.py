@@ -224,11 +224,8 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
 @dataclass(frozen=True)
 class BlockedConv(DotProduct):
     """conv2d (groups 1) on NCHW16c activations. A `DotProduct` so that tuning finds its
-    kernels (`tuning_tasks.extract_tasks`) and samples the same register-block tiles; it is
-    never chosen by `apply_schedules` (only `plan_layout` builds blocked kernels)."""
-
-    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
-        return False
+    kernels (`schedules.tunable_rules`) and samples the same register-block tiles; only
+    `plan_layout` builds blocked kernels."""
 
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:

@@ -133,7 +133,7 @@ def test_blocked_depthwise_equals_reference(case, rng):
     c, hw, k, s, d, pads, batch, hi = case
     cp = blocked.padded_channels(c)
     w, bias, m0, shift = _layer(rng, c, 1, k, cp)
-    attrs = {**_attrs(s, pads, d, cp, hi)}
+    attrs = _attrs(s, pads, d, cp, hi)
     x4 = rng.integers(0, 256, (batch, c, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": 16, "pad": 121})
     func = blocked.depthwise(x.shape, "uint8", w.shape, attrs)
