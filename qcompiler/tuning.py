@@ -133,7 +133,11 @@ class Tuner:
     def measure(self, task: Task, trace: tvm.s_tir.Trace | None, seed: int) -> float:
         """Build a schedule (a trace, or the fixed one), run it on a fresh input, check it bit
         for bit; its cost, or QCompileError if it is wrong."""
-        mod = tvm.IRModule({"main": task.build(trace)})
+        try:
+            mod = tvm.IRModule({"main": task.build(trace)})
+        except RuntimeError as err:  # a trace that does not replay here (a ScheduleError)
+            raise QCompileError(f"{task.name}: a candidate failed to schedule: "
+                                f"{str(err).splitlines()[0]}") from None
         (built,) = self.builder.build([ms.builder.BuilderInput(mod, self.tvm_target)])
         if built.error_msg:
             raise QCompileError(f"{task.name}: a candidate failed to build: {built.error_msg}")

@@ -33,6 +33,7 @@ from qcompiler import kernels
 from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
 from qcompiler.schedules.depthwise import _has_block
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
+from qcompiler.schedules.x86_requantize import requantize_intrin, right_shift_epilogue
 from qcompiler.weight_layout import folded_bias, pack
 
 BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
@@ -40,6 +41,7 @@ BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
 # `vpdpbusd` group, so 3 channels are padded to 4, not 16; its output is NCHW16c as usual.
 STEM_BLOCK = 4
 LAYOUT = "NCHW16c"
+EPILOGUE_ATTR = "qcompiler.epilogue"  # a right-shift epilogue's zp_y, lo, hi, out_dtype
 # Output columns per register block of the conv: J x 16 int32 accumulators stay under TVM's
 # 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
 BLOCK_COLUMNS = 15
@@ -116,28 +118,40 @@ def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
 
 
 def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
-    """The contract's epilogue: the bias added in an int32 stage of its own (so the multiply
-    widens an int32 load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs
-    `vpmullq`), then the fixed-point multiply and clamp.
+    """The contract's epilogue.
 
-    `shifts` "right" (every channel's shift <= -1, `schedules.shift_kind`): the product is
-    shifted right by at least 32 bits, so |result| < 2^30 and the zero point and clamp are
-    done on 16 int32 lanes instead of 2 x 8 int64 ones (exact: nothing is truncated)."""
+    `shifts` "right" (every channel's shift <= -1, `schedules.shift_kind`): one stage, which
+    the schedule tensorizes with `x86_requantize` (the bias added there; the product's high
+    dwords taken without widening).
+
+    Otherwise the bias is added in an int32 stage of its own (so the multiply widens an int32
+    load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs `vpmullq`), then the
+    int64 multiply and clamp."""
     _, bias, m0, shift = params
+    if shifts == "right":
+        return te.compute(tuple(acc.shape), lambda b, ob, i, j, oi: right_shift_epilogue(
+            acc[b, ob, i, j, oi], bias[ob * BLOCK + oi], m0[ob * BLOCK + oi],
+            shift[ob * BLOCK + oi], attrs), name="requantize")
     biased = te.compute(tuple(acc.shape), lambda b, ob, i, j, oi:
                         acc[b, ob, i, j, oi] + bias[ob * BLOCK + oi], name="acc_biased")
 
     def body(b, ob, i, j, oi):  # noqa: ANN001, ANN202
         o = ob * BLOCK + oi
         y = kernels.fixed_point_multiply(biased[b, ob, i, j, oi], m0[o], shift[o])
-        if shifts != "right":
-            return kernels._clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
-                                       attrs["out_dtype"])
-        y = y.astype("int32") + tirx.const(attrs["zp_y"], "int32")
-        return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
-                          tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+        return kernels._clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
+                                   attrs["out_dtype"])
 
     return te.compute(tuple(acc.shape), body, name="requantize")
+
+
+def _epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
+    """The kernel's PrimFunc; a right-shift epilogue carries the attributes that name its
+    intrinsic, so that a schedule (or a tuning trace) can tensorize it."""
+    func = te.create_prim_func(tensors)
+    if shifts != "right":
+        return func
+    return func.with_attr(EPILOGUE_ATTR, json.dumps(
+        {k: attrs[k] for k in ("zp_y", "lo", "hi", "out_dtype")}))
 
 
 def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
@@ -156,11 +170,18 @@ def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
 
 
 def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
-    """Both epilogue stages on the register block, right after its accumulators."""
+    """The epilogue stages on the register block, right after its accumulators: 16 lanes
+    tensorized with `x86_requantize` (right shifts), else vectorized."""
+    epilogue = sch.mod["main"].attrs.get(EPILOGUE_ATTR) if sch.mod["main"].attrs else None
     for name in ("acc_biased", "requantize"):
+        if not _has_block(sch, name):
+            continue
         block = sch.get_sblock(name)
         sch.reverse_compute_at(block, anchor, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(block)[-1])
+        if epilogue is None:
+            sch.vectorize(sch.get_loops(block)[-1])
+        else:
+            sch.tensorize(sch.get_loops(block)[-1], requantize_intrin(json.loads(epilogue)))
 
 
 # ---- conv2d (groups 1) on vpdpbusd ----
@@ -229,7 +250,8 @@ class BlockedConv(DotProduct):
 
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:
-        return te.create_prim_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs, shifts))
+        return _epilogue_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs, shifts), attrs,
+                              shifts)
 
     def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
         schedule_conv2d(sch, self.intrinsic(), tunable)
@@ -240,6 +262,8 @@ class BlockedConv(DotProduct):
         if trace is None:
             self.schedule(sch)
         else:
+            if shifts == "right":  # the trace names the epilogue's intrinsic
+                requantize_intrin(attrs)
             trace.apply_to_schedule(sch, remove_postproc=False)
         _schedule_pad(sch)  # outside the trace: TVM 0.27 cannot print decompose_padding
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
@@ -300,7 +324,7 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                 * wt[ob, ry, rx // 4, oi, rx % 4].astype("int32"), axis=[ry, rx]),
             name="acc")
     y = _requantize(acc, params, attrs, shifts)
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, *params, y]))
+    sch = tvm.s_tir.Schedule(_epilogue_func([x, *params, y], attrs, shifts))
     _schedule_depthwise(sch, window, ow)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
     return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")

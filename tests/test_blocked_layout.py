@@ -95,7 +95,9 @@ STEM_CASES = [
 
 @pytest.mark.parametrize("case", CONV_CASES + STEM_CASES,
                          ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
-def test_blocked_conv_equals_reference(case, rng):
+@pytest.mark.parametrize("shifts", ["any", "right"])
+def test_blocked_conv_equals_reference(case, shifts, rng):
+    """`shifts`: the int64 epilogue, or the right-shift one (`x86_requantize`)."""
     cin, cout, hw, k, s, pads, batch, *dilation = case
     block = blocked.STEM_BLOCK if case in STEM_CASES else blocked.BLOCK
     c_in, c_out = -(-cin // block) * block, blocked.padded_channels(cout)
@@ -106,7 +108,8 @@ def test_blocked_conv_equals_reference(case, rng):
     x4 = rng.integers(0, 256, (batch, cin, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": block, "pad": 7})  # a padded input channel: any value
     packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, attrs)
-    func = blocked.BLOCKED_VNNI.build("conv2d", x.shape, "uint8", wp.shape, attrs)
+    func = blocked.BLOCKED_VNNI.build("conv2d", x.shape, "uint8", wp.shape, attrs,
+                                      shifts=shifts)
     plain = {k: v for k, v in attrs.items() if k != "layout"}
     real = ref_conv2d(x4, w[:cout], bias[:cout], m0[:cout], shift[:cout], plain)
     _check(func, [x, packed, fb, m0, shift], real, cout)
@@ -129,14 +132,15 @@ DEPTHWISE_CASES = [
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES,
                          ids=lambda c: "c{}hw{}k{}s{}d{}".format(*c[:5]))
-def test_blocked_depthwise_equals_reference(case, rng):
+@pytest.mark.parametrize("shifts", ["any", "right"])
+def test_blocked_depthwise_equals_reference(case, shifts, rng):
     c, hw, k, s, d, pads, batch, hi = case
     cp = blocked.padded_channels(c)
     w, bias, m0, shift = _layer(rng, c, 1, k, cp)
     attrs = _attrs(s, pads, d, cp, hi)
     x4 = rng.integers(0, 256, (batch, c, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": 16, "pad": 121})
-    func = blocked.depthwise(x.shape, "uint8", w.shape, attrs)
+    func = blocked.depthwise(x.shape, "uint8", w.shape, attrs, shifts)
     plain = {**{k: v for k, v in attrs.items() if k != "layout"}, "groups": c}
     real = ref_conv2d(x4, w[:c], bias[:c], m0[:c], shift[:c], plain)
     ops = [x, pack_depthwise(w, 16), folded_bias(w, bias, 121), m0, shift]

@@ -4,6 +4,7 @@ under qemu), wrong candidates never enter the database, and the RPC tracker path
 loopback."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -102,11 +103,10 @@ def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch)
     compiled, (_, task) = _task(tmp_path)
     right = Task.build
 
-    def wrong(self: Task, trace=None):  # noqa: ANN001, ANN202 - tuned traces compute y + 1
-        if trace is None:
+    def wrong(self: Task, trace=None):  # noqa: ANN001, ANN202 - tuned traces pad with zp_x + 1
+        if trace is None:  # (zp_x: the epilogue's intrinsic, in the trace, names zp_y)
             return right(self, None)
-        bad = Task(self.name, self.rule, self.op, self.x_shape, self.x_dtype, self.w_shape,
-                   {**self.attrs, "zp_y": self.attrs["zp_y"] + 1}, self.constants)
+        bad = dataclasses.replace(self, attrs={**self.attrs, "zp_x": self.attrs["zp_x"] + 1})
         return right(bad, trace)
 
     monkeypatch.setattr(Task, "build", wrong)
@@ -121,6 +121,17 @@ def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch)
     assert tvm_ffi.structural_equal(task.build(rec.trace), task.build())
 
 
+def test_a_trace_that_does_not_replay_is_a_clear_error(tmp_path, rng):
+    """A record's trace names the epilogue intrinsic of its kernel's zero point and clamp: on
+    a kernel with another one it does not replay, and `measure` says so (no traceback)."""
+    compiled, (_, task) = _task(tmp_path)
+    assert task.shifts == "right"  # the kernel's epilogue is the tensorized one
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    other = dataclasses.replace(task, attrs={**task.attrs, "zp_y": task.attrs["zp_y"] + 1})
+    with pytest.raises(QCompileError, match="failed to schedule"):
+        tuner.measure(other, task.default_trace(), seed=3)
+
+
 def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
     """The runner itself checks: a kernel with another zero point gets an error, no cost."""
     from tvm.s_tir.meta_schedule.builder import BuilderInput
@@ -128,8 +139,7 @@ def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
 
     compiled, (_, task) = _task(tmp_path)
     tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
-    bad = Task(task.name, task.rule, task.op, task.x_shape, task.x_dtype, task.w_shape,
-               {**task.attrs, "zp_y": task.attrs["zp_y"] + 1}, task.constants)
+    bad = dataclasses.replace(task, attrs={**task.attrs, "zp_y": task.attrs["zp_y"] + 1})
     results = []
     for t in (task, bad):
         (b,) = tuner.builder.build([BuilderInput(tvm.IRModule({"main": t.build()}),

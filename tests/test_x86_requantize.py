@@ -1,0 +1,71 @@
+"""The right-shift requantize intrinsic (`schedules.x86_requantize`) against the contract's
+`q_multiply_shift`, bit for bit, at the edges of its ranges: shifts -1 and -31 (the high
+dword alone, and the longest shift), multipliers 0, 2^30 and 2^31 - 1, accumulators at the
+int32 extremes and exactly on rounding ties, for 8- and 16-bit outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import te
+
+from qcompiler.qparams import q_multiply_shift
+from qcompiler.schedules.x86_requantize import LANES, requantize_intrin, right_shift_epilogue
+from qcompiler.targets.x86 import _cpu_flags, x86_target
+
+TARGET = tvm.target.Target(x86_target().tvm_target)
+
+
+def _kernel(rows: int, attrs: dict) -> tvm.runtime.Module:
+    acc = te.placeholder((rows, LANES), "int32", name="acc")
+    bias, m0, shift = (te.placeholder((LANES,), "int32", name=n) for n in ("bias", "m0", "shift"))
+    y = te.compute((rows, LANES), lambda r, i: right_shift_epilogue(
+        acc[r, i], bias[i], m0[i], shift[i], attrs), name="requantize")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([acc, bias, m0, shift, y]))
+    sch.tensorize(sch.get_loops(sch.get_sblock("requantize"))[-1], requantize_intrin(attrs))
+    assert "Shuffle" in sch.mod["main"].script()  # the vector form, not a scalar loop
+    return tvm.tirx.build(tvm.IRModule({"main": sch.mod["main"].with_attr(
+        "global_symbol", "main")}), TARGET)
+
+
+def _operands(rng: np.random.Generator, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+    """Edge rows, then rows whose results fall in [lo, hi) wherever int32 can reach them."""
+    m0 = np.array([0, 1 << 30, (1 << 31) - 1, (1 << 31) - 1] + [1 << 30] * 2
+                  + list(rng.integers(1 << 30, 1 << 31, LANES - 6)), np.int64)
+    shift = np.array([-1, -1, -1, -31, -31, -2] + list(rng.integers(-31, 0, LANES - 6)), np.int64)
+    bias = rng.integers(-1000, 1000, LANES)
+    limit = (1 << 31) - 1 - 1000
+    rows = [np.full(LANES, v) for v in (0, 1, -1, limit, -limit)]
+    k = 31 - shift  # total right shift: ties where x m0 = (2j + 1) 2^(k-1)
+    for j in (0, 1, -1, 5, -6):
+        x = np.where(m0 > 0, ((2 * j + 1) << (k - 1)) // np.maximum(m0, 1), 0)
+        rows += [x - bias + d for d in (-1, 0, 1)]
+    rows.append(rng.integers(-limit, limit, LANES))
+    target = rng.integers(lo, hi, (64, LANES))
+    rows += list(np.round(target * 2.0 ** k / np.maximum(m0, 1)).clip(-limit, limit) - bias
+                 + rng.integers(-3, 4, (64, LANES)))
+    acc = np.clip(np.array(rows), -limit, limit)
+    return (acc.astype(np.int32), bias.astype(np.int32), m0.astype(np.int32),
+            shift.astype(np.int32))
+
+
+@pytest.mark.parametrize("out", [("uint8", 90, 0, 255), ("uint8", 0, 3, 140),
+                                 ("int8", -5, -128, 127), ("int16", 7, -32768, 32767)],
+                         ids=lambda o: "{}_zp{}_{}_{}".format(*o))
+def test_right_shift_epilogue_equals_contract(out, rng):
+    if "avx512_vnni" not in _cpu_flags():
+        pytest.fail("this test machine is expected to have AVX-512 (shared/DESIGN.md)")
+    dtype, zp, lo, hi = out
+    attrs = {"zp_y": zp, "lo": lo, "hi": hi, "out_dtype": dtype}
+    acc, bias, m0, shift = _operands(rng, lo - zp, hi - zp)
+    lib = _kernel(len(acc), attrs)
+    got = tvm.runtime.tensor(np.zeros(acc.shape, dtype))
+    lib["main"](*[tvm.runtime.tensor(a) for a in (acc, bias, m0, shift)], got)
+    exact = q_multiply_shift(acc + bias, m0, shift) + zp
+    want = np.clip(exact, lo, hi).astype(dtype)
+    np.testing.assert_array_equal(got.numpy(), want)
+    inside = (exact > lo) & (exact < hi)
+    # results inside the clamp (the arithmetic is checked) in every lane with m0 > 0 but the
+    # two of shift -31, where int32 inputs reach -1, 0 and 1 at most: lane 3 meets all three
+    assert inside[:, [1, 2, *range(5, LANES)]].any(axis=0).all() and inside.mean() > 0.3
+    assert set(np.unique(exact[:, 3] - zp)) == {-1, 0, 1}
