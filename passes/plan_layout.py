@@ -43,7 +43,9 @@ def plan_layout(target: Target) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qcompiler.plan_layout")
     def run(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return _Planner(mod).rebuild() if uses_blocked_layout(target) else mod
+        if not uses_blocked_layout(target):
+            return mod
+        return _Planner(mod, "+avx512vbmi" in target.tvm_target.get("mattr", [])).rebuild()
 
     return run
 
@@ -70,8 +72,9 @@ def _channel_constants(args: list, cout: int) -> list[relax.Expr]:
 class _Planner:
     """Rebuilds `main_int` (and `main`, which calls it) with blocked kernels."""
 
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, vbmi: bool) -> None:
         self.mod = mod
+        self.vbmi = vbmi  # the target has AVX-512 VBMI (`blocked.depthwise`)
         self.bb = relax.BlockBuilder()
         self.gmap: dict = {}  # old GlobalVar -> new (added on first use)
         self.nchw: dict = {}  # old Var -> new expr, NCHW
@@ -175,7 +178,7 @@ class _Planner:
                 fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
                 wk = pack_depthwise(wp, blocked.BLOCK)
                 kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out},
-                                           shifts)
+                                           shifts, self.vbmi)
             else:
                 return None
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue

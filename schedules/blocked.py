@@ -33,6 +33,7 @@ from qcompiler import kernels
 from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
 from qcompiler.schedules.depthwise import _has_block
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
+from qcompiler.schedules.epilogue import vectorize_row
 from qcompiler.schedules.x86_requantize import requantize_intrin, right_shift_epilogue
 from qcompiler.weight_layout import folded_bias, pack
 
@@ -100,6 +101,10 @@ def from_blocked(shape: tuple, dtype: str) -> tirx.PrimFunc:
 
 # ---- the shared pieces of the blocked kernels ----
 
+def _shape_bytes(t: te.Tensor) -> int:
+    return int(np.prod([int(d) for d in t.shape])) * tvm.DataType(t.dtype).bits // 8
+
+
 def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
     """x5 padded spatially with zp_x, at least `width` columns wide (x itself when that
     needs no padding)."""
@@ -164,9 +169,15 @@ def _schedule_pad(sch: tvm.s_tir.Schedule) -> None:
     fused = sch.fuse(*loops[:2])
     sch.parallel(fused)
     if sch.can_decompose_padding(pad, fused):
-        fill = sch.decompose_padding(pad, fused)
-        sch.vectorize(sch.get_loops(fill)[-1])
-    sch.vectorize(sch.get_loops(pad)[-1])
+        _vectorize_pixels(sch, sch.decompose_padding(pad, fused))
+    _vectorize_pixels(sch, pad)
+
+
+def _vectorize_pixels(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None:
+    """A copy or fill of blocked rows as 64-byte vectors: a row of pixels is contiguous
+    (by 16 bytes a pixel, the stores alone took 40% of a padded depthwise)."""
+    *_, col, lane = sch.get_loops(block)
+    vectorize_row(sch, sch.fuse(col, lane), 64)
 
 
 def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
@@ -281,17 +292,22 @@ BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", "qcompiler.schedu
 # ---- depthwise conv2d: 16 channels in the lanes ----
 
 DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
+# A strided depthwise conv over a plane larger than this pads its input row by row, in L1
+# (measured: MobileNetV2's stride-2 layers at 112 and 56 wide gain 25-30%; at 28 and 14
+# the whole plane, then in L1 too, is faster; at stride 1 they are equal).
+ROWWISE_PLANE_BYTES = 32 * 1024
 
 
 def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-              shifts: str = "any") -> tirx.PrimFunc:
+              shifts: str = "any", vbmi: bool = False) -> tirx.PrimFunc:
     """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is
     `weight_layout.pack_depthwise(w, 16)`, (c/16, kh, kw/4, 16, 4), the bias folded.
 
     With unit dilation along the width, each filter row is `kw/4` groups of 4 taps, and the
     4 pixels of a group are one 64-byte load that `x86_vnni.VNNI_TAPS_INTRIN` turns into one
     `vpdpbusd` for 16 channels (3 instructions per group instead of 4 per tap). Otherwise the
-    taps are unrolled in 32-bit lanes."""
+    taps are unrolled in 32-bit lanes. `vbmi`: the target has AVX-512 VBMI (the transpose is
+    one `vpermb`, `x86_vnni.VNNI_TAPS_VBMI_INTRIN`)."""
     n, cb, h, w_, _ = x_shape
     c, _, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -325,14 +341,17 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
             name="acc")
     y = _requantize(acc, params, attrs, shifts)
     sch = tvm.s_tir.Schedule(_epilogue_func([x, *params, y], attrs, shifts))
-    _schedule_depthwise(sch, window, ow)
+    rowwise = sh > 1 and _shape_bytes(xp) // cb > ROWWISE_PLANE_BYTES
+    _schedule_depthwise(sch, window, ow, vbmi, rowwise)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
     return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
 
 
-def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int) -> None:
-    """Channel blocks in parallel; per block its padded plane (while it is in cache), then row
-    by row register blocks of J columns, the taps outside them, the epilogue after each."""
+def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int, vbmi: bool,
+                        rowwise: bool) -> None:
+    """Channel blocks in parallel; per block its padded plane (while it is in cache; with
+    `rowwise`, the input rows of each output row), then row by row register blocks of J
+    columns, the taps outside them, the epilogue after each."""
     block = sch.get_sblock("acc")
     b, ob, i, j, oi, *taps = sch.get_loops(block)
     cols = max(d for d in range(1, DEPTHWISE_COLUMNS + 1) if ow % d == 0)
@@ -346,21 +365,20 @@ def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int) -> None:
     _schedule_epilogue(sch, jo)
     padded = _has_block(sch, "x_pad")
     if padded:
-        sch.compute_at(sch.get_sblock("x_pad"), plane)
+        sch.compute_at(sch.get_sblock("x_pad"), i if rowwise else plane)
     sch.parallel(plane)  # before the decompositions: it refuses split writers
     init = sch.decompose_reduction(block, taps[0])
     if window:
-        from qcompiler.schedules.x86_vnni import VNNI_TAPS_INTRIN
+        from qcompiler.schedules import x86_vnni
 
-        sch.tensorize(oi, VNNI_TAPS_INTRIN)
+        sch.tensorize(oi, x86_vnni.VNNI_TAPS_VBMI_INTRIN if vbmi else x86_vnni.VNNI_TAPS_INTRIN)
     for loop in (*taps[:-1], ji):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])
     if padded:
         pad = sch.get_sblock("x_pad")
-        fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
-        sch.vectorize(sch.get_loops(fill)[-1])
-        sch.vectorize(sch.get_loops(pad)[-1])
+        _vectorize_pixels(sch, sch.decompose_padding(pad, sch.get_loops(pad)[2 if rowwise else 1]))
+        _vectorize_pixels(sch, pad)
 
 
 # ---- channel-wise ops: 16 channels as one vector ----

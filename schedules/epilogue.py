@@ -45,16 +45,16 @@ def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:
         vectorize_row(sch, sch.get_loops(block)[-1])
 
 
-def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV) -> None:
-    """A loop over a row: whole vectors of LANES, then the rest as one shorter vector (a
+def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV, lanes: int = LANES) -> None:
+    """A loop over a row: whole vectors of `lanes`, then the rest as one shorter vector (a
     vector whose width is no multiple of 16 makes LLVM split it badly)."""
     extent = int(sch.get(col).extent)
-    whole = extent // LANES * LANES
+    whole = extent // lanes * lanes
     if whole and whole < extent:
         body, tail = sch.loop_partition(col, [whole, None])
     else:
         body, tail = (col, None) if whole else (None, col)
     if body is not None:
-        sch.vectorize(sch.split(body, [None, LANES])[1])
+        sch.vectorize(sch.split(body, [None, lanes])[1])
     if tail is not None:
         sch.vectorize(tail)

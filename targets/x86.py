@@ -22,9 +22,13 @@ def x86_target() -> Target:
 
     `znver4` is not: LLVM may emit AMD-only instructions for it (seen here as SIGILL on an
     Intel Xeon with AVX-512 VNNI), so the shipped library names the ISA level, not a core.
+    VBMI (`vpermb`, Ice Lake and later, Zen 4) is added where the CPU has it: the depthwise
+    kernels use it (`blocked.depthwise`).
     """
-    if "avx512_vnni" in _cpu_flags():
-        return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
+    flags = _cpu_flags()
+    if "avx512_vnni" in flags:
+        mattr = ["+avx512vnni"] + (["+avx512vbmi"] if "avx512vbmi" in flags else [])
+        return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": mattr},
                       "uint8", runs_natively=True, install_hint="apt-get install gcc")
     return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v3"}, "uint8", runs_natively=True,
                   install_hint="apt-get install gcc")

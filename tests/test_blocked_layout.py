@@ -117,7 +117,8 @@ def test_blocked_conv_equals_reference(case, shifts, rng):
 
 # depthwise: (channels, size, kernel, stride, dilation, pads, batch, clamp hi), as in
 # test_x86_kernels: MobileNetV2's channels (24, 144, 960) and ones that are no multiple of 16;
-# 5x5 (two groups of 4 taps); stride 3; dilation 2 (the 32-bit form).
+# 5x5 (two groups of 4 taps); stride 3; dilation 2 (the 32-bit form); stride 2 on a plane
+# larger than `blocked.ROWWISE_PLANE_BYTES`.
 DEPTHWISE_CASES = [
     (24, 56, 3, 1, 1, (1, 1, 1, 1), 1, 255),
     (33, 15, 3, 2, 1, (1, 1, 1, 1), 2, 255),
@@ -127,20 +128,26 @@ DEPTHWISE_CASES = [
     (7, 1, 3, 1, 1, (1, 1, 1, 1), 1, 255),
     (6, 13, 3, 3, 1, (1, 1, 1, 1), 1, 255),
     (6, 12, 3, 1, 2, (2, 2, 2, 2), 1, 255),
+    (40, 66, 3, 2, 1, (1, 1, 1, 1), 1, 255),  # a plane beyond L1: padded row by row
 ]
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES,
                          ids=lambda c: "c{}hw{}k{}s{}d{}".format(*c[:5]))
-@pytest.mark.parametrize("shifts", ["any", "right"])
-def test_blocked_depthwise_equals_reference(case, shifts, rng):
+@pytest.mark.parametrize("form", [("any", False), ("right", False), ("right", True)],
+                         ids=["int64", "right", "right-vbmi"])
+def test_blocked_depthwise_equals_reference(case, form, rng):
+    """`form`: the epilogue (`shifts`) and the taps' transpose (`vbmi`: one `vpermb`)."""
+    shifts, vbmi = form
+    if vbmi and "avx512vbmi" not in _cpu_flags():
+        pytest.skip("this CPU has no AVX-512 VBMI (x86_target leaves it out there too)")
     c, hw, k, s, d, pads, batch, hi = case
     cp = blocked.padded_channels(c)
     w, bias, m0, shift = _layer(rng, c, 1, k, cp)
     attrs = _attrs(s, pads, d, cp, hi)
     x4 = rng.integers(0, 256, (batch, c, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": 16, "pad": 121})
-    func = blocked.depthwise(x.shape, "uint8", w.shape, attrs, shifts)
+    func = blocked.depthwise(x.shape, "uint8", w.shape, attrs, shifts, vbmi)
     plain = {**{k: v for k, v in attrs.items() if k != "layout"}, "groups": c}
     real = ref_conv2d(x4, w[:c], bias[:c], m0[:c], shift[:c], plain)
     ops = [x, pack_depthwise(w, 16), folded_bias(w, bias, 121), m0, shift]
