@@ -82,6 +82,8 @@ class _Planner:
         self.stem_inputs: dict = {}  # old Var -> new expr, NCHW4c (`blocked.STEM_BLOCK`)
         self.converters: dict = {}  # (op, shape, dtype, pad) -> GlobalVar
         self.channels: dict = {}  # name of a blocked tensor -> its channels (LAYOUT_ATTR)
+        self.users: dict = {}  # old Var -> the values (bindings, the output) that read it
+        self.deferred: dict = {}  # old Var of a conv -> its call, held for a fused add
 
     # ---- the conversions, emitted at most once per tensor and direction ----
 
@@ -132,10 +134,11 @@ class _Planner:
         return (str(func.attrs["qcompiler.op"]), json.loads(str(func.attrs["qcompiler.attrs"])),
                 func, list(call.args[1].fields))
 
-    def _blocked_form(self, op: str, attrs: dict, func: tvm.tirx.PrimFunc, args: list
-                      ) -> tuple | None:
+    def _blocked_form(self, op: str, attrs: dict, func: tvm.tirx.PrimFunc, args: list,
+                      add: dict | None = None) -> tuple | None:
         """(PrimFunc, activation operands as (var, pad value, block), constant operands) of
-        the kernel's blocked form, or None to keep it in NCHW."""
+        the kernel's blocked form, or None to keep it in NCHW. `add`: a conv's attributes
+        for a fused add (`blocked.conv2d_compute`); only convs of one group take them."""
         acts = [a for a in args if isinstance(a, relax.Var)]
         if not acts or any(len(a.ty.shape) != 4 for a in acts) or nibbles.is_nibbles(attrs):
             return None
@@ -167,12 +170,16 @@ class _Planner:
         x5 = blocked.blocked_shape(shapes[0], block)
         c_in, c_out = x5[1] * block, blocked.padded_channels(cout)
         battrs.update(channels=[cin, cout])  # the layer's own (for reports: padding is not work)
+        if add is not None:
+            if attrs["groups"] != 1:
+                return None
+            battrs.update(add)
         try:
             if attrs["groups"] == 1:
                 wp = _padded_weights(w, c_out, c_in)
                 wk, fb = blocked.BLOCKED_VNNI.pack_operands(wp, _pad(bias, c_out), attrs)
-                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wp.shape, battrs,
-                                                    shifts=shifts)
+                kernel = blocked.BLOCKED_VNNI.build("conv2d_add" if add else "conv2d", x5,
+                                                    "uint8", wp.shape, battrs, shifts=shifts)
             elif attrs["groups"] == cin == cout and w.shape[1] == 1:
                 wp = _padded_weights(w, c_out, 1)
                 fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
@@ -188,27 +195,84 @@ class _Planner:
 
     def _binding(self, var: relax.Var, value: relax.Expr) -> None:
         kernel = self._kernel(value)
-        form = self._blocked_form(*kernel) if kernel is not None else None
-        if form is not None:
-            func, acts, consts = form
-            old = value.args[0]
-            name = f"{old.name_hint}_nchw16c"
-            gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
-            operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
-            shape = tuple(int(d) for d in var.ty.shape)
-            out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
-            self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out), var.name)
-            self.channels[var.name] = shape[1]
+        if kernel is not None and self._defers(var, kernel):
+            self.deferred[var] = value
+            return
+        if kernel is not None and kernel[0] == "add" and self._fuse_add(var, value, kernel):
+            return
+        for v in _vars(value) & self.deferred.keys():  # not fused after all: emitted here
+            self._emit(v, self.deferred.pop(v))
+        self._emit(var, value)
+
+    def _emit(self, var: relax.Var, value: relax.Expr) -> None:
+        """The binding in its blocked form if it has one, else as it was (in NCHW)."""
+        if self._kernel(value) is not None and self._emit_blocked(var, value, None):
             return
         env = {v: self.as_nchw(v) for v in _vars(value) if v in self.nchw or v in self.blocked}
         env.update({gv: self._global(gv) for gv in _globals(value)})
         self.nchw[var] = self.bb.emit(substitute(value, env), var.name)  # names kept: reports
+
+    def _emit_blocked(self, var: relax.Var, value: relax.Call, add: tuple | None) -> bool:
+        """Emit the blocked form of a kernel (with `add`: (its attributes, skip operand, pad),
+        the conv `value` fused with the add that binds `var`); False if it has none."""
+        kernel = self._kernel(value)
+        form = self._blocked_form(*kernel, add[0] if add else None)
+        if form is None:
+            return False
+        func, acts, consts = form
+        name = f"{value.args[0].name_hint}{'_add' if add else ''}_nchw16c"
+        gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
+        operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
+        if add:
+            operands.append(self.as_blocked(add[1], add[2]))
+        shape = tuple(int(d) for d in var.ty.shape)
+        out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
+        self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out), var.name)
+        self.channels[var.name] = shape[1]
+        return True
+
+    # ---- a conv fused with the add that takes its output ----
+
+    def _defers(self, var: relax.Var, kernel: tuple) -> bool:
+        """A conv whose output only an add (of two tensors of one shape) reads: held back,
+        to be emitted with that add (`_fuse_add`)."""
+        op, attrs, _, args = kernel
+        users = self.users.get(var, [])
+        if op != "conv2d" or attrs["groups"] != 1 or not isinstance(var, relax.DataflowVar) \
+                or len(users) != 1:
+            return False
+        user = self._kernel(users[0])
+        return user is not None and user[0] == "add" and len(user[3]) == 2 \
+            and all(isinstance(a, relax.Var) and len(a.ty.shape) == 4 for a in user[3]) \
+            and _shape(user[3][0]) == _shape(user[3][1]) and user[3][0] is not user[3][1]
+
+    def _fuse_add(self, var: relax.Var, value: relax.Call, kernel: tuple) -> bool:
+        _, attrs, _, (a, b) = kernel
+        for side, conv, skip in (("a", a, b), ("b", b, a)):
+            if conv not in self.deferred:
+                continue
+            other = "b" if side == "a" else "a"
+            if skip in self.deferred:  # both operands are convs (a projection shortcut)
+                self._emit(skip, self.deferred.pop(skip))
+            fused = {"add": attrs, "conv_side": side, "skip_dtype": str(skip.ty.dtype),
+                     "conv_tensor": conv.name}
+            if self._emit_blocked(var, self.deferred[conv], (fused, skip, attrs[f"zp_{other}"])):
+                del self.deferred[conv]
+                self.channels[conv.name] = _shape(conv)[1]  # `Reference.run_all` gives it too
+                return True
+        return False
 
     # ---- the module ----
 
     def rebuild(self) -> tvm.IRModule:
         func = self.mod["main_int"]
         self.nchw.update({p: p for p in func.params})
+        for blk in func.body.blocks:
+            for b in blk.bindings:
+                for v in _vars(b.value):
+                    self.users.setdefault(v, []).append(b.value)
+        for v in _vars(func.body.body):
+            self.users.setdefault(v, []).append(func.body.body)
         outputs = []
         with self.bb.function("main_int", list(func.params),
                               dict(func.attrs) if func.attrs else None):
@@ -248,6 +312,10 @@ def _walk(expr: relax.Expr):  # noqa: ANN202
     elif isinstance(expr, relax.Call):
         for a in expr.args:
             yield from _walk(a)
+
+
+def _shape(var: relax.Var) -> tuple[int, ...]:
+    return tuple(int(d) for d in var.ty.shape)
 
 
 def _vars(expr: relax.Expr) -> set:

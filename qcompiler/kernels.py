@@ -7,6 +7,7 @@ these PrimFuncs later; the compute here is the numeric contract and nothing else
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -203,6 +204,13 @@ def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
     """
     a = te.placeholder(shape, a_dtype, name="a")
     b = te.placeholder(shape, b_dtype, name="b")
+    y = te.compute(shape, add_body(a, b, attrs), name="add")
+    return _prim_func("add", attrs, [a, b, y])
+
+
+def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
+    """The add's element function over two tensors of one shape (also fused into a conv's
+    epilogue, `schedules.blocked`)."""
     k = attrs["k"]
     rnd = tirx.const((1 << k) >> 1, "int64")
 
@@ -214,8 +222,7 @@ def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
         return _clamp_cast((ta + tb + rnd) >> k, attrs["zp_y"], attrs["lo"], attrs["hi"],
                            attrs["out_dtype"])
 
-    y = te.compute(shape, body, name="add")
-    return _prim_func("add", attrs, [a, b, y])
+    return body
 
 
 def requantize(shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:

@@ -74,6 +74,15 @@ def add(x: np.ndarray, y: np.ndarray, a: dict) -> np.ndarray:
     return np.clip(s + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
 
 
+def conv2d_add(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
+               shift: np.ndarray, skip: np.ndarray, a: dict) -> np.ndarray:
+    """A conv whose output goes only to an add, fused by `plan_layout`: the conv (its bytes,
+    as the graph had them), then the add with `skip` (attribute `conv_side`: which operand
+    of the add the conv is)."""
+    y = conv2d(x, w, bias, m0, shift, a)
+    return add(y, skip, a["add"]) if a["conv_side"] == "a" else add(skip, y, a["add"])
+
+
 def requantize(x: np.ndarray, a: dict) -> np.ndarray:
     return _requant(x.astype(np.int64) - a["zp_x"], a["m0"], a["shift"], a)
 
@@ -179,14 +188,14 @@ def from_blocked(x: np.ndarray, a: dict) -> np.ndarray:
     return unblocked(x)[:, :a["channels"]]
 
 
-def _blocked(kernel: Callable, activations: int) -> Callable:
-    """A kernel on NCHW16c tensors (attribute `layout`; its first `activations` operands):
-    the same formulas on the unblocked, channel-padded tensors (its constant operands are
-    padded alike), blocked again."""
+def _blocked(kernel: Callable, activations: tuple[int, ...]) -> Callable:
+    """A kernel on NCHW16c tensors (attribute `layout`; the operands at `activations`): the
+    same formulas on the unblocked, channel-padded tensors (its constant operands are padded
+    alike), blocked again."""
     def run(*args: object) -> np.ndarray:
         *operands, a = args
         lanes = int(a["layout"][len("NCHW"):-1])  # the output's ("NCHW16c"; a stem's input
-        moved = [unblocked(x) for x in operands[:activations]] + operands[activations:]
+        moved = [unblocked(x) if i in activations else x for i, x in enumerate(operands)]
         return to_blocked(kernel(*moved, a), {"block": lanes, "pad": 0})  # is by 4)
     return run
 
@@ -206,14 +215,16 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "dequantize": dequantize, "lut": lut, "mul": mul, "reduce_mean": reduce_mean,
     "resize_nearest": resize_nearest, "resize_bilinear": resize_bilinear,
     "conv2d_transpose": conv2d_transpose, "to_blocked": to_blocked,
-    "from_blocked": from_blocked,
+    "from_blocked": from_blocked, "conv2d_add": conv2d_add,
 }
+# The activation operands of a blocked kernel (the rest are constants): `_blocked`.
+BLOCKED_ACTIVATIONS = {"add": (0, 1), "conv2d_add": (0, 5)}
 
 
 def kernel_for(kind: str, attrs: dict) -> Callable[..., np.ndarray]:
     """The reference of one kernel (`qcompiler.op`), in the layout its attributes say."""
     if "layout" in attrs:
-        return _blocked(KERNELS[kind], 2 if kind == "add" else 1)
+        return _blocked(KERNELS[kind], BLOCKED_ACTIVATIONS.get(kind, (0,)))
     return KERNELS[kind]
 
 
@@ -279,8 +290,17 @@ class Reference:
 
     def run_all(self, *inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
-        env, _ = self._walk(inputs)
+        env, value = self._walk(inputs)
         out = {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
+        for blk in self.mod["main_int"].body.blocks:  # the convs fused with an add, too
+            for b in blk.bindings:
+                prim = self.mod[b.value.args[0]] if op_name(b.value) == "relax.call_tir" \
+                    else None
+                if prim is not None and prim.attrs is not None \
+                        and str(prim.attrs.get("qcompiler.op", "")) == "conv2d_add":
+                    attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
+                    args = [value(a) for a in b.value.args[1].fields[:5]]
+                    out[attrs["conv_tensor"]] = kernel_for("conv2d", attrs)(*args, attrs)
         attrs = self.mod["main_int"].attrs
         blocked = json.loads(str(attrs["qcompiler.blocked"])) \
             if attrs is not None and "qcompiler.blocked" in attrs else {}

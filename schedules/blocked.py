@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -182,14 +183,14 @@ def _vectorize_pixels(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> Non
 
 def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
     """The epilogue stages on the register block, right after its accumulators: 16 lanes
-    tensorized with `x86_requantize` (right shifts), else vectorized."""
+    tensorized with `x86_requantize` (right shifts), else vectorized; a fused add after them."""
     epilogue = sch.mod["main"].attrs.get(EPILOGUE_ATTR) if sch.mod["main"].attrs else None
-    for name in ("acc_biased", "requantize"):
-        if not _has_block(sch, name):
-            continue
+    names = [n for n in ("acc_biased", "requantize", "add") if _has_block(sch, n)]
+    for name in names:  # all placed before any is tensorized (which replaces a block)
+        sch.reverse_compute_at(sch.get_sblock(name), anchor, preserve_unit_loops=True)
+    for name in names:
         block = sch.get_sblock(name)
-        sch.reverse_compute_at(block, anchor, preserve_unit_loops=True)
-        if epilogue is None:
+        if epilogue is None or name == "add":
             sch.vectorize(sch.get_loops(block)[-1])
         else:
             sch.tensorize(sch.get_loops(block)[-1], requantize_intrin(json.loads(epilogue)))
@@ -200,7 +201,8 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                    shifts: str = "any") -> list:
     """`x_shape`: the blocked input (by 16 channels, or by 4 for a stem); `w_shape`: the
-    channel-padded (cout, cin, kh, kw)."""
+    channel-padded (cout, cin, kh, kw). With attribute `add` (the add's attributes, with
+    `conv_side` "a" or "b" and `skip_dtype`): the conv's output added to a `skip` operand."""
     n, cb, h, w_, lanes = x_shape
     cout, cin, kh, kw = w_shape
     assert cin == cb * lanes and lanes % 4 == 0 and cout % BLOCK == 0, (x_shape, w_shape)
@@ -222,7 +224,14 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
             * wp[ob, rcb * (lanes // 4) + rcq, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rcq, rci]),
         name="acc")
-    return [x, *params, _requantize(acc, params, attrs, shifts)]
+    y = _requantize(acc, params, attrs, shifts)
+    if "add" not in attrs:
+        return [x, *params, y]
+    # Fused residual add (`plan_layout`): the conv's bytes, then the add, in one loop nest.
+    skip = te.placeholder(tuple(y.shape), attrs["skip_dtype"], name="skip")
+    a, b = (y, skip) if attrs["conv_side"] == "a" else (skip, y)
+    return [x, *params, skip, te.compute(tuple(y.shape), add_body(a, b, attrs["add"]),
+                                         name="add")]
 
 
 def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
@@ -278,7 +287,9 @@ class BlockedConv(DotProduct):
             trace.apply_to_schedule(sch, remove_postproc=False)
         _schedule_pad(sch)  # outside the trace: TVM 0.27 cannot print decompose_padding
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
-        return _with_attrs(sch.mod["main"], op, packed, self.name)
+        # A fused add is not a tuning task (its workload has one more operand).
+        return _with_attrs(sch.mod["main"], op, packed,
+                           self.name + ("_add" if "add" in attrs else ""))
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -454,33 +465,33 @@ def rescale_form(m0: int, shift: int, values: np.ndarray, zp: int) -> ByteRescal
 
 
 def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
-    """The add on blocked operands (elementwise: the layout does not matter), on 16 lanes.
-
-    Where both rescales have an exact 32-bit form (`rescale_form`) and the sum cannot leave
-    int32, everything is 32-bit; otherwise the portable kernel's 64-bit arithmetic."""
-    battrs = {**attrs, "layout": LAYOUT}
-    forms = [_operand_form(attrs, side, dtype) for side, dtype in (("a", a_dtype),
-                                                                   ("b", b_dtype))]
-    k = attrs["k"]
-    if any(f is None for f in forms) or sum(f[1] for f in forms) + (1 << k) >= INT32:
-        func = kernels.add(shape, a_dtype, b_dtype, attrs)
-    else:
-        a = te.placeholder(shape, a_dtype, name="a")
-        b = te.placeholder(shape, b_dtype, name="b")
-
-        def body(*i: Any) -> Any:
-            ta, tb = (f[0].apply(t[i].astype("int32") - tirx.const(attrs[f"zp_{side}"], "int32"),
-                                 True) for t, f, side in ((a, forms[0], "a"),
-                                                          (b, forms[1], "b")))
-            y = ((ta + tb + tirx.const((1 << k) >> 1, "int32")) >> k) \
-                + tirx.const(attrs["zp_y"], "int32")
-            return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
-                              tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
-
-        func = te.create_prim_func([a, b, te.compute(shape, body, name="add")])
+    """The add on blocked operands (elementwise: the layout does not matter), on 16 lanes."""
+    a = te.placeholder(shape, a_dtype, name="a")
+    b = te.placeholder(shape, b_dtype, name="b")
+    func = te.create_prim_func([a, b, te.compute(shape, add_body(a, b, attrs), name="add")])
     sch = tvm.s_tir.Schedule(func)
     _schedule_rows(sch, "add")
-    return _with_attrs(sch.mod["main"], "add", battrs, "x86_blocked")
+    return _with_attrs(sch.mod["main"], "add", {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
+    """The add's element function: where both rescales have an exact 32-bit form
+    (`rescale_form`) and the sum cannot leave int32, everything is 32-bit; otherwise the
+    portable kernel's 64-bit arithmetic (`kernels.add_body`)."""
+    forms = [_operand_form(attrs, side, str(t.dtype)) for side, t in (("a", a), ("b", b))]
+    k = attrs["k"]
+    if any(f is None for f in forms) or sum(f[1] for f in forms) + (1 << k) >= INT32:
+        return kernels.add_body(a, b, attrs)
+
+    def body(*i: Any) -> Any:
+        ta, tb = (f[0].apply(t[i].astype("int32") - tirx.const(attrs[f"zp_{side}"], "int32"),
+                             True) for t, f, side in ((a, forms[0], "a"), (b, forms[1], "b")))
+        y = ((ta + tb + tirx.const((1 << k) >> 1, "int32")) >> k) \
+            + tirx.const(attrs["zp_y"], "int32")
+        return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
+                          tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+
+    return body
 
 
 def _operand_form(attrs: dict, side: str, dtype: str) -> tuple | None:

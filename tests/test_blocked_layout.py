@@ -208,9 +208,10 @@ def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path, rng):
     """One conversion in (the RGB input, blocked by 4 for the stem); every conv, depthwise,
-    add and max pool blocked; one conversion out for each tensor that leaves (the pool to one
-    pixel and the graph's second output). The outputs equal the reference and the NCHW
-    build's."""
+    add and max pool blocked, the 1x1 conv fused with the add it feeds; one conversion out
+    for each tensor that leaves (the pool to one pixel and the graph's second output). The
+    outputs equal the reference and the NCHW build's; the reference's tensors include the
+    fused conv's own (per-layer reports)."""
     model = _residual_model(rng)
     compiled, inputs = _compile(model, tmp_path, rng, 3)
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
@@ -223,8 +224,8 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
                    and str(f.attrs.get("qcompiler.op", "")) == "to_blocked")
     assert json.loads(str(stem_in.attrs["qcompiler.attrs"]))["block"] == blocked.STEM_BLOCK
     blocked_ops = [(op, s) for op, s in kernels if s.startswith("x86_") and "blocked" in s]
-    assert sorted(op for op, _ in blocked_ops) == ["add", "conv2d", "conv2d", "conv2d",
-                                                   "conv2d", "max_pool2d", "max_pool2d"], kernels
+    assert sorted(op for op, _ in blocked_ops) == ["conv2d", "conv2d", "conv2d", "conv2d_add",
+                                                   "max_pool2d", "max_pool2d"], kernels
     vm = relax.VirtualMachine(build(compiled), tvm.cpu())
     vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
@@ -233,10 +234,45 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
         got = [t.numpy() for t in vm["main_int"](tvm.runtime.tensor(q))]
         want = ref.run(q)
         flat_out = [t.numpy() for t in vm_flat["main_int"](tvm.runtime.tensor(q))]
+        tensors, flat_tensors = ref.run_all(q), Reference(flat.quantized).run_all(q)
+        for name, t in flat_tensors.items():  # every layer's, the fused conv's included
+            np.testing.assert_array_equal(tensors[name], t)
         assert [g.shape for g in got] == [(2, 10), (2, 24, 8, 8)]
         for g, w, f in zip(got, want, flat_out):
             np.testing.assert_array_equal(g, w)
             np.testing.assert_array_equal(g, f)
+
+
+def test_add_of_two_convs_fuses_one(tmp_path, rng):
+    """A projection shortcut: both operands of the add are convs read by it alone. One is
+    fused with the add, the other runs first; the output equals the reference's and the
+    NCHW build's."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Conv", ["r0", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c1", "c2"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    inits = {"w0": w(24, 3, 3, 3), "b0": w(24), "w1": w(40, 24, 3, 3), "b1": w(40),
+             "w2": w(40, 24, 1, 1), "b2": w(40)}
+    model = make_model(nodes, {"x": ("N", 3, 16, 16)}, {"y": None}, inits)
+    compiled, inputs = _compile(model, tmp_path, rng, 3)
+    flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
+    ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
+    assert ops == ["to_blocked", "conv2d", "conv2d", "conv2d_add", "from_blocked"], ops
+    vm = relax.VirtualMachine(build(compiled), tvm.cpu())
+    vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+    got = vm["main_int"](tvm.runtime.tensor(q)).numpy()  # one output: a tensor, no tuple
+    np.testing.assert_array_equal(got, ref.run(q)[0])
+    np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
+    assert len(np.unique(got)) > 20
 
 
 def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
@@ -309,3 +345,56 @@ def test_blocked_add_equals_reference(case, rng):
     np.testing.assert_array_equal(_run(func, [a, b], shape), want)
     if kind != "int64":  # (a result too wide for int32 saturates)
         assert len(np.unique(want)) > 20  # the clamp does not hide the arithmetic
+
+
+# conv fused with the add it feeds: (cin, cout, size, kernel, stride, pads, conv side, add
+# case of ADD_CASES): ResNet-50's 1x1 expansion (the split form), a 3x3 with channel counts
+# off 16, the conv as the add's second operand, the 64-bit add.
+CONV_ADD_CASES = [
+    (64, 256, 14, 1, 1, (0, 0, 0, 0), "a", 2),
+    (33, 40, 9, 3, 1, (1, 1, 1, 1), "b", 0),
+    (32, 24, 8, 1, 1, (0, 0, 0, 0), "a", 4),
+]
+
+
+@pytest.mark.parametrize("case", CONV_ADD_CASES, ids=lambda c: "c{}o{}k{}{}".format(
+    c[0], c[1], c[3], c[6]))
+@pytest.mark.parametrize("shifts", ["any", "right"])
+def test_blocked_conv_fused_with_add_equals_reference(case, shifts, rng):
+    """The conv's bytes, then the add, in one kernel: equal to the blocked reference (padded
+    channels included) and to the unfused reference's conv then add."""
+    from qcompiler.reference import add as ref_add
+
+    cin, cout, hw, k, s, pads, side, add_case = case
+    m0_a, sh_a, m0_b, sh_b, kk, (zp_a, zp_b, zp_y) = ADD_CASES[add_case]
+    add_attrs = {"m0_a": m0_a, "shift_a": sh_a, "m0_b": m0_b, "shift_b": sh_b, "k": kk,
+                 "zp_a": zp_a, "zp_b": zp_b, "zp_y": zp_y, "lo": 0, "hi": 255,
+                 "out_dtype": "uint8"}
+    c_in, c_out = blocked.padded_channels(cin), blocked.padded_channels(cout)
+    w, bias, m0, shift = _layer(rng, cout, cin, k, c_out)
+    wp = np.zeros((c_out, c_in, k, k), np.int8)
+    wp[:, :cin] = w
+    conv = _attrs(s, pads, 1, 1)
+    conv["zp_y"] = zp_a if side == "a" else zp_b
+    attrs = {**conv, "add": add_attrs, "conv_side": side, "skip_dtype": "uint8",
+             "conv_tensor": "c"}
+    x4 = rng.integers(0, 256, (1, cin, hw, hw)).astype(np.uint8)
+    x = to_blocked(x4, {"block": 16, "pad": 7})
+    oh = (hw + pads[0] + pads[2] - k) // s + 1
+    skip4 = rng.integers(0, 256, (1, cout, oh, oh)).astype(np.uint8)
+    skip = to_blocked(skip4, {"block": 16, "pad": zp_b if side == "a" else zp_a})
+    packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, conv)
+    func = blocked.BLOCKED_VNNI.build("conv2d_add", x.shape, "uint8", wp.shape, attrs,
+                                      shifts=shifts)
+    assert str(func.attrs["qcompiler.schedule"]).endswith("_add")  # not a tuning task
+    ops = [x, packed, fb, m0, shift, skip]
+    fattrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+    want = kernel_for("conv2d_add", fattrs)(*ops, fattrs)
+    got = _run(func, ops, want.shape)
+    np.testing.assert_array_equal(got, want)
+    plain = {k: v for k, v in conv.items() if k != "layout"}
+    y = ref_conv2d(x4, w[:cout], bias[:cout], m0[:cout], shift[:cout], plain)
+    real = ref_add(y, skip4, add_attrs) if side == "a" else ref_add(skip4, y, add_attrs)
+    np.testing.assert_array_equal(unblocked(got)[:, :cout], real)
+    if add_case != 4:  # (the 64-bit case's result is too wide: it saturates)
+        assert len(np.unique(real)) > 20  # the clamps do not hide the arithmetic
