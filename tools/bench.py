@@ -110,7 +110,8 @@ def _session(path: str, threads: int) -> ort.InferenceSession:
 
 
 def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
-    """kernel symbol -> (op, shape text, int8 ops per call) for conv2d and dense kernels."""
+    """kernel symbol -> (op, shape text, int8 ops per call) for conv2d and dense kernels (and
+    convs fused with an add, whose time includes the add's)."""
     out = {}
     for blk in quantized["main_int"].body.blocks:
         for b in blk.bindings:
@@ -118,7 +119,7 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
                 continue
             prim = quantized[b.value.args[0]]
             kind = str(prim.attrs["qcompiler.op"])
-            if kind not in ("conv2d", "dense"):
+            if kind not in ("conv2d", "conv2d_add", "dense"):  # (a fused add's time counts)
                 continue
             args = b.value.args[1].fields
             if not is_const(args[1]):
@@ -131,7 +132,8 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
                 x, y = (x[0], cin, *x[2:4]), (y[0], cout, *y[2:4])
                 w_shape = (cout, 1 if attrs["groups"] > 1 else cin, *w_shape[2:])
             macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
-            text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}"
+            text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}" \
+                + (" + add" if kind == "conv2d_add" else "")
             out[str(prim.attrs["global_symbol"])] = (kind, text, 2 * macs)
     return out
 
