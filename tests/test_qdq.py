@@ -87,9 +87,10 @@ def lsb_differences(model: onnx.ModelProto, lib, inputs: list[np.ndarray]) -> np
                            for x in inputs])
 
 
-def weight_constants(compiled, ops: tuple = ("conv2d", "dense")
+def weight_constants(compiled, ops: tuple = ("conv2d", "conv2d_add", "dense")
                      ) -> list[tuple[str, dict, np.ndarray]]:
-    """(op, attributes, weight constant as stored) of each kernel of `ops`, in graph order."""
+    """(op, attributes, weight constant as stored) of each kernel of `ops`, in graph order (a
+    conv fused with an add, `conv2d_add`, is a weighted layer too)."""
     found = []
     for blk in compiled.quantized["main_int"].body.blocks:
         for b in blk.bindings:
