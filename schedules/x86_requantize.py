@@ -10,6 +10,14 @@ vector instructions per 16 outputs with zero point and clamp, where LLVM's widen
 same int64 expression (`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2, `vinserti64x4`, an
 int64 shift) takes about 18.
 
+Where a register block has a multiple of 4 output columns and the output is 8-bit, the
+columns go 4 at a time (`requantize_columns_intrin`): the 4 vectors of 16 int32 results are
+narrowed together by `vpackssdw` x2 + `vpackuswb` (or `vpacksswb`), whose saturation is the
+clamp to the dtype's range, one `vpermd` puts the 4 columns in order, and the 64 bytes (4
+pixels of 16 channels, contiguous in NCHW16c) are one store; a ReLU's bounds are then one
+byte `vpmaxub`/`vpminub` for the 4 columns. Per 16 outputs: about 2 instructions instead of 5
+after the shift.
+
 Ranges: |x M0| < 2^62 and 2^(k-1) <= 2^61 (`quantize_multiplier` keeps n >= -31), so the
 sum fits int64, its high dword is within int32, and `k - 32 <= 30` is a defined shift.
 """
@@ -25,6 +33,7 @@ from tvm.script import tirx as T
 from qcompiler import kernels
 
 LANES = 16
+COLUMNS = 4  # output columns (pixels) narrowed together
 
 
 def right_shift_epilogue(acc: Any, bias: Any, m0: Any, shift: Any, attrs: dict) -> Any:
@@ -74,17 +83,46 @@ def _rounded_product(x: Any, m0: Any, shift: Any, half: Any) -> Any:
     return tirx.reinterpret(f"int32x{LANES}", half(x) * half(m0) + rounding)
 
 
-def _epilogue_vector(x: Any, m0: Any, shift: Any, attrs: dict) -> Any:
-    """The 16 outputs for int32x16 `x` (accumulator + bias), `m0` and `shift`."""
+def _rescaled(x: Any, m0: Any, shift: Any) -> Any:
+    """`q_multiply_shift(x, m0, shift)` of int32x16 `x` (accumulator + bias), as int32x16."""
     # Lane 2i: the high dword of even product i (dword 2i+1); lane 2i+1: that of odd product i.
     high_dwords = [tirx.const(d, "int32") for i in range(LANES // 2)
                    for d in (2 * i + 1, LANES + 2 * i + 1)]
     t = tirx.Shuffle([_rounded_product(x, m0, shift, _even),
                       _rounded_product(x, m0, shift, _odd)], high_dwords)
-    y = tirx.shift_right(t, tirx.const(-1, "int32") - shift) + tirx.const(attrs["zp_y"], "int32")
+    return tirx.shift_right(t, tirx.const(-1, "int32") - shift)
+
+
+def _epilogue_vector(x: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+    """The 16 outputs for int32x16 `x` (accumulator + bias), `m0` and `shift`."""
+    y = _rescaled(x, m0, shift) + tirx.const(attrs["zp_y"], "int32")
     y = tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
                    tirx.const(attrs["hi"], "int32"))
     return y.astype(f"{attrs['out_dtype']}x{LANES}")
+
+
+def _narrowed(columns: list, attrs: dict) -> Any:
+    """4 columns of int32x16 results (zero point added) as their 64 output bytes, clamped."""
+    dtype = attrs["out_dtype"]
+    signed = dtype == "int8"
+    words = [tirx.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.packssdw.512",
+                                        columns[i], columns[i + 1]) for i in (0, 2)]
+    packed = tirx.call_llvm_pure_intrin(  # dword 4L + c: column c's lanes 4L .. 4L+3
+        f"{dtype}x64", f"llvm.x86.avx512.packs{'s' if signed else 'u'}wb.512", *words)
+    lane = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
+    ordered = tirx.call_llvm_pure_intrin(  # dword 4c + L: column after column
+        f"int32x{LANES}", "llvm.x86.avx512.permvar.si.512",
+        tirx.reinterpret(f"int32x{LANES}", packed), lane % 4 * 4 + lane // 4)
+    y = tirx.reinterpret(f"{dtype}x64", ordered)
+    lo, hi = (tirx.const(attrs[k], dtype) for k in ("lo", "hi"))
+    return tvm.te.min(tvm.te.max(y, lo), hi)  # (within the dtype: saturation did the rest)
+
+
+def _columns_vector(a: Any, b: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+    """The 64 outputs of 4 columns (`a`: the accumulator buffer, 4 x 16)."""
+    zp = tirx.const(attrs["zp_y"], "int32")
+    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}") + b, m0, shift) + zp
+                      for c in range(COLUMNS)], attrs)
 
 
 def _impl(attrs: dict) -> tirx.PrimFunc:
@@ -108,14 +146,59 @@ def _impl(attrs: dict) -> tirx.PrimFunc:
     return impl
 
 
+def _desc_columns(attrs: dict) -> tirx.PrimFunc:
+    dtype, epilogue = attrs["out_dtype"], right_shift_epilogue
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
+             B: T.Buffer((LANES,), "int32", offset_factor=1),
+             M: T.Buffer((LANES,), "int32", offset_factor=1),
+             S: T.Buffer((LANES,), "int32", offset_factor=1),
+             Y: T.Buffer((COLUMNS, LANES), dtype, offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(A[0:COLUMNS, 0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.writes(Y[0:COLUMNS, 0:LANES])
+            for j, i in T.grid(COLUMNS, LANES):
+                with T.sblock("requantize"):
+                    vj, vi = T.axis.remap("SS", [j, i])
+                    Y[vj, vi] = epilogue(A[vj, vi], B[vi], M[vi], S[vi], attrs)
+
+    return desc
+
+
+def _impl_columns(attrs: dict) -> tirx.PrimFunc:
+    dtype, vector = attrs["out_dtype"], _columns_vector
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
+             B: T.Buffer((LANES,), "int32", offset_factor=1),
+             M: T.Buffer((LANES,), "int32", offset_factor=1),
+             S: T.Buffer((LANES,), "int32", offset_factor=1),
+             Y: T.Buffer((COLUMNS, LANES), dtype, offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(A[0:COLUMNS, 0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.writes(Y[0:COLUMNS, 0:LANES])
+            Y.vstore([0, 0], vector(A, B.vload([0], "int32x16"), M.vload([0], "int32x16"),
+                                    S.vload([0], "int32x16"), attrs))
+
+    return impl
+
+
 _REGISTERED: dict[tuple, str] = {}
 
 
-def requantize_intrin(attrs: dict) -> str:
-    """The intrinsic for a kernel's zero point, clamp and output dtype (registered once)."""
-    key = (attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+def requantize_intrin(attrs: dict, columns: int = 1) -> str:
+    """The intrinsic for a kernel's zero point, clamp and output dtype (registered once):
+    one column of 16 lanes, or `COLUMNS` of them (8-bit outputs, `columns_apply`)."""
+    key = (attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"], columns)
     if key not in _REGISTERED:
-        name = "qcompiler_requantize_right_x16_zp{}_{}_{}_{}".format(*key)
-        TensorIntrin.register(name, _desc(attrs), _impl(attrs), override=True)
+        name = "qcompiler_requantize_right_x16_zp{}_{}_{}_{}_c{}".format(*key)
+        desc, impl = (_desc, _impl) if columns == 1 else (_desc_columns, _impl_columns)
+        TensorIntrin.register(name, desc(attrs), impl(attrs), override=True)
         _REGISTERED[key] = name
     return _REGISTERED[key]
+
+
+def columns_apply(attrs: dict, columns: int) -> bool:
+    """Whether a block of `columns` output columns takes the 4-column intrinsic."""
+    return attrs["out_dtype"] in ("uint8", "int8") and columns % COLUMNS == 0

@@ -69,6 +69,7 @@ CONV_CASES = [
     (144, 24, 7, 1, 1, (0, 0, 0, 0), 1),
     (48, 32, 10, 3, 1, (0, 0, 1, 1), 1),  # TF-style asymmetric padding
     (32, 48, 12, 3, 1, (2, 2, 2, 2), 1, 2),  # dilation 2
+    (32, 64, 16, 3, 1, (1, 1, 1, 1), 1),  # 2 channel blocks x 8 columns: 4-column epilogue
 ]
 
 
@@ -351,7 +352,7 @@ def test_blocked_add_equals_reference(case, rng):
 # case of ADD_CASES): ResNet-50's 1x1 expansion (the split form), a 3x3 with channel counts
 # off 16, the conv as the add's second operand, the 64-bit add.
 CONV_ADD_CASES = [
-    (64, 256, 14, 1, 1, (0, 0, 0, 0), "a", 2),
+    (64, 256, 16, 1, 1, (0, 0, 0, 0), "a", 2),
     (33, 40, 9, 3, 1, (1, 1, 1, 1), "b", 0),
     (32, 24, 8, 1, 1, (0, 0, 0, 0), "a", 4),
 ]

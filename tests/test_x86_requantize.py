@@ -1,7 +1,8 @@
 """The right-shift requantize intrinsic (`schedules.x86_requantize`) against the contract's
 `q_multiply_shift`, bit for bit, at the edges of its ranges: shifts -1 and -31 (the high
 dword alone, and the longest shift), multipliers 0, 2^30 and 2^31 - 1, accumulators at the
-int32 extremes and exactly on rounding ties, for 8- and 16-bit outputs."""
+int32 extremes and exactly on rounding ties, for 8- and 16-bit outputs; one output column at
+a time, and (8-bit) four."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,13 +17,18 @@ from qcompiler.targets.x86 import _cpu_flags, x86_target
 TARGET = tvm.target.Target(x86_target().tvm_target)
 
 
-def _kernel(rows: int, attrs: dict) -> tvm.runtime.Module:
+def _kernel(rows: int, attrs: dict, columns: int) -> tvm.runtime.Module:
+    """Rows of 16 lanes through the intrinsic of `columns` rows (output columns) at a time."""
     acc = te.placeholder((rows, LANES), "int32", name="acc")
     bias, m0, shift = (te.placeholder((LANES,), "int32", name=n) for n in ("bias", "m0", "shift"))
     y = te.compute((rows, LANES), lambda r, i: right_shift_epilogue(
         acc[r, i], bias[i], m0[i], shift[i], attrs), name="requantize")
     sch = tvm.s_tir.Schedule(te.create_prim_func([acc, bias, m0, shift, y]))
-    sch.tensorize(sch.get_loops(sch.get_sblock("requantize"))[-1], requantize_intrin(attrs))
+    row, lane = sch.get_loops(sch.get_sblock("requantize"))
+    if columns == 1:
+        sch.tensorize(lane, requantize_intrin(attrs))
+    else:
+        sch.tensorize(sch.split(row, [None, columns])[1], requantize_intrin(attrs, columns))
     assert "Shuffle" in sch.mod["main"].script()  # the vector form, not a scalar loop
     return tvm.tirx.build(tvm.IRModule({"main": sch.mod["main"].with_attr(
         "global_symbol", "main")}), TARGET)
@@ -40,7 +46,7 @@ def _operands(rng: np.random.Generator, lo: int, hi: int) -> tuple[np.ndarray, .
     for j in (0, 1, -1, 5, -6):
         x = np.where(m0 > 0, ((2 * j + 1) << (k - 1)) // np.maximum(m0, 1), 0)
         rows += [x - bias + d for d in (-1, 0, 1)]
-    rows.append(rng.integers(-limit, limit, LANES))
+    rows += list(rng.integers(-limit, limit, (4, LANES)))  # (85 + 3 rows: 4-column blocks)
     target = rng.integers(lo, hi, (64, LANES))
     rows += list(np.round(target * 2.0 ** k / np.maximum(m0, 1)).clip(-limit, limit) - bias
                  + rng.integers(-3, 4, (64, LANES)))
@@ -49,16 +55,19 @@ def _operands(rng: np.random.Generator, lo: int, hi: int) -> tuple[np.ndarray, .
             shift.astype(np.int32))
 
 
-@pytest.mark.parametrize("out", [("uint8", 90, 0, 255), ("uint8", 0, 3, 140),
-                                 ("int8", -5, -128, 127), ("int16", 7, -32768, 32767)],
-                         ids=lambda o: "{}_zp{}_{}_{}".format(*o))
+@pytest.mark.parametrize("out", [("uint8", 90, 0, 255, 1), ("uint8", 0, 3, 140, 1),
+                                 ("int8", -5, -128, 127, 1), ("int16", 7, -32768, 32767, 1),
+                                 ("uint8", 90, 0, 255, 4), ("uint8", 0, 3, 140, 4),
+                                 ("int8", -5, -128, 127, 4), ("int8", 3, -20, 100, 4)],
+                         ids=lambda o: "{}_zp{}_{}_{}_cols{}".format(*o))
 def test_right_shift_epilogue_equals_contract(out, rng):
+    """`cols` 4: four columns narrowed together by saturating packs, then the clamp."""
     if "avx512_vnni" not in _cpu_flags():
         pytest.fail("this test machine is expected to have AVX-512 (shared/DESIGN.md)")
-    dtype, zp, lo, hi = out
+    dtype, zp, lo, hi, columns = out
     attrs = {"zp_y": zp, "lo": lo, "hi": hi, "out_dtype": dtype}
     acc, bias, m0, shift = _operands(rng, lo - zp, hi - zp)
-    lib = _kernel(len(acc), attrs)
+    lib = _kernel(len(acc), attrs, columns)
     got = tvm.runtime.tensor(np.zeros(acc.shape, dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in (acc, bias, m0, shift)], got)
     exact = q_multiply_shift(acc + bias, m0, shift) + zp
