@@ -108,7 +108,8 @@ def _narrowed(columns: list, attrs: dict) -> Any:
     words = [tirx.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.packssdw.512",
                                         columns[i], columns[i + 1]) for i in (0, 2)]
     packed = tirx.call_llvm_pure_intrin(  # dword 4L + c: column c's lanes 4L .. 4L+3
-        f"{dtype}x64", f"llvm.x86.avx512.packs{'s' if signed else 'u'}wb.512", *words)
+        f"{dtype}x64", "llvm.x86.avx512.packsswb.512" if signed
+        else "llvm.x86.avx512.packuswb.512", *words)
     lane = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
     ordered = tirx.call_llvm_pure_intrin(  # dword 4c + L: column after column
         f"int32x{LANES}", "llvm.x86.avx512.permvar.si.512",
