@@ -197,10 +197,15 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
     for name in names:  # all placed before any is tensorized (which replaces a block)
         sch.reverse_compute_at(sch.get_sblock(name), anchor, preserve_unit_loops=True)
     for name in names:
-        *_, col, lane = sch.get_loops(sch.get_sblock(name))
+        block = sch.get_sblock(name)
+        *_, col, lane = sch.get_loops(block)
+        cols = int(sch.get(col).extent)
+        # A block of columns that does not divide the width (a tuning tile may) has a
+        # predicate: its columns go one at a time.
+        whole = int(sch.get(block).iter_vars[3].dom.extent) % cols == 0
         if epilogue is None or name == "add":
             sch.vectorize(lane)
-        elif columns_apply(epilogue, int(sch.get(col).extent)):
+        elif columns_apply(epilogue, cols) and whole:
             _, four = sch.split(col, [None, COLUMNS])
             sch.tensorize(four, requantize_intrin(epilogue, COLUMNS))
         else:
