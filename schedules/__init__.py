@@ -20,6 +20,7 @@ from qcompiler.relax_access import const_array, is_const, op_name, substitute
 from qcompiler.schedules.blocked import BLOCKED_VNNI
 from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
+from qcompiler.schedules.x86_requantize import RIGHT_SHIFTS
 from qcompiler.schedules.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule
 from qcompiler.targets.target import Target
@@ -28,8 +29,11 @@ from qcompiler.weight_layout import canonical
 
 def shift_kind(shift: np.ndarray | None) -> str:
     """"right" when every channel's requantize shift is a right shift (the vector epilogue's
-    cheaper form), else "any". Part of a kernel's identity: tuning rebuilds it the same way."""
-    return "right" if shift is not None and (shift <= -1).all() else "any"
+    cheaper form) of at most 22 more bits (`x86_requantize.RIGHT_SHIFTS`: a multiplier of
+    2^-23 or more, where real layers are near 2^-10), else "any". Part of a kernel's identity:
+    tuning rebuilds it the same way."""
+    lo, hi = RIGHT_SHIFTS
+    return "right" if shift is not None and ((shift >= lo) & (shift <= hi)).all() else "any"
 
 
 def rules_for(target: Target) -> list:

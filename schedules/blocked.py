@@ -127,7 +127,8 @@ def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
 def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
     """The contract's epilogue.
 
-    `shifts` "right" (every channel's shift <= -1, `schedules.shift_kind`): one stage, which
+    `shifts` "right" (every channel's shift in `x86_requantize.RIGHT_SHIFTS`,
+    `schedules.shift_kind`): one stage, which
     the schedule tensorizes with `x86_requantize` (the bias added there; the product's high
     dwords taken without widening).
 

@@ -1,25 +1,27 @@
 """The requantize epilogue on 16 int32 lanes (AVX-512) as a tensor intrinsic.
 
 Where every channel's shift is a right one (`n <= -1`, so `k = 31 - n >= 32`), the contract's
-`q = (x M0 + 2^(k-1)) >> k` equals `((x M0 + 2^(k-1)) >> 32) >> (k - 32)`: the floors nest.
-The inner shift by 32 is the high dword of a 64-bit product, which AVX-512 gives without
-widening: `vpmuldq` multiplies the even dwords of two vectors into 8 qwords, and the odd
-dwords after a 32-bit shift of the qwords; one `vpermt2d` then takes the high dword of each
-sum back to its lane, and one `vpsravd` does the per-channel rest of the shift. About 9
-vector instructions per 16 outputs with zero point and clamp, where LLVM's widening of the
-same int64 expression (`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2, `vinserti64x4`, an
-int64 shift) takes about 18.
+`zp + q`, `q = (x M0 + 2^(k-1)) >> k`, equals `((x M0 + 2^(k-1) + zp 2^k) >> 32) >> (k - 32)`:
+the floors nest, and zp 2^k is a multiple of 2^k. The inner shift by 32 is the high dword of a
+64-bit product, which AVX-512 gives without widening: `vpmuldq` multiplies the even dwords of
+two vectors into 8 qwords, and the odd dwords after a 32-bit shift of the qwords; one
+`vpermt2d` then takes the high dword of each sum back to its lane, and one `vpsravd` does the
+per-channel rest of the shift. `2^(k-1) + zp 2^k` is per channel: one 64-bit constant per
+half, hoisted out of the loops over pixels. About 8 vector instructions per 16 outputs before
+the clamp (x = acc + bias included), where LLVM's widening of the int64 expression
+(`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2, `vinserti64x4`, an int64 shift) takes about 15.
 
 Where a register block has a multiple of 4 output columns and the output is 8-bit, the
-columns go 4 at a time (`requantize_columns_intrin`): the 4 vectors of 16 int32 results are
-narrowed together by `vpackssdw` x2 + `vpackuswb` (or `vpacksswb`), whose saturation is the
-clamp to the dtype's range, one `vpermd` puts the 4 columns in order, and the 64 bytes (4
-pixels of 16 channels, contiguous in NCHW16c) are one store; a ReLU's bounds are then one
-byte `vpmaxub`/`vpminub` for the 4 columns. Per 16 outputs: about 2 instructions instead of 5
-after the shift.
+columns go 4 at a time (`requantize_intrin(attrs, COLUMNS)`): the 4 vectors of 16 int32
+results are narrowed together by `vpackssdw` x2 + `vpackuswb` (or `vpacksswb`), whose
+saturation is the clamp to the dtype's range, one `vpermd` puts the 4 columns in order, and
+the 64 bytes (4 pixels of 16 channels, contiguous in NCHW16c) are one store; a ReLU's bounds
+are then one byte `vpmaxub`/`vpminub` for the 4 columns. Per 16 outputs: about 1.5
+instructions instead of 5 after the shift.
 
-Ranges: |x M0| < 2^62 and 2^(k-1) <= 2^61 (`quantize_multiplier` keeps n >= -31), so the
-sum fits int64, its high dword is within int32, and `k - 32 <= 30` is a defined shift.
+Ranges (`RIGHT_SHIFTS`: -22 <= n <= -1, so k <= 53): x = acc + bias is int32, so
+|x M0| < 2^62; the constant is below 2^61 (|zp| < 2^8), so the sum fits int64 without
+wrapping, its high dword is within int32, and `k - 32 <= 21` is a defined shift.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from tvm.script import tirx as T
 from qcompiler import kernels
 
 LANES = 16
+RIGHT_SHIFTS = (-22, -1)  # the shifts (n) of the right-shift form (`schedules.shift_kind`)
 COLUMNS = 4  # output columns (pixels) narrowed together
 
 
@@ -76,26 +79,34 @@ def _odd(v: Any) -> Any:
     return tirx.shift_right(tirx.reinterpret("int64x8", v), tirx.const(32, "int64"))
 
 
-def _rounded_product(x: Any, m0: Any, shift: Any, half: Any) -> Any:
-    """`x M0 + 2^(30 - n)` on one half (`_even` or `_odd`) of the lanes, as int32x16."""
-    one = tirx.Broadcast(tirx.const(1, "int64"), LANES // 2)
-    rounding = tirx.shift_left(one, tirx.const(30, "int64") - half(shift))
-    return tirx.reinterpret(f"int32x{LANES}", half(x) * half(m0) + rounding)
+def _rounded_product(x: Any, m0: Any, shift: Any, zp: int, half: Any) -> Any:
+    """`x M0 + 2^(30 - n) + zp 2^(31 - n)` on one half (`_even` or `_odd`) of the lanes, as
+    int32x16. The sum of the last two is per channel: one constant, hoisted out of the loops
+    over pixels (so the zero point costs nothing per output). The bias is added to x in 32
+    bits: folded into that constant as `bias M0`, LLVM factors `acc M0 + bias M0` back into
+    `(acc + bias) M0`, a 64-bit multiply (`vpmullq`, 3 micro-ops) instead of `vpmuldq`."""
+    n = half(shift)
+    constant = tirx.shift_left(tirx.Broadcast(tirx.const(1, "int64"), LANES // 2),
+                               tirx.const(30, "int64") - n) \
+        + tirx.shift_left(tirx.Broadcast(tirx.const(zp, "int64"), LANES // 2),
+                          tirx.const(31, "int64") - n)
+    return tirx.reinterpret(f"int32x{LANES}", half(x) * half(m0) + constant)
 
 
-def _rescaled(x: Any, m0: Any, shift: Any) -> Any:
-    """`q_multiply_shift(x, m0, shift)` of int32x16 `x` (accumulator + bias), as int32x16."""
+def _rescaled(acc: Any, bias: Any, m0: Any, shift: Any, zp: int) -> Any:
+    """`zp + q_multiply_shift(acc + bias, m0, shift)` for int32x16 operands, as int32x16."""
     # Lane 2i: the high dword of even product i (dword 2i+1); lane 2i+1: that of odd product i.
     high_dwords = [tirx.const(d, "int32") for i in range(LANES // 2)
                    for d in (2 * i + 1, LANES + 2 * i + 1)]
-    t = tirx.Shuffle([_rounded_product(x, m0, shift, _even),
-                      _rounded_product(x, m0, shift, _odd)], high_dwords)
+    x = acc + bias
+    t = tirx.Shuffle([_rounded_product(x, m0, shift, zp, _even),
+                      _rounded_product(x, m0, shift, zp, _odd)], high_dwords)
     return tirx.shift_right(t, tirx.const(-1, "int32") - shift)
 
 
-def _epilogue_vector(x: Any, m0: Any, shift: Any, attrs: dict) -> Any:
-    """The 16 outputs for int32x16 `x` (accumulator + bias), `m0` and `shift`."""
-    y = _rescaled(x, m0, shift) + tirx.const(attrs["zp_y"], "int32")
+def _epilogue_vector(acc: Any, bias: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+    """The 16 outputs of one column."""
+    y = _rescaled(acc, bias, m0, shift, attrs["zp_y"])
     y = tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
                    tirx.const(attrs["hi"], "int32"))
     return y.astype(f"{attrs['out_dtype']}x{LANES}")
@@ -121,8 +132,7 @@ def _narrowed(columns: list, attrs: dict) -> Any:
 
 def _columns_vector(a: Any, b: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """The 64 outputs of 4 columns (`a`: the accumulator buffer, 4 x 16)."""
-    zp = tirx.const(attrs["zp_y"], "int32")
-    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}") + b, m0, shift) + zp
+    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}"), b, m0, shift, attrs["zp_y"])
                       for c in range(COLUMNS)], attrs)
 
 
@@ -141,7 +151,7 @@ def _impl(attrs: dict) -> tirx.PrimFunc:
             T.writes(Y[0:LANES])
             # One expression: a name bound here would become a local buffer (see x86_vnni).
             Y[T.ramp(T.int32(0), 1, LANES)] = vector(
-                A.vload([0], "int32x16") + B.vload([0], "int32x16"), M.vload([0], "int32x16"),
+                A.vload([0], "int32x16"), B.vload([0], "int32x16"), M.vload([0], "int32x16"),
                 S.vload([0], "int32x16"), attrs)
 
     return impl
