@@ -70,6 +70,7 @@ CONV_CASES = [
     (48, 32, 10, 3, 1, (0, 0, 1, 1), 1),  # TF-style asymmetric padding
     (32, 48, 12, 3, 1, (2, 2, 2, 2), 1, 2),  # dilation 2
     (32, 64, 16, 3, 1, (1, 1, 1, 1), 1),  # 2 channel blocks x 8 columns: 4-column epilogue
+    (40, 144, 12, 1, 1, (0, 0, 0, 0), 2),  # 9 channel blocks: 3 x 4 columns
 ]
 
 
