@@ -128,9 +128,8 @@ def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.T
     """The contract's epilogue.
 
     `shifts` "right" (every channel's shift in `x86_requantize.RIGHT_SHIFTS`,
-    `schedules.shift_kind`): one stage, which
-    the schedule tensorizes with `x86_requantize` (the bias added there; the product's high
-    dwords taken without widening).
+    `schedules.shift_kind`): one stage, which the schedule tensorizes with `x86_requantize`
+    (the bias added there; the product's high dwords taken without widening).
 
     Otherwise the bias is added in an int32 stage of its own (so the multiply widens an int32
     load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs `vpmullq`), then the
@@ -218,7 +217,7 @@ def _register_columns(width: int, limit: int, epilogue: dict | None) -> int:
     8 where it divides the width and the epilogue goes 4 columns at a time (measured on
     ResNet-50 and MobileNetV2 shapes: 2 channel blocks x 8 columns beat 2 x 7 by 1-25%; with
     one channel block, 8 columns lose to 14 and stay out)."""
-    if epilogue is not None and width % 8 == 0 and columns_apply(epilogue, 8) and limit >= 7:
+    if epilogue is not None and width % 8 == 0 and columns_apply(epilogue, 8):
         return 8
     return max(d for d in range(1, limit + 1) if width % d == 0)
 
