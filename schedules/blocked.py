@@ -32,6 +32,7 @@ from tvm import te, tirx
 
 from qcompiler import kernels
 from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
+from qcompiler.schedules.bias_init import bias_init
 from qcompiler.schedules.depthwise import _has_block
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
 from qcompiler.schedules.epilogue import vectorize_row
@@ -125,26 +126,20 @@ def _padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
 
 
 def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
-    """The contract's epilogue.
+    """The contract's epilogue on `acc`, which the bias starts (`_epilogue_func`).
 
     `shifts` "right" (every channel's shift in `x86_requantize.RIGHT_SHIFTS`,
-    `schedules.shift_kind`): one stage, which the schedule tensorizes with `x86_requantize`
-    (the bias added there; the product's high dwords taken without widening).
-
-    Otherwise the bias is added in an int32 stage of its own (so the multiply widens an int32
-    load, `vpmuldq`; inlined, TVM widens the two terms and LLVM needs `vpmullq`), then the
-    int64 multiply and clamp."""
-    _, bias, m0, shift = params
+    `schedules.shift_kind`): the stage the schedule tensorizes with `x86_requantize` (the
+    product's high dwords taken without widening). Otherwise the int64 multiply and clamp."""
+    _, _, m0, shift = params
     if shifts == "right":
         return te.compute(tuple(acc.shape), lambda b, ob, i, j, oi: right_shift_epilogue(
-            acc[b, ob, i, j, oi], bias[ob * BLOCK + oi], m0[ob * BLOCK + oi],
-            shift[ob * BLOCK + oi], attrs), name="requantize")
-    biased = te.compute(tuple(acc.shape), lambda b, ob, i, j, oi:
-                        acc[b, ob, i, j, oi] + bias[ob * BLOCK + oi], name="acc_biased")
+            acc[b, ob, i, j, oi], m0[ob * BLOCK + oi], shift[ob * BLOCK + oi], attrs),
+            name="requantize")
 
     def body(b, ob, i, j, oi):  # noqa: ANN001, ANN202
         o = ob * BLOCK + oi
-        y = kernels.fixed_point_multiply(biased[b, ob, i, j, oi], m0[o], shift[o])
+        y = kernels.fixed_point_multiply(acc[b, ob, i, j, oi], m0[o], shift[o])
         return kernels._clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
                                    attrs["out_dtype"])
 
@@ -152,9 +147,10 @@ def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.T
 
 
 def _epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
-    """The kernel's PrimFunc; a right-shift epilogue carries the attributes that name its
-    intrinsic, so that a schedule (or a tuning trace) can tensorize it."""
-    func = te.create_prim_func(tensors)
+    """The kernel's PrimFunc, its accumulators started at the bias (`bias_init`); a
+    right-shift epilogue carries the attributes that name its intrinsic, so that a schedule
+    (or a tuning trace) can tensorize it."""
+    func = bias_init(te.create_prim_func(tensors), lambda at: at[1] * BLOCK + at[4])
     if shifts != "right":
         return func
     return func.with_attr(EPILOGUE_ATTR, json.dumps(
@@ -193,7 +189,7 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
     with `x86_requantize` (right shifts; 4 columns at a time where they divide the block),
     else vectorized; a fused add after them."""
     epilogue = _epilogue_attrs(sch)
-    names = [n for n in ("acc_biased", "requantize", "add") if _has_block(sch, n)]
+    names = [n for n in ("requantize", "add") if _has_block(sch, n)]
     for name in names:  # all placed before any is tensorized (which replaces a block)
         sch.reverse_compute_at(sch.get_sblock(name), anchor, preserve_unit_loops=True)
     for name in names:

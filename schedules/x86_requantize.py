@@ -7,8 +7,9 @@ the floors nest, and zp 2^k is a multiple of 2^k. The inner shift by 32 is the h
 two vectors into 8 qwords, and the odd dwords after a 32-bit shift of the qwords; one
 `vpermt2d` then takes the high dword of each sum back to its lane, and one `vpsravd` does the
 per-channel rest of the shift. `2^(k-1) + zp 2^k` is per channel: one 64-bit constant per
-half, hoisted out of the loops over pixels. About 8 vector instructions per 16 outputs before
-the clamp (x = acc + bias included), where LLVM's widening of the int64 expression
+half, hoisted out of the loops over pixels. About 7 vector instructions per 16 outputs before
+the clamp (x = acc + bias is the accumulators' value, `schedules.bias_init`), where LLVM's
+widening of the int64 expression
 (`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2, `vinserti64x4`, an int64 shift) takes about 15.
 
 Where a register block has a multiple of 4 output columns and the output is 8-bit, the
@@ -39,10 +40,11 @@ RIGHT_SHIFTS = (-22, -1)  # the shifts (n) of the right-shift form (`schedules.s
 COLUMNS = 4  # output columns (pixels) narrowed together
 
 
-def right_shift_epilogue(acc: Any, bias: Any, m0: Any, shift: Any, attrs: dict) -> Any:
-    """`clamp(zp_y + qms(acc + bias, m0, shift))`, cast: the expression of the blocks this
-    intrinsic replaces (`blocked._requantize`) and of its description, so they match."""
-    y = kernels.fixed_point_multiply(acc + bias, m0, shift).astype("int32")
+def right_shift_epilogue(acc: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+    """`clamp(zp_y + qms(acc, m0, shift))`, cast (the bias is already in acc,
+    `schedules.bias_init`): the expression of the blocks this intrinsic replaces
+    (`blocked._requantize`) and of its description, so they match."""
+    y = kernels.fixed_point_multiply(acc, m0, shift).astype("int32")
     y = y + tirx.const(attrs["zp_y"], "int32")
     return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
                       tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
@@ -53,17 +55,16 @@ def _desc(attrs: dict) -> tirx.PrimFunc:
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((LANES,), "int32", offset_factor=1),
-             B: T.Buffer((LANES,), "int32", offset_factor=1),
              M: T.Buffer((LANES,), "int32", offset_factor=1),
              S: T.Buffer((LANES,), "int32", offset_factor=1),
              Y: T.Buffer((LANES,), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(A[0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.reads(A[0:LANES], M[0:LANES], S[0:LANES])
             T.writes(Y[0:LANES])
             for i in T.serial(0, LANES):
                 with T.sblock("requantize"):
                     vi = T.axis.spatial(LANES, i)
-                    Y[vi] = epilogue(A[vi], B[vi], M[vi], S[vi], attrs)
+                    Y[vi] = epilogue(A[vi], M[vi], S[vi], attrs)
 
     return desc
 
@@ -82,9 +83,9 @@ def _odd(v: Any) -> Any:
 def _rounded_product(x: Any, m0: Any, shift: Any, zp: int, half: Any) -> Any:
     """`x M0 + 2^(30 - n) + zp 2^(31 - n)` on one half (`_even` or `_odd`) of the lanes, as
     int32x16. The sum of the last two is per channel: one constant, hoisted out of the loops
-    over pixels (so the zero point costs nothing per output). The bias is added to x in 32
-    bits: folded into that constant as `bias M0`, LLVM factors `acc M0 + bias M0` back into
-    `(acc + bias) M0`, a 64-bit multiply (`vpmullq`, 3 micro-ops) instead of `vpmuldq`."""
+    over pixels (so the zero point costs nothing per output). (The bias cannot join it as
+    `bias M0`: LLVM factors `acc M0 + bias M0` back into `(acc + bias) M0`, a 64-bit multiply,
+    `vpmullq`, 3 micro-ops. It is in x, the accumulators' initial value.)"""
     n = half(shift)
     constant = tirx.shift_left(tirx.Broadcast(tirx.const(1, "int64"), LANES // 2),
                                tirx.const(30, "int64") - n) \
@@ -93,20 +94,19 @@ def _rounded_product(x: Any, m0: Any, shift: Any, zp: int, half: Any) -> Any:
     return tirx.reinterpret(f"int32x{LANES}", half(x) * half(m0) + constant)
 
 
-def _rescaled(acc: Any, bias: Any, m0: Any, shift: Any, zp: int) -> Any:
-    """`zp + q_multiply_shift(acc + bias, m0, shift)` for int32x16 operands, as int32x16."""
+def _rescaled(x: Any, m0: Any, shift: Any, zp: int) -> Any:
+    """`zp + q_multiply_shift(x, m0, shift)` for int32x16 operands, as int32x16."""
     # Lane 2i: the high dword of even product i (dword 2i+1); lane 2i+1: that of odd product i.
     high_dwords = [tirx.const(d, "int32") for i in range(LANES // 2)
                    for d in (2 * i + 1, LANES + 2 * i + 1)]
-    x = acc + bias
     t = tirx.Shuffle([_rounded_product(x, m0, shift, zp, _even),
                       _rounded_product(x, m0, shift, zp, _odd)], high_dwords)
     return tirx.shift_right(t, tirx.const(-1, "int32") - shift)
 
 
-def _epilogue_vector(acc: Any, bias: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+def _epilogue_vector(acc: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """The 16 outputs of one column."""
-    y = _rescaled(acc, bias, m0, shift, attrs["zp_y"])
+    y = _rescaled(acc, m0, shift, attrs["zp_y"])
     y = tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
                    tirx.const(attrs["hi"], "int32"))
     return y.astype(f"{attrs['out_dtype']}x{LANES}")
@@ -130,9 +130,9 @@ def _narrowed(columns: list, attrs: dict) -> Any:
     return tvm.te.min(tvm.te.max(y, lo), hi)  # (within the dtype: saturation did the rest)
 
 
-def _columns_vector(a: Any, b: Any, m0: Any, shift: Any, attrs: dict) -> Any:
+def _columns_vector(a: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """The 64 outputs of 4 columns (`a`: the accumulator buffer, 4 x 16)."""
-    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}"), b, m0, shift, attrs["zp_y"])
+    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}"), m0, shift, attrs["zp_y"])
                       for c in range(COLUMNS)], attrs)
 
 
@@ -142,17 +142,16 @@ def _impl(attrs: dict) -> tirx.PrimFunc:
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((LANES,), "int32", offset_factor=1),
-             B: T.Buffer((LANES,), "int32", offset_factor=1),
              M: T.Buffer((LANES,), "int32", offset_factor=1),
              S: T.Buffer((LANES,), "int32", offset_factor=1),
              Y: T.Buffer((LANES,), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(A[0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.reads(A[0:LANES], M[0:LANES], S[0:LANES])
             T.writes(Y[0:LANES])
             # One expression: a name bound here would become a local buffer (see x86_vnni).
             Y[T.ramp(T.int32(0), 1, LANES)] = vector(
-                A.vload([0], "int32x16"), B.vload([0], "int32x16"), M.vload([0], "int32x16"),
-                S.vload([0], "int32x16"), attrs)
+                A.vload([0], "int32x16"), M.vload([0], "int32x16"), S.vload([0], "int32x16"),
+                attrs)
 
     return impl
 
@@ -162,17 +161,16 @@ def _desc_columns(attrs: dict) -> tirx.PrimFunc:
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
-             B: T.Buffer((LANES,), "int32", offset_factor=1),
              M: T.Buffer((LANES,), "int32", offset_factor=1),
              S: T.Buffer((LANES,), "int32", offset_factor=1),
              Y: T.Buffer((COLUMNS, LANES), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(A[0:COLUMNS, 0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.reads(A[0:COLUMNS, 0:LANES], M[0:LANES], S[0:LANES])
             T.writes(Y[0:COLUMNS, 0:LANES])
             for j, i in T.grid(COLUMNS, LANES):
                 with T.sblock("requantize"):
                     vj, vi = T.axis.remap("SS", [j, i])
-                    Y[vj, vi] = epilogue(A[vj, vi], B[vi], M[vi], S[vi], attrs)
+                    Y[vj, vi] = epilogue(A[vj, vi], M[vi], S[vi], attrs)
 
     return desc
 
@@ -182,15 +180,14 @@ def _impl_columns(attrs: dict) -> tirx.PrimFunc:
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
-             B: T.Buffer((LANES,), "int32", offset_factor=1),
              M: T.Buffer((LANES,), "int32", offset_factor=1),
              S: T.Buffer((LANES,), "int32", offset_factor=1),
              Y: T.Buffer((COLUMNS, LANES), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(A[0:COLUMNS, 0:LANES], B[0:LANES], M[0:LANES], S[0:LANES])
+            T.reads(A[0:COLUMNS, 0:LANES], M[0:LANES], S[0:LANES])
             T.writes(Y[0:COLUMNS, 0:LANES])
-            Y.vstore([0, 0], vector(A, B.vload([0], "int32x16"), M.vload([0], "int32x16"),
-                                    S.vload([0], "int32x16"), attrs))
+            Y.vstore([0, 0], vector(A, M.vload([0], "int32x16"), S.vload([0], "int32x16"),
+                                    attrs))
 
     return impl
 

@@ -20,11 +20,11 @@ TARGET = tvm.target.Target(x86_target().tvm_target)
 
 def _kernel(rows: int, attrs: dict, columns: int) -> tvm.runtime.Module:
     """Rows of 16 lanes through the intrinsic of `columns` rows (output columns) at a time."""
-    acc = te.placeholder((rows, LANES), "int32", name="acc")
-    bias, m0, shift = (te.placeholder((LANES,), "int32", name=n) for n in ("bias", "m0", "shift"))
+    acc = te.placeholder((rows, LANES), "int32", name="acc")  # the bias included
+    m0, shift = (te.placeholder((LANES,), "int32", name=n) for n in ("m0", "shift"))
     y = te.compute((rows, LANES), lambda r, i: right_shift_epilogue(
-        acc[r, i], bias[i], m0[i], shift[i], attrs), name="requantize")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([acc, bias, m0, shift, y]))
+        acc[r, i], m0[i], shift[i], attrs), name="requantize")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([acc, m0, shift, y]))
     row, lane = sch.get_loops(sch.get_sblock("requantize"))
     if columns == 1:
         sch.tensorize(lane, requantize_intrin(attrs))
@@ -72,7 +72,7 @@ def test_right_shift_epilogue_equals_contract(out, rng):
     acc, bias, m0, shift = _operands(rng, lo - zp, hi - zp)
     lib = _kernel(len(acc), attrs, columns)
     got = tvm.runtime.tensor(np.zeros(acc.shape, dtype))
-    lib["main"](*[tvm.runtime.tensor(a) for a in (acc, bias, m0, shift)], got)
+    lib["main"](*[tvm.runtime.tensor(a) for a in (acc + bias, m0, shift)], got)
     exact = q_multiply_shift(acc + bias, m0, shift) + zp
     want = np.clip(exact, lo, hi).astype(dtype)
     np.testing.assert_array_equal(got.numpy(), want)
