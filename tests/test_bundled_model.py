@@ -48,6 +48,24 @@ def test_library_equals_reference_on_1000_test_images(batch100, test_set):
     assert total == 1000 * 10 and bad == 0
 
 
+def test_calls_share_one_staged_input_and_stay_independent(batch100, test_set):
+    """Every call copies its input into the same aligned tensor (`CompiledModel._check`): a
+    call's result depends on its own input only, however calls interleave."""
+    lib, ref = batch100
+    images, _ = test_set
+    shape = lib.inputs[0]["shape"]
+    a, b = (images[i * 100:(i + 1) * 100].reshape(shape).astype(np.float32) for i in (0, 1))
+    qa, qb = lib.quantize_inputs(a)[0], lib.quantize_inputs(b)[0]
+    first = lib.run(a)[0]
+    other = lib.run_int(qb)[0]
+    lib.run(b)
+    np.testing.assert_array_equal(lib.run(a)[0], first)
+    np.testing.assert_array_equal(other, ref.run(qb)[0])
+    np.testing.assert_array_equal(lib.run_int(qa)[0], ref.run(qa)[0])
+    assert not np.array_equal(lib.run_int(qa)[0], other)
+    assert sorted(lib._staged) == [("float", 0), ("int", 0)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("observer", ["percentile", "minmax", "mse"])
 def test_int8_top1_within_one_point_of_float(observer, tmp_path, test_set):
