@@ -1,7 +1,8 @@
 """Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
-that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, max pool) run on
-NCHW16c tensors, and the layout changes only where the graph leaves them (the graph's inputs
-and outputs, and ops without a blocked form, e.g. pools to one pixel, reshapes, concat).
+that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, max pool, the
+mean over h and w kept 1x1) run on NCHW16c tensors, and the layout changes only where the
+graph leaves them (the graph's inputs and outputs, and ops without a blocked form, e.g.
+reshapes, concat).
 
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
 conv or max pool, when it has at least 16 input channels. A conv with fewer channels on an
@@ -155,6 +156,10 @@ class _Planner:
                                                       or shapes[0][1] >= MIN_STEM_CHANNELS):
             return (blocked.max_pool2d(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
                     [(acts[0], 0, blocked.BLOCK)], [])
+        if op == "reduce_mean" and len(acts) == 1 and is_blocked \
+                and attrs["axes"] == [2, 3] and attrs["keepdims"]:
+            return (blocked.global_mean(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
+                    [(acts[0], attrs["zp_x"], blocked.BLOCK)], [])
         if op != "conv2d" or dtypes[0] != "uint8" or len(acts) != 1 or args[0] is not acts[0] \
                 or not all(is_const(a) for a in args[1:5]):
             return None

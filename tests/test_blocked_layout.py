@@ -210,8 +210,9 @@ def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path, rng):
     """One conversion in (the RGB input, blocked by 4 for the stem); every conv, depthwise,
-    add and max pool blocked, the 1x1 conv fused with the add it feeds; one conversion out
-    for each tensor that leaves (the pool to one pixel and the graph's second output). The
+    add, max pool and the global average pool blocked, the 1x1 conv fused with the add it
+    feeds; one conversion out for each tensor that leaves (the pool's 1x1 output, which the
+    Gemm reads flat, and the graph's second output). The
     outputs equal the reference and the NCHW build's; the reference's tensors include the
     fused conv's own (per-layer reports)."""
     model = _residual_model(rng)
@@ -227,7 +228,9 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
     assert json.loads(str(stem_in.attrs["qcompiler.attrs"]))["block"] == blocked.STEM_BLOCK
     blocked_ops = [(op, s) for op, s in kernels if s.startswith("x86_") and "blocked" in s]
     assert sorted(op for op, _ in blocked_ops) == ["conv2d", "conv2d", "conv2d", "conv2d_add",
-                                                   "max_pool2d", "max_pool2d"], kernels
+                                                   "max_pool2d", "max_pool2d",
+                                                   "reduce_mean"], kernels
+    assert ops[ops.index("reduce_mean") + 1] == "from_blocked"
     vm = relax.VirtualMachine(build(compiled), tvm.cpu())
     vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
@@ -347,6 +350,22 @@ def test_blocked_add_equals_reference(case, rng):
     np.testing.assert_array_equal(_run(func, [a, b], shape), want)
     if kind != "int64":  # (a result too wide for int32 saturates)
         assert len(np.unique(want)) > 20  # the clamp does not hide the arithmetic
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_blocked_global_mean_equals_reference(dtype, rng):
+    """The mean over h and w (a global average pool) on NCHW16c, 7x5 planes of 3 channel
+    blocks at batch 2: the reference's sums and rounding, every lane."""
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    attrs = {"axes": [2, 3], "keepdims": True, "zp_x": 9 if dtype == "uint8" else -3,
+             "zp_y": 4, "m0": 1518500250, "shift": -5, "lo": lo, "hi": hi, "out_dtype": dtype}
+    x = rng.integers(lo, hi + 1, (2, 3, 7, 5, 16)).astype(dtype)
+    x[0, 0, :, :, 0], x[0, 0, :, :, 1] = lo, hi  # the extreme sums
+    func = blocked.global_mean(x.shape, dtype, attrs)
+    want = kernel_for("reduce_mean", {**attrs, "layout": blocked.LAYOUT})(
+        x, {**attrs, "layout": blocked.LAYOUT})
+    assert want.shape == (2, 3, 1, 1, 16) and len(np.unique(want)) > 20
+    np.testing.assert_array_equal(_run(func, [x], want.shape, dtype), want)
 
 
 # conv fused with the add it feeds: (cin, cout, size, kernel, stride, pads, conv side, add
