@@ -119,8 +119,9 @@ def test_blocked_conv_equals_reference(case, shifts, rng):
 
 # depthwise: (channels, size, kernel, stride, dilation, pads, batch, clamp hi), as in
 # test_x86_kernels: MobileNetV2's channels (24, 144, 960) and ones that are no multiple of 16;
-# 5x5 (two groups of 4 taps); stride 3; dilation 2 (the 32-bit form); stride 2 on a plane
-# larger than `blocked.ROWWISE_PLANE_BYTES`.
+# 5x5 (two groups of 4 taps); stride 3; dilation 2 (the 32-bit form); planes larger than
+# `blocked.CHUNKED_PLANE_BYTES`, padded in chunks of output rows (56: 8 rows; 66 at stride 2:
+# 3 rows, a chunk that is no power of 2).
 DEPTHWISE_CASES = [
     (24, 56, 3, 1, 1, (1, 1, 1, 1), 1, 255),
     (33, 15, 3, 2, 1, (1, 1, 1, 1), 2, 255),
@@ -130,7 +131,7 @@ DEPTHWISE_CASES = [
     (7, 1, 3, 1, 1, (1, 1, 1, 1), 1, 255),
     (6, 13, 3, 3, 1, (1, 1, 1, 1), 1, 255),
     (6, 12, 3, 1, 2, (2, 2, 2, 2), 1, 255),
-    (40, 66, 3, 2, 1, (1, 1, 1, 1), 1, 255),  # a plane beyond L1: padded row by row
+    (40, 66, 3, 2, 1, (1, 1, 1, 1), 1, 255),
 ]
 
 
