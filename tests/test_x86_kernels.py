@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from qcompiler.emit import build, emit
 from qcompiler.onnx_import import graph_inputs
 from qcompiler.pipeline import compile_model
 from qcompiler.reference import Reference
+from qcompiler.runtime import _DEFAULT_TVM_THREADS as DEFAULT_TVM_THREADS
 from qcompiler.targets.x86 import _cpu_flags, x86_target
 
 AVX2 = dataclasses.replace(x86_target(), tvm_target={"kind": "llvm", "mcpu": "x86-64-v3"})
@@ -102,10 +105,34 @@ def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
         for n in (1, 2):
             lib = CompiledModel(tmp_path / "out", threads=n)
             np.testing.assert_array_equal(lib.run_int(q)[0], want)
+            assert os.environ["TVM_NUM_THREADS"] == str(n)  # TVM's concurrency (set_threads)
     finally:
         set_threads(None)
+    assert os.environ.get("TVM_NUM_THREADS") == DEFAULT_TVM_THREADS
     with pytest.raises(Exception, match="threads must be a positive integer"):
         set_threads(0)
+
+
+def test_one_thread_runs_parallel_loops_without_the_pool(tmp_path, rng):
+    """At one thread TVM calls a parallel loop's body directly: no pool, so no worker thread
+    is ever started (in a fresh process, where no pool exists yet)."""
+    model, shape = _model(rng, cin=32, cout=48, hw=16, stride=1)
+    compiled, _ = _compile(model, shape, tmp_path, rng, x86_target())
+    emit(compiled, build(compiled), tmp_path / "out")
+    script = (
+        "import os, sys, numpy as np, qcompiler\n"
+        "tasks = lambda: len(os.listdir('/proc/self/task'))\n"
+        "lib = qcompiler.load(sys.argv[1])\n"
+        "before = tasks()\n"
+        "lib = qcompiler.load(sys.argv[1], threads=int(sys.argv[2]))\n"
+        "spec = lib.inputs[0]\n"
+        "lib.run_int(np.zeros(spec['shape'], spec['dtype']))\n"
+        "print(tasks() - before)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    started = [int(subprocess.run([sys.executable, "-c", script, str(tmp_path / "out"), str(n)],
+                                  capture_output=True, text=True, env=env, check=True).stdout)
+               for n in (1, 2)]
+    assert started == [0, 1], started  # at two threads, the pool's one worker
 
 
 # Depthwise: (channels, size, kernel, stride, dilation, pads, batch, clamp hi); MobileNetV2's
