@@ -16,6 +16,15 @@ from qcompiler.errors import QCompileError
 
 
 _DEFAULT_TVM_THREADS = os.environ.get("TVM_NUM_THREADS")  # the user's own, kept for None
+_pool_sized = False
+
+
+def _configure(threads: int, concurrency: str | None) -> None:
+    if concurrency is None:
+        os.environ.pop("TVM_NUM_THREADS", None)
+    else:
+        os.environ["TVM_NUM_THREADS"] = concurrency
+    tvm.get_global_func("runtime.config_threadpool")(1, threads)
 
 
 def set_threads(n: int | None) -> None:
@@ -25,16 +34,17 @@ def set_threads(n: int | None) -> None:
     TVM reads its concurrency from TVM_NUM_THREADS at every parallel loop, and where it is 1
     calls the loop's body directly; otherwise the loop goes through the pool even when the pool
     has one thread (measured: 4.4 us per loop against 0.04, 0.2-0.3 ms of MobileNetV2's 62
-    kernels at one thread). So the variable is set with the pool."""
+    kernels at one thread). So the variable is set with the pool. The pool takes its number
+    of workers from the same variable when it is created, once: the first call creates it
+    with one per core, so that a later call can raise the threads again."""
+    global _pool_sized
     if n is not None and (not isinstance(n, int) or n < 1):
         raise QCompileError(f"threads must be a positive integer, not {n!r}")
-    if n is not None:
-        os.environ["TVM_NUM_THREADS"] = str(n)
-    elif _DEFAULT_TVM_THREADS is None:
-        os.environ.pop("TVM_NUM_THREADS", None)
-    else:
-        os.environ["TVM_NUM_THREADS"] = _DEFAULT_TVM_THREADS
-    tvm.get_global_func("runtime.config_threadpool")(1, n or os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    if not _pool_sized:
+        _configure(cores, str(cores))
+        _pool_sized = True
+    _configure(n or cores, _DEFAULT_TVM_THREADS if n is None else str(n))
 
 
 class CompiledModel:
