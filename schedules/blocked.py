@@ -387,13 +387,19 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
             name="acc")
     y = _requantize(acc, params, attrs, shifts)
     sch = tvm.s_tir.Schedule(_epilogue_func([x, *params, y], attrs, shifts))
-    chunk = 0
-    if _shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES:
-        chunk = max(r for r in range(1, oh + 1)
-                    if oh % r == 0 and (r - 1) * sh + (kh - 1) * dh + 1 <= CHUNK_INPUT_ROWS)
+    chunk = _chunk_rows(oh, sh, (kh - 1) * dh + 1) \
+        if _shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES else 0
     _schedule_depthwise(sch, window, ow, vbmi, chunk)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
     return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
+
+
+def _chunk_rows(oh: int, stride: int, reach: int) -> int:
+    """Output rows per padded chunk: the most that divide `oh` and read at most
+    `CHUNK_INPUT_ROWS` input rows (1 where the filter's `reach` alone is taller)."""
+    fits = [r for r in range(2, oh + 1)
+            if oh % r == 0 and (r - 1) * stride + reach <= CHUNK_INPUT_ROWS]
+    return max(fits, default=1)
 
 
 def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int, vbmi: bool,
