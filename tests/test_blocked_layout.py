@@ -121,7 +121,7 @@ def test_blocked_conv_equals_reference(case, shifts, rng):
 # test_x86_kernels: MobileNetV2's channels (24, 144, 960) and ones that are no multiple of 16;
 # 5x5 (two groups of 4 taps); stride 3; dilation 2 (the 32-bit form); planes larger than
 # `blocked.CHUNKED_PLANE_BYTES`, padded in chunks of output rows (56: 8 rows; 66 at stride 2:
-# 3 rows, a chunk that is no power of 2).
+# 3 rows, a chunk that is no power of 2; an 11x11 filter: 1 row).
 DEPTHWISE_CASES = [
     (24, 56, 3, 1, 1, (1, 1, 1, 1), 1, 255),
     (33, 15, 3, 2, 1, (1, 1, 1, 1), 2, 255),
@@ -132,7 +132,13 @@ DEPTHWISE_CASES = [
     (6, 13, 3, 3, 1, (1, 1, 1, 1), 1, 255),
     (6, 12, 3, 1, 2, (2, 2, 2, 2), 1, 255),
     (40, 66, 3, 2, 1, (1, 1, 1, 1), 1, 255),
+    (16, 40, 11, 1, 1, (5, 5, 5, 5), 1, 255),  # a filter taller than a chunk: 1 row
 ]
+
+
+def test_depthwise_chunks_read_at_most_ten_input_rows():
+    assert [blocked._chunk_rows(*a) for a in [(56, 1, 3), (56, 2, 3), (33, 2, 3), (37, 1, 3),
+                                              (20, 1, 11)]] == [8, 4, 3, 1, 1]
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES,
