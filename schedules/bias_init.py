@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import tvm
 from tvm import s_tir, tirx
 
 
