@@ -592,21 +592,12 @@ def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
 
 
 def global_mean(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
-    """`reduce_mean` over h and w, kept 1x1 (a global average pool): per channel block, the
-    16 channels' int32 sums of `x - zp_x` in one vector, then the kernel's fixed-point divide.
-    Blocked, the pool reads the last conv's output as it is; in NCHW it first waited for a
-    from_blocked of the whole tensor (MobileNetV2: 0.019 ms for 7x7x1280, the pool 0.006)."""
-    n, cb, h, w, _ = x_shape
-    x = te.placeholder(x_shape, x_dtype, name="x")
-    ry = te.reduce_axis((0, h), name="ry")
-    rx = te.reduce_axis((0, w), name="rx")
-    zp = tirx.const(attrs["zp_x"], "int32")
-    sums = te.compute((n, cb, 1, 1, BLOCK), lambda b, c, i, j, ci: te.sum(
-        x[b, c, ry, rx, ci].astype("int32") - zp, axis=[ry, rx]), name="mean_sum")
-    y = te.compute(tuple(sums.shape), lambda *o: kernels._clamp_cast(
-        kernels.fixed_point_multiply(sums[o], attrs["m0"], attrs["shift"]), attrs["zp_y"],
-        attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="reduce_mean")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    """`reduce_mean` over h and w, kept 1x1 (a global average pool): the portable kernel's
+    compute on the 5-D blocked shape, scheduled per channel block with the 16 channels' int32
+    sums in one vector. Blocked, the pool reads the last conv's output as it is; in NCHW it
+    first waited for a from_blocked of the whole tensor (MobileNetV2: 0.019 ms for 7x7x1280,
+    the pool 0.006)."""
+    sch = tvm.s_tir.Schedule(kernels.reduce_mean(x_shape, x_dtype, attrs))
     block = sch.get_sblock("mean_sum")
     b, c, i, j, ci, ky, kx = sch.get_loops(block)
     sch.reorder(b, c, i, j, ky, kx, ci)

@@ -9,8 +9,8 @@ two vectors into 8 qwords, and the odd dwords after a 32-bit shift of the qwords
 per-channel rest of the shift. `2^(k-1) + zp 2^k` is per channel: one 64-bit constant per
 half, hoisted out of the loops over pixels. About 7 vector instructions per 16 outputs before
 the clamp (x = acc + bias is the accumulators' value, `schedules.bias_init`), where LLVM's
-widening of the int64 expression
-(`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2, `vinserti64x4`, an int64 shift) takes about 15.
+widening of the int64 expression (`vpmovzxdq` x2, `vextracti64x4`, `vpmovqd` x2,
+`vinserti64x4`, an int64 shift) takes about 15.
 
 Where a register block has a multiple of 4 output columns and the output is 8-bit, the
 columns go 4 at a time (`requantize_intrin(attrs, COLUMNS)`): the 4 vectors of 16 int32

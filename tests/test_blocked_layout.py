@@ -219,9 +219,8 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
     """One conversion in (the RGB input, blocked by 4 for the stem); every conv, depthwise,
     add, max pool and the global average pool blocked, the 1x1 conv fused with the add it
     feeds; one conversion out for each tensor that leaves (the pool's 1x1 output, which the
-    Gemm reads flat, and the graph's second output). The
-    outputs equal the reference and the NCHW build's; the reference's tensors include the
-    fused conv's own (per-layer reports)."""
+    Gemm reads flat, and the graph's second output). The outputs equal the reference and the
+    NCHW build's; the reference's tensors include the fused conv's own (per-layer reports)."""
     model = _residual_model(rng)
     compiled, inputs = _compile(model, tmp_path, rng, 3)
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
