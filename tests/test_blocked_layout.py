@@ -163,6 +163,54 @@ def test_blocked_depthwise_equals_reference(case, form, rng):
     _check(func, ops, real, c, hi)
 
 
+def _stores(stmt, buffer: str, runs: int = 1) -> int:
+    """How many elements of `buffer` the scheduled `stmt` stores (loops times their stores)."""
+    if isinstance(stmt, tvm.s_tir.SBlockRealize):
+        return _stores(stmt.block, buffer, runs)
+    if isinstance(stmt, tvm.s_tir.SBlock):
+        if isinstance(stmt.body, tvm.tirx.BufferStore):
+            return runs * (stmt.body.buffer.name == buffer)
+        return _stores(stmt.body, buffer, runs)
+    if isinstance(stmt, tvm.tirx.For):
+        return _stores(stmt.body, buffer, runs * int(stmt.extent))
+    if isinstance(stmt, tvm.tirx.SeqStmt):
+        return sum(_stores(s, buffer, runs) for s in stmt)
+    return 0
+
+
+# (channels, size, stride, pads, output rows a chunk (0: the whole plane), columns padded)
+PAD_CASES = [(24, 56, 1, (1, 1, 1, 1), 8, 59), (40, 66, 2, (1, 1, 1, 1), 3, 68),
+             (960, 7, 1, (1, 1, 1, 1), 0, 10), (6, 13, 1, (0, 0, 1, 1), 0, 15)]
+
+
+@pytest.mark.parametrize("case", PAD_CASES, ids=lambda c: "c{}hw{}s{}".format(*c[:3]))
+def test_depthwise_padding_stores_each_byte_once(case):
+    """The padded copy is a fill of its border and a copy of its interior, not a fill of the
+    whole region with the interior copied over it (which stored most bytes twice)."""
+    c, hw, s, pads, chunk, columns = case
+    attrs = _attrs(s, pads, 1, c)
+    cp = blocked.padded_channels(c)
+    func = blocked.depthwise((1, cp // 16, hw, hw, 16), "uint8", (cp, 1, 3, 3), attrs,
+                             "right", True)
+    out = (hw + pads[0] + pads[2] - 3) // s + 1
+    rows_per_chunk = (chunk - 1) * s + 3 if chunk else hw + pads[0] + pads[2]
+    chunks = out // chunk if chunk else 1
+    assert _stores(func.body, "x_pad") == cp // 16 * chunks * rows_per_chunk * columns * 16
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[6], STEM_CASES[0]],
+                         ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
+def test_conv_padding_stores_each_byte_once(case):
+    cin, cout, hw, k, s, pads, batch = case
+    lanes = blocked.STEM_BLOCK if case in STEM_CASES else blocked.BLOCK
+    shape = (batch, -(-cin // lanes), hw, hw, lanes)
+    func = blocked.BLOCKED_VNNI.build("conv2d", shape, "uint8",
+                                      (blocked.padded_channels(cout), shape[1] * lanes, k, k),
+                                      _attrs(s, pads, 1, 1), shifts="right")
+    padded = (hw + pads[0] + pads[2]) * (hw + pads[1] + pads[3])
+    assert _stores(func.body, "x_pad") == batch * shape[1] * padded * lanes
+
+
 def _residual_model(rng, cin=3, c=24):
     """stem conv (cin -> c) -> ReLU -> max pool -> [conv 3x3 -> ReLU -> depthwise 3x3 ->
     conv 1x1] + skip -> ReLU -> global average pool -> Gemm; and a second output taken
