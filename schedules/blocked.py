@@ -230,16 +230,25 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = _packed_params(w_shape, BLOCK, attrs)
     xp = _padded_input(x, attrs)
+    per_block = lanes // 4  # groups of 4 channels
+    # A 1x1 conv whose channels end in a partly padded block reads only the groups with real
+    # channels (their weights are 0 past them): one loop over the groups, blocks and all.
+    groups = _ceil(attrs.get("channels", [cin])[0], 4)
+    skip = kh * kw == 1 and groups < cb * per_block
+    if skip:
+        cb, per_block = 1, groups
     rcb = te.reduce_axis((0, cb), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
-    rcq = te.reduce_axis((0, lanes // 4), name="rcq")
+    rcq = te.reduce_axis((0, per_block), name="rcq")
     rci = te.reduce_axis((0, 4), name="rci")
     acc = te.compute(
         (n, cout // BLOCK, oh, ow, BLOCK),
         lambda b, ob, i, j, oi: te.sum(
-            xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rcq * 4 + rci].astype("int32")
-            * wp[ob, rcb * (lanes // 4) + rcq, rky, rkx, oi, rci].astype("int32"),
+            xp[b, rcb + rcq // (lanes // 4) if skip else rcb, i * sh + rky * dh,
+               j * sw + rkx * dw, (rcq % (lanes // 4) if skip else rcq) * 4 + rci
+               ].astype("int32")
+            * wp[ob, rcb * per_block + rcq, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rcq, rci]),
         name="acc")
     y = _requantize(acc, params, attrs, shifts)

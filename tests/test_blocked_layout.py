@@ -106,7 +106,9 @@ def test_blocked_conv_equals_reference(case, shifts, rng):
     w, bias, m0, shift = _layer(rng, cout, cin, k, c_out)
     wp = np.zeros((c_out, c_in, k, k), np.int8)
     wp[:, :cin] = w
-    attrs = _attrs(s, pads, dilation[0] if dilation else 1, 1)
+    # `channels` as plan_layout gives them: a 1x1 conv reads only the groups of 4 channels
+    # that have real ones (40: 10 groups of the 12 in 3 blocks)
+    attrs = {**_attrs(s, pads, dilation[0] if dilation else 1, 1), "channels": [cin, cout]}
     x4 = rng.integers(0, 256, (batch, cin, hw, hw)).astype(np.uint8)
     x = to_blocked(x4, {"block": block, "pad": 7})  # a padded input channel: any value
     packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, attrs)
@@ -115,6 +117,19 @@ def test_blocked_conv_equals_reference(case, shifts, rng):
     plain = {k: v for k, v in attrs.items() if k != "layout"}
     real = ref_conv2d(x4, w[:cout], bias[:cout], m0[:cout], shift[:cout], plain)
     _check(func, [x, packed, fb, m0, shift], real, cout)
+
+
+@pytest.mark.parametrize("cin, k, terms", [(40, 1, 40), (24, 1, 24), (48, 1, 48), (40, 3, 432)])
+def test_conv_reduces_over_the_real_channels_of_a_pointwise_layer(cin, k, terms):
+    """Per output: the products the reduction takes (a 3x3 keeps whole blocks: 48 x 9)."""
+    cb = -(-cin // 16)
+    attrs = {**_attrs(1, (k // 2,) * 4, 1, 1), "channels": [cin, 32]}
+    func = blocked.BLOCKED_VNNI.workload("conv2d", (1, cb, 8, 8, 16), "uint8",
+                                         (32, cb * 16, k, k), attrs, "right")
+    sch = tvm.s_tir.Schedule(func)
+    acc = sch.get(sch.get_sblock("acc"))
+    reduced = [int(v.dom.extent) for v in acc.iter_vars if v.iter_type == 2]
+    assert int(np.prod(reduced)) == terms
 
 
 # depthwise: (channels, size, kernel, stride, dilation, pads, batch, clamp hi), as in
