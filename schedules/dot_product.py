@@ -123,6 +123,10 @@ NIBBLE_UNPACK = "w_packed_unpack"  # 4-bit weights unpacked (`kernels.weight_ope
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
 BLOCK_CHANNELS = 4  # at most this many output-channel blocks per register block (tuning only)
 BLOCK_ROWS = 4  # at most this many output rows per register block (tuning only)
+# A dense layer's output-channel blocks per register block: independent accumulator chains.
+# One block alone waits out the dot instruction's latency at every step of its reduction
+# (MobileNetV2's 1280 -> 1000 with vpdpbusd, in L2: 38 us; 7 blocks: 19 us).
+DENSE_BLOCKS = 8
 
 
 def _tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
@@ -175,7 +179,9 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
             sch.unroll(loop)
     else:
         b, ob = spatial[:2]
-        obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
+        blocks = int(sch.get(ob).extent)
+        chains = max(d for d in range(1, DENSE_BLOCKS + 1) if blocks % d == 0)
+        obo, obi = _tile(sch, ob, chains, tunable, DENSE_BLOCKS)
         sch.reorder(b, obo, reduction[0], obi, lane, reduction[-1])
         sch.parallel(sch.fuse(b, obo))
         sch.decompose_reduction(block, reduction[0])
