@@ -29,8 +29,8 @@ from qcompiler.weight_layout import canonical
 
 def shift_kind(shift: np.ndarray | None) -> str:
     """"right" when every channel's requantize shift is a right shift (the vector epilogue's
-    cheaper form) of at most 22 more bits (`x86_requantize.RIGHT_SHIFTS`: a multiplier of
-    2^-23 or more, where real layers are near 2^-10), else "any". Part of a kernel's identity:
+    cheaper form) of 2 to 22 more bits (`x86_requantize.RIGHT_SHIFTS`: a multiplier in
+    [2^-23, 1/4), where real layers are near 2^-10), else "any". Part of a kernel's identity:
     tuning rebuilds it the same way."""
     lo, hi = RIGHT_SHIFTS
     return "right" if shift is not None and ((shift >= lo) & (shift <= hi)).all() else "any"

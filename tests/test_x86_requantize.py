@@ -1,6 +1,6 @@
 """The right-shift requantize intrinsic (`schedules.x86_requantize`) against the contract's
-`q_multiply_shift`, bit for bit, at the edges of its ranges: shifts -1 and -22 (the high
-dword alone, and the longest shift of `RIGHT_SHIFTS`), multipliers 0, 2^30 and 2^31 - 1,
+`q_multiply_shift`, bit for bit, at the edges of its ranges: shifts -2 and -22 (the shortest
+and the longest shift of `RIGHT_SHIFTS`), multipliers 0, 2^30 and 2^31 - 1,
 accumulators at the int32 extremes and exactly on rounding ties, for 8- and 16-bit outputs;
 one output column at a time, and (8-bit) four."""
 from __future__ import annotations
@@ -40,8 +40,9 @@ def _operands(rng: np.random.Generator, lo: int, hi: int) -> tuple[np.ndarray, .
     m0 = np.array([0, 1 << 30, (1 << 31) - 1, (1 << 31) - 1] + [1 << 30] * 2
                   + list(rng.integers(1 << 30, 1 << 31, LANES - 6)), np.int64)
     lowest = RIGHT_SHIFTS[0]
-    shift = np.array([-1, -1, -1, lowest, lowest, -2]
-                     + list(rng.integers(lowest, 0, LANES - 6)), np.int64)
+    highest = RIGHT_SHIFTS[1]
+    shift = np.array([highest, highest, highest, lowest, lowest, highest - 1]
+                     + list(rng.integers(lowest, highest + 1, LANES - 6)), np.int64)
     bias = rng.integers(-1000, 1000, LANES)
     limit = (1 << 31) - 1 - 1000
     rows = [np.full(LANES, v) for v in (0, 1, -1, limit, -limit)]
