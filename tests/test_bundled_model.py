@@ -63,7 +63,8 @@ def test_calls_share_one_staged_input_and_stay_independent(batch100, test_set):
     np.testing.assert_array_equal(other, ref.run(qb)[0])
     np.testing.assert_array_equal(lib.run_int(qa)[0], ref.run(qa)[0])
     assert not np.array_equal(lib.run_int(qa)[0], other)
-    assert sorted(lib._staged) == ["float", "int"] and all(len(s) == 1 for s in lib._staged.values())
+    assert sorted(lib._staged) == ["float", "int"]
+    assert all(len(s) == 1 for s in lib._staged.values())
 
 
 def test_inputs_of_the_wrong_shape_or_dtype_are_refused_before_the_copy(batch100, test_set):
@@ -75,7 +76,8 @@ def test_inputs_of_the_wrong_shape_or_dtype_are_refused_before_the_copy(batch100
     q = lib.quantize_inputs(images[:100].reshape(shape).astype(np.float32))[0]
     with pytest.raises(QCompileError, match=r"expected uint8 \[100, 1, 28, 28\], got int8"):
         lib.run_int(q.astype(np.int8))
-    with pytest.raises(QCompileError, match=r"expected float32 \[100, 1, 28, 28\], got float32 \[1"):
+    with pytest.raises(QCompileError,
+                       match=r"expected float32 \[100, 1, 28, 28\], got float32 \[1"):
         lib.run(np.zeros((1, 1, 28, 28), np.float32))
     with pytest.raises(QCompileError, match="expected 1 input"):
         lib.run_int(q, q)
