@@ -15,26 +15,14 @@ from qcompiler.runtime import CompiledModel
 
 
 def median_latency_ms(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> float:
-    return median_latencies_ms([fn], runs, warmup, rounds=1)[0]
-
-
-def median_latencies_ms(fns: list[Callable[[], object] | None], runs: int = 50,
-                        warmup: int = 5, rounds: int = 5) -> list[float | None]:
-    """The median of `runs` timed calls of each function (None: not measured), taken in
-    `rounds` turns of runs/rounds calls each, one function after another: a machine that
-    slows down for a while then slows all of them alike, not whichever ran at the time."""
-    live = [f for f in fns if f is not None]
-    for fn in live:
-        for _ in range(warmup):
-            fn()
-    times: dict[int, list[float]] = {id(f): [] for f in live}
-    for r in range(rounds):
-        for fn in live:
-            for _ in range(runs // rounds + (r < runs % rounds)):
-                t = time.perf_counter()
-                fn()
-                times[id(fn)].append(time.perf_counter() - t)
-    return [float(np.median(times[id(f)]) * 1e3) if f is not None else None for f in fns]
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
 
 
 def batches(x: np.ndarray, size: int) -> list[np.ndarray]:

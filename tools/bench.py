@@ -1,9 +1,8 @@
 """Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8 (quantize_static,
 QDQ, per-channel, uint8 activations, the same calibration data) and qcompiler int8 (its TVM
 module; with --tune/--tuning-db also a tuned one, with --nchw also one built without the
-blocked activation layout, `passes.plan_layout`); the median of N runs after warm-up, taken
-in 5 rounds that go through all of them in turn (`evaluate.median_latencies_ms`), at 1 thread
-and at all cores, batch 1.
+blocked activation layout, `passes.plan_layout`); the median of N runs after warm-up, at 1
+thread and at all cores, batch 1.
 
     python tools/bench.py [bundled resnet50 mobilenetv2] [--runs 50] [--no-layers]
                           [--tune TRIALS] [--tuning-db DIR] [--nchw]
@@ -43,7 +42,7 @@ from export_mobilenetv2 import build as build_mobilenetv2  # noqa: E402
 
 from qcompiler.api import compile_only  # noqa: E402
 from qcompiler.emit import build, emit  # noqa: E402
-from qcompiler.evaluate import median_latencies_ms  # noqa: E402
+from qcompiler.evaluate import median_latency_ms  # noqa: E402
 from qcompiler.model_zoo import light_model_path, perturb_weights  # noqa: E402
 from qcompiler.onnx_import import load_onnx  # noqa: E402
 from qcompiler.relax_access import const_array, is_const, op_name, shape_of  # noqa: E402
@@ -191,10 +190,11 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
         f32, i8 = _session(str(model), n), _session(int8_path, n)
         set_threads(n)
         feeds = {spec["name"]: x}
-        ms = median_latencies_ms([lambda: f32.run(None, feeds), lambda: i8.run(None, feeds),
-                                  lambda: lib.run_int(*q),
-                                  (lambda: tuned_lib.run_int(*q)) if tuned else None,
-                                  (lambda: flat.run_int(*q)) if flat else None], runs)
+        ms = [median_latency_ms(lambda: f32.run(None, feeds), runs),
+              median_latency_ms(lambda: i8.run(None, feeds), runs),
+              median_latency_ms(lambda: lib.run_int(*q), runs),
+              median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None,
+              median_latency_ms(lambda: flat.run_int(*q), runs) if flat else None]
         rows.append((name, n, *ms, compile_s))
     if layers:
         set_threads(1)
