@@ -35,7 +35,6 @@ from qcompiler.qparams import Q31, dtype_range, q_multiply_shift
 from qcompiler.schedules.bias_init import bias_init
 from qcompiler.schedules.depthwise import _has_block
 from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
-from qcompiler.schedules.epilogue import vectorize_row
 from qcompiler.schedules.x86_requantize import (COLUMNS, columns_apply, requantize_intrin,
                                                 right_shift_epilogue)
 from qcompiler.weight_layout import folded_bias, pack
@@ -165,13 +164,6 @@ def _schedule_pad(sch: tvm.s_tir.Schedule, pl: int, w: int) -> None:
     loops = sch.get_loops(sch.get_sblock("x_pad"))
     sch.parallel(sch.fuse(*loops[:2]))
     _schedule_plane_pad(sch, pl, w)
-
-
-def _vectorize_pixels(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None:
-    """A copy or fill of blocked rows as 64-byte vectors: a row of pixels is contiguous
-    (by 16 bytes a pixel, the stores alone took 40% of a padded depthwise)."""
-    *_, col, lane = sch.get_loops(block)
-    vectorize_row(sch, sch.fuse(col, lane), 64)
 
 
 def _epilogue_attrs(sch: tvm.s_tir.Schedule) -> dict | None:
