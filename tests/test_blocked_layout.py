@@ -69,10 +69,10 @@ CONV_CASES = [
     (144, 24, 7, 1, 1, (0, 0, 0, 0), 1),
     (48, 32, 10, 3, 1, (0, 0, 1, 1), 1),  # TF-style asymmetric padding
     (32, 48, 12, 3, 1, (2, 2, 2, 2), 1, 2),  # dilation 2
-    (32, 64, 16, 3, 1, (1, 1, 1, 1), 1),  # 2 channel blocks x 8 columns: 4-column epilogue
+    (32, 64, 16, 3, 1, (1, 1, 1, 1), 1),  # 4 channel blocks x 4 columns: 4-column epilogue
     (40, 144, 12, 1, 1, (0, 0, 0, 0), 2),  # 9 channel blocks: 3 x 4 columns
     (16, 96, 12, 1, 1, (0, 0, 0, 0), 1),  # one input block: 2 x 4 columns
-    (48, 64, 8, 1, 1, (0, 0, 0, 0), 1),  # 4 channel blocks: 4 x 4 columns
+    (48, 32, 16, 1, 1, (0, 0, 0, 0), 1),  # 2 channel blocks x 8 columns
 ]
 
 

@@ -80,3 +80,13 @@ def test_right_shift_epilogue_equals_contract(out, rng):
     inside = (exact > lo) & (exact < hi)
     # results inside the clamp (the arithmetic is checked) in every lane with m0 > 0
     assert inside[:, 1:].any(axis=0).all() and inside.mean() > 0.3
+
+
+def test_only_shifts_of_2_to_22_bits_take_the_right_shift_form():
+    """n = -1 (a multiplier in [1/4, 1/2)) needs the product's low dword: the int64 form."""
+    from qcompiler.schedules import shift_kind
+
+    assert shift_kind(np.array([-2, -9, -22])) == "right"
+    for outside in (-1, -23, 0, 3):
+        assert shift_kind(np.array([-2, outside, -9])) == "any"
+    assert shift_kind(None) == "any"
