@@ -20,13 +20,14 @@ import json
 
 import numpy as np
 import tvm
+from qcompiler.schedules import shift_kind
+from qcompiler.schedules.x86 import blocked
+from qcompiler.targets.target import Target
 from tvm import relax
 
-from qcompiler import nibbles
+from qcompiler.numerics import nibbles
+from qcompiler.numerics.weight_layout import canonical, folded_bias, pack_depthwise
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
-from qcompiler.schedules import blocked, shift_kind
-from qcompiler.targets.target import Target
-from qcompiler.weight_layout import canonical, folded_bias, pack_depthwise
 
 MIN_STEM_CHANNELS = 16  # fewer channels on an NCHW tensor: a stem (blocked by 4)
 # main_int's attribute naming its blocked tensors (they keep their names) with their channel

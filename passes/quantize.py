@@ -2,7 +2,7 @@
 
 Per the numeric contract (shared/DESIGN.md), with Q = 2^(weight_bits - 1) - 1 (127, or 7):
   weights    W_q[c] = clamp(rint(W[c] / s_w[c]), -Q, Q),  s_w[c] = max|W[c]| / Q  (int8 storage;
-             4-bit: two per byte, `qcompiler.nibbles`)
+             4-bit: two per byte, `qcompiler.numerics.nibbles`)
   bias       b_q[c] = rint(b[c] / (s_x * s_w[c]))  (int32)
   requant    y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
   activation ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
@@ -15,7 +15,6 @@ main_int -> dequantize -> float out).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -23,15 +22,31 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler import kernels, lut, nibbles
-from qcompiler import resize as resize_tables
-from qcompiler.calibrate import tensor_bindings
+from qcompiler import kernels
 from qcompiler.errors import QCompileError
-from qcompiler.qdq_import import WeightTable
-from qcompiler.qparams import QParams, dtype_range, quantize_multiplier, symmetric_weight_scales
-from qcompiler.relax_access import (const_array, dtype_of, int_list, is_const,
-                                    is_tensor_const, op_name, output_exprs, prim_float,
-                                    shape_of)
+from qcompiler.frontend.qdq_import import WeightTable
+from qcompiler.graph_meta import LayerRecord, attach_graph_meta
+from qcompiler.numerics import lut, nibbles
+from qcompiler.numerics import resize as resize_tables
+from qcompiler.numerics.calibrate import tensor_bindings
+from qcompiler.numerics.qparams import (
+    QParams,
+    dtype_range,
+    quantize_multiplier,
+    symmetric_weight_scales,
+)
+from qcompiler.numerics.shapes import conv2d_transpose_out_hw, pool2d_out_hw
+from qcompiler.relax_access import (
+    const_array,
+    dtype_of,
+    int_list,
+    is_const,
+    is_tensor_const,
+    op_name,
+    output_exprs,
+    prim_float,
+    shape_of,
+)
 
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
 RESIZE_BITS = 10  # fractional bits of each bilinear weight (per axis): 2^20 for the 4 taps
@@ -42,20 +57,6 @@ TABLE_OPS = ("relax.sigmoid", "relax.tanh", "relax.nn.leakyrelu", "relax.nn.prel
 PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.nn.max_pool2d",
                              "relax.nn.relu", "relax.clip"})
 
-
-@dataclass
-class LayerRecord:
-    """One line of the compile summary: what a float op became."""
-
-    name: str
-    op: str
-    status: str  # "integer" or "float"
-    detail: str = ""
-    index: int = -1  # position among the float graph's tensor bindings (calibration order)
-    tensor: str = ""  # the integer tensor's variable in main_int
-    scale: float = 0.0
-    zero_point: int = 0
-    weight_bits: int = 0  # conv/dense: the bits of its weights (0: no weights)
 
 
 class _Value:
@@ -198,7 +199,7 @@ class _Realizer:
 
     def channel_operands(self, w_q: np.ndarray, per_channel: tuple, attrs: dict) -> list:
         """The constant operands of a conv/dense kernel: its weights, as nibbles for a 4-bit
-        layer (`qcompiler.nibbles`: half the bytes; `attrs` record it for the kernel and the
+        layer (`qcompiler.numerics.nibbles`: half the bytes; `attrs` record it for the kernel and the
         reference), then the per-channel bias, multiplier and shift."""
         if self.bits_used == 4:
             attrs.update(nibbles.storage_attrs(w_q.shape))
@@ -287,7 +288,7 @@ class _Realizer:
                  "groups": groups, "zp_x": x.qp.zero_point, "zp_y": qp.zero_point,
                  "lo": lo, "hi": hi, "out_dtype": qp.dtype}
         xs = shape_of(x.expr)
-        if kernels.conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
+        if conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
             return None
         args = [x.expr, *self.channel_operands(w_q, (b_q, m0, shift), attrs)]
         func = kernels.conv2d_transpose(xs, x.qp.dtype, w_q.shape, attrs)
@@ -686,13 +687,11 @@ class _Realizer:
         self.check_layer_keys()
         self._float_wrapper(main, params, outs, out_vals)
         mod = self.bb.get()
-        meta = {"inputs": [{"name": p.name, "shape": list(shape_of(p)), **q.to_json()}
-                           for p, q in zip(main.params, self.in_qp)],
-                "outputs": [{"name": o.name, "shape": list(shape_of(v.expr)),
-                             **v.qp.to_json()} for o, v in zip(outs, out_vals)],
-                "layers": [r.__dict__ for r in self.layers]}
-        mod["main_int"] = mod["main_int"].with_attr("qcompiler.graph", json.dumps(meta))
-        return mod
+        return attach_graph_meta(
+            mod, [{"name": p.name, "shape": list(shape_of(p)), **q.to_json()}
+                  for p, q in zip(main.params, self.in_qp)],
+            [{"name": o.name, "shape": list(shape_of(v.expr)), **v.qp.to_json()}
+             for o, v in zip(outs, out_vals)], self.layers)
 
     def _locate(self, record: LayerRecord, index: int, var: relax.Var) -> None:
         """Where a layer's value lives in both graphs, for per-layer error reports."""
@@ -768,8 +767,7 @@ def _window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
     kh, kw = geo["kernel"]
     sh, sw = geo["strides"]
     pt, pl, pb, pr = geo["padding"]
-    oh = (h + pt + pb - kh) // sh + 1
-    ow = (w + pl + pr - kw) // sw + 1
+    oh, ow = pool2d_out_hw((h, w), geo)
     if include_pad:
         return np.full((oh, ow), kh * kw, np.int64)
     ys = np.arange(oh) * sh - pt
@@ -809,7 +807,3 @@ def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],
 
     return transform
 
-
-def graph_meta(mod: tvm.IRModule) -> dict:
-    """Inputs, outputs (with qparams) and per-layer status recorded by `quantize`."""
-    return json.loads(str(mod["main_int"].attrs["qcompiler.graph"]))

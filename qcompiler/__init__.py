@@ -22,6 +22,6 @@ def compile(model: str | Path, calib: str | Path | None, out: str | Path,  # noq
 
 def load(path: str | Path, threads: int | None = None):  # -> CompiledModel
     """A compiled model folder; `threads`: worker threads of the TVM module (default: TVM's)."""
-    from qcompiler.runtime import load as _load
+    from qcompiler.backend.runtime import load as _load
 
     return _load(path, threads=threads)

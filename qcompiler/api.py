@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qcompiler.calibrate import load_calibration
+from qcompiler.backend.emit import build, check_out_dir, emit
+from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
-from qcompiler.emit import build, check_out_dir, emit
-from qcompiler.onnx_import import graph_inputs, load_onnx
+from qcompiler.frontend.onnx_import import graph_inputs, load_onnx
+from qcompiler.numerics.calibrate import load_calibration
 from qcompiler.pipeline import Compiled, compile_model
-from qcompiler.runtime import CompiledModel
 from qcompiler.targets import check_toolchain, get_target
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qcompiler.config import TARGETS, CompileConfig
 from qcompiler.errors import QCompileError
-from qcompiler.observers import OBSERVERS
+from qcompiler.numerics.observers import OBSERVERS
 
 EVAL_SETS = ("fashion-mnist",)
 
@@ -77,16 +77,25 @@ def _fmt_bytes(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qcompiler.calibrate import load_calibration
-    from qcompiler.emit import build, check_out_dir, emit
-    from qcompiler.evaluate import (float_predictions, int8_predictions, median_latency_ms,
-                                    ort_latency_ms)
-    from qcompiler.mixed_precision import load_precision
-    from qcompiler.onnx_import import graph_inputs, import_onnx, initializer_bytes, load_onnx
+    from qcompiler.backend.emit import build, check_out_dir, emit
+    from qcompiler.backend.runtime import load
+    from qcompiler.evaluation.metrics import (
+        float_predictions,
+        int8_predictions,
+        median_latency_ms,
+        ort_latency_ms,
+    )
+    from qcompiler.frontend.onnx_import import (
+        graph_inputs,
+        import_onnx,
+        initializer_bytes,
+        load_onnx,
+    )
+    from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
+    from qcompiler.numerics.calibrate import load_calibration
+    from qcompiler.numerics.mixed_precision import load_precision
     from qcompiler.pipeline import compile_model
-    from qcompiler.qdq_import import is_qdq, strip_qdq
     from qcompiler.reference import Reference
-    from qcompiler.runtime import load
     from qcompiler.targets import check_toolchain, get_target
 
     if args.threads < 1:
@@ -148,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if compiled.precision:
         _print_precision(compiled.precision, layers, args.mixed_precision)
     if compiled.tuning:
-        from qcompiler.tuning import table
+        from qcompiler.tuning.tune import table
 
         new = sum(r.trials for r in compiled.tuning)
         print(f"  tuning:     {len(compiled.tuning)} kernel(s), {new} new trial(s), database "
@@ -174,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     sample = next(iter(calib.values())) if calib else \
         _random_inputs(compiled.in_qparams[0], inputs[0])
     if args.eval:
-        from qcompiler.datasets import load_fashion_mnist
+        from qcompiler.evaluation.datasets import load_fashion_mnist
 
         images, labels = load_fashion_mnist("t10k")
         if args.eval_limit:
@@ -214,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  latency:    int8 (qcompiler) {i_ms:.3f} ms; onnxruntime could not run the "
                   f"model ({type(exc).__name__})")
     if args.report:
-        from qcompiler.report import layer_sqnr, write_report
+        from qcompiler.evaluation.report import layer_sqnr, write_report
 
         data = calib or {i.name: _random_inputs(q, i)
                          for q, i in zip(compiled.in_qparams, inputs)}
@@ -245,7 +254,7 @@ def _random_inputs(qp: object, spec: object, n: int = 16) -> object:
     """Inputs spread over the first input's quantized range, for a model with no data given."""
     import numpy as np
 
-    from qcompiler.qparams import dtype_range
+    from qcompiler.numerics.qparams import dtype_range
 
     lo, hi = dtype_range(qp.dtype)
     rng = np.random.default_rng(0)

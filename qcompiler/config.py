@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from qcompiler.errors import QCompileError
-from qcompiler.observers import OBSERVERS
+from qcompiler.numerics.observers import OBSERVERS
 
 TARGETS = ("x86", "arm", "hexagon")
 WEIGHT_BITS = (4, 8)       # symmetric in [-7, 7] (two per byte) or [-127, 127] (int8)
@@ -35,9 +35,9 @@ class CompileConfig:
     # index in the summary ("#12", since names can repeat) -> 4 or 8.
     layer_weight_bits: dict[str, int] = field(default_factory=dict)
     # Mixed precision: the fraction of conv/dense weight elements kept at 8 bits; the least
-    # sensitive layers (measured on the calibration data) take 4 bits (qcompiler.mixed_precision).
+    # sensitive layers (measured on the calibration data) take 4 bits (qcompiler.numerics.mixed_precision).
     mixed_precision: float | None = None
-    # Autotuning (qcompiler.tuning): trials per kernel (0: none), the database folder (records
+    # Autotuning (qcompiler.tuning.tune): trials per kernel (0: none), the database folder (records
     # are reused whenever it is given, tuning or not), and TVM's RPC tracker "host:port:key".
     tune_trials: int = 0
     tuning_db: str | None = None

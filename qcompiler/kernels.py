@@ -14,8 +14,9 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from qcompiler import nibbles
-from qcompiler.qparams import Q31, dtype_range
+from qcompiler.numerics import nibbles
+from qcompiler.numerics.qparams import Q31, dtype_range
+from qcompiler.numerics.shapes import conv2d_out_hw, conv2d_transpose_out_hw, pool2d_out_hw
 
 
 def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
@@ -49,7 +50,7 @@ def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
 
 def weight_operand(shape: tuple, attrs: dict, name: str = "w") -> tuple[te.Tensor, te.Tensor]:
     """(the kernel's weight parameter, the int8 tensor of `shape` its compute reads): one
-    placeholder, or with nibble storage (`qcompiler.nibbles`) the uint8 bytes and an unpack
+    placeholder, or with nibble storage (`qcompiler.numerics.nibbles`) the uint8 bytes and an unpack
     stage, `w = (nib ^ 8) - 8` in int32. The stage is a separate block (computed once per call,
     at the kernel's root), so the dot-product schedules still tensorize a plain int8 buffer;
     `unpack_in_pairs` schedules it."""
@@ -123,16 +124,6 @@ def dequantize(shape: tuple, dtype: str, scale: float, zp: int) -> tirx.PrimFunc
     y = te.compute(shape, lambda *i: (q[i].astype("int32") - zp).astype("float32")
                    * tirx.const(scale, "float32"), name="dequantize")
     return _prim_func("dequantize", {"scale": scale, "zero_point": zp}, [q, y])
-
-
-def conv2d_out_hw(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[int, int]:
-    """Output rows and columns of a conv (padding top, left, bottom, right; dilated taps):
-    one formula for the portable kernel and every target schedule."""
-    (h, w), (kh, kw) = x_shape[2:], w_shape[2:]
-    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
-    pt, pl, pb, pr = attrs["padding"]
-    return ((h + pt + pb - dh * (kh - 1) - 1) // sh + 1,
-            (w + pl + pr - dw * (kw - 1) - 1) // sw + 1)
 
 
 def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
@@ -234,23 +225,13 @@ def requantize(shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     return _prim_func("requantize", attrs, [x, y])
 
 
-def _pool_geometry(x_shape: tuple, attrs: dict) -> tuple[int, int]:
-    _, _, h, w = x_shape
-    kh, kw = attrs["kernel"]
-    sh, sw = attrs["strides"]
-    pt, pl, pb, pr = attrs["padding"]
-    oh = (h + pt + pb - kh) // sh + 1
-    ow = (w + pl + pr - kw) // sw + 1
-    return oh, ow
-
-
 def max_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     """Max over the window on the integers (monotonic, so the qparams pass through).
 
     Padding takes the dtype's minimum, which never wins against a real element.
     """
     n, c, h, w = x_shape
-    oh, ow = _pool_geometry(x_shape, attrs)
+    oh, ow = pool2d_out_hw(x_shape[2:], attrs)
     kh, kw = attrs["kernel"]
     sh, sw = attrs["strides"]
     pt, pl, _, _ = attrs["padding"]
@@ -275,7 +256,7 @@ def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     `y[i, j] = clamp(zp_y + qms(sum, M0[i, j], n[i, j]))`, `M[i, j] = s_x / (s_y * count[i, j])`.
     """
     n, c, h, w = x_shape
-    oh, ow = _pool_geometry(x_shape, attrs)
+    oh, ow = pool2d_out_hw(x_shape[2:], attrs)
     kh, kw = attrs["kernel"]
     sh, sw = attrs["strides"]
     pt, pl, _, _ = attrs["padding"]
@@ -300,7 +281,7 @@ def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
 
 
 def lut(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict) -> tirx.PrimFunc:
-    """`y = T[c, x - qmin]`: a gather from a compile-time table (see `qcompiler.lut`).
+    """`y = T[c, x - qmin]`: a gather from a compile-time table (see `qcompiler.numerics.lut`).
 
     T has one row per channel of `attrs["axis"]`, or a single row shared by every element.
     """
@@ -452,9 +433,3 @@ def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
     return _prim_func("conv2d_transpose", attrs, [x, *params, y])
 
 
-def conv2d_transpose_out_hw(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[int, int]:
-    """ONNX: `(in - 1) * stride - pad_begin - pad_end + dilation * (k - 1) + 1 + out_pad`."""
-    pt, pl, pb, pr = attrs["padding"]
-    return tuple((i - 1) * s - a - b + d * (k - 1) + 1 + op for i, s, a, b, d, k, op in zip(
-        x_shape[2:], attrs["strides"], (pt, pl), (pb, pr), attrs["dilation"], w_shape[2:],
-        attrs["output_padding"]))

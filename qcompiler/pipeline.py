@@ -16,11 +16,19 @@ import onnx
 import tvm
 from tvm import relax
 
-from qcompiler.calibrate import calibrate, calibration_batch, channel_means, tensor_bindings
 from qcompiler.config import CompileConfig
 from qcompiler.errors import CalibrationDataError, QCompileError
-from qcompiler.mixed_precision import LayerChoice, choose_bits, layer_sensitivity
-from qcompiler.onnx_import import ModelInput, graph_inputs, import_onnx
+from qcompiler.frontend.onnx_import import ModelInput, graph_inputs, import_onnx
+from qcompiler.frontend.qdq_bindings import given_qparams
+from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
+from qcompiler.numerics.calibrate import (
+    calibrate,
+    calibration_batch,
+    channel_means,
+    tensor_bindings,
+)
+from qcompiler.numerics.mixed_precision import LayerChoice, choose_bits, layer_sensitivity
+from qcompiler.numerics.qparams import QParams
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.equalize_cross_layer import equalize_cross_layer
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
@@ -29,13 +37,10 @@ from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.passes.quantize import realize
-from qcompiler.qdq_bindings import given_qparams
-from qcompiler.qdq_import import is_qdq, strip_qdq
-from qcompiler.qparams import QParams
 from qcompiler.schedules import apply_schedules
 from qcompiler.targets import get_target
-from qcompiler.targets.x86 import x86_target
 from qcompiler.targets.target import Target
+from qcompiler.targets.x86 import x86_target
 
 STAGES = ("import", "float", "quantized")
 
@@ -94,7 +99,7 @@ class Compiled:
     in_qparams: list[QParams]
     timings: dict[str, float] = field(default_factory=dict)
     precision: list[LayerChoice] = field(default_factory=list)  # the mixed-precision choice
-    tuning: list = field(default_factory=list)  # qcompiler.tuning.TaskResult per tuned kernel
+    tuning: list = field(default_factory=list)  # qcompiler.tuning.tune.TaskResult per tuned kernel
 
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
@@ -123,7 +128,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     if config.schedules and config.tuning_root() is not None:
-        from qcompiler.tuning import open_database
+        from qcompiler.tuning.tune import open_database
 
         open_database(Path(config.tuning_root()), target)  # a bad folder fails before any work
     timings = {}
@@ -185,7 +190,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     tuning = []
     root = config.tuning_root()
     if config.schedules and root is not None:
-        from qcompiler.tuning import apply_tuned, parse_tracker, tune
+        from qcompiler.tuning.tune import apply_tuned, parse_tracker, tune
 
         if config.tune_trials:
             tuning = tune(qmod, target, tvm_target, config.tune_trials, Path(root),

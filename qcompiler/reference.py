@@ -17,11 +17,10 @@ import tvm
 from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
-from qcompiler.lut import tables
-from qcompiler.qparams import dtype_range, q_multiply_shift
-from qcompiler.relax_access import (const_array, int_list, is_const, op_name, output_exprs,
-                                    shape_of)
-from qcompiler.weight_layout import canonical, unfold_bias
+from qcompiler.numerics.lut import tables
+from qcompiler.numerics.qparams import dtype_range, q_multiply_shift
+from qcompiler.numerics.weight_layout import canonical, unfold_bias
+from qcompiler.relax_access import const_array, int_list, is_const, op_name, output_exprs, shape_of
 
 
 def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:

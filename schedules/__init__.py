@@ -2,8 +2,8 @@
 
 A scheduled kernel computes what the portable kernel computes, from operands prepared once at
 compile time: its weights packed for the dot-product instruction and the zero point folded into
-its bias (`qcompiler.weight_layout`), as nibbles again if the portable kernel stored them so
-(`qcompiler.nibbles`). Its attributes say so (`packed_lanes`, `w_shape`, `nibble_shape`), which
+its bias (`qcompiler.numerics.weight_layout`), as nibbles again if the portable kernel stored them so
+(`qcompiler.numerics.nibbles`). Its attributes say so (`packed_lanes`, `w_shape`, `nibble_shape`), which
 is all the reference needs to read the same numbers back. The graph is otherwise unchanged.
 """
 from __future__ import annotations
@@ -11,20 +11,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import tvm
+from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
+from qcompiler.schedules.hexagon.vector import HVX_VECTOR, VectorRule
+from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
+from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
+from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
+from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
+from qcompiler.targets.target import Target
 from tvm import relax
 
-from qcompiler import nibbles
+from qcompiler.numerics import nibbles
+from qcompiler.numerics.weight_layout import canonical
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
-from qcompiler.schedules.blocked import BLOCKED_VNNI
-from qcompiler.schedules.depthwise import DEPTHWISE, DEPTHWISE_VNNI
-from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
-from qcompiler.schedules.x86_requantize import RIGHT_SHIFTS
-from qcompiler.schedules.columns import X86_VNNI_COLUMNS
-from qcompiler.schedules.hvx_vector import HVX_VECTOR, VectorRule
-from qcompiler.targets.target import Target
-from qcompiler.weight_layout import canonical
 
 
 def shift_kind(shift: np.ndarray | None) -> str:

@@ -12,14 +12,14 @@ and the graph are unchanged); inside, the computation is re-laid for the instruc
 
 with activations packed to 4-channel blocks in the kernel (spatial padding = zp_x, channel
 padding = 0) and weights packed to L x 4 blocks once, at compile time
-(`qcompiler.weight_layout`). Raw byte products need the zero point out of the dot product,
+(`qcompiler.numerics.weight_layout`). Raw byte products need the zero point out of the dot product,
 which the packed bias carries:
 
     sum (x - zp_x) w + b = sum x w + (b - zp_x * sum w)      (exact in int32)
 
 then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
 `w_shape`, from which the reference unpacks the weights and the bias. A 4-bit layer's `wp` is
-stored as nibbles (`qcompiler.nibbles`) and unpacked to int8 at the kernel's root, once per
+stored as nibbles (`qcompiler.numerics.nibbles`) and unpacked to int8 at the kernel's root, once per
 call, so the instruction still reads plain int8 bytes.
 """
 from __future__ import annotations
@@ -32,20 +32,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from qcompiler.schedules.hexagon.stages import schedule_stages, vector_epilogue
+from qcompiler.schedules.intrinsics import load_intrinsics
 from tvm import te, tirx
 
-from qcompiler import kernels, nibbles
-from qcompiler.weight_layout import folded_bias, pack, packed_shape
-from qcompiler.schedules.intrinsics import load_intrinsics
-from qcompiler.schedules.hvx_stages import schedule_stages, vector_epilogue
-
-
-def _ceil(n: int, k: int) -> int:
-    return (n + k - 1) // k
+from qcompiler import kernels
+from qcompiler.numerics import nibbles
+from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
+from qcompiler.numerics.weight_layout import folded_bias, pack, packed_shape
 
 
 def _ceil4(n: int) -> int:
-    return _ceil(n, 4)
+    return ceil_div(n, 4)
 
 
 def _packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
@@ -65,8 +63,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     sh, sw = attrs["strides"]
     pt, pl, pb, pr = attrs["padding"]
     dh, dw = attrs["dilation"]
-    oh, ow = kernels.conv2d_out_hw(x_shape, w_shape, attrs)
-    c4, o4, L = _ceil4(cin), _ceil(cout, lanes), lanes
+    oh, ow = conv2d_out_hw(x_shape, w_shape, attrs)
+    c4, o4, L = _ceil4(cin), ceil_div(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = _packed_params(w_shape, L, attrs)
@@ -103,7 +101,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     """`acc[n, o/L, o%L] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/L, k/4, o%L, k%4]`."""
     n, k = x_shape
     cout, _ = w_shape
-    k4, o4, L = _ceil4(k), _ceil(cout, lanes), lanes
+    k4, o4, L = _ceil4(k), ceil_div(cout, lanes), lanes
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = _packed_params(w_shape, L, attrs)
     xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
@@ -150,7 +148,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
     each) are computed together, the reduction outside them, so each weight vector is loaded
     once per J x R products and the accumulators stay in registers; the requantize epilogue runs on each block
     right after it is complete, while it is in cache. `tunable` turns J, R and K into sampled
-    tiles (the design space of `qcompiler.tuning`: tile decisions are what a trace can replay
+    tiles (the design space of `qcompiler.tuning.tune`: tile decisions are what a trace can replay
     with new values; a choice of loop order made in Python could not be); their first values
     are the fixed schedule's.
     """
@@ -290,7 +288,7 @@ class DotProduct:
 
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
-X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86_vnni",
+X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86.vnni",
                       "VNNI_DOT_16x4_INTRIN")
-HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hvx_vrmpy",
+HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hexagon.vrmpy",
                            "VRMPY_ALIGNED_INTRIN", vector_stages=True)

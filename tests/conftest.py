@@ -51,8 +51,8 @@ def compile_and_compare(model: onnx.ModelProto, tmp: Path, calib: dict[str, np.n
     Returns (compiled artifacts, loaded model) for further assertions.
     """
     from qcompiler.api import compile_only
-    from qcompiler.emit import build, emit
-    from qcompiler.runtime import CompiledModel
+    from qcompiler.backend.emit import build, emit
+    from qcompiler.backend.runtime import CompiledModel
 
     mpath, cpath = save_model(model, tmp), save_calib(calib, tmp)
     out = tmp / "out"

@@ -10,8 +10,8 @@ import pytest
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL
 
 import qcompiler
-from qcompiler.datasets import load_fashion_mnist
-from qcompiler.evaluate import float_predictions, int8_predictions
+from qcompiler.evaluation.datasets import load_fashion_mnist
+from qcompiler.evaluation.metrics import float_predictions, int8_predictions
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_set():
 def batch100(tmp_path_factory):
     """Compiled once at batch 100 with the default observer, plus its reference."""
     from qcompiler.api import compile_only
-    from qcompiler.emit import build, emit
+    from qcompiler.backend.emit import build, emit
     from qcompiler.reference import Reference
 
     out = tmp_path_factory.mktemp("fashion") / "out"

@@ -97,11 +97,11 @@ def test_add_kernel_with_large_multipliers_saturates_exactly(m, rng):
     """The add kernel against the ideal `clamp(zp + round((a-za)*m + (b-zb)*m))`, over the
     whole uint8 range, compiled by TVM and in the reference."""
     import tvm
+    from qcompiler.passes.quantize import _signed_bits
     from tvm import relax
 
     from qcompiler import kernels, reference
-    from qcompiler.passes.quantize import _signed_bits
-    from qcompiler.qparams import quantize_multiplier
+    from qcompiler.numerics.qparams import quantize_multiplier
 
     k = int(min(16, max(0, 30 - _signed_bits("uint8") - int(np.ceil(np.log2(m))))))
     m0, sh = quantize_multiplier(m * 2.0**k)

@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-from qcompiler.fuzz import (GraphCase, base_model, check_case, cnn_graphs, load_case, mutate,
-                            save_case)
+from support.fuzz_graphs import (
+    GraphCase,
+    base_model,
+    check_case,
+    cnn_graphs,
+    load_case,
+    mutate,
+    save_case,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "tests" / "fixtures" / "fuzz").glob("*.onnx"))

@@ -201,8 +201,9 @@ def _build_and_run(func, *args: np.ndarray, out_shape: tuple, out_dtype: str) ->
                                                ("prelu", [{"alpha": 0.25}, {"alpha": -0.5}])])
 def test_int16_table_kernel(fn, channel_params, rng):
     """16-bit inputs (no target uses them yet) get 65,536-entry tables, same kernel."""
-    from qcompiler import kernels, lut, reference
-    from qcompiler.qparams import QParams
+    from qcompiler import kernels, reference
+    from qcompiler.numerics import lut
+    from qcompiler.numerics.qparams import QParams
 
     attrs = lut.lut_attrs(fn, channel_params, 1, QParams(3e-4, 17, "int16"),
                           QParams(1 / 30000, -5, "int16"))
@@ -286,10 +287,10 @@ def test_c_library_matches_reference(target, tmp_path, rng):
     """The runtime-free C library, natively or in qemu; int8 activations (arm) index the tables
     from -128."""
     from qcompiler.api import compile_only
-    from qcompiler.emit import build, emit
-    from qcompiler.qparams import dtype_range
+    from qcompiler.backend.emit import build, emit
+    from qcompiler.backend.runtime import StandaloneModel
+    from qcompiler.numerics.qparams import dtype_range
     from qcompiler.reference import Reference
-    from qcompiler.runtime import StandaloneModel
 
     mpath, cpath = tmp_path / "m.onnx", tmp_path / "calib.npz"
     onnx_model = _every_elementwise_op(rng)
@@ -310,7 +311,7 @@ def test_c_library_matches_reference(target, tmp_path, rng):
 
 def test_prelu_with_a_slope_per_element_is_a_one_line_error(tmp_path, rng):
     from qcompiler.errors import UnsupportedModelError
-    from qcompiler.onnx_import import check_supported
+    from qcompiler.frontend.onnx_import import check_supported
 
     model = _one_op("PRelu", {}, (1, 3, 4, 4), {"slope": rng.uniform(0, 1, (3, 4, 4))},
                     ("slope",))

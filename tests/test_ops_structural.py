@@ -10,9 +10,9 @@ from conftest import compile_and_compare, make_model
 from onnx import helper, numpy_helper
 from tvm import relax
 
+from qcompiler.backend.runtime import StandaloneModel
 from qcompiler.reference import Reference
 from qcompiler.relax_access import const_array, is_const, op_name
-from qcompiler.runtime import StandaloneModel
 
 
 def _const(name: str, values: list, dtype: type = np.int64) -> helper.NodeProto:
@@ -264,7 +264,7 @@ def _constants(mod) -> list[np.ndarray]:
 
 def test_unsupported_conv_transpose_output_shape_is_named():
     from qcompiler.errors import UnsupportedModelError
-    from qcompiler.onnx_import import check_supported
+    from qcompiler.frontend.onnx_import import check_supported
 
     w = np.zeros((2, 2, 3, 3), np.float32)
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], output_shape=[7, 7],
@@ -291,7 +291,7 @@ def test_pad_old_opsets_import_as_relax_pad(opset, tmp_path, rng):
 
 def test_unsupported_pad_mode_is_named():
     from qcompiler.errors import UnsupportedModelError
-    from qcompiler.onnx_import import check_supported
+    from qcompiler.frontend.onnx_import import check_supported
 
     nodes = [_const("p", [0, 0, 1, 1, 0, 0, 1, 1]),
              helper.make_node("Pad", ["x", "p"], ["y"], mode="wrap", name="pad7")]

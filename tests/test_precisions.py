@@ -64,7 +64,7 @@ def test_config_rejects_bits(field, value, message):
 
 
 def test_int16_qparams_are_symmetric():
-    from qcompiler.qparams import compute_qparams
+    from qcompiler.numerics.qparams import compute_qparams
 
     qp = compute_qparams(-1.0, 3.0, "int16")
     assert qp.zero_point == 0 and qp.scale == np.float32(3.0 / 32767)

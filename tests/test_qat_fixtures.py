@@ -15,8 +15,8 @@ from conftest import ROOT, check_against_reference
 from onnx import numpy_helper
 from test_qdq import compile_qdq, kernel_weights
 
-from qcompiler.datasets import load_fashion_mnist
-from qcompiler.evaluate import int8_predictions
+from qcompiler.evaluation.datasets import load_fashion_mnist
+from qcompiler.evaluation.metrics import int8_predictions
 
 FIXTURES = ROOT / "tests" / "fixtures" / "qat"
 EVAL_IMAGES = 1000

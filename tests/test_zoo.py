@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
-
-from qcompiler.model_zoo import LIGHT_MODELS, MUST_BE_INTEGER, check_model, light_model_path
+from support.model_zoo import LIGHT_MODELS, MUST_BE_INTEGER, check_model, light_model_path
 
 # What may stay float: the pieces TVM's frontend makes of LRN (no integer kernel by design).
 LRN_PIECES = {"expand_dims", "power", "nn.avg_pool3d", "squeeze", "multiply", "divide"}

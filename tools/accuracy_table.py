@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from qcompiler.api import compile_only
+from qcompiler.backend.emit import build, emit
+from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
-from qcompiler.datasets import load_fashion_mnist
-from qcompiler.emit import build, emit
-from qcompiler.evaluate import float_predictions, int8_predictions
+from qcompiler.evaluation.datasets import load_fashion_mnist
+from qcompiler.evaluation.metrics import float_predictions, int8_predictions
 from qcompiler.reference import Reference
-from qcompiler.runtime import CompiledModel
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_MODEL = ROOT / "models" / "fashion_cnn.onnx"

@@ -8,7 +8,7 @@ thread and at all cores, batch 1.
                           [--tune TRIALS] [--tuning-db DIR] [--nchw]
 
 Models: `bundled` (models/fashion_cnn.onnx), `resnet50` (the ONNX wheel's light ResNet-50, its
-constant-fill weights perturbed, see qcompiler.model_zoo), `mobilenetv2`
+constant-fill weights perturbed, see support.model_zoo), `mobilenetv2`
 (tools/export_mobilenetv2.py, random weights). Ratios > 1 mean qcompiler is faster.
 
 Per conv/dense layer (1 thread): the kernel's median time (the VM's instrument hook around each
@@ -34,21 +34,23 @@ import onnx
 import onnx.version_converter
 import onnxruntime as ort
 import tvm
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_mobilenetv2 import build as build_mobilenetv2  # noqa: E402
 
 from qcompiler.api import compile_only  # noqa: E402
-from qcompiler.emit import build, emit  # noqa: E402
-from qcompiler.evaluate import median_latency_ms  # noqa: E402
-from qcompiler.model_zoo import light_model_path, perturb_weights  # noqa: E402
-from qcompiler.onnx_import import load_onnx  # noqa: E402
+from qcompiler.backend.emit import build, emit  # noqa: E402
+from qcompiler.evaluation.metrics import median_latency_ms  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+from support.model_zoo import light_model_path, perturb_weights  # noqa: E402
+
+from qcompiler.backend.runtime import CompiledModel, set_threads  # noqa: E402
+from qcompiler.frontend.onnx_import import load_onnx  # noqa: E402
+from qcompiler.numerics.weight_layout import canonical  # noqa: E402
 from qcompiler.relax_access import const_array, is_const, op_name, shape_of  # noqa: E402
-from qcompiler.runtime import CompiledModel, set_threads  # noqa: E402
-from qcompiler.tuning import table  # noqa: E402
-from qcompiler.weight_layout import canonical  # noqa: E402
+from qcompiler.tuning.tune import table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("bundled", "resnet50", "mobilenetv2")

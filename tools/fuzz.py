@@ -2,7 +2,7 @@
 
     python tools/fuzz.py --target x86 --n 2000 [--seed 0] [--save tests/fixtures/fuzz]
 
-Each graph (hypothesis strategy `qcompiler.fuzz.cnn_graphs`) is compiled, run, and compared with
+Each graph (hypothesis strategy `support.fuzz_graphs.cnn_graphs`) is compiled, run, and compared with
 `qcompiler.reference` bit for bit. A mismatch is shrunk by hypothesis to a minimal graph and saved
 as `<save>/mismatch_<seed>.onnx` with its calibration `.npz`, a regression fixture for tests/.
 """
@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from tqdm import tqdm
 
 from qcompiler.config import TARGETS
-from qcompiler.fuzz import GraphCase, check_case, cnn_graphs, save_case
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+from support.fuzz_graphs import GraphCase, check_case, cnn_graphs, save_case  # noqa: E402
 
 
 def main() -> int:

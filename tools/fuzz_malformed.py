@@ -2,7 +2,7 @@
 
     python tools/fuzz_malformed.py --n 500 [--seed 0] [--json results.json]
 
-Each case is a corruption of a small valid model (`qcompiler.fuzz.mutate`: flipped bytes,
+Each case is a corruption of a small valid model (`support.fuzz_graphs.mutate`: flipped bytes,
 truncation, wrong attribute types, dangling inputs, inconsistent initializers, cycles, ...).
 The CLI runs in this process; an exception escaping it, an exit status other than 0 (compiled)
 or 2 (one-line user error), a multi-line error, or a case over the time limit is a failure.
@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from qcompiler import cli
-from qcompiler.fuzz import base_model, mutate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+from support.fuzz_graphs import base_model, mutate  # noqa: E402
 
 
 class _Timeout(Exception):

@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
-from qcompiler.calibrate import load_calibration
-from qcompiler.config import CompileConfig
-from qcompiler.emit import emit
-from qcompiler.hexagon_cost import count_packets, per_kernel
-from qcompiler.onnx_import import graph_inputs
-from qcompiler.pipeline import compile_model
 from qcompiler.schedules import apply_schedules
-from qcompiler.schedules.hvx_plain import PLAIN_VECTOR_RULES
+from qcompiler.schedules.hexagon.plain import PLAIN_VECTOR_RULES
 from qcompiler.targets.hexagon import HEXAGON
+
+from qcompiler.backend.emit import emit
+from qcompiler.backend.hexagon_cost import count_packets, per_kernel
+from qcompiler.config import CompileConfig
+from qcompiler.frontend.onnx_import import graph_inputs
+from qcompiler.numerics.calibrate import load_calibration
+from qcompiler.pipeline import compile_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALAR = dataclasses.replace(HEXAGON, tvm_target={**HEXAGON.tvm_target, "mattr": ["-hvx"]},

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from qcompiler.datasets import load_fashion_mnist
+from qcompiler.evaluation.datasets import load_fashion_mnist
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):

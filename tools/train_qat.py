@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from qcompiler.datasets import load_fashion_mnist
+from qcompiler.evaluation.datasets import load_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_MODEL = ROOT / "models" / "fashion_cnn.onnx"

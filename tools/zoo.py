@@ -11,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qcompiler.model_zoo import LIGHT_MODELS, check_model
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+from support.model_zoo import LIGHT_MODELS, check_model  # noqa: E402
 
 
 def main() -> int:

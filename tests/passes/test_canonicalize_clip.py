@@ -6,11 +6,11 @@ import pytest
 import tvm
 from conftest import make_model
 from onnx import helper
-from tvm import relax
-
-from qcompiler.onnx_import import graph_inputs, import_onnx
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.fold_constants import fold_constants
+from tvm import relax
+
+from qcompiler.frontend.onnx_import import graph_inputs, import_onnx
 from qcompiler.relax_access import op_name, prim_float
 
 

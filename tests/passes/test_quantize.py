@@ -5,17 +5,17 @@ import json
 
 import numpy as np
 import pytest
-import tvm
 from conftest import make_model
 from onnx import helper
+from qcompiler.passes.quantize import quantize, realize
 from tvm import relax
 
-from qcompiler.calibrate import tensor_bindings
 from qcompiler.errors import QCompileError
-from qcompiler.onnx_import import graph_inputs
-from qcompiler.passes.quantize import graph_meta, quantize, realize
+from qcompiler.frontend.onnx_import import graph_inputs
+from qcompiler.graph_meta import graph_meta
+from qcompiler.numerics.calibrate import tensor_bindings
+from qcompiler.numerics.qparams import QParams, quantize_multiplier
 from qcompiler.pipeline import float_graph
-from qcompiler.qparams import QParams, quantize_multiplier
 from qcompiler.relax_access import const_array, op_name
 
 

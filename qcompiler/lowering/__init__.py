@@ -1,0 +1,1 @@
+"""How each float op of the graph becomes integer kernels (the quantize pass's lowerings)."""

@@ -1,0 +1,151 @@
+"""Calibration: run the float graph on the user's data and observe every activation.
+
+The observed tensors are the graph inputs and the value of every tensor binding of the fused
+float graph's `main` (composites, pools, concats, ...), in binding order. Calibration runs a
+copy of the graph built at a convenient batch size; results are keyed by binding position so
+they apply to the graph built at the deployment batch.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tvm
+from tqdm import tqdm
+from tvm import relax
+
+from qcompiler.errors import CalibrationDataError
+from qcompiler.frontend.onnx_import import ModelInput
+from qcompiler.numerics.observers import make_observer
+from qcompiler.numerics.qparams import QParams
+
+
+def load_calibration(path: str | Path, inputs: list[ModelInput],
+                     limit: int | None = None) -> dict[str, np.ndarray]:
+    """Read `--calib FILE.npz | DIR` and check it against the model's inputs.
+
+    npz: one array per input, keyed by input name (a single-input model takes any one key).
+    DIR: `<input name>.npy` per input, or for a single-input model every `*.npy`, stacked.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationDataError(f"{path}: no such calibration file or folder")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        if path.is_dir():
+            for inp in inputs:
+                f = path / f"{inp.name}.npy"
+                if f.exists():
+                    arrays[inp.name] = np.load(f, allow_pickle=False)
+            if not arrays and len(inputs) == 1:
+                files = sorted(path.glob("*.npy"))
+                if files:
+                    arrays[inputs[0].name] = np.concatenate(
+                        [np.load(f, allow_pickle=False) for f in files])
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+            for inp in inputs:
+                if inp.name in data:
+                    arrays[inp.name] = data[inp.name]
+            if not arrays and len(inputs) == 1 and len(data) == 1:
+                arrays[inputs[0].name] = next(iter(data.values()))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationDataError(f"{path}: cannot read calibration data ({exc})") from None
+    out = {}
+    for inp in inputs:
+        if inp.name not in arrays:
+            raise CalibrationDataError(f"{path}: no array for model input {inp.name!r}")
+        a = arrays[inp.name]
+        if a.dtype != np.float32:
+            raise CalibrationDataError(
+                f"{path}: input {inp.name!r} has dtype {a.dtype}, expected float32")
+        if a.ndim != len(inp.shape) or tuple(a.shape[1:]) != inp.shape[1:]:
+            raise CalibrationDataError(
+                f"{path}: input {inp.name!r} has shape {tuple(a.shape)}, expected "
+                f"(N, {', '.join(map(str, inp.shape[1:]))})")
+        if a.shape[0] == 0:
+            raise CalibrationDataError(f"{path}: input {inp.name!r} has 0 samples")
+        if not np.isfinite(a).all():
+            raise CalibrationDataError(f"{path}: input {inp.name!r} contains NaN or Inf")
+        out[inp.name] = a[:limit] if limit else a
+    counts = {a.shape[0] for a in out.values()}
+    if len(counts) != 1:
+        raise CalibrationDataError(f"{path}: inputs have different sample counts {sorted(counts)}")
+    return out
+
+
+def calibration_batch(n: int, cap: int = 32) -> int:
+    """The largest divisor of n that is <= cap, so every batch is full."""
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def tensor_bindings(func: relax.Function) -> list[relax.Var]:
+    """The tensor-valued bindings of a function, in order: the points we quantize."""
+    return [b.var for blk in func.body.blocks for b in blk.bindings
+            if isinstance(b.var.ty, relax.TensorType)]
+
+
+def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """A copy of `mod` whose main returns every tensor binding."""
+    mod = relax.transform.ToNonDataflow()(mod)
+    main = mod["main"]
+    outs = tensor_bindings(main)
+    ret = relax.Tuple(outs)
+    probe = relax.Function(main.params, relax.SeqExpr(main.body.blocks, ret),
+                           relax.TupleType([o.ty for o in outs]))
+    mod = tvm.IRModule({**{gv: f for gv, f in mod.functions.items()
+                           if gv.name_hint != "main"}})
+    mod["main"] = probe
+    return relax.transform.Normalize()(mod), len(outs)
+
+
+def _probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+                   target: tvm.target.Target, progress: bool
+                   ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """(graph inputs, tensor bindings of main) of the float graph, one batch at a time."""
+    probe, _ = probe_module(float_mod)
+    vm = relax.VirtualMachine(tvm.compile(probe, target), tvm.cpu())
+    names = [p.name for p in float_mod["main"].params]
+    batch = int(float_mod["main"].params[0].ty.shape[0])
+    n = next(iter(data.values())).shape[0]
+    for start in tqdm(range(0, n, batch), desc="calibrating", unit="batch",
+                      disable=not progress, leave=False):
+        feeds = [data[name][start:start + batch] for name in names]
+        results = vm["main"](*[tvm.runtime.tensor(x) for x in feeds])
+        yield feeds, [r.numpy() for r in results]
+
+
+def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: str,
+              act_dtype: str, percentile: float, target: tvm.target.Target,
+              progress: bool = True) -> tuple[list[QParams], list[QParams]]:
+    """qparams for (graph inputs, tensor bindings of main), each in order."""
+    n_in, n_out = len(float_mod["main"].params), len(tensor_bindings(float_mod["main"]))
+    in_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_in)]
+    out_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_out)]
+    for feeds, results in _probe_batches(float_mod, data, target, progress):
+        for o, x in zip(in_obs + out_obs, feeds + results):
+            o.observe(x)
+    return [o.compute_qparams() for o in in_obs], [o.compute_qparams() for o in out_obs]
+
+
+def channel_means(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+                  target: tvm.target.Target, progress: bool = True
+                  ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+    """E[x] per channel (axis 1; over the batch and any spatial axes) of (graph inputs, tensor
+    bindings of main), float64; None for a tensor of rank < 2. Bias correction uses them."""
+    sums: list = []
+    count = 0
+    for feeds, results in _probe_batches(float_mod, data, target, progress):
+        batch = [x.astype(np.float64).sum(axis=tuple(a for a in range(x.ndim) if a != 1))
+                 if x.ndim >= 2 else None for x in feeds + results]
+        sums = batch if not sums else [None if a is None else a + b for a, b in zip(sums, batch)]
+        count += feeds[0].shape[0]
+    shapes = [x.ty.shape for x in [*float_mod["main"].params,
+                                   *tensor_bindings(float_mod["main"])]]
+    means = [None if s is None else s / (count * np.prod([int(d) for d in shp][2:]))
+             for s, shp in zip(sums, shapes)]
+    n_in = len(float_mod["main"].params)
+    return means[:n_in], means[n_in:]

@@ -1,0 +1,101 @@
+"""Activation observers: `observe(x)` on each calibration batch, then `compute_qparams()`.
+
+Each keeps the exact min/max and a bounded uniform subsample of the values (2^18 by default),
+which is what the percentile and MSE searches need; memory stays bounded on large models.
+The math: `r = s * (q - z)`; the range an observer picks is turned into `(s, z)` by
+`qparams.compute_qparams`, the single place that does it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from qcompiler.numerics.qparams import QParams, compute_qparams, dtype_range
+
+OBSERVERS = ("minmax", "percentile", "mse")
+
+
+class Observer:
+    """Collects statistics of one activation tensor over the calibration set."""
+
+    def __init__(self, dtype: str, sample_size: int = 1 << 18, seed: int = 0) -> None:
+        self.dtype = dtype
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.sample_size = sample_size
+        self._rng = np.random.default_rng(seed)
+        self._chunks: list[np.ndarray] = []
+        self._seen = 0
+
+    def observe(self, x: np.ndarray) -> None:
+        flat = np.asarray(x, np.float32).reshape(-1)
+        if flat.size == 0:
+            return
+        self.lo = min(self.lo, float(flat.min()))
+        self.hi = max(self.hi, float(flat.max()))
+        self._seen += flat.size
+        keep = min(flat.size, self.sample_size)
+        self._chunks.append(flat if keep == flat.size else
+                            self._rng.choice(flat, keep, replace=False))
+        total = sum(c.size for c in self._chunks)
+        if total > 2 * self.sample_size:  # thin out, keeping each value's chance equal-ish
+            merged = np.concatenate(self._chunks)
+            self._chunks = [self._rng.choice(merged, self.sample_size, replace=False)]
+
+    def sample(self) -> np.ndarray:
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(1, np.float32)
+
+    def compute_range(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def compute_qparams(self) -> QParams:
+        if self._seen == 0:
+            raise ValueError("observer saw no data")
+        lo, hi = self.compute_range()
+        return compute_qparams(lo, hi, self.dtype)
+
+
+class MinMaxObserver(Observer):
+    """The full observed range: no clipping, largest rounding error."""
+
+    def compute_range(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
+
+class PercentileObserver(Observer):
+    """Clip the tails: [p_(100-q), p_q] of the values, q = 99.99 by default."""
+
+    def __init__(self, dtype: str, percentile: float = 99.99, **kw: int) -> None:
+        super().__init__(dtype, **kw)
+        self.percentile = percentile
+
+    def compute_range(self) -> tuple[float, float]:
+        s = self.sample()
+        lo, hi = np.percentile(s, [100.0 - self.percentile, self.percentile])
+        # A tensor that is never negative (ReLU) keeps 0 as its exact lower bound.
+        return (float(lo) if self.lo < 0 else self.lo), float(hi)
+
+
+class MSEObserver(Observer):
+    """Search the clipping range `t * [lo, hi]`, t in (0, 1], minimising quantization MSE."""
+
+    def compute_range(self) -> tuple[float, float]:
+        s = self.sample().astype(np.float64)
+        qmin, qmax = dtype_range(self.dtype)
+        best, best_err = (self.lo, self.hi), np.inf
+        for t in np.linspace(1.0, 0.2, 81):
+            qp = compute_qparams(self.lo * t, self.hi * t, self.dtype)
+            q = np.clip(np.rint(s / qp.scale) + qp.zero_point, qmin, qmax)
+            err = float(np.mean((qp.scale * (q - qp.zero_point) - s) ** 2))
+            if err < best_err:
+                best, best_err = (self.lo * t, self.hi * t), err
+        return best
+
+
+def make_observer(kind: str, dtype: str, percentile: float = 99.99) -> Observer:
+    if kind == "minmax":
+        return MinMaxObserver(dtype)
+    if kind == "percentile":
+        return PercentileObserver(dtype, percentile)
+    if kind == "mse":
+        return MSEObserver(dtype)
+    raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, not {kind!r}")

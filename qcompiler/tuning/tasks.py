@@ -1,0 +1,115 @@
+"""The tuning tasks of a quantized graph: one per distinct dot-product kernel.
+
+A task is the unscheduled packed kernel (`DotProduct.workload`), which is also its key in the
+tuning database: layers whose kernels compute the same thing (same shapes, strides, zero
+points, clamp) share one task and one record. Each task keeps the operands of its first layer
+(real packed weights, bias, multipliers), so candidates are measured and checked on the data
+they will run on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from qcompiler.relax_access import const_array, op_name
+from qcompiler.schedules import shift_kind, tunable_rules
+from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.hexagon.fixed_point32 import unbound
+from qcompiler.targets.target import Target
+
+PACKED_KEYS = ("packed_lanes", "w_shape")  # added by the packed kernel; not the workload's
+
+
+@dataclass
+class Task:
+    """One kernel to tune, with what is needed to build, run and check it."""
+
+    name: str  # e.g. "conv2d 1x64x56x56 -> 64 k3x3 s1"
+    rule: DotProduct
+    op: str
+    x_shape: tuple
+    x_dtype: str
+    w_shape: tuple
+    attrs: dict  # the portable kernel's attributes
+    constants: list[np.ndarray]  # packed weights, folded bias, m0, shift of the first layer
+    shifts: str = "any"  # `schedules.shift_kind` of the layers' shifts (part of the kernel)
+    kernels: list = field(default_factory=list)  # the module's GlobalVars running it
+
+    @property
+    def calls(self) -> int:
+        """Layers that run this kernel."""
+        return len(self.kernels)
+
+    @property
+    def workload(self) -> tvm.IRModule:
+        """The tuning database's key: the unscheduled packed kernel as a one-function module."""
+        func = self.rule.workload(self.op, self.x_shape, self.x_dtype, self.w_shape, self.attrs,
+                                  self.shifts)
+        return tvm.IRModule({"main": func})
+
+    @property
+    def search_workload(self) -> tvm.IRModule:
+        """The workload as MetaSchedule searches it: the same blocks and loops (so its traces
+        replay on `workload`) without `Let` expressions, which TVM's FLOP estimate rejects."""
+        with unbound():
+            return self.workload
+
+    def build(self, trace: tvm.s_tir.Trace | None = None) -> tvm.tirx.PrimFunc:
+        """The scheduled kernel: the fixed schedule, or a tuning record's trace."""
+        return self.rule.build(self.op, self.x_shape, self.x_dtype, self.w_shape, self.attrs,
+                               trace, self.shifts)
+
+    def default_trace(self) -> tvm.s_tir.Trace:
+        """The fixed schedule as a trace of the tunable design space (its first decisions)."""
+        sch = tvm.s_tir.Schedule(self.workload)
+        self.rule.schedule(sch, tunable=True)
+        return sch.trace
+
+    def ops(self) -> int:
+        """Multiply-accumulates x 2 of one call (for GOPS figures)."""
+        y = self.workload["main"].params[-1]  # a PrimFunc parameter is its buffer in TVM 0.27
+        return 2 * int(np.prod([int(d) for d in y.shape])) * int(np.prod(self.w_shape[1:]))
+
+
+def _describe(op: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
+    shape = "x".join(map(str, x_shape))
+    if op == "dense":
+        return f"dense {shape} -> {w_shape[0]}"
+    k = "x".join(map(str, w_shape[2:]))
+    s = attrs["strides"][0]
+    return f"conv2d {shape} -> {w_shape[0]} k{k} s{s}"
+
+
+def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
+    """The distinct dot-product kernels of a scheduled module (`apply_schedules`' output), in
+    graph order, each with the kernels (GlobalVars) that compute it."""
+    rules = {r.name: r for r in tunable_rules(target)}
+    tasks: dict[int, Task] = {}
+    for blk in mod["main_int"].body.blocks:
+        for b in blk.bindings:
+            if not (isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir"):
+                continue
+            func = mod[b.value.args[0]]
+            if "qcompiler.schedule" not in func.attrs:
+                continue
+            rule = rules.get(str(func.attrs["qcompiler.schedule"]))
+            if rule is None:
+                continue
+            attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+            w_shape = tuple(attrs["w_shape"])
+            attrs = {k: v for k, v in attrs.items() if k not in PACKED_KEYS}
+            x = func.params[0]
+            x_shape = tuple(int(d) for d in x.shape)
+            op = str(func.attrs["qcompiler.op"])
+            args = list(b.value.args[1].fields)
+            constants = [const_array(a) for a in args[1:5]]
+            task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
+                        str(x.dtype), w_shape, attrs, constants, shift_kind(constants[3]))
+            task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
+            task.kernels.append(b.value.args[0])
+    return list(tasks.values())

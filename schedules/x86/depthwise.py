@@ -1,0 +1,202 @@
+"""Depthwise conv2d (groups == channels, one filter per channel) for x86.
+
+Every output channel reads its own activations, so the channel-lane dot product of the dense
+convs does not fit. Instead, per channel (the parallel loop) the input is padded with zp_x
+once, and each output row is a row of 16-lane int32 accumulators over the taps, followed by
+the requantize epilogue on that row (`schedules.epilogue`):
+
+    acc[b, c, y, x] = sum_{ky, kx} xp[b, c, y sh + ky dh, x sw + kx dw] w[c, ky, kx]
+                      - zp_x * sum_{ky, kx} w[c, ky, kx]          (= sum (x - zp_x) w, exact)
+
+Two inner products:
+- `vpdpbusd` (AVX-512 VNNI): the taps of a filter row, zero-padded to groups of 4, are one
+  dot product per output column; `vpermd` + `vpshufb` gather each column's 4 bytes from one
+  64-byte load (`x86_vnni.VNNI_WINDOW_INTRIN`), so a 3x3 filter costs 9 vector instructions
+  per 16 outputs (3 a filter row) instead of 27 (widen, multiply, add a tap). Unit dilation
+  along the width, stride 1 or 2.
+- plain vector code otherwise (AVX2, other strides): taps unrolled, raw u8 x s8 products
+  (LLVM maps them to `vpmaddwd`: both fit in 16 bits); a strided row is first split by
+  column phase so each tap is a contiguous load.
+
+Same operands and attributes as the portable kernel (`qcompiler.kernels.conv2d`), so the
+reference reads it unchanged.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from qcompiler.schedules.x86.epilogue import LANES, requantize_rows, schedule_rows
+from tvm import te, tirx
+
+from qcompiler import kernels
+from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
+
+WINDOW_READ = 64  # bytes the window intrinsic loads from a window's start
+
+
+
+def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                      window: bool = False) -> list:
+    """The kernel's tensors; `window`: the taps of a row in groups of 4 for `vpdpbusd`."""
+    n, c, h, w_ = x_shape
+    _, _, kh, kw = w_shape
+    sh, sw = attrs["strides"]
+    pt, pl, pb, pr = attrs["padding"]
+    dh, dw = attrs["dilation"]
+    zp = attrs["zp_x"]
+    oh, ow = conv2d_out_hw(x_shape, w_shape, attrs)
+    # Rows are computed LANES columns at a time, so they are padded to whole vectors (the
+    # extra columns read zp_x and are never stored).
+    ow_v = ceil_div(ow, LANES) * LANES
+    taps = 4 * ceil_div(kw, 4) if window else kw
+    if window or sw == 1:
+        width = max(w_ + pl + pr, (ow_v - 1) * sw + (taps - 1) * dw + 1)
+    else:
+        phase_w = ow_v + (kw - 1) * dw // sw
+        width = max(w_ + pl + pr, phase_w * sw)
+    # Rows past the input, all zp_x, for the window load's 64 bytes after the last window.
+    rows = h + pt + pb + (ceil_div(WINDOW_READ, width) if window else 0)
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    params, wt = kernels._channel_params(w_shape, attrs)  # int8 weights (no nibbles here)
+    xp = te.compute(
+        (n, c, rows, width),
+        lambda b, ch, i, j: tirx.if_then_else(
+            tirx.all(i >= pt, i < h + pt, j >= pl, j < w_ + pl),
+            x[b, ch, i - pt, j - pl], tirx.const(zp, x_dtype)),
+        name="x_pad")
+    ry = te.reduce_axis((0, kh), name="ry")
+    if window:
+        wg = te.compute((c, kh, taps), lambda ch, ky, k: tirx.if_then_else(
+            k < kw, wt[ch, 0, ky, tirx.min(k, kw - 1)], tirx.const(0, "int8")),
+            name="w_groups")
+        rg = te.reduce_axis((0, taps // 4), name="rg")
+        rk = te.reduce_axis((0, 4), name="rk")
+        raw = te.compute(
+            (n, c, oh, ow_v),
+            lambda b, ch, i, j: te.sum(
+                xp[b, ch, i * sh + ry * dh, j * sw + rg * 4 + rk].astype("int32")
+                * wg[ch, ry, rg * 4 + rk].astype("int32"), axis=[ry, rg, rk]),
+            name="acc")
+    else:
+        tap = _tap(xp, (n, c, rows, width), sw, kw, dw, ow_v)
+        rx = te.reduce_axis((0, kw), name="rx")
+        raw = te.compute(
+            (n, c, oh, ow_v),
+            lambda b, ch, i, j: te.sum(
+                tap(b, ch, i * sh + ry * dh, j, rx).astype("int32")
+                * wt[ch, 0, ry, rx].astype("int32"), axis=[ry, rx]),
+            name="acc")
+
+    def constant(ch):  # noqa: ANN001, ANN202
+        # The sum of weights written out, not a reduction stage: the epilogue is computed at
+        # each row of `acc`, which needs every producer it reads inside that row's loop.
+        wsum = sum(wt[ch, 0, ky, kx].astype("int32") for ky in range(kh) for kx in range(kw))
+        return params[1][ch] - zp * wsum
+
+    y = requantize_rows(raw, (n, c, oh, ow), constant, params, attrs)
+    return [x, *params, y]
+
+
+def _tap(xp: te.Tensor, shape: tuple, sw: int, kw: int, dw: int, ow_v: int):  # noqa: ANN202
+    """`tap(b, c, i, j, kx)` = xp[b, c, i, j sw + kx dw], through the columns split by phase
+    when strided (`col = jj sw + phase`), so each tap of a row is a contiguous load."""
+    if sw == 1:
+        return lambda b, ch, i, j, kx: xp[b, ch, i, j + kx * dw]
+    n, c, rows, _ = shape
+    phase_w = ow_v + (kw - 1) * dw // sw
+    phases = te.compute((n, c, sw, rows, phase_w),
+                        lambda b, ch, p, i, jj: xp[b, ch, i, jj * sw + p], name="x_phase")
+    return lambda b, ch, i, j, kx: phases[b, ch, kx * dw % sw, i, j + kx * dw // sw]
+
+
+def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> None:
+    """Channels in parallel; per channel the padded input (border filled apart from the
+    copy, so neither loop has a condition), then row by row: the taps over a row of vector
+    accumulators (`intrin`: the window intrinsic, for a compute with `window`), and the
+    epilogue on the same row."""
+    acc = sch.get_sblock("acc")
+    b, ch, row, j, *taps = sch.get_loops(acc)
+    bc = sch.fuse(b, ch)
+    jo, ji = sch.split(j, [None, LANES])
+    # The row of accumulators is the anchor: every stage before it computes what the whole
+    # (vector-padded) row reads, and the epilogue only the columns that exist.
+    schedule_rows(sch, row)
+    for name in ("x_phase", "w_groups", "x_pad"):  # consumers first
+        if _has_block(sch, name):
+            sch.compute_at(sch.get_sblock(name), bc)
+    sch.parallel(bc)  # before the decompositions below: it refuses split writers
+    if intrin is not None:
+        ky, kg, k = taps
+        sch.reorder(ky, kg, jo, ji, k)
+        unrolled = [ky, kg, jo]
+    else:
+        ky, kx = taps
+        sch.reorder(ky, kx, jo, ji)
+        sch.vectorize(ji)
+        unrolled = [ky, kx, jo]
+    init = sch.decompose_reduction(acc, ky)
+    if intrin is not None:
+        sch.tensorize(ji, intrin)
+    for loop in (*unrolled, sch.get_loops(init)[-2]):
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(init)[-1])
+    pad = sch.get_sblock("x_pad")
+    fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
+    sch.vectorize(sch.get_loops(fill)[-1])
+    if _has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
+        p, i, jj = sch.get_loops(sch.get_sblock("x_phase"))[-3:]  # interleaved load
+        sch.reorder(i, jj, p)
+        sch.unroll(p)
+
+
+def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+    except tvm.s_tir.ScheduleError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Depthwise:
+    """Depthwise conv2d as a kernel rule for `qcompiler.schedules`; `window`: on the VNNI
+    window intrinsic where the layer allows it (else plain vector code)."""
+
+    name: str
+    window: bool = False
+
+    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
+        return op == "conv2d" and attrs["groups"] > 1
+
+    def fits(self, x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
+        """One input and one output channel per group (depth multiplier 1)."""
+        return w_shape[1] == 1 and w_shape[0] == x_shape[1]
+
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
+              ) -> tirx.PrimFunc:
+        stride = attrs["strides"][1]
+        window = (self.window and x_dtype == "uint8" and attrs["dilation"][1] == 1
+                  and stride in (1, 2))
+        sch = tvm.s_tir.Schedule(te.create_prim_func(
+            depthwise_compute(x_shape, x_dtype, w_shape, attrs, window)))
+        intrin = None
+        if window:
+            from qcompiler.schedules.x86.vnni import VNNI_WINDOW_INTRIN
+
+            intrin = VNNI_WINDOW_INTRIN[stride]
+        schedule_depthwise(sch, intrin)
+        return sch.mod["main"].with_attr({"qcompiler.op": op,
+                                          "qcompiler.attrs": json.dumps(attrs),
+                                          "qcompiler.schedule": self.name})
+
+    def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The portable kernel's operands, unchanged."""
+        return w, bias
+
+
+DEPTHWISE = Depthwise("depthwise")
+DEPTHWISE_VNNI = Depthwise("x86_vnni_depthwise", window=True)

@@ -1,0 +1,57 @@
+"""normalize_onnx: constants evaluated, Sum as Adds, inference Dropout as Identity; the model
+computes the same function (checked with onnx.reference) and passes the checker."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from qcompiler.frontend.normalize import normalize_onnx
+
+
+def _model(ir_version: int = 3) -> onnx.ModelProto:
+    shape = numpy_helper.from_array(np.array([1, 3, 4, 4], np.int64), "w_shape")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["w_shape"], ["w"],
+                         value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        helper.make_node("Unsqueeze", ["b0"], ["b"], axes=[1, 2]),
+        helper.make_node("Mul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Dropout", ["a"], ["d"]),
+        helper.make_node("Sum", ["d", "x", "m"], ["y"]),
+    ]
+    b0 = numpy_helper.from_array(np.array([1.0, 2.0, 3.0], np.float32), "b0")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])]
+    if ir_version < 4:  # IR 3 lists initializers among the inputs
+        inputs += [helper.make_tensor_value_info("w_shape", TensorProto.INT64, [4]),
+                   helper.make_tensor_value_info("b0", TensorProto.FLOAT, [3])]
+    graph = helper.make_graph(nodes, "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [shape, b0])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = ir_version
+    return model
+
+
+def test_normalized_model_is_the_same_function():
+    before = _model()
+    after = normalize_onnx(before)
+    onnx.checker.check_model(after)
+    ops = [n.op_type for n in after.graph.node]
+    assert ops == ["Mul", "Add", "Identity", "Add", "Add"]
+    inits = {i.name for i in after.graph.initializer}
+    assert {"w", "b"} <= inits and not {"w_shape", "b0"} & inits
+    assert [i.name for i in after.graph.input] == ["x"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    want = ReferenceEvaluator(before).run(None, {"x": x})[0]
+    got = ReferenceEvaluator(after).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_dropout_with_a_used_mask_is_kept():
+    model = _model(ir_version=8)
+    drop = next(n for n in model.graph.node if n.op_type == "Dropout")
+    drop.output.append("mask")
+    model.graph.output.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
+    assert "Dropout" in [n.op_type for n in normalize_onnx(model).graph.node]

@@ -1,0 +1,287 @@
+"""Fuzzing support: random valid CNN graphs (hypothesis strategies) checked compiled-vs-reference,
+and mutations of valid models that must end in a compile or a one-line error.
+
+Used by `tools/fuzz.py`, `tools/fuzz_malformed.py` and the tests. Needs `hypothesis`.
+"""
+from __future__ import annotations
+
+import io
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+@dataclass
+class GraphCase:
+    """A generated model, its calibration data and the batch to compile it at."""
+
+    model: onnx.ModelProto
+    calib: np.ndarray
+    batch: int
+    seed: int
+
+
+def _conv_groups(cin: int, cout: int, choice: int) -> int:
+    common = [g for g in range(1, min(cin, cout) + 1) if cin % g == 0 and cout % g == 0]
+    return common[choice % len(common)]
+
+
+def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrategy[GraphCase]
+    """Small valid ONNX CNNs from the supported ops, shrinking toward fewer, simpler layers."""
+    from hypothesis import strategies as st
+
+    channels = st.one_of(st.integers(1, 16), st.integers(1, max_channels))
+
+    @st.composite
+    def build(draw):  # noqa: ANN001, ANN202
+        seed = draw(st.integers(0, 2**31 - 1))
+        rng = np.random.default_rng(seed)
+        batch = draw(st.integers(1, 2))
+        c0, hw = draw(st.integers(1, 8)), draw(st.integers(3, 12))
+        tensors = {"x": (c0, hw, hw)}
+        nodes, inits = [], {}
+        order = ["x"]
+        for i in range(draw(st.integers(1, max_layers))):
+            kind = draw(st.sampled_from(["conv", "conv", "conv", "pool", "add", "concat"]))
+            src = draw(st.sampled_from(order))
+            c, h, w = tensors[src]
+            out = f"t{i}"
+            if kind == "conv":
+                k = draw(st.sampled_from([1, 3, 5]))
+                stride, dil = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+                cout = c if draw(st.booleans()) and c > 1 else draw(channels)
+                groups = _conv_groups(c, cout, draw(st.integers(0, 300)))
+                pads = [draw(st.integers(0, k // 2 * dil)) for _ in range(4)]
+                if h + pads[0] + pads[2] < dil * (k - 1) + 1 or \
+                        w + pads[1] + pads[3] < dil * (k - 1) + 1:
+                    continue
+                fan_in = c // groups * k * k
+                wt = rng.standard_normal((cout, c // groups, k, k)) / np.sqrt(fan_in)
+                inits[f"w{i}"], inits[f"b{i}"] = wt, rng.standard_normal(cout) * 0.1
+                conv_out = out if draw(st.booleans()) else f"{out}_c"
+                nodes.append(helper.make_node(
+                    "Conv", [src, f"w{i}", f"b{i}"], [conv_out], kernel_shape=[k, k],
+                    strides=[stride, stride], pads=pads, dilations=[dil, dil], group=groups))
+                if conv_out != out:
+                    act = draw(st.sampled_from(["Relu", "Clip", "BN"]))
+                    if act == "Relu":
+                        nodes.append(helper.make_node("Relu", [conv_out], [out]))
+                    elif act == "Clip":
+                        inits[f"lo{i}"], inits[f"hi{i}"] = np.array(0.0), np.array(6.0)
+                        nodes.append(helper.make_node("Clip", [conv_out, f"lo{i}", f"hi{i}"],
+                                                      [out]))
+                    else:
+                        for n, v in (("g", rng.uniform(0.5, 2, cout)), ("be", rng.normal(0, .1, cout)),
+                                     ("m", rng.normal(0, .1, cout)), ("v", rng.uniform(.5, 2, cout))):
+                            inits[f"{n}{i}"] = v
+                        nodes.append(helper.make_node(
+                            "BatchNormalization",
+                            [conv_out, f"g{i}", f"be{i}", f"m{i}", f"v{i}"], [out]))
+                oh = (h + pads[0] + pads[2] - dil * (k - 1) - 1) // stride + 1
+                ow = (w + pads[1] + pads[3] - dil * (k - 1) - 1) // stride + 1
+                tensors[out] = (cout, oh, ow)
+            elif kind == "pool":
+                k = draw(st.integers(1, min(3, h, w)))
+                stride = draw(st.integers(1, 2))
+                pad = draw(st.integers(0, (k - 1) // 2))
+                op = draw(st.sampled_from(["MaxPool", "AveragePool", "GlobalAveragePool"]))
+                if op == "GlobalAveragePool":
+                    nodes.append(helper.make_node(op, [src], [out]))
+                    tensors[out] = (c, 1, 1)
+                else:
+                    extra = {"count_include_pad": draw(st.integers(0, 1))} \
+                        if op == "AveragePool" else {}
+                    nodes.append(helper.make_node(op, [src], [out], kernel_shape=[k, k],
+                                                  strides=[stride, stride], pads=[pad] * 4,
+                                                  **extra))
+                    tensors[out] = (c, (h + 2 * pad - k) // stride + 1,
+                                    (w + 2 * pad - k) // stride + 1)
+            else:
+                same = [t for t in order if t != src and tensors[t][1:] == (h, w)
+                        and (kind == "concat" or tensors[t][0] == c)]
+                if not same:
+                    continue
+                other = draw(st.sampled_from(same))
+                if kind == "add":
+                    nodes.append(helper.make_node("Add", [src, other], [out]))
+                    tensors[out] = (c, h, w)
+                else:
+                    nodes.append(helper.make_node("Concat", [src, other], [out], axis=1))
+                    tensors[out] = (c + tensors[other][0], h, w)
+            order.append(out)
+        last = order[-1]
+        if draw(st.booleans()):  # a classifier head
+            c, h, w = tensors[last]
+            n_out = draw(st.integers(1, 12))
+            inits["fc_w"] = rng.standard_normal((n_out, c)) / np.sqrt(c)
+            inits["fc_b"] = rng.standard_normal(n_out) * 0.1
+            nodes += [helper.make_node("GlobalAveragePool", [last], ["gap"]),
+                      helper.make_node("Flatten", ["gap"], ["flat"]),
+                      helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1)]
+        else:
+            nodes.append(helper.make_node("Identity", [last], ["y"]))
+        graph = helper.make_graph(
+            nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                          ["N", c0, hw, hw])],
+            [helper.make_value_info("y", helper.make_tensor_type_proto(TensorProto.FLOAT, None))],
+            [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        model = onnx.shape_inference.infer_shapes(model)
+        calib = rng.standard_normal((batch * draw(st.integers(1, 2)), c0, hw, hw))
+        return GraphCase(model, calib.astype(np.float32), batch, seed)
+
+    return build()
+
+
+def save_case(case: GraphCase, stem: Path) -> None:
+    """A regression fixture: `<stem>.onnx` and `<stem>.npz` (calibration, batch, seed)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(case.model, str(stem.with_suffix(".onnx")))
+    np.savez(stem.with_suffix(".npz"), x=case.calib, batch=np.array(case.batch),
+             seed=np.array(case.seed))
+
+
+def load_case(path: Path) -> GraphCase:
+    data = np.load(path.with_suffix(".npz"))
+    return GraphCase(onnx.load(str(path.with_suffix(".onnx"))), data["x"], int(data["batch"]),
+                     int(data["seed"]))
+
+
+def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str | None:
+    """Compile the case for `target` and compare the library and the reference on fresh inputs.
+
+    x86 runs the TVM module in process; other targets run the runtime-free C library through
+    its runner (under qemu). Returns None when they agree bit for bit, else the first mismatch.
+    """
+    import tvm
+    from tvm import relax
+
+    from qcompiler.backend.emit import build, emit
+    from qcompiler.backend.runtime import StandaloneModel
+    from qcompiler.config import CompileConfig
+    from qcompiler.frontend.onnx_import import graph_inputs
+    from qcompiler.numerics.calibrate import load_calibration
+    from qcompiler.numerics.qparams import dtype_range
+    from qcompiler.pipeline import compile_model
+    from qcompiler.reference import Reference
+
+    config = CompileConfig(batch=case.batch, target=target)
+    inputs = graph_inputs(case.model, case.batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.npz"
+        np.savez(path, x=case.calib)
+        calib = load_calibration(path, inputs)
+        compiled = compile_model(case.model, calib, config, progress=False)
+        if compiled.target.runs_natively:
+            vm = relax.VirtualMachine(build(compiled), tvm.cpu())
+
+            def run(q: np.ndarray) -> list[np.ndarray]:
+                got = vm["main_int"](tvm.runtime.tensor(q))
+                return [got.numpy()] if hasattr(got, "numpy") else [g.numpy() for g in got]
+        else:
+            emit(compiled, None, Path(tmp) / "out")
+            run = StandaloneModel(Path(tmp) / "out").run_int
+        ref = Reference(compiled.quantized)
+        qp = compiled.in_qparams[0]
+        lo, hi = dtype_range(qp.dtype)
+        rng = np.random.default_rng(case.seed + 1)
+        for i in range(n_inputs):
+            q = rng.integers(lo, hi + 1, inputs[0].shape).astype(qp.dtype)
+            for g, w in zip(run(q), ref.run(q)):
+                if g.shape != w.shape or not np.array_equal(g, w):
+                    bad = int((g != w).sum()) if g.shape == w.shape else -1
+                    return f"input {i}: {bad} of {w.size} output elements differ"
+    return None
+
+
+# ---- malformed models --------------------------------------------------------------------
+
+MUTATIONS = ("flip_bytes", "truncate", "attr_type", "dangling_input", "bad_initializer",
+             "cycle", "drop_node", "bad_dtype", "zero_dim")
+
+
+def base_model() -> onnx.ModelProto:
+    """A small valid model with conv, BN, ReLU, add, pooling and a dense head."""
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((4, 2, 3, 3)), "b1": rng.standard_normal(4),
+             "w2": rng.standard_normal((4, 4, 1, 1)), "g": np.ones(4), "be": np.zeros(4),
+             "m": np.zeros(4), "v": np.ones(4), "fc": rng.standard_normal((3, 4)),
+             "fcb": np.zeros(3)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[1, 1], name="conv2"),
+             helper.make_node("BatchNormalization", ["c2", "g", "be", "m", "v"], ["n2"],
+                              name="bn2"),
+             helper.make_node("Add", ["n2", "r1"], ["a"], name="add"),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="pool"),
+             helper.make_node("GlobalAveragePool", ["p"], ["gp"], name="gap"),
+             helper.make_node("Flatten", ["gp"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1, name="fc")]
+    graph = helper.make_graph(
+        nodes, "base", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def mutate(model: onnx.ModelProto, seed: int) -> tuple[str, bytes]:
+    """One random corruption of a valid model, as file bytes."""
+    r = random.Random(seed)
+    kind = MUTATIONS[seed % len(MUTATIONS)]
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    if kind == "flip_bytes":
+        data = bytearray(m.SerializeToString())
+        for _ in range(r.randint(1, 8)):
+            data[r.randrange(len(data))] = r.randrange(256)
+        return kind, bytes(data)
+    if kind == "truncate":
+        data = m.SerializeToString()
+        return kind, data[: r.randrange(len(data))]
+    if kind == "attr_type":
+        node = r.choice([n for n in g.node if n.attribute])
+        attr = r.choice(node.attribute)
+        new = r.choice([helper.make_attribute(attr.name, "text"),
+                        helper.make_attribute(attr.name, 2.5),
+                        helper.make_attribute(attr.name, [r.randint(-3, 9)] * r.randint(1, 5)),
+                        helper.make_attribute(attr.name, r.randint(-5, 40))])
+        attr.CopyFrom(new)
+    elif kind == "dangling_input":
+        node = r.choice(list(g.node))
+        node.input[r.randrange(len(node.input))] = f"nowhere_{seed}"
+    elif kind == "bad_initializer":
+        init = r.choice(list(g.initializer))
+        arr = numpy_helper.to_array(init)
+        shape = list(arr.shape) or [1]
+        shape[r.randrange(len(shape))] += r.choice([-1, 1, 3])
+        shape = [max(s, 0) for s in shape]
+        init.CopyFrom(numpy_helper.from_array(
+            np.random.default_rng(seed).standard_normal(shape).astype(np.float32), init.name))
+    elif kind == "cycle":
+        i = r.randrange(1, len(g.node))
+        g.node[r.randrange(i)].input[0] = g.node[i].output[0]
+    elif kind == "drop_node":
+        del g.node[r.randrange(len(g.node))]
+    elif kind == "bad_dtype":
+        init = r.choice(list(g.initializer))
+        arr = numpy_helper.to_array(init)
+        dtype = r.choice([np.float64, np.int64, np.int8, np.float16])
+        init.CopyFrom(numpy_helper.from_array(arr.astype(dtype), init.name))
+    elif kind == "zero_dim":
+        dims = g.input[0].type.tensor_type.shape.dim
+        dims[r.randrange(1, len(dims))].dim_value = r.choice([0, 1, 100])
+    buf = io.BytesIO()
+    buf.write(m.SerializeToString())
+    return kind, buf.getvalue()

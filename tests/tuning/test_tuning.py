@@ -1,0 +1,240 @@
+"""Autotuning: the design space replays the fixed schedule, tuning writes a database that a
+second compile reuses with zero new trials, tuned libraries are bit-exact (x86 and Hexagon
+under qemu), wrong candidates never enter the database, and the RPC tracker path works on
+loopback."""
+from __future__ import annotations
+
+import dataclasses
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from conftest import make_model, save_calib, save_model
+from onnx import helper
+
+from qcompiler.api import compile_only
+from qcompiler.backend.emit import build, emit
+from qcompiler.backend.runtime import CompiledModel, StandaloneModel
+from qcompiler.errors import QCompileError
+from qcompiler.reference import Reference
+from qcompiler.tuning.tasks import Task, extract_tasks
+from qcompiler.tuning.tune import Tuner, apply_tuned, database_dir, open_database
+
+ROOT = Path(__file__).parent.parent
+MODEL, CALIB = ROOT / "models" / "fashion_cnn.onnx", ROOT / "models" / "fashion_calib.npz"
+
+
+def _three_convs(same: bool = True):
+    """(conv -> relu) x 3, same shapes: the last two take and give ReLU outputs (zero points
+    alike), so they are one task when `same`. Fixed weights and calibration: two compiles
+    give the same kernels."""
+    rng = np.random.default_rng(7)
+    ws = {f"w{i}": (rng.standard_normal((16, 16, 3, 3)) * 0.2).astype(np.float32)
+          for i in range(3)}
+    nodes = []
+    for i, (a, b) in enumerate([("x", "a"), ("a", "b"), ("b", "c")]):
+        stride = 2 if i == 2 and not same else 1
+        nodes += [helper.make_node("Conv", [a, f"w{i}"], [f"{b}0"], pads=[1] * 4,
+                                   strides=[stride] * 2),
+                  helper.make_node("Relu", [f"{b}0"], [b if i < 2 else "y"])]
+    return make_model(nodes, {"x": (1, 16, 8, 8)}, {"y": None}, ws)
+
+
+def _compile(tmp: Path, model=None, **options):
+    tmp.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        model_path, calib_path = MODEL, CALIB
+    else:
+        model_path = save_model(model, tmp)
+        calib = np.random.default_rng(8).standard_normal((4, 16, 8, 8)).astype(np.float32)
+        calib_path = save_calib({"x": calib}, tmp)
+    return compile_only(model_path, calib_path, tmp / "out", **options)
+
+
+def _task(tmp: Path) -> tuple:
+    compiled = _compile(tmp, _three_convs())
+    return compiled, extract_tasks(compiled.quantized, compiled.target)
+
+
+def test_layers_computing_the_same_kernel_share_one_task(tmp_path):
+    compiled, tasks = _task(tmp_path)
+    assert [t.calls for t in tasks] == [1, 2]
+    other = _compile(tmp_path / "b", _three_convs(same=False))
+    assert [t.calls for t in extract_tasks(other.quantized, other.target)] == [1, 1, 1]
+
+
+def test_design_space_starts_at_the_fixed_schedule(tmp_path, rng):
+    _, (_, task) = _task(tmp_path)
+    assert tvm_ffi.structural_equal(task.build(task.default_trace()), task.build())
+
+
+def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
+    db = tmp_path / "db"
+    first = _compile(tmp_path / "a", None, tune_trials=3, tuning_db=str(db))
+    assert first.tuning and all(r.trials >= 1 for r in first.tuning)
+    assert all(r.chosen in ("tuned", "fixed") for r in first.tuning)
+    records = database_dir(db, first.target) / "records.json"
+    assert len(records.read_text().splitlines()) == len(first.tuning)
+    second = _compile(tmp_path / "b", None, tune_trials=3, tuning_db=str(db))
+    assert [r.trials for r in second.tuning] == [0] * len(first.tuning)
+    assert {r.chosen for r in second.tuning} == {"database"}
+    assert records.read_text().count("\n") == len(first.tuning)  # nothing new written
+    # The tuned kernels are the database's traces, and the library is bit-exact.
+    for task in extract_tasks(second.quantized, second.target):
+        rec = open_database(db, second.target).query_tuning_record(
+            task.workload, second.tvm_target, "main")
+        for gv in task.kernels:
+            assert tvm_ffi.structural_equal(
+                second.quantized[gv].without_attr("global_symbol"),
+                task.build(rec.trace).without_attr("global_symbol"))
+    emit(second, build(second), tmp_path / "b" / "out")
+    lib, ref = CompiledModel(tmp_path / "b" / "out"), Reference(second.quantized)
+    q = np.random.default_rng(1).integers(0, 256, (1, 1, 28, 28)).astype(np.uint8)
+    np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch):
+    compiled, (_, task) = _task(tmp_path)
+    right = Task.build
+
+    def wrong(self: Task, trace=None):  # noqa: ANN001, ANN202 - tuned traces pad with zp_x + 1
+        if trace is None:  # (zp_x: the epilogue's intrinsic, in the trace, names zp_y)
+            return right(self, None)
+        bad = dataclasses.replace(self, attrs={**self.attrs, "zp_x": self.attrs["zp_x"] + 1})
+        return right(bad, trace)
+
+    monkeypatch.setattr(Task, "build", wrong)
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    with pytest.raises(QCompileError, match="differs from the reference"):
+        tuner.measure(task, task.default_trace(), seed=3)
+    result = tuner.tune_task(task, 2, False, "t")
+    assert result.chosen == "fixed"
+    rec = open_database(tmp_path / "db", compiled.target).query_tuning_record(
+        task.workload, compiled.tvm_target, "main")
+    monkeypatch.setattr(Task, "build", right)
+    assert tvm_ffi.structural_equal(task.build(rec.trace), task.build())
+
+
+def test_a_trace_that_does_not_replay_is_a_clear_error(tmp_path, rng):
+    """A record's trace names the epilogue intrinsic of its kernel's zero point and clamp: on
+    a kernel with another one it does not replay, and `measure` says so (no traceback)."""
+    compiled, (_, task) = _task(tmp_path)
+    assert task.shifts == "right"  # the kernel's epilogue is the tensorized one
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    other = dataclasses.replace(task, attrs={**task.attrs, "zp_y": task.attrs["zp_y"] + 1})
+    with pytest.raises(QCompileError, match="failed to schedule"):
+        tuner.measure(other, task.default_trace(), seed=3)
+
+
+def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
+    """The runner itself checks: a kernel with another zero point gets an error, no cost."""
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    compiled, (_, task) = _task(tmp_path)
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    bad = dataclasses.replace(task, attrs={**task.attrs, "zp_y": task.attrs["zp_y"] + 1})
+    results = []
+    for t in (task, bad):
+        (b,) = tuner.builder.build([BuilderInput(tvm.IRModule({"main": t.build()}),
+                                                 compiled.tvm_target)])
+        tuner.checker.task = task
+        (fut,) = tuner.checker.run([RunnerInput(b.artifact_path, "cpu", [])])
+        results.append(fut.result())
+    assert results[0].error_msg is None and results[0].run_secs[0] > 0
+    assert results[1].run_secs is None and "differs" in results[1].error_msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["hexagon", "arm"])
+def test_tune_emulated_target_counts_reuse_and_bit_exact_under_qemu(tmp_path, rng, target):
+    """Hexagon (packets) and AArch64 (instructions) tune on qemu's deterministic counts."""
+    db = tmp_path / "db"
+    first = _compile(tmp_path / "a", _three_convs(), target=target, tune_trials=2,
+                     tuning_db=str(db))
+    assert len(first.tuning) == 2 and all(r.trials >= 1 for r in first.tuning)
+    task = extract_tasks(first.quantized, first.target)[1]
+    tuner = Tuner(first.target, first.tvm_target, tmp_path / "db2", tmp_path / "work")
+    counts = [tuner.measure(task, None, seed=5) for _ in range(2)]
+    assert counts[0] == counts[1] > 0  # the same run counts the same, to the packet
+    second = _compile(tmp_path / "b", _three_convs(), target=target, tune_trials=2,
+                      tuning_db=str(db))
+    assert [r.trials for r in second.tuning] == [0, 0]
+    emit(second, None, tmp_path / "b" / "out")
+    lib, ref = StandaloneModel(tmp_path / "b" / "out"), Reference(second.quantized)
+    info = np.iinfo(second.target.activation_dtype)
+    q = rng.integers(info.min, info.max + 1, (1, 16, 8, 8)).astype(info.dtype)
+    np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rpc_tracker():
+    """TVM's tracker and two servers on loopback; yields "host:port:key"."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
+                               "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        from tvm import rpc
+
+        for _ in range(100):  # the tracker first
+            try:
+                tracker = rpc.connect_tracker("127.0.0.1", port)
+                break
+            except RuntimeError:
+                time.sleep(0.2)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker",
+                 f"127.0.0.1:{port}", "--key", "qcompiler-test", "--host", "127.0.0.1",
+                 "--port", str(free := _free_port()), "--port-end", str(free + 50)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(600):  # each server imports TVM first
+            if tracker.summary()["queue_info"].get("qcompiler-test", {}).get("free") == 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the two RPC servers did not register with the tracker")
+        yield f"127.0.0.1:{port}:qcompiler-test"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tuning_through_the_rpc_tracker_on_loopback(tmp_path, rng, rpc_tracker):
+    db = tmp_path / "db"
+    compiled = _compile(tmp_path, _three_convs(), tune_trials=2, tuning_db=str(db),
+                        rpc_tracker=rpc_tracker)
+    assert len(compiled.tuning) == 2
+    assert all(r.trials >= 1 and r.chosen in ("tuned", "fixed") for r in compiled.tuning)
+    assert (database_dir(db, compiled.target) / "records.json").read_text().strip()
+    emit(compiled, build(compiled), tmp_path / "out")
+    lib, ref = CompiledModel(tmp_path / "out"), Reference(compiled.quantized)
+    q = rng.integers(0, 256, (1, 16, 8, 8)).astype(np.uint8)
+    np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+def test_database_records_apply_without_tuning(tmp_path, rng):
+    """`--tuning-db` alone uses the records (a deployment build from a tuned database)."""
+    db = tmp_path / "db"
+    tuned = _compile(tmp_path / "a", _three_convs(), tune_trials=2, tuning_db=str(db))
+    plain = _compile(tmp_path / "b", _three_convs())
+    again = apply_tuned(plain.quantized, plain.target, plain.tvm_target, db)
+    for task in extract_tasks(tuned.quantized, tuned.target):
+        for gv in task.kernels:
+            assert tvm_ffi.structural_equal(again[gv.name_hint], tuned.quantized[gv])
