@@ -29,12 +29,8 @@ from qcompiler.graph_meta import LayerRecord, attach_graph_meta
 from qcompiler.numerics import lut, nibbles
 from qcompiler.numerics import resize as resize_tables
 from qcompiler.numerics.calibrate import tensor_bindings
-from qcompiler.numerics.qparams import (
-    QParams,
-    dtype_range,
-    quantize_multiplier,
-    symmetric_weight_scales,
-)
+from qcompiler.numerics.qparams import QParams, dtype_range, symmetric_weight_scales
+from qcompiler.numerics.requantize import quantize_multiplier
 from qcompiler.numerics.shapes import conv2d_transpose_out_hw, pool2d_out_hw
 from qcompiler.relax_access import (
     const_array,

@@ -15,16 +15,19 @@ import tvm
 from tvm import te, tirx
 
 from qcompiler.numerics import nibbles
-from qcompiler.numerics.qparams import Q31, dtype_range
+from qcompiler.numerics.qparams import dtype_range
+from qcompiler.numerics.requantize import Q31, RequantizeAttrs
 from qcompiler.numerics.shapes import conv2d_out_hw, conv2d_transpose_out_hw, pool2d_out_hw
 
 
 def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
     """`q_multiply_shift(x, m0, 31, shift)` as int64: `(x * m0 + 2^(30 - shift)) >> (31 - shift)`.
 
-    The same arithmetic as the reference (`qparams.q_multiply_shift`): exact, never wrapping,
-    left un-truncated for the caller's clamp. Written out because TVM 0.27's intrinsic
-    legalizer rejects a per-element shift and its `(x << shift) * m0` can overflow int64.
+    The TIR side of `qcompiler.numerics.requantize.q_multiply_shift` (the reference's numpy
+    form; that module's docstring maps the targets' vector forms): the same arithmetic, exact,
+    never wrapping, left un-truncated for the caller's clamp. Written out because TVM 0.27's
+    intrinsic legalizer rejects a per-element shift and its `(x << shift) * m0` can overflow
+    int64.
     """
     x64 = x.astype("int64")
     s64 = shift.astype("int64") if hasattr(shift, "astype") else tirx.const(shift, "int64")
@@ -33,10 +36,17 @@ def fixed_point_multiply(x: Any, m0: Any, shift: Any) -> Any:
     return (x64 * m64 + (tirx.const(1, "int64") << (total - 1))) >> total
 
 
-def _clamp_cast(v: Any, zp_y: int, lo: int, hi: int, dtype: str) -> Any:
+def clamp_cast(v: Any, zp_y: int, lo: int, hi: int, dtype: str) -> Any:
     """`clamp(v + zp_y, lo, hi)` in int64 (no wrap), then the storage dtype."""
     v = v.astype("int64") + tirx.const(zp_y, "int64")
     return tvm.te.min(tvm.te.max(v, tirx.const(lo, "int64")), tirx.const(hi, "int64")).astype(dtype)
+
+
+def requantized(v: Any, attrs: dict) -> Any:
+    """A kernel's output from its rescaled sum `v`: `clamp(zp_y + v, lo, hi)` as `out_dtype`,
+    read from the attributes (`RequantizeAttrs`)."""
+    rq = RequantizeAttrs.from_attrs(attrs)
+    return clamp_cast(v, rq.zp_y, rq.lo, rq.hi, rq.out_dtype)
 
 
 def _prim_func(op: str, attrs: dict, tensors: list) -> tirx.PrimFunc:
@@ -96,8 +106,7 @@ def _requantize_channels(acc: te.Tensor, channel_axis: int, params: tuple, attrs
 
     def body(*i: Any) -> Any:
         c = i[channel_axis]
-        return _clamp_cast(fixed_point_multiply(acc[i] + bias[c], m0[c], shift[c]),
-                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+        return requantized(fixed_point_multiply(acc[i] + bias[c], m0[c], shift[c]), attrs)
 
     return te.compute(acc.shape, body, name="requantize")
 
@@ -111,7 +120,7 @@ def quantize(shape: tuple, scale: float, zp: int, dtype: str, lo: int, hi: int) 
         # Clamp in float first so the cast to int32 is defined for any finite input.
         r = tvm.te.min(tvm.te.max(tirx.nearbyint(x[i] / s), tirx.const(-2.0**30, "float32")),
                        tirx.const(2.0**30, "float32")).astype("int32")
-        return _clamp_cast(r, zp, lo, hi, dtype)
+        return clamp_cast(r, zp, lo, hi, dtype)
 
     y = te.compute(shape, body, name="quantize")
     attrs = {"scale": scale, "zero_point": zp, "dtype": dtype, "lo": lo, "hi": hi}
@@ -210,8 +219,7 @@ def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
                                   attrs["shift_a"])
         tb = fixed_point_multiply(b[i].astype("int32") - attrs["zp_b"], attrs["m0_b"],
                                   attrs["shift_b"])
-        return _clamp_cast((ta + tb + rnd) >> k, attrs["zp_y"], attrs["lo"], attrs["hi"],
-                           attrs["out_dtype"])
+        return requantized((ta + tb + rnd) >> k, attrs)
 
     return body
 
@@ -219,9 +227,10 @@ def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
 def requantize(shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     """`y = clamp(zp_y + qms(x - zp_x, M0, n))`: change of qparams (concat inputs, clamps)."""
     x = te.placeholder(shape, x_dtype, name="x")
-    y = te.compute(shape, lambda *i: _clamp_cast(
-        fixed_point_multiply(x[i].astype("int32") - attrs["zp_x"], attrs["m0"], attrs["shift"]),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+    rq = RequantizeAttrs.from_attrs(attrs)
+    y = te.compute(shape, lambda *i: requantized(
+        fixed_point_multiply(x[i].astype("int32") - attrs["zp_x"], rq.m0, rq.shift), attrs),
+        name="requantize")
     return _prim_func("requantize", attrs, [x, y])
 
 
@@ -274,9 +283,8 @@ def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
 
     acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(tap(b, ch, i, j), axis=[ry, rx]),
                      name="pool_sum")
-    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: _clamp_cast(
-        fixed_point_multiply(acc[b, ch, i, j], m0[i, j], shift[i, j]),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="avg_pool")
+    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: requantized(
+        fixed_point_multiply(acc[b, ch, i, j], m0[i, j], shift[i, j]), attrs), name="avg_pool")
     return _prim_func("avg_pool2d", attrs, [x, m0, shift, y])
 
 
@@ -320,8 +328,8 @@ def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str
     def body(*i: Any) -> Any:
         prod = (_broadcast(a, i).astype("int32") - attrs["zp_a"]) \
             * (_broadcast(b, i).astype("int32") - attrs["zp_b"])
-        return _clamp_cast(fixed_point_multiply(prod, _broadcast(m0, i), _broadcast(shift, i)),
-                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+        return requantized(fixed_point_multiply(prod, _broadcast(m0, i), _broadcast(shift, i)),
+                           attrs)
 
     y = te.compute(shape, body, name="mul")
     return _prim_func("mul", attrs, [a, b, m0, shift, y])
@@ -348,9 +356,9 @@ def reduce_mean(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     acc = te.compute(out_shape, lambda *o: te.sum(
         x[tuple(source(o))].astype("int32") - attrs["zp_x"], axis=list(red.values())),
         name="mean_sum")
-    y = te.compute(out_shape, lambda *o: _clamp_cast(
-        fixed_point_multiply(acc[o], attrs["m0"], attrs["shift"]), attrs["zp_y"], attrs["lo"],
-        attrs["hi"], attrs["out_dtype"]), name="reduce_mean")
+    rq = RequantizeAttrs.from_attrs(attrs)
+    y = te.compute(out_shape, lambda *o: requantized(
+        fixed_point_multiply(acc[o], rq.m0, rq.shift), attrs), name="reduce_mean")
     return _prim_func("reduce_mean", attrs, [x, y])
 
 
@@ -376,6 +384,7 @@ def resize_bilinear(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict
     """
     n, c, _, _ = x_shape
     one = 1 << attrs["bits"]
+    rq = RequantizeAttrs.from_attrs(attrs)
     x = te.placeholder(x_shape, x_dtype, name="x")
     rows = te.placeholder((3, out_hw[0]), "int32", name="rows")
     cols = te.placeholder((3, out_hw[1]), "int32", name="cols")
@@ -390,8 +399,7 @@ def resize_bilinear(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict
             return (one - wx) * u(b, ch, r, cols[0, j]) + wx * u(b, ch, r, cols[1, j])
 
         acc = (one - wy) * line(rows[0, i]) + wy * line(rows[1, i])
-        return _clamp_cast(fixed_point_multiply(acc, attrs["m0"], attrs["shift"]),
-                           attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+        return requantized(fixed_point_multiply(acc, rq.m0, rq.shift), attrs)
 
     y = te.compute((n, c, *out_hw), body, name="resize_bilinear")
     return _prim_func("resize_bilinear", attrs, [x, rows, cols, y])

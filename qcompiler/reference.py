@@ -10,7 +10,7 @@ compiled for the same target, on the reference's own dequantized values.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tvm
@@ -18,14 +18,23 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
 from qcompiler.numerics.lut import tables
-from qcompiler.numerics.qparams import dtype_range, q_multiply_shift
+from qcompiler.numerics.qparams import dtype_range
+from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
 from qcompiler.numerics.weight_layout import canonical, unfold_bias
 from qcompiler.relax_access import const_array, int_list, is_const, op_name, output_exprs, shape_of
 
 
 def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
+    """`clamp(zp_y + qms(acc, m0, shift), lo, hi)`, `acc` wrapped to int32 as the kernels'
+    int32 accumulators wrap."""
     y = q_multiply_shift(acc.astype(np.int64).astype(np.int32), m0, shift)
-    return np.clip(y + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
+    return RequantizeAttrs.from_attrs(a).clamp(y)
+
+
+def _requant_one(acc: np.ndarray, a: dict) -> np.ndarray:
+    """`_requant` by the kernel's one multiplier (`m0`, `shift` attributes)."""
+    rq = RequantizeAttrs.from_attrs(a)
+    return _requant(acc, rq.m0, rq.shift, a)
 
 
 def _canonical(w: np.ndarray, bias: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +79,7 @@ def add(x: np.ndarray, y: np.ndarray, a: dict) -> np.ndarray:
     tb = q_multiply_shift(y.astype(np.int32) - a["zp_b"], a["m0_b"], a["shift_b"])
     k = a["k"]
     s = (ta + tb + ((1 << k) >> 1)) >> k
-    return np.clip(s + a["zp_y"], a["lo"], a["hi"]).astype(a["out_dtype"])
+    return RequantizeAttrs.from_attrs(a).clamp(s)
 
 
 def conv2d_add(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
@@ -83,7 +92,7 @@ def conv2d_add(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
 
 
 def requantize(x: np.ndarray, a: dict) -> np.ndarray:
-    return _requant(x.astype(np.int64) - a["zp_x"], a["m0"], a["shift"], a)
+    return _requant_one(x.astype(np.int64) - a["zp_x"], a)
 
 
 def _pool_windows(x: np.ndarray, a: dict, fill: float) -> np.ndarray:
@@ -121,7 +130,7 @@ def mul(x: np.ndarray, y: np.ndarray, m0: np.ndarray, shift: np.ndarray, a: dict
 
 def reduce_mean(x: np.ndarray, a: dict) -> np.ndarray:
     sums = (x.astype(np.int64) - a["zp_x"]).sum(axis=tuple(a["axes"]), keepdims=a["keepdims"])
-    return _requant(sums, a["m0"], a["shift"], a)
+    return _requant_one(sums, a)
 
 
 def resize_nearest(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, a: dict) -> np.ndarray:
@@ -135,7 +144,7 @@ def resize_bilinear(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, a: dict) 
     wx = cols[2].astype(np.int64)
     top, bottom = u[:, :, rows[0]], u[:, :, rows[1]]
     line = [(one - wx) * r[:, :, :, cols[0]] + wx * r[:, :, :, cols[1]] for r in (top, bottom)]
-    return _requant((one - wy) * line[0] + wy * line[1], a["m0"], a["shift"], a)
+    return _requant_one((one - wy) * line[0] + wy * line[1], a)
 
 
 def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,

@@ -101,7 +101,7 @@ def test_add_kernel_with_large_multipliers_saturates_exactly(m, rng):
     from tvm import relax
 
     from qcompiler import kernels, reference
-    from qcompiler.numerics.qparams import quantize_multiplier
+    from qcompiler.numerics.requantize import quantize_multiplier
 
     k = int(min(16, max(0, 30 - _signed_bits("uint8") - int(np.ceil(np.log2(m))))))
     m0, sh = quantize_multiplier(m * 2.0**k)

@@ -1,7 +1,8 @@
-"""The two numeric primitives of the contract: quantization parameters and fixed-point multipliers.
+"""Quantization parameters: per-tensor activation qparams and symmetric weight scales.
 
-Everything else (weights, requantization, add, pooling) is written in terms of these, so the
-math lives in exactly one place.
+With `qcompiler.numerics.requantize` (the fixed-point multipliers) these are the two numeric
+primitives of the contract; everything else (weights, requantization, add, pooling) is written
+in terms of them, so the math lives in exactly one place.
 
 Affine quantization (whitepaper eq. 1-3): `r = s * (q - z)`, with `q` an integer in [qmin, qmax].
 """
@@ -15,11 +16,6 @@ import numpy as np
 INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767),
               "int32": (-(2**31), 2**31 - 1)}
 SYMMETRIC_DTYPES = frozenset({"int16"})  # activation dtypes whose zero point is always 0
-Q31 = 31
-# The q_multiply_shift contract needs total right shift = 31 + right_shift <= 62 so the rounding
-# constant and the int64 product fit; a multiplier below 2**-32 rounds every int32 input to 0.
-MAX_RIGHT_SHIFT = 31
-MAX_LEFT_SHIFT = 30
 
 
 @dataclass(frozen=True)
@@ -84,41 +80,3 @@ def symmetric_weight_scales(w_absmax: np.ndarray, bits: int = 8) -> np.ndarray:
     qmax = 2 ** (bits - 1) - 1
     s = (np.asarray(w_absmax, np.float64) / qmax).astype(np.float32)
     return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
-
-
-def quantize_multiplier(m: float) -> tuple[int, int]:
-    """Express a positive real multiplier as `(M0, shift)` with `m ~= M0 * 2^(shift - 31)`.
-
-    `M0` is in [2^30, 2^31) (a Q31 number in [0.5, 1)), `shift` in [-31, 30]: positive shifts
-    left, negative shifts right, exactly the operands of TVM's `q_multiply_shift(x, M0, 31, shift)`.
-    A multiplier too small to change any int32 input (< 2^-32) becomes (0, 0): the product is 0.
-    One of 2^30 or more becomes the largest representable, (2^31 - 1, 30): any nonzero input
-    then saturates every 8- or 16-bit output either way, so the result is the same.
-    """
-    if not (m >= 0.0 and math.isfinite(m)):
-        raise ValueError(f"multiplier must be finite and >= 0, got {m}")
-    if m == 0.0:
-        return 0, 0
-    mantissa, exponent = math.frexp(m)  # m = mantissa * 2^exponent, mantissa in [0.5, 1)
-    m0 = round(mantissa * (1 << Q31))
-    if m0 == 1 << Q31:  # mantissa rounded up to 1.0
-        m0 //= 2
-        exponent += 1
-    if exponent > MAX_LEFT_SHIFT:
-        return (1 << Q31) - 1, MAX_LEFT_SHIFT
-    if exponent < -MAX_RIGHT_SHIFT:
-        return 0, 0
-    return int(m0), int(exponent)
-
-
-def q_multiply_shift(x: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
-    """`round_half_up(x * m0 * 2^(shift - 31))` for int32 `x`, exactly, as int64.
-
-    This is TVM's `q_multiply_shift(x, m0, 31, shift)` (int64 product, add the rounding constant,
-    arithmetic shift right) computed as `(x * m0 + 2^(30 - shift)) >> (31 - shift)`: the same
-    value whenever TVM's `(x << shift) * m0` fits in int64, and still exact when it would not.
-    The result is not truncated to int32; callers clamp it (that is where saturation happens).
-    """
-    x = np.asarray(x, np.int64)
-    total = Q31 - np.asarray(shift, np.int64)  # in [1, 62]
-    return (x * np.asarray(m0, np.int64) + (np.int64(1) << (total - 1))) >> total

@@ -32,7 +32,8 @@ from qcompiler.schedules.hexagon.loops import (
 )
 from tvm import te, tirx
 
-from qcompiler.numerics.qparams import dtype_range, q_multiply_shift
+from qcompiler.numerics.qparams import dtype_range
+from qcompiler.numerics.requantize import q_multiply_shift
 from qcompiler.numerics.shapes import pool2d_out_hw
 
 Builder = Callable[[tirx.PrimFunc, dict, list], "tirx.PrimFunc | None"]

@@ -40,7 +40,8 @@ from qcompiler.schedules.x86.requantize import (
 from tvm import te, tirx
 
 from qcompiler import kernels
-from qcompiler.numerics.qparams import Q31, dtype_range, q_multiply_shift
+from qcompiler.numerics.qparams import dtype_range
+from qcompiler.numerics.requantize import Q31, q_multiply_shift
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw, pool2d_out_hw
 from qcompiler.numerics.weight_layout import folded_bias, pack
 
@@ -141,7 +142,7 @@ def _requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.T
     def body(b, ob, i, j, oi):  # noqa: ANN001, ANN202
         o = ob * BLOCK + oi
         y = kernels.fixed_point_multiply(acc[b, ob, i, j, oi], m0[o], shift[o])
-        return kernels._clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
+        return kernels.clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
                                    attrs["out_dtype"])
 
     return te.compute(tuple(acc.shape), body, name="requantize")

@@ -26,7 +26,7 @@ def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tu
     _, _, m0, shift = params
     biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c),
                         name="acc_biased")
-    return te.compute(shape, lambda b, c, i, j: kernels._clamp_cast(
+    return te.compute(shape, lambda b, c, i, j: kernels.clamp_cast(
         kernels.fixed_point_multiply(biased[b, c, i, j], m0[c], shift[c]),
         attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
 

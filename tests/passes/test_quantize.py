@@ -14,7 +14,8 @@ from qcompiler.errors import QCompileError
 from qcompiler.frontend.onnx_import import graph_inputs
 from qcompiler.graph_meta import graph_meta
 from qcompiler.numerics.calibrate import tensor_bindings
-from qcompiler.numerics.qparams import QParams, quantize_multiplier
+from qcompiler.numerics.qparams import QParams
+from qcompiler.numerics.requantize import quantize_multiplier
 from qcompiler.pipeline import float_graph
 from qcompiler.relax_access import const_array, op_name
 

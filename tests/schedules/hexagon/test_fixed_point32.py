@@ -8,7 +8,7 @@ import tvm
 from qcompiler.schedules.hexagon.fixed_point32 import SATURATED, q_multiply_shift32
 from tvm import te
 
-from qcompiler.numerics.qparams import q_multiply_shift
+from qcompiler.numerics.requantize import q_multiply_shift
 
 N = 1 << 14
 

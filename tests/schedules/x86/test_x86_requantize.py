@@ -17,7 +17,7 @@ from qcompiler.schedules.x86.requantize import (
 from qcompiler.targets.x86 import _cpu_flags, x86_target
 from tvm import te
 
-from qcompiler.numerics.qparams import q_multiply_shift
+from qcompiler.numerics.requantize import q_multiply_shift
 
 TARGET = tvm.target.Target(x86_target().tvm_target)
 
