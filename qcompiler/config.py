@@ -22,6 +22,8 @@ class CompileConfig:
     percentile: float = 99.99
     per_channel: bool = True
     batch: int | None = None
+    # Static shapes for inputs with symbolic dims, by input name (`--input-shape NAME:1x3x64x64`)
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     calib_limit: int | None = None
     schedules: bool = True  # False: the portable kernels only (for comparisons)
     # Activations blocked by 16 channels between layers where the target has blocked kernels
@@ -67,6 +69,13 @@ class CompileConfig:
             raise QCompileError(f"percentile must be in (50, 100], got {self.percentile}")
         if self.batch is not None and self.batch < 1:
             raise QCompileError(f"batch must be >= 1, got {self.batch}")
+        for name, shape in self.input_shapes.items():
+            if not isinstance(name, str) or not name:
+                raise QCompileError(f"input_shapes: bad input name {name!r}")
+            if not isinstance(shape, (tuple, list)) or not shape or any(
+                    isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in shape):
+                raise QCompileError(f"input_shapes[{name!r}] = {shape!r}: give positive whole "
+                                    "dims, e.g. (1, 3, 224, 224)")
         if self.weight_bits not in WEIGHT_BITS:
             raise QCompileError(f"weight_bits must be one of {', '.join(map(str, WEIGHT_BITS))}"
                                 f", got {self.weight_bits}")

@@ -148,7 +148,7 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     elif calib is None:
         raise CalibrationDataError("the model is float (no QuantizeLinear/DequantizeLinear): "
                                    "give calibration data (--calib)")
-    inputs = graph_inputs(model, config.batch)
+    inputs = graph_inputs(model, config.batch, config.input_shapes, calib)
     float_mod = float_graph(model, inputs, config.equalize)
     timings["import"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,21 +1,32 @@
 """Rewrite ONNX spellings into the plain forms the rest of the compiler handles.
 
-- Nodes whose inputs are all constant are evaluated once, at load time. Exporters (Caffe2's model zoo among them, e.g. the ONNX wheel's `light_*` models) spell weights
-as `ConstantOfShape(shape)`, or a bias as `Unsqueeze(initializer)`. Those nodes are not part of
-the network's computation: folding them into initializers lets every later stage see plain
-constant weights (and lets `check_supported` judge the network, not its weight encoding).
+- Nodes whose inputs are all constant are evaluated once, at load time. Exporters (Caffe2's
+  model zoo among them, e.g. the ONNX wheel's `light_*` models) spell weights as
+  `ConstantOfShape(shape)`, or a bias as `Unsqueeze(initializer)`. Those nodes are not part of
+  the network's computation: folding them into initializers lets every later stage see plain
+  constant weights (and lets `check_supported` judge the network, not its weight encoding).
+  Given the static shapes of the tensors, `Shape` and `Size` fold too, and with them the
+  shape arithmetic of real exports (`frontend.static_shapes`).
 - `Sum(a, b, ...)` becomes a chain of `Add`s (TVM's frontend stacks and reduces it, in float),
   so residual sums are integer adds; an inference `Dropout` whose mask is unused is `Identity`
   (the frontend's dropout returns a tuple).
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-# Deterministic ops that are cheap to evaluate and only ever reshape or fill constants.
-FOLDABLE_OPS = frozenset({"ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Cast",
-                          "Identity", "Transpose", "Concat"})
+# Deterministic ops that are cheap to evaluate: they reshape, fill or combine constants, and
+# (on shape vectors) do the shape arithmetic of exports: gathered dims, products, comparisons.
+FOLDABLE_OPS = frozenset({
+    "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Cast", "Identity", "Transpose",
+    "Concat", "Gather", "Slice", "Range", "Expand", "Equal", "Less", "Greater", "Not", "Where",
+    "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Abs", "Min", "Max", "Mod",
+    "ReduceProd", "Shape", "Size", "Flatten", "Tile",
+})
+# Ops whose value is their input's shape: folded where that shape is static.
+SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
 def _evaluate(node: onnx.NodeProto, values: dict, opset: int) -> list:
@@ -66,21 +77,37 @@ def _with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
     return out
 
 
-def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every foldable all-constant node replaced by initializers."""
+def _shape_value(node: onnx.NodeProto, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """`Shape` (with opset 15's start/end) or `Size` of a tensor of static `shape`."""
+    if node.op_type == "Size":
+        return [np.array(int(np.prod(shape)), np.int64)]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+    return [np.array(shape[slice(start, end)], np.int64)]
+
+
+def fold_onnx_constants(model: onnx.ModelProto,
+                        shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """A copy of `model` with every foldable all-constant node replaced by initializers
+    (`model` itself if nothing folds). `shapes`: static tensor shapes, which make `Shape` and
+    `Size` of those tensors constants."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    shapes = shapes or {}
     graph_outputs = {o.name for o in model.graph.output}
     kept, folded = [], []
     for node in model.graph.node:
         inputs = [i for i in node.input if i]
-        foldable = node.domain in ("", "ai.onnx") and node.op_type in FOLDABLE_OPS \
-            and all(i in values for i in inputs) and not graph_outputs & set(node.output)
+        plain = node.domain in ("", "ai.onnx") and not graph_outputs & set(node.output)
+        of_shape = plain and node.op_type in SHAPE_OPS and inputs[0] in shapes
+        foldable = of_shape or (plain and node.op_type in FOLDABLE_OPS
+                                and all(i in values for i in inputs))
         if not foldable:
             kept.append(node)
             continue
         try:
-            results = _evaluate(node, values, opset)
+            results = _shape_value(node, shapes[inputs[0]]) if of_shape else \
+                _evaluate(node, values, opset)
         except Exception:  # leave it to the importer, which reports it by node name
             kept.append(node)
             continue

@@ -11,7 +11,6 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -19,6 +18,12 @@ from onnx import numpy_helper
 
 from qcompiler.errors import QCompileError, UnsupportedModelError
 from qcompiler.frontend.normalize import normalize_onnx
+from qcompiler.frontend.static_shapes import (
+    ModelInput,
+    fold_shape_arithmetic,
+    resolve_inputs,
+    with_static_inputs,
+)
 
 # ONNX ops with an integer kernel (or folded away before quantization).
 INTEGER_OPS = frozenset({
@@ -33,13 +38,6 @@ FLOAT_FALLBACK_OPS = frozenset({
 })
 SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
 
-
-@dataclass(frozen=True)
-class ModelInput:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    dynamic_batch: bool = False
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -206,37 +204,13 @@ def check_supported(model: onnx.ModelProto) -> None:
         raise UnsupportedModelError("unsupported: " + "; ".join(parts))
 
 
-def graph_inputs(model: onnx.ModelProto, batch: int | None) -> list[ModelInput]:
-    """Real inputs (not initializers) with the batch dimension fixed.
-
-    A symbolic or zero first dimension becomes `batch` (default 1); any other symbolic
-    dimension cannot be fixed and is an error naming the input.
-    """
-    inits = {i.name for i in model.graph.initializer}
-    out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims = []
-        first = tt.shape.dim[0] if len(tt.shape.dim) else None
-        dynamic = first is not None and not (first.HasField("dim_value") and first.dim_value > 0)
-        for axis, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(d.dim_value if not (axis == 0 and batch) else batch)
-            elif axis == 0:
-                dims.append(batch or 1)
-            else:
-                raise QCompileError(
-                    f"input {vi.name}: dimension {axis} is symbolic ({d.dim_param!r}); "
-                    "only the batch dimension can be dynamic")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-        if dtype != "float32":
-            raise QCompileError(f"input {vi.name}: dtype {dtype}, expected float32")
-        out.append(ModelInput(vi.name, tuple(dims), dtype, dynamic))
-    if not out:
-        raise QCompileError("the model has no inputs")
-    return out
+def graph_inputs(model: onnx.ModelProto, batch: int | None,
+                 shapes: dict[str, tuple] | None = None,
+                 samples: dict | None = None) -> list[ModelInput]:
+    """Real inputs (not initializers) with every dimension fixed: from `shapes`
+    (`--input-shape`), else from the calibration `samples`, the batch from `batch` (default
+    1); a dim nothing fixes is an error naming the input (`frontend.static_shapes`)."""
+    return resolve_inputs(model, batch, shapes, samples)
 
 
 @contextlib.contextmanager
@@ -311,6 +285,8 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
     """ONNX -> Relax with TVM's frontend; weights become constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    # Static inputs make the exporter's shape arithmetic constants: fold it before judging ops.
+    model = fold_shape_arithmetic(with_static_inputs(model, inputs))
     check_supported(model)
     problem = None
     with _quiet_frontend(), _our_converters():

@@ -8,8 +8,8 @@ they apply to the graph built at the deployment batch.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import tvm
@@ -28,6 +28,7 @@ def load_calibration(path: str | Path, inputs: list[ModelInput],
 
     npz: one array per input, keyed by input name (a single-input model takes any one key).
     DIR: `<input name>.npy` per input, or for a single-input model every `*.npy`, stacked.
+    A None dim of an input (symbolic, not fixed yet) takes any size.
     """
     path = Path(path)
     if not path.exists():
@@ -62,10 +63,11 @@ def load_calibration(path: str | Path, inputs: list[ModelInput],
         if a.dtype != np.float32:
             raise CalibrationDataError(
                 f"{path}: input {inp.name!r} has dtype {a.dtype}, expected float32")
-        if a.ndim != len(inp.shape) or tuple(a.shape[1:]) != inp.shape[1:]:
+        if a.ndim != len(inp.shape) or any(want is not None and have != want for have, want
+                                           in zip(a.shape[1:], inp.shape[1:])):
             raise CalibrationDataError(
                 f"{path}: input {inp.name!r} has shape {tuple(a.shape)}, expected "
-                f"(N, {', '.join(map(str, inp.shape[1:]))})")
+                f"(N, {', '.join('?' if d is None else str(d) for d in inp.shape[1:])})")
         if a.shape[0] == 0:
             raise CalibrationDataError(f"{path}: input {inp.name!r} has 0 samples")
         if not np.isfinite(a).all():
