@@ -147,9 +147,33 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> No
     fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
     sch.vectorize(sch.get_loops(fill)[-1])
     if _has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
-        p, i, jj = sch.get_loops(sch.get_sblock("x_phase"))[-3:]  # interleaved load
-        sch.reorder(i, jj, p)
-        sch.unroll(p)
+        axes = _axis_loops(sch, sch.get_sblock("x_phase"))  # interleaved load
+        p = axes.get(2)
+        if p is not None:  # (no loop where every tap reads one phase: dw % sw == 0, kw 1)
+            present = [axes[k] for k in (3, 4, 2) if k in axes]
+            if len(present) > 1:
+                sch.reorder(*present)
+            sch.unroll(p)
+
+
+def _axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV
+                ) -> dict[int, tvm.s_tir.LoopRV]:
+    """The loops of `block` by the index of the block iterator each one binds.
+
+    `compute_at` makes no loop for an iterator whose region has extent 1 (one phase read,
+    one row), so a loop's position in `get_loops` does not say which axis it is.
+    """
+    loops = sch.get_loops(block)
+    realize = sch.get(loops[-1]).body if loops else None
+    if not isinstance(realize, tvm.s_tir.SBlockRealize):
+        return {}
+    axes = {}
+    for loop in loops:
+        var = sch.get(loop).loop_var
+        for k, value in enumerate(realize.iter_values):
+            if any(v.same_as(var) for v in tirx.analysis.undefined_vars(value, [])):
+                axes[k] = loop
+    return axes
 
 
 def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
@@ -163,7 +187,15 @@ def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
 @dataclass(frozen=True)
 class Depthwise:
     """Depthwise conv2d as a kernel rule for `qcompiler.schedules`; `window`: on the VNNI
-    window intrinsic where the layer allows it (else plain vector code)."""
+    window intrinsic where the layer allows it (else plain vector code).
+
+    Accepts: conv2d with groups == input channels == output channels (depth multiplier 1;
+    other grouped convs are left to the portable kernel), NCHW activations of any batch and
+    size, any kernel kh x kw (1x1 included), any strides and dilations (each >= 1, height
+    and width apart), any padding (asymmetric included); activations uint8 or int8, weights
+    int8, int32 bias, output per `out_dtype`. The window form needs uint8 activations, width
+    dilation 1 and width stride 1 or 2; every other layer takes the plain vector form.
+    """
 
     name: str
     window: bool = False
