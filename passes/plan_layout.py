@@ -37,7 +37,7 @@ LAYOUT_ATTR = "qcompiler.blocked"
 
 def uses_blocked_layout(target: Target) -> bool:
     """The targets whose kernels have a blocked form: x86 with AVX-512 VNNI."""
-    return target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", [])
+    return target.name == "x86" and target.has("avx512vnni")
 
 
 def plan_layout(target: Target) -> tvm.transform.Pass:
@@ -47,7 +47,7 @@ def plan_layout(target: Target) -> tvm.transform.Pass:
     def run(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if not uses_blocked_layout(target):
             return mod
-        return _Planner(mod, "+avx512vbmi" in target.tvm_target.get("mattr", [])).rebuild()
+        return _Planner(mod, target.has("avx512vbmi")).rebuild()
 
     return run
 

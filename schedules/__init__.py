@@ -12,11 +12,14 @@ import json
 
 import numpy as np
 import tvm
-from qcompiler.schedules.dot_product import ARM_SDOT, HEXAGON_VRMPY, X86_VNNI, DotProduct
+from qcompiler.schedules.arm.dot import ARM_SDOT
+from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
 from qcompiler.schedules.hexagon.vector import HVX_VECTOR, VectorRule
 from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
 from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
+from qcompiler.schedules.x86.dot import X86_VNNI
 from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
 from qcompiler.targets.target import Target
 from tvm import relax
@@ -28,7 +31,7 @@ from qcompiler.relax_access import const_array, is_const, op_name, substitute
 
 def shift_kind(shift: np.ndarray | None) -> str:
     """"right" when every channel's requantize shift is a right shift (the vector epilogue's
-    cheaper form) of 2 to 22 more bits (`x86_requantize.RIGHT_SHIFTS`: a multiplier in
+    cheaper form) of 2 to 22 more bits (`x86.requantize.RIGHT_SHIFTS`: a multiplier in
     [2^-23, 1/4), where real layers are near 2^-10), else "any". Part of a kernel's identity:
     tuning rebuilds it the same way."""
     lo, hi = RIGHT_SHIFTS
@@ -40,11 +43,12 @@ def rules_for(target: Target) -> list:
     order: a kernel takes the first rule that applies."""
     if target.name == "arm":
         return [ARM_SDOT]
-    if target.name == "hexagon" and "+hvxv68" in target.tvm_target.get("mattr", []):
+    if target.name == "hexagon" and target.has("hvxv68"):
         return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86":  # depthwise has a plain vector form for AVX2
-        vnni = "+avx512vnni" in target.tvm_target.get("mattr", [])
-        return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI] if vnni else [DEPTHWISE]
+        if target.has("avx512vnni"):
+            return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI]
+        return [DEPTHWISE]
     return []
 
 
@@ -52,7 +56,7 @@ def tunable_rules(target: Target) -> list[DotProduct]:
     """The dot-product rules whose kernels tuning can rebuild: the target's, and on x86 VNNI
     the blocked conv (built by `passes.plan_layout`, not chosen by `apply_schedules`)."""
     rules = [r for r in rules_for(target) if isinstance(r, DotProduct)]
-    vnni = target.name == "x86" and "+avx512vnni" in target.tvm_target.get("mattr", [])
+    vnni = target.name == "x86" and target.has("avx512vnni")
     return rules + [BLOCKED_VNNI] if vnni else rules
 
 
@@ -104,7 +108,7 @@ def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None
                     ) -> tvm.IRModule:
     """The module rebuilt with every kernel a target has a rule for replaced by its packed,
     tensorized or vectorized version (others untouched). `rules`: instead of the target's
-    (e.g. `hvx_plain.PLAIN_VECTOR_RULES`, for comparisons)."""
+    (e.g. `hexagon.plain.PLAIN_VECTOR_RULES`, for comparisons)."""
     rules = rules_for(target) if rules is None else rules
     if not rules:
         return mod

@@ -1,9 +1,12 @@
 """Integer kernels with the inner product on a dot-product instruction: L output lanes, each the
 sum of 4 byte products, one activation operand broadcast over the lanes.
 
-    ARM  `sdot`:     L = 4,  s8 x s8 -> s32  (TVM's ARM_DOT_4x4_i8_SDOT_INTRIN)
-    x86  `vpdpbusd`: L = 16, u8 x s8 -> s32  (TVM's VNNI_DOT_16x4_INTRIN, AVX-512 VNNI)
-    HVX  `vrmpy`:    L = 32, u8 x s8 -> s32  (TVM's VRMPY_u8i8i32_INTRIN, 128-byte vectors)
+    ARM  `sdot`:     L = 4,  s8 x s8 -> s32  (`arm.dot.ARM_SDOT`)
+    x86  `vpdpbusd`: L = 16, u8 x s8 -> s32  (`x86.dot.X86_VNNI`, AVX-512 VNNI)
+    HVX  `vrmpy`:    L = 32, u8 x s8 -> s32  (`hexagon.dot.HEXAGON_VRMPY`, 128-byte vectors)
+
+This module is the machinery they share; each instruction's row (`DotProduct`: its lanes,
+activation dtype, tensor intrinsic and any stages of its own) lives with its target.
 
 Same operands and attributes as the portable kernels in `qcompiler.kernels` (so the reference
 and the graph are unchanged); inside, the computation is re-laid for the instruction:
@@ -25,15 +28,12 @@ call, so the instruction still reads plain int8 bytes.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from qcompiler.schedules.hexagon.stages import schedule_stages, vector_epilogue
-from qcompiler.schedules.intrinsics import load_intrinsics
 from tvm import te, tirx
 
 from qcompiler import kernels
@@ -46,7 +46,7 @@ def _ceil4(n: int) -> int:
     return ceil_div(n, 4)
 
 
-def _packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
+def packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
     """(operands, weights read): the constant operands of a packed kernel, its weights in
     `weight_layout.pack` order (int8, or nibbles of that order: `kernels.weight_operand`) and
     per output channel the folded bias (`b - zp_x sum w`), Q31 multiplier and shift; and the
@@ -67,7 +67,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     c4, o4, L = _ceil4(cin), ceil_div(cout, lanes), lanes
     zp = attrs["zp_x"]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = _packed_params(w_shape, L, attrs)
+    params, wp = packed_params(w_shape, L, attrs)
 
     def packed(b, cb, i, j, ci):  # noqa: ANN001, ANN202
         # One condition and one constant (zp_x, also in the channel tail, where the packed
@@ -103,7 +103,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     cout, _ = w_shape
     k4, o4, L = _ceil4(k), ceil_div(cout, lanes), lanes
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = _packed_params(w_shape, L, attrs)
+    params, wp = packed_params(w_shape, L, attrs)
     xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
         kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
         name="x_packed")
@@ -127,7 +127,7 @@ BLOCK_ROWS = 4  # at most this many output rows per register block (tuning only)
 DENSE_BLOCKS = 8
 
 
-def _tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
+def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
           max_inner: int) -> list:
     """Split `loop` into (outer, inner): `inner` when fixed; a sampled perfect tile (one
     MetaSchedule can mutate) starting from `inner` when tuning."""
@@ -163,9 +163,9 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
         cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
-        jo, ji = _tile(sch, j, cols, tunable, BLOCK_COLUMNS)
-        obo, obi = _tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
-        io, ii = _tile(sch, i, 1, tunable, BLOCK_ROWS)
+        jo, ji = split_tile(sch, j, cols, tunable, BLOCK_COLUMNS)
+        obo, obi = split_tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
+        io, ii = split_tile(sch, i, 1, tunable, BLOCK_ROWS)
         outer = list(reduction[:-1])  # c/4, ky, kx
         sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
@@ -179,7 +179,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
         b, ob = spatial[:2]
         blocks = int(sch.get(ob).extent)
         chains = max(d for d in range(1, DENSE_BLOCKS + 1) if blocks % d == 0)
-        obo, obi = _tile(sch, ob, chains, tunable, DENSE_BLOCKS)
+        obo, obi = split_tile(sch, ob, chains, tunable, DENSE_BLOCKS)
         sch.reorder(b, obo, reduction[0], obi, lane, reduction[-1])
         sch.parallel(sch.fuse(b, obo))
         sch.decompose_reduction(block, reduction[0])
@@ -195,6 +195,15 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
 def _block_names(sch: tvm.s_tir.Schedule) -> set[str]:
     root = sch.get_sblock("root")
     return {sch.get(b).name_hint for b in sch.get_child_blocks(root)}
+
+
+def has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
+    """Whether the schedule has a block of that name (an optional stage, e.g. padding)."""
+    try:
+        sch.get_sblock(name)
+    except tvm.s_tir.ScheduleError:
+        return False
+    return True
 
 
 def _schedule_packing(sch: tvm.s_tir.Schedule) -> None:
@@ -227,9 +236,14 @@ class DotProduct:
     name: str
     lanes: int
     x_dtype: str  # the activation operand (weights are always int8)
-    intrin_module: str
-    intrin_name: str
-    vector_stages: bool = False  # epilogue and packing on vector lanes (`hvx_stages`)
+    # The registered TensorIntrin's name, registering it on first use (loading it is not free:
+    # `intrinsics.load_intrinsics`).
+    intrinsic: Callable[[], str]
+    # The target's requantize epilogue `(centered, channel_axis, params, attrs, shifts) -> y`
+    # and the stages it schedules after the dot product `(sch, lanes)` (e.g. HVX's vector
+    # lanes: `hexagon.stages`); None: the portable int64 epilogue, nothing more.
+    epilogue: Callable | None = None
+    stages: Callable[[tvm.s_tir.Schedule, int], None] | None = None
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
@@ -237,19 +251,13 @@ class DotProduct:
         return x_dtype == self.x_dtype and (
             op == "dense" or (op == "conv2d" and attrs["groups"] == 1))
 
-    def intrinsic(self) -> str:
-        """The registered TensorIntrin's name (registering it on first use)."""
-        module = (importlib.import_module(self.intrin_module) if "." in self.intrin_module
-                  else load_intrinsics(self.intrin_module))
-        return getattr(module, self.intrin_name)
-
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:
         """The unscheduled packed kernel: what tuning searches schedules for, and the key of
         a tuning record (same compute, same record). `shifts`: "right" when every
         requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
-        epilogue = (functools.partial(vector_epilogue, shifts=shifts) if self.vector_stages
-                    else kernels._requantize_channels)
+        epilogue = (kernels._requantize_channels if self.epilogue is None
+                    else functools.partial(self.epilogue, shifts=shifts))
         return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
                                                 lanes=self.lanes, epilogue=epilogue))
 
@@ -258,8 +266,8 @@ class DotProduct:
         samples), then the target's stages around it. Tuning's design space and its traces
         are this function, so a record replays all of it."""
         schedule_acc(sch, self.intrinsic(), tunable)
-        if self.vector_stages:
-            schedule_stages(sch, self.lanes)
+        if self.stages is not None:
+            self.stages(sch, self.lanes)
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
@@ -285,10 +293,3 @@ class DotProduct:
         wp = pack(w, self.lanes)
         return nibbles.pack(wp) if nibbles.is_nibbles(attrs) else wp, \
             folded_bias(w, bias, attrs["zp_x"])
-
-
-ARM_SDOT = DotProduct("arm_sdot", 4, "int8", "arm_cpu", "ARM_DOT_4x4_i8_SDOT_INTRIN")
-X86_VNNI = DotProduct("x86_vnni", 16, "uint8", "qcompiler.schedules.x86.vnni",
-                      "VNNI_DOT_16x4_INTRIN")
-HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", "qcompiler.schedules.hexagon.vrmpy",
-                           "VRMPY_ALIGNED_INTRIN", vector_stages=True)

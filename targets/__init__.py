@@ -1,4 +1,5 @@
-"""Targets as data: the TVM target, the activation dtype, the toolchain, and how to run."""
+"""Targets as data: the TVM target (and the ISA features it enables, `Target.has`), the
+activation dtype, the toolchain, and how to run."""
 from __future__ import annotations
 
 from qcompiler.errors import TargetError

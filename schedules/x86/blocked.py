@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import tvm
-from qcompiler.schedules.dot_product import DotProduct, _packed_params, _tile
+from qcompiler.schedules.dot_product import DotProduct, has_block, packed_params, split_tile
 from qcompiler.schedules.x86.bias_init import bias_init
-from qcompiler.schedules.x86.depthwise import _has_block
+from qcompiler.schedules.x86.dot import vpdpbusd_intrinsic
 from qcompiler.schedules.x86.requantize import (
     COLUMNS,
     columns_apply,
@@ -162,7 +162,7 @@ def _epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
 def _schedule_pad(sch: tvm.s_tir.Schedule, pl: int, w: int) -> None:
     """The padded copy (of an input `w` wide, `pl` columns of left padding) in parallel over
     (batch, channel block), row by row (`_schedule_plane_pad`)."""
-    if not _has_block(sch, "x_pad"):
+    if not has_block(sch, "x_pad"):
         return
     loops = sch.get_loops(sch.get_sblock("x_pad"))
     sch.parallel(sch.fuse(*loops[:2]))
@@ -180,7 +180,7 @@ def _schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> Non
     with `x86_requantize` (right shifts; 4 columns at a time where they divide the block),
     else vectorized; a fused add after them."""
     epilogue = _epilogue_attrs(sch)
-    names = [n for n in ("requantize", "add") if _has_block(sch, n)]
+    names = [n for n in ("requantize", "add") if has_block(sch, n)]
     for name in names:  # all placed before any is tensorized (which replaces a block)
         sch.reverse_compute_at(sch.get_sblock(name), anchor, preserve_unit_loops=True)
     for name in names:
@@ -223,7 +223,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     dh, dw = attrs["dilation"]
     oh, ow = conv2d_out_hw((n, cin, h, w_), w_shape, attrs)
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = _packed_params(w_shape, BLOCK, attrs)
+    params, wp = packed_params(w_shape, BLOCK, attrs)
     xp = _padded_input(x, attrs)
     per_block = lanes // 4  # groups of 4 channels
     # A 1x1 conv whose channels end in a partly padded block reads only the groups with real
@@ -291,9 +291,9 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
         cols = _register_columns(width, BLOCK_COLUMNS, None)
     else:
         cols = _register_columns(width, PAIRED_COLUMNS, epilogue)
-    jo, ji = _tile(sch, j, cols, tunable, BLOCK_COLUMNS)
-    obo, obi = _tile(sch, ob, chans, tunable, 4)
-    io, ii = _tile(sch, i, 1, tunable, 4)
+    jo, ji = split_tile(sch, j, cols, tunable, BLOCK_COLUMNS)
+    obo, obi = split_tile(sch, ob, chans, tunable, 4)
+    io, ii = split_tile(sch, i, 1, tunable, 4)
     sch.reorder(b, obo, io, jo, rcb, rky, rkx, rcq, obi, ii, ji, oi, rci)
     sch.parallel(sch.fuse(b, obo, io))
     _schedule_epilogue(sch, jo)
@@ -340,8 +340,7 @@ class BlockedConv(DotProduct):
         return pack(w, BLOCK), folded_bias(w, bias, attrs["zp_x"])
 
 
-BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", "qcompiler.schedules.x86.vnni",
-                           "VNNI_DOT_16x4_INTRIN")
+BLOCKED_VNNI = BlockedConv("x86_vnni_blocked", BLOCK, "uint8", vpdpbusd_intrinsic)
 
 
 # ---- depthwise conv2d: 16 channels in the lanes ----
@@ -402,7 +401,7 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     chunk = _chunk_rows(oh, sh, (kh - 1) * dh + 1) \
         if _shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES else 0
     _schedule_depthwise(sch, window, ow, vbmi, chunk)
-    if _has_block(sch, "x_pad"):
+    if has_block(sch, "x_pad"):
         _schedule_plane_pad(sch, attrs["padding"][1], w_)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
     return _with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
@@ -437,7 +436,7 @@ def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int, vbmi: bo
     rows = sch.split(i, [None, chunk])[0] if chunk else None
     plane = sch.fuse(b, ob)
     _schedule_epilogue(sch, jo)
-    padded = _has_block(sch, "x_pad")
+    padded = has_block(sch, "x_pad")
     if padded:
         sch.compute_at(sch.get_sblock("x_pad"), rows if chunk else plane)
     sch.parallel(plane)  # before the decompositions: it refuses split writers

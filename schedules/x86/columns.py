@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from qcompiler.schedules.dot_product import _packed_params
+from qcompiler.schedules.dot_product import packed_params
 from qcompiler.schedules.x86.epilogue import LANES, requantize_rows, schedule_rows
 from tvm import te, tirx
 
@@ -72,7 +72,7 @@ def columns_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -
     g = _geometry(x_shape, w_shape, attrs)
     c4, P = ceil_div(cin, 4), g["phases"]
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = _packed_params(w_shape, 1, attrs)
+    params, wp = packed_params(w_shape, 1, attrs)
 
     def packed(b, cb, p, r, jj, ci):  # noqa: ANN001, ANN202
         # One condition, one constant (zp_x: also in the channel tail, whose weights are 0).

@@ -1,0 +1,19 @@
+"""The Hexagon dot-product rule: `vrmpy` (HVX, u8 x s8 -> s32), 32 output channels x 4 bytes,
+on uint8 activations, with the requantize epilogue and the packing on HVX vector lanes
+(`hexagon.stages`: the int64 epilogue of the portable kernels is scalar code on HVX). The
+intrinsic is ours (`hexagon.vrmpy`, alignment declared), loaded on first use."""
+from __future__ import annotations
+
+from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.hexagon.stages import schedule_stages, vector_epilogue
+
+
+def vrmpy_intrinsic() -> str:
+    """`vrmpy.VRMPY_ALIGNED_INTRIN`, registered on first use."""
+    from qcompiler.schedules.hexagon.vrmpy import VRMPY_ALIGNED_INTRIN
+
+    return VRMPY_ALIGNED_INTRIN
+
+
+HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", vrmpy_intrinsic,
+                           epilogue=vector_epilogue, stages=schedule_stages)
