@@ -97,7 +97,7 @@ def test_add_kernel_with_large_multipliers_saturates_exactly(m, rng):
     """The add kernel against the ideal `clamp(zp + round((a-za)*m + (b-zb)*m))`, over the
     whole uint8 range, compiled by TVM and in the reference."""
     import tvm
-    from qcompiler.passes.quantize import _signed_bits
+    from qcompiler.lowering.values import signed_bits as _signed_bits
     from tvm import relax
 
     from qcompiler import kernels, reference

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qcompiler.numerics.qparams import QParams, dtype_range
+
 Q31 = 31
 # The q_multiply_shift contract needs total right shift = 31 + right_shift <= 62 so the rounding
 # constant and the int64 product fit; a multiplier below 2**-32 rounds every int32 input to 0.
@@ -84,6 +86,15 @@ def q_multiply_shift(x: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | in
     return (x * np.asarray(m0, np.int64) + (np.int64(1) << (total - 1))) >> total
 
 
+def clamp_bounds(qp: QParams, lo_real: float, hi_real: float) -> tuple[int, int]:
+    """The integer bounds `(lo, hi)` of the real range [lo_real, hi_real] in `qp`:
+    `zp + rint(a / s)` (an infinite end: the dtype's end), within the dtype's range."""
+    qmin, qmax = dtype_range(qp.dtype)
+    lo = qmin if lo_real == -math.inf else qp.zero_point + int(np.rint(lo_real / qp.scale))
+    hi = qmax if hi_real == math.inf else qp.zero_point + int(np.rint(hi_real / qp.scale))
+    return max(qmin, min(lo, qmax)), min(qmax, max(hi, qmin))
+
+
 @dataclass(frozen=True)
 class RequantizeAttrs:
     """The output side of a requantizing kernel: `clamp(zp_y + qms(acc, m0, shift), lo, hi)`
@@ -96,6 +107,14 @@ class RequantizeAttrs:
     out_dtype: str
     m0: int | None = None
     shift: int | None = None
+
+    @classmethod
+    def for_output(cls, qp: QParams, lo_real: float = -math.inf, hi_real: float = math.inf,
+                   m0: int | None = None, shift: int | None = None) -> RequantizeAttrs:
+        """Into the output qparams `qp`, clamped to the real range [lo_real, hi_real] (a fused
+        ReLU or Clip; unbounded: the dtype's range)."""
+        lo, hi = clamp_bounds(qp, lo_real, hi_real)
+        return cls(qp.zero_point, lo, hi, qp.dtype, m0, shift)
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> RequantizeAttrs:

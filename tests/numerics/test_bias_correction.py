@@ -10,7 +10,7 @@ import pytest
 import tvm
 from conftest import ROOT, compile_and_compare, make_model
 from onnx import helper
-from qcompiler.passes.quantize import bias_correction
+from qcompiler.lowering.weights import bias_correction
 from qcompiler.targets.x86 import x86_target
 
 from qcompiler.config import CompileConfig

@@ -1,0 +1,139 @@
+"""Lowerings of the matched composites with weights or two inputs: conv2d, conv2d_transpose,
+dense (each with its bias and fused ReLU/Clip) and the residual add.
+
+  conv/dense  y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
+  activation  ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
+  add         both inputs rescaled to the output scale at 2^-k precision, one rounding
+Each returns the kernel's call, or None for a form it does not lower (the pass then refuses).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+
+from qcompiler import kernels
+from qcompiler.lowering.context import Context
+from qcompiler.lowering.values import signed_bits
+from qcompiler.lowering.weights import bias_and_multipliers, check_accumulator
+from qcompiler.numerics.qparams import QParams
+from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multiplier
+from qcompiler.numerics.shapes import conv2d_transpose_out_hw
+from qcompiler.relax_access import const_array, int_list, is_const, op_name, prim_float, shape_of
+
+REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
+
+
+def composite_parts(func: relax.Function) -> dict:
+    """A composite's main op ("main"), its constant bias ("bias") and its activation's real
+    range ("act")."""
+    parts: dict = {"act": (-math.inf, math.inf)}
+    for blk in func.body.blocks:
+        for b in blk.bindings:
+            call = b.value
+            name = op_name(call)
+            if name in ("relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"):
+                parts["main"] = call
+            elif name == "relax.add" and is_const(call.args[1]) and "main" in parts:
+                parts["bias"] = const_array(call.args[1]).reshape(-1)
+            elif name == "relax.add":
+                parts["main"] = call
+            elif name == "relax.nn.relu":
+                parts["act"] = (0.0, math.inf)
+            elif name == "relax.clip":
+                parts["act"] = (prim_float(call.args[1]), prim_float(call.args[2]))
+    return parts
+
+
+def conv2d(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+    conv = parts["main"]
+    a = conv.attrs
+    if str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" \
+            or str(a.out_layout) != "NCHW":
+        return None
+    x = ctx.env[call.args[0]]
+    w = const_array(conv.args[1])
+    bias = parts.get("bias", np.zeros(w.shape[0], np.float32))
+    w_q, s_w = ctx.weights.quantize(w, 0, bias, x.qp.scale)
+    bias = ctx.weights.corrected_bias(call.args[0], bias, w, w_q, s_w, int(a.groups))
+    b_q, m0, shift = bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+    check_accumulator(parts["name"], int(np.prod(w_q.shape[1:])), x.qp, w_q, b_q)
+    rq = RequantizeAttrs.for_output(qp, *parts["act"])
+    pad = int_list(a.padding)
+    attrs = {"strides": int_list(a.strides), "padding": pad, "dilation": int_list(a.dilation),
+             "groups": int(a.groups), "zp_x": x.qp.zero_point, **rq.to_attrs()}
+    args = [x.expr, *ctx.weights.channel_operands(w_q, (b_q, m0, shift), attrs)]
+    func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
+    return ctx.call_kernel("conv2d", func, args, shape_of(call), qp.dtype)
+
+
+def conv2d_transpose(ctx: Context, call: relax.Call, parts: dict, qp: QParams
+                     ) -> relax.Expr | None:
+    """ONNX weights are (Cin, Cout/groups, kh, kw): output channel g * Cout/groups + o takes
+    its symmetric scale over w[g-th Cin block, o]; the int8 weights keep the ONNX layout."""
+    conv = parts["main"]
+    a = conv.attrs
+    if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != \
+            ("NCHW", "IOHW", "NCHW"):
+        return None
+    x = ctx.env[call.args[0]]
+    w = const_array(conv.args[1])
+    groups = int(a.groups)
+    cin, cout_g, kh, kw = w.shape
+    regroup = (groups, cin // groups, cout_g, kh, kw)
+    w_oihw = w.reshape(regroup).transpose(0, 2, 1, 3, 4).reshape(-1, cin // groups, kh, kw)
+    bias = parts.get("bias", np.zeros(cout_g * groups, np.float32))
+    w_q, s_w = ctx.weights.quantize(w_oihw, 0, bias, x.qp.scale)
+    w_q = w_q.reshape(groups, cout_g, cin // groups, kh, kw).transpose(0, 2, 1, 3, 4) \
+        .reshape(w.shape)
+    b_q, m0, shift = bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+    check_accumulator(parts["name"], cin // groups * kh * kw, x.qp, w_q, b_q)
+    rq = RequantizeAttrs.for_output(qp, *parts["act"])
+    attrs = {"strides": int_list(a.strides), "padding": int_list(a.padding),
+             "output_padding": int_list(a.output_padding), "dilation": int_list(a.dilation),
+             "groups": groups, "zp_x": x.qp.zero_point, **rq.to_attrs()}
+    xs = shape_of(x.expr)
+    if conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
+        return None
+    args = [x.expr, *ctx.weights.channel_operands(w_q, (b_q, m0, shift), attrs)]
+    func = kernels.conv2d_transpose(xs, x.qp.dtype, w_q.shape, attrs)
+    return ctx.call_kernel("conv2d_transpose", func, args, shape_of(call), qp.dtype)
+
+
+def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+    x = ctx.env[call.args[0]]
+    w = const_array(parts["main"].args[1])
+    if len(shape_of(x.expr)) != 2 or w.ndim != 2:
+        return None
+    bias = parts.get("bias", np.zeros(w.shape[1], np.float32))
+    if bias.size != w.shape[1]:
+        return None
+    w_q, s_w = ctx.weights.quantize(w.T, 0, bias, x.qp.scale)
+    bias = ctx.weights.corrected_bias(call.args[0], bias, w.T, w_q, s_w, 1)
+    b_q, m0, shift = bias_and_multipliers(bias, x.qp.scale, s_w, qp.scale)
+    check_accumulator(parts["name"], w_q.shape[1], x.qp, w_q, b_q)
+    rq = RequantizeAttrs.for_output(qp, *parts["act"])
+    attrs = {"zp_x": x.qp.zero_point, **rq.to_attrs()}
+    args = [x.expr, *ctx.weights.channel_operands(w_q, (b_q, m0, shift), attrs)]
+    func = kernels.dense(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
+    return ctx.call_kernel("dense", func, args, shape_of(call), qp.dtype)
+
+
+def add(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+    a, b = ctx.env[call.args[0]], ctx.env[call.args[1]]
+    shape = shape_of(call)
+    if shape_of(a.expr) != shape or shape_of(b.expr) != shape:
+        return None
+    ma, mb = a.qp.scale / qp.scale, b.qp.scale / qp.scale
+    # Pick k so each |x - zp| * M * 2^k stays below 2^30 and their sum fits int32.
+    in_bits = max(signed_bits(a.qp.dtype), signed_bits(b.qp.dtype))
+    k = int(min(REQUANT_FRACTION_BITS,
+                max(0, 30 - in_bits - math.ceil(math.log2(max(ma, mb))))))
+    m0_a, sh_a = quantize_multiplier(ma * 2.0**k)
+    m0_b, sh_b = quantize_multiplier(mb * 2.0**k)
+    rq = RequantizeAttrs.for_output(qp, *parts["act"])
+    attrs = {"zp_a": a.qp.zero_point, "zp_b": b.qp.zero_point,
+             **rq.to_attrs(m0_a=m0_a, shift_a=sh_a, m0_b=m0_b, shift_b=sh_b, k=k)}
+    func = kernels.add(shape, a.qp.dtype, b.qp.dtype, attrs)
+    return ctx.call_kernel("add", func, [a.expr, b.expr], shape, qp.dtype)
