@@ -6,7 +6,9 @@ from pathlib import Path
 from qcompiler.targets.target import Target
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """This CPU's flags as /proc/cpuinfo lists them (e.g. "avx512_vnni"; empty where there
+    is none): what the machine can run, not what a target enables (`Target.has`)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -17,6 +19,9 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+_cpu_flags = cpu_flags  # the old name, which tests still import
+
+
 def x86_target() -> Target:
     """x86-64-v4 + VNNI: portable to every AVX-512 VNNI CPU, Intel or AMD.
 
@@ -25,7 +30,7 @@ def x86_target() -> Target:
     VBMI (`vpermb`, Ice Lake and later, Zen 4) is added where the CPU has it: the depthwise
     kernels use it (`blocked.depthwise`).
     """
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if "avx512_vnni" in flags:
         mattr = ["+avx512vnni"] + (["+avx512vbmi"] if "avx512vbmi" in flags else [])
         return Target("x86", {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": mattr},
