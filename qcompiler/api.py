@@ -1,26 +1,51 @@
-"""The Python API behind `qcompiler.compile` and the CLI."""
+"""The Python API behind `qcompiler.compile` and the CLI.
+
+    prepare(model, calib, out, **options) -> Job        every check that needs no compile
+    Job.compile()                         -> Compiled   the pipeline (qcompiler.pipeline)
+    write_outputs(compiled, out)          -> manifest   model.so, the C library, model.json
+    compile_to_dir(...)                   -> CompileResult: all three, then the loaded model
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
 
 from qcompiler.backend.emit import build, check_out_dir, emit
 from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
-from qcompiler.frontend.onnx_import import graph_inputs, load_onnx
+from qcompiler.frontend.onnx_import import ModelInput, graph_inputs, load_onnx
 from qcompiler.numerics.calibrate import load_calibration
 from qcompiler.pipeline import Compiled, compile_model
 from qcompiler.targets import check_toolchain, get_target
 
 
-def compile_to_dir(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
-                   **options: object) -> CompiledModel:
-    compiled = compile_only(model_path, calib_path, out, progress, **options)
-    emit(compiled, build(compiled), out)
-    return CompiledModel(out)
+@dataclass(frozen=True)
+class Job:
+    """A compile whose inputs are read and checked: nothing left to fail but the compile."""
+
+    config: CompileConfig
+    model: onnx.ModelProto
+    inputs: list[ModelInput]
+    calib: dict[str, np.ndarray] | None  # None: a QDQ model's own scales
+
+    def compile(self, progress: bool = False) -> Compiled:
+        return compile_model(self.model, self.calib, self.config, progress)
 
 
-def compile_only(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
-                 **options: object) -> Compiled:
+class CompileResult(NamedTuple):
+    """What `compile_to_dir` wrote, loaded (`lib`), and what the compile produced."""
+
+    lib: CompiledModel
+    compiled: Compiled
+
+
+def prepare(model_path: Path, calib_path: Path | None, out: Path, **options: object) -> Job:
+    """Fail before any work, in this order: bad options, a missing toolchain, an unreadable
+    model, an output folder that cannot be written, calibration data that does not fit."""
     config = CompileConfig(**options)  # rejects bad options before any work
     check_toolchain(get_target(config.target))
     model = load_onnx(model_path)
@@ -28,4 +53,22 @@ def compile_only(model_path: Path, calib_path: Path | None, out: Path, progress:
     inputs = graph_inputs(model, config.batch)
     calib = None if calib_path is None else \
         load_calibration(calib_path, inputs, config.calib_limit)  # optional for a QDQ model
-    return compile_model(model, calib, config, progress)
+    return Job(config, model, inputs, calib)
+
+
+def compile_only(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
+                 **options: object) -> Compiled:
+    return prepare(model_path, calib_path, out, **options).compile(progress)
+
+
+def write_outputs(compiled: Compiled, out: Path) -> dict:
+    """Build the TVM module (where the target runs here) and write every output file into
+    OUT; returns the manifest (`model.json`)."""
+    return emit(compiled, build(compiled), out)
+
+
+def compile_to_dir(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
+                   **options: object) -> CompileResult:
+    compiled = compile_only(model_path, calib_path, out, progress, **options)
+    write_outputs(compiled, out)
+    return CompileResult(CompiledModel(out), compiled)

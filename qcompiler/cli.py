@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from qcompiler.config import TARGETS, CompileConfig
+from qcompiler.config import TARGETS
 from qcompiler.errors import QCompileError
 from qcompiler.numerics.observers import OBSERVERS
 
@@ -76,8 +76,22 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def config_options(args: argparse.Namespace) -> dict[str, object]:
+    """The CompileConfig fields the command line sets (CompileConfig checks them)."""
+    from qcompiler.numerics.mixed_precision import load_precision
+
+    return {"target": args.target, "observer": args.observer, "percentile": args.percentile,
+            "per_channel": not args.per_tensor, "batch": args.batch,
+            "calib_limit": args.calib_limit, "weight_bits": args.weight_bits,
+            "activation_bits": args.activation_bits, "equalize": args.equalize,
+            "bias_correction": args.bias_correction,
+            "layer_weight_bits": load_precision(args.precision) if args.precision else {},
+            "mixed_precision": args.mixed_precision, "tune_trials": args.tune,
+            "tuning_db": args.tuning_db, "rpc_tracker": args.rpc_tracker}
+
+
 def run(args: argparse.Namespace) -> int:
-    from qcompiler.backend.emit import build, check_out_dir, emit
+    from qcompiler.api import prepare, write_outputs
     from qcompiler.backend.runtime import load
     from qcompiler.evaluation.metrics import (
         float_predictions,
@@ -85,47 +99,26 @@ def run(args: argparse.Namespace) -> int:
         median_latency_ms,
         ort_latency_ms,
     )
-    from qcompiler.frontend.onnx_import import (
-        graph_inputs,
-        import_onnx,
-        initializer_bytes,
-        load_onnx,
-    )
+    from qcompiler.frontend.onnx_import import import_onnx, initializer_bytes
     from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
-    from qcompiler.numerics.calibrate import load_calibration
-    from qcompiler.numerics.mixed_precision import load_precision
-    from qcompiler.pipeline import compile_model
     from qcompiler.reference import Reference
-    from qcompiler.targets import check_toolchain, get_target
 
     if args.threads < 1:
         raise QCompileError(f"--threads {args.threads}: must be at least 1")
     t0 = time.perf_counter()
-    config = CompileConfig(target=args.target, observer=args.observer,
-                           percentile=args.percentile, per_channel=not args.per_tensor,
-                           batch=args.batch, calib_limit=args.calib_limit,
-                           weight_bits=args.weight_bits, activation_bits=args.activation_bits,
-                           equalize=args.equalize, bias_correction=args.bias_correction,
-                           layer_weight_bits=load_precision(args.precision) if args.precision
-                           else {}, mixed_precision=args.mixed_precision,
-                           tune_trials=args.tune, tuning_db=args.tuning_db,
-                           rpc_tracker=args.rpc_tracker)
-    check_toolchain(get_target(config.target))
-    model = load_onnx(args.model)
     out = Path(args.out)
-    check_out_dir(out)
-    inputs = graph_inputs(model, config.batch)
-    calib = load_calibration(args.calib, inputs, config.calib_limit) if args.calib else None
+    job = prepare(Path(args.model), Path(args.calib) if args.calib else None, out,
+                  **config_options(args))
+    config, model, inputs, calib = job.config, job.model, job.inputs, job.calib
     qdq = is_qdq(model)
     if args.dump_ir == "import":
         print(import_onnx(strip_qdq(model).model if qdq else model, inputs))
-    compiled = compile_model(model, calib, config, progress=not args.quiet)
+    compiled = job.compile(progress=not args.quiet)
     if args.dump_ir == "float":
         print(compiled.float_mod)
     if args.dump_ir == "quantized":
         print(compiled.quantized)
-    exe = build(compiled)
-    info = emit(compiled, exe, out)
+    info = write_outputs(compiled, out)
     compile_s = time.perf_counter() - t0
     native = compiled.target.runs_natively
     lib = load(out, threads=args.threads if native else None)

@@ -50,15 +50,11 @@ def compile_and_compare(model: onnx.ModelProto, tmp: Path, calib: dict[str, np.n
 
     Returns (compiled artifacts, loaded model) for further assertions.
     """
-    from qcompiler.api import compile_only
-    from qcompiler.backend.emit import build, emit
-    from qcompiler.backend.runtime import CompiledModel
+    from qcompiler.api import compile_to_dir
 
     mpath, cpath = save_model(model, tmp), save_calib(calib, tmp)
     out = tmp / "out"
-    compiled = compile_only(mpath, cpath, out, **options)
-    emit(compiled, build(compiled), out)
-    lib = CompiledModel(out)
+    lib, compiled = compile_to_dir(mpath, cpath, out, **options)
     rng = np.random.default_rng(seed)
     feeds = [[(rng.standard_normal(spec["shape"]) * data.std() * 1.5 + data.mean())
               .astype(np.float32) for spec, data in zip(lib.inputs, calib.values())]

@@ -22,13 +22,12 @@ def test_set():
 @pytest.fixture(scope="module")
 def batch100(tmp_path_factory):
     """Compiled once at batch 100 with the default observer, plus its reference."""
-    from qcompiler.api import compile_only
-    from qcompiler.backend.emit import build, emit
+    from qcompiler.api import compile_only, write_outputs
     from qcompiler.reference import Reference
 
     out = tmp_path_factory.mktemp("fashion") / "out"
     compiled = compile_only(BUNDLED_MODEL, BUNDLED_CALIB, out, batch=100)
-    emit(compiled, build(compiled), out)
+    write_outputs(compiled, out)
     return qcompiler.load(out), Reference(compiled.quantized, compiled.tvm_target)
 
 

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompiler.api import compile_only
-from qcompiler.backend.emit import build, emit
-from qcompiler.backend.runtime import CompiledModel
+from qcompiler.api import compile_to_dir
 from qcompiler.config import CompileConfig
 from qcompiler.evaluation.datasets import load_fashion_mnist
 from qcompiler.evaluation.metrics import float_predictions, int8_predictions
@@ -70,9 +68,7 @@ def int8_top1(row: Row, images: np.ndarray, labels: np.ndarray, tmp: Path
               ) -> tuple[float, bool]:
     """(top-1, bit-exact on the first CHECKED images) of the row's compiled library."""
     out = tmp / row.name.replace(" ", "_").replace("/", "-")
-    compiled = compile_only(row.model, row.calib, out, **row.options)
-    emit(compiled, build(compiled), out)
-    lib = CompiledModel(out)
+    lib, compiled = compile_to_dir(row.model, row.calib, out, **row.options)
     _, bad, _ = int8_predictions(lib, Reference(compiled.quantized, compiled.tvm_target),
                                  images[:CHECKED])
     pred, _, _ = int8_predictions(lib, None, images)

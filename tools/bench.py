@@ -39,8 +39,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_mobilenetv2 import build as build_mobilenetv2  # noqa: E402
 
-from qcompiler.api import compile_only  # noqa: E402
-from qcompiler.backend.emit import build, emit  # noqa: E402
+from qcompiler.api import compile_to_dir  # noqa: E402
 from qcompiler.evaluation.metrics import median_latency_ms  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
@@ -160,9 +159,8 @@ def kernel_times(lib: CompiledModel, q: list, runs: int = 10) -> dict[str, float
 
 def _compiled(model: Path, calib: Path, out: Path, **options: object) -> tuple:
     t = time.perf_counter()
-    compiled = compile_only(model, calib, out, **options)
-    emit(compiled, build(compiled), out)
-    return compiled, CompiledModel(out), time.perf_counter() - t
+    lib, compiled = compile_to_dir(model, calib, out, **options)
+    return compiled, lib, time.perf_counter() - t
 
 
 def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,

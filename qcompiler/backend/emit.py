@@ -1,4 +1,5 @@
-"""Write the deployable artifacts: `model.so` (TVM runtime module) and `model.json`.
+"""Write the deployable artifacts: `model.so` (TVM runtime module), the runtime-free C library
+(`standalone.py`) and the manifest `model.json`.
 
 Writes are atomic: each file goes to a temporary name in the output folder and is renamed
 into place only when it is complete; a failed compile leaves nothing behind.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import tvm
 
+from qcompiler.backend.standalone import build_standalone
 from qcompiler.errors import QCompileError
 from qcompiler.graph_meta import graph_meta
 from qcompiler.pipeline import Compiled
@@ -60,8 +62,6 @@ def manifest(compiled: Compiled, standalone: dict) -> dict:
 
 def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path) -> dict:
     """Build everything in a temporary folder next to OUT, then rename each file into place."""
-    from qcompiler.backend.emit_c import build_standalone
-
     prepare_out_dir(out)
     with tempfile.TemporaryDirectory(prefix=".qcompile-", dir=out) as tmp:
         tmp = Path(tmp)

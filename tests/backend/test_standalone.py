@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL, ROOT, make_model, save_calib, save_model
 from onnx import helper
 
-from qcompiler.api import compile_only
-from qcompiler.backend.emit import build, emit
+from qcompiler.api import compile_only, write_outputs
 from qcompiler.backend.runtime import StandaloneModel
 from qcompiler.errors import TargetError
 from qcompiler.numerics.qparams import dtype_range
@@ -37,7 +35,7 @@ LIBC_LIBM = {"memcpy", "memset", "memmove", "abort", "__stack_chk_fail", "expf",
 
 def _compile(model_path, calib_path, out, target, **kw):
     compiled = compile_only(model_path, calib_path, out, target=target, **kw)
-    emit(compiled, build(compiled), out)
+    write_outputs(compiled, out)
     return compiled, StandaloneModel(out)
 
 

@@ -65,14 +65,13 @@ def ort_qdq(model: onnx.ModelProto, tmp: Path, per_channel: bool,
 
 def compile_qdq(model: onnx.ModelProto, tmp: Path, calib: dict | None = None):
     """Compile without calibration data (unless given); returns (compiled, library)."""
-    from qcompiler.api import compile_only
-    from qcompiler.backend.emit import build, emit
+    from qcompiler.api import compile_only, write_outputs
     from qcompiler.backend.runtime import CompiledModel
 
     path = save_model(model, tmp, "model.onnx")
     out = tmp / "out"
     compiled = compile_only(path, None if calib is None else save_calib(calib, tmp), out)
-    emit(compiled, build(compiled), out)
+    write_outputs(compiled, out)
     return compiled, CompiledModel(out)
 
 

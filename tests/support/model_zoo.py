@@ -82,7 +82,7 @@ def check_model(name: str, out: Path, n_calib: int = 2, seed: int = 0) -> ZooRes
     output with ORT's. The perturbed model is saved beside `out`."""
     import onnxruntime as ort
 
-    from qcompiler.backend.emit import build, emit
+    from qcompiler.api import write_outputs
     from qcompiler.backend.runtime import CompiledModel
     from qcompiler.config import CompileConfig
     from qcompiler.frontend.onnx_import import graph_inputs, load_onnx
@@ -99,7 +99,7 @@ def check_model(name: str, out: Path, n_calib: int = 2, seed: int = 0) -> ZooRes
     calib = {i.name: rng.standard_normal((n_calib, *i.shape[1:])).astype(np.float32)
              for i in inputs}
     compiled = compile_model(model, calib, CompileConfig(), progress=False)
-    emit(compiled, build(compiled), out)
+    write_outputs(compiled, out)
     compile_s = time.perf_counter() - t
     lib = CompiledModel(out)
     x = [rng.standard_normal(i.shape).astype(np.float32) for i in inputs]

@@ -18,8 +18,8 @@ import tvm_ffi
 from conftest import make_model, save_calib, save_model
 from onnx import helper
 
-from qcompiler.api import compile_only
-from qcompiler.backend.emit import build, emit
+from qcompiler.api import compile_only, write_outputs
+from qcompiler.backend.emit import emit
 from qcompiler.backend.runtime import CompiledModel, StandaloneModel
 from qcompiler.errors import QCompileError
 from qcompiler.reference import Reference
@@ -93,7 +93,7 @@ def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
             assert tvm_ffi.structural_equal(
                 second.quantized[gv].without_attr("global_symbol"),
                 task.build(rec.trace).without_attr("global_symbol"))
-    emit(second, build(second), tmp_path / "b" / "out")
+    write_outputs(second, tmp_path / "b" / "out")
     lib, ref = CompiledModel(tmp_path / "b" / "out"), Reference(second.quantized)
     q = np.random.default_rng(1).integers(0, 256, (1, 1, 28, 28)).astype(np.uint8)
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
@@ -223,7 +223,7 @@ def test_tuning_through_the_rpc_tracker_on_loopback(tmp_path, rng, rpc_tracker):
     assert len(compiled.tuning) == 2
     assert all(r.trials >= 1 and r.chosen in ("tuned", "fixed") for r in compiled.tuning)
     assert (database_dir(db, compiled.target) / "records.json").read_text().strip()
-    emit(compiled, build(compiled), tmp_path / "out")
+    write_outputs(compiled, tmp_path / "out")
     lib, ref = CompiledModel(tmp_path / "out"), Reference(compiled.quantized)
     q = rng.integers(0, 256, (1, 16, 8, 8)).astype(np.uint8)
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])

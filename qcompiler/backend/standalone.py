@@ -1,0 +1,52 @@
+"""The runtime-free C library: `libmodel.a`, `libmodel.so`, `model.h` for any target.
+
+The integer kernels come from TVM's codegen (one object file, one function per kernel, TVM's
+packed calling convention); the driver that calls them in order is generated C with a static
+memory plan: every intermediate tensor has a fixed offset in one caller-provided workspace,
+chosen by liveness, and the weights are constant arrays. The library provides what TVM's
+objects expect from a host (the error setter and a stack allocator for kernel scratch), so it
+needs nothing but libc and libm: no TVM runtime, no Python, no malloc.
+
+    quantized graph -> legalize -> memory_plan -> c_source (+ kernels.o) -> toolchain
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from qcompiler.backend.c_source import WEIGHTS_ASM, generate_c, generate_header
+from qcompiler.backend.memory_plan import COPY, align, float_boundary, plan, weights_blob
+from qcompiler.backend.toolchain import compile_library
+from qcompiler.graph_meta import graph_meta
+from qcompiler.pipeline import Compiled
+
+
+def build_standalone(compiled: Compiled, folder: Path, prefix: str = "model") -> dict:
+    """Write libmodel.a, libmodel.so, model.h and the example runner into `folder`."""
+    lowered = relax.transform.LegalizeOps()(compiled.quantized)
+    p = plan(lowered)
+    boundary = float_boundary(lowered, p)
+    blob = weights_blob(p)  # places the constants: before the code that points at them
+    code, workspace = generate_c(p, boundary, prefix)  # places the boundary tensors
+    meta = graph_meta(compiled.quantized)
+    names = sorted({c.kernel for c in p.calls if c.kernel != COPY}
+                   | {k for k, _, _ in boundary})
+    kernels = tvm.IRModule({n: lowered[n].with_attr("global_symbol", n) for n in names})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        with tvm.transform.PassContext(opt_level=3):
+            tvm.tirx.build(kernels, compiled.tvm_target).write_to_file(str(tmp / "kernels.o"))
+        (tmp / "weights.bin").write_bytes(blob)
+        (tmp / "weights.S").write_text(WEIGHTS_ASM)
+        (tmp / f"{prefix}.c").write_text(code)
+        (tmp / f"{prefix}.h").write_text(generate_header(p, meta, prefix, workspace))
+        compile_library(compiled.target, tmp, prefix)
+        for name in (f"lib{prefix}.a", f"lib{prefix}.so", f"{prefix}.h", "run_model"):
+            shutil.copy(tmp / name, folder / name)
+    return {"workspace_bytes": workspace, "activation_bytes": p.act_bytes,
+            "scratch_bytes": align(p.scratch_bytes), "kernels": len(names),
+            "weights_bytes": sum(t.nbytes for t in p.consts)}

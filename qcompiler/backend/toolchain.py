@@ -1,0 +1,50 @@
+"""Compiling the runtime-free library with the target's toolchain: the C driver and the
+weights into objects, then `lib<prefix>.a`, `lib<prefix>.so` and the example runner.
+
+The compiler is the target's (`Target.cc`: the system `cc` natively, `python -m ziglang cc`
+for cross builds, which also brings the archiver); a missing tool is one error that names
+the install line.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from qcompiler.errors import TargetError
+from qcompiler.targets.target import Target
+
+RUNNER = Path(__file__).parent / "c" / "run_model.c"
+CFLAGS = ["-O2", "-fPIC", "-std=c11", "-ffp-contract=off"]
+
+
+def _run(cmd: list[str], what: str, hint: str, cwd: Path) -> None:
+    try:
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800,
+                             check=False)
+    except FileNotFoundError:
+        raise TargetError(f"{what}: {cmd[0]} not found; install it: {hint}") from None
+    if res.returncode != 0:
+        msg = (res.stderr.strip() or res.stdout.strip()).splitlines()
+        if "No module named ziglang" in res.stderr:
+            raise TargetError(f"{what}: the zig cross compiler is missing; install it: {hint}")
+        raise TargetError(f"{what} failed: {msg[-1] if msg else res.returncode}")
+
+
+def compile_library(target: Target, folder: Path, prefix: str = "model") -> None:
+    """In `folder`, which holds `<prefix>.c`, `<prefix>.h`, `weights.S`, `weights.bin` and
+    `kernels.o`: build `lib<prefix>.a`, `lib<prefix>.so` and `run_model` (statically linked
+    for a target that runs under emulation)."""
+    cc = list(target.cc)
+    hint = target.install_hint
+    _run([*cc, *CFLAGS, "-c", f"{prefix}.c", "-o", "driver.o"], "compiling the C driver",
+         hint, folder)
+    _run([*cc, "-c", "weights.S", "-o", "weights.o"], "assembling the weights", hint, folder)
+    objs = ["driver.o", "weights.o", "kernels.o"]
+    ar = [*cc[:cc.index("cc")], "ar"] if "ziglang" in cc else ["ar"]
+    _run([*ar, "rcs", f"lib{prefix}.a", *objs], "archiving", hint, folder)
+    _run([*cc, "-shared", "-o", f"lib{prefix}.so", *objs, "-lm"], "linking", hint, folder)
+    shutil.copy(RUNNER, folder / "run_model.c")
+    static = ["-static"] if not target.runs_natively else []
+    _run([*cc, "-O2", "-std=c11", *static, "-I.", "run_model.c", f"lib{prefix}.a", "-lm",
+          "-o", "run_model"], "building the example runner", hint, folder)
