@@ -12,6 +12,66 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "models" / "fashion_cnn.onnx"
 BUNDLED_CALIB = ROOT / "models" / "fashion_calib.npz"
 
+# ---- CPU features ------------------------------------------------------------------------
+# Code for an ISA is built (LLVM cross-compiles) on every machine; only running it needs the
+# CPU. Tests build for an explicit target and call `requires_cpu_for(target)` (or
+# `requires_cpu(flag)`) right before they execute what they built.
+
+# x86 AVX-512 VNNI (+ VBMI, as `x86_target` gives it on Ice Lake, Sapphire Rapids, Zen 4),
+# whatever this machine has.
+VNNI_TARGET = {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+avx512vbmi"]}
+AVX2_TARGET = {"kind": "llvm", "mcpu": "x86-64-v3"}
+
+# /proc/cpuinfo flags an x86 `mcpu` level or `mattr` entry needs (the x86-64 psABI levels).
+_ISA_FLAGS = {
+    "x86-64-v3": ("avx2", "fma", "bmi2", "movbe", "f16c"),
+    "x86-64-v4": ("avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512cd", "avx512dq",
+                  "avx512vl"),
+    "+avx512vnni": ("avx512_vnni",),
+    "+avx512vbmi": ("avx512vbmi",),
+    "+amx-tile": ("amx_tile",),
+    "+amx-int8": ("amx_int8",),
+}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The flags of this CPU as /proc/cpuinfo lists them (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                           if line.startswith("flags")), []))
+
+
+def cpu_has(flag: str) -> bool:
+    return flag in cpu_flags()
+
+
+def requires_cpu(*flags: str) -> None:
+    """Skip the rest of the test unless this CPU has every flag; call it where the test
+    starts executing code built for them (after building and inspecting it)."""
+    missing = [f for f in flags if not cpu_has(f)]
+    if missing:
+        pytest.skip(f"this CPU has no {', '.join(missing)} (the code for it is built and "
+                    "checked, not run)")
+
+
+def requires_cpu_for(tvm_target: dict) -> None:
+    """`requires_cpu` with the flags an x86 TVM target dict's `mcpu` and `mattr` need."""
+    names = [tvm_target["mcpu"]] if "mcpu" in tvm_target else []
+    flags = [f for name in names + list(tvm_target.get("mattr", [])) for f in _ISA_FLAGS[name]]
+    requires_cpu(*dict.fromkeys(flags))
+
+
+def vnni_target():  # -> qcompiler.targets.target.Target
+    """The x86 target with AVX-512 VNNI, whether or not this machine has it."""
+    import dataclasses
+
+    from qcompiler.targets.x86 import x86_target
+
+    return dataclasses.replace(x86_target(), tvm_target=VNNI_TARGET)
+
 
 def make_model(nodes: list, inputs: dict[str, tuple], outputs: dict[str, tuple | None],
                initializers: dict[str, np.ndarray] | None = None, opset: int = 17

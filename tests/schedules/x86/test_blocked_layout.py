@@ -1,6 +1,9 @@
 """The NCHW16c layout of x86 VNNI graphs (`passes.plan_layout`, `schedules.blocked`): every
 blocked kernel equals the reference on the channel-padded layer bit for bit (padded channels
-included), and whole graphs stay bit-exact with the layout changed only at their edges."""
+included), and whole graphs stay bit-exact with the layout changed only at their edges.
+
+Everything is built for an explicit VNNI target, so the layout, the schedules and the code
+are checked on every machine; running the code is skipped where the CPU lacks the ISA."""
 from __future__ import annotations
 
 import json
@@ -8,11 +11,10 @@ import json
 import numpy as np
 import pytest
 import tvm
-from conftest import make_model
+from conftest import AVX2_TARGET, VNNI_TARGET, make_model, requires_cpu_for, vnni_target
 from onnx import helper
 from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.schedules.x86 import blocked
-from qcompiler.targets.x86 import _cpu_flags, x86_target
 from tvm import relax
 
 from qcompiler.backend.emit import build
@@ -24,17 +26,12 @@ from qcompiler.pipeline import compile_model
 from qcompiler.reference import Reference, kernel_for, to_blocked, unblocked
 from qcompiler.reference import conv2d as ref_conv2d
 
-TARGET = tvm.target.Target(x86_target().tvm_target)
-
-
-@pytest.fixture(autouse=True)
-def _vnni():
-    if "avx512_vnni" not in _cpu_flags():
-        pytest.fail("this test machine is expected to have AVX-512 VNNI (shared/DESIGN.md)")
+TARGET = tvm.target.Target(VNNI_TARGET)
 
 
 def _run(func: tvm.tirx.PrimFunc, args: list, out_shape: tuple, dtype=np.uint8) -> np.ndarray:
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), TARGET)
+    requires_cpu_for(VNNI_TARGET)
     out = tvm.runtime.tensor(np.zeros(out_shape, dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in args], out)
     return out.numpy()
@@ -165,8 +162,6 @@ def test_depthwise_chunks_read_at_most_ten_input_rows():
 def test_blocked_depthwise_equals_reference(case, form, rng):
     """`form`: the epilogue (`shifts`) and the taps' transpose (`vbmi`: one `vpermb`)."""
     shifts, vbmi = form
-    if vbmi and "avx512vbmi" not in _cpu_flags():
-        pytest.skip("this CPU has no AVX-512 VBMI (x86_target leaves it out there too)")
     c, hw, k, s, d, pads, batch, hi = case
     cp = blocked.padded_channels(c)
     w, bias, m0, shift = _layer(rng, c, 1, k, cp)
@@ -264,7 +259,8 @@ def _compile(model, tmp_path, rng, cin, **options):
         np.savez(path, x=rng.standard_normal((4, cin, 16, 16)).astype(np.float32))
     inputs = graph_inputs(model, 2)
     calib = load_calibration(path, inputs)
-    return compile_model(model, calib, CompileConfig(batch=2, **options), progress=False), inputs
+    return compile_model(model, calib, CompileConfig(batch=2, **options), progress=False,
+                         target=vnni_target()), inputs
 
 
 def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
@@ -302,8 +298,10 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
                                                    "max_pool2d", "max_pool2d",
                                                    "reduce_mean"], kernels
     assert ops[ops.index("reduce_mean") + 1] == "from_blocked"
-    vm = relax.VirtualMachine(build(compiled), tvm.cpu())
-    vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
     for _ in range(3):
         q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
@@ -341,8 +339,10 @@ def test_add_of_two_convs_fuses_one(tmp_path, rng):
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
     ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
     assert ops == ["to_blocked", "conv2d", "conv2d", "conv2d_add", "from_blocked"], ops
-    vm = relax.VirtualMachine(build(compiled), tvm.cpu())
-    vm_flat = relax.VirtualMachine(build(flat), tvm.cpu())
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
     ref = Reference(compiled.quantized, compiled.tvm_target)
     q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
     got = vm["main_int"](tvm.runtime.tensor(q)).numpy()  # one output: a tensor, no tuple
@@ -357,9 +357,9 @@ def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
 
     model = _residual_model(rng)
     compiled, _ = _compile(model, tmp_path, rng, 3, schedules=False)
-    avx2 = dataclasses.replace(x86_target(), tvm_target={"kind": "llvm", "mcpu": "x86-64-v3"})
+    avx2 = dataclasses.replace(vnni_target(), tvm_target=AVX2_TARGET)
     assert plan_layout(avx2)(compiled.quantized).same_as(compiled.quantized)
-    after = plan_layout(x86_target())(compiled.quantized)
+    after = plan_layout(vnni_target())(compiled.quantized)
     assert sum(op == "to_blocked" for op, _ in _kernels(after)) == 1
 
 
@@ -373,6 +373,7 @@ def test_blocked_graph_in_the_libraries_at_one_and_two_threads(tmp_path, rng):
     compiled, _ = _compile(model, tmp_path, rng, 16)
     assert [op for op, _ in _kernels(compiled.quantized)][:2] == ["to_blocked", "conv2d"]
     emit(compiled, build(compiled), tmp_path / "out")
+    requires_cpu_for(VNNI_TARGET)
     ref = Reference(compiled.quantized, compiled.tvm_target)
     standalone = StandaloneModel(tmp_path / "out")
     q = rng.integers(0, 256, standalone.inputs[0]["shape"]).astype(np.uint8)
