@@ -179,40 +179,69 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _fail_if_exited(procs: dict[str, tuple[subprocess.Popen, Path]]) -> None:
+    """Fail at once, with the process's own stderr, when one of `procs` has exited."""
+    for name, (proc, log) in procs.items():
+        if proc.poll() is not None:
+            pytest.fail(f"the RPC {name} exited with code {proc.returncode}; its stderr:\n"
+                        f"{log.read_text(errors='replace')[-4000:]}", pytrace=False)
+
+
 @pytest.fixture
-def rpc_tracker():
-    """TVM's tracker and two servers on loopback; yields "host:port:key"."""
+def rpc_tracker(tmp_path):
+    """TVM's tracker and two servers on loopback; yields "host:port:key". Polls the
+    processes while waiting (TVM's own `connect_tracker` retries a refused port for minutes),
+    so a process that dies fails the test within a second, with its stderr."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
-                               "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(name: str, args: list[str]) -> None:
+        log = tmp_path / f"rpc_{name.replace(' ', '_')}.stderr"
+        with open(log, "wb") as err:
+            procs[name] = (subprocess.Popen([sys.executable, "-m", *args],
+                                            stdout=subprocess.DEVNULL, stderr=err), log)
+
+    def wait(ready, what: str, seconds: float) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if ready():
+                    return
+            except Exception:
+                _fail_if_exited(procs)  # (a dead tracker's socket: its stderr says why)
+                raise
+            _fail_if_exited(procs)
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} within {seconds:.0f} s", pytrace=False)
+            time.sleep(0.2)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
     try:
         from tvm import rpc
 
-        for _ in range(100):  # the tracker first
-            try:
-                tracker = rpc.connect_tracker("127.0.0.1", port)
-                break
-            except RuntimeError:
-                time.sleep(0.2)
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker",
-                 f"127.0.0.1:{port}", "--key", "qcompiler-test", "--host", "127.0.0.1",
-                 "--port", str(free := _free_port()), "--port-end", str(free + 50)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(600):  # each server imports TVM first
-            if tracker.summary()["queue_info"].get("qcompiler-test", {}).get("free") == 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the two RPC servers did not register with the tracker")
+        start("tracker", ["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                          "--port-end", str(port + 1)])
+        wait(listening, "the RPC tracker did not listen", 120)  # (it imports TVM first)
+        tracker = rpc.connect_tracker("127.0.0.1", port)
+        for i in range(2):
+            free = _free_port()
+            start(f"server {i}", ["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+                                  "--key", "qcompiler-test", "--host", "127.0.0.1",
+                                  "--port", str(free), "--port-end", str(free + 50)])
+        wait(lambda: tracker.summary()["queue_info"].get("qcompiler-test", {}).get("free") == 2,
+             "the two RPC servers did not register with the tracker", 120)
         yield f"127.0.0.1:{port}:qcompiler-test"
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        for proc, _ in procs.values():
+            proc.terminate()
+        for proc, _ in procs.values():
+            proc.wait(timeout=30)
 
 
 @pytest.mark.slow
