@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +202,7 @@ def rpc_tracker(tmp_path):
             procs[name] = (subprocess.Popen([sys.executable, "-m", *args],
                                             stdout=subprocess.DEVNULL, stderr=err), log)
 
-    def wait(ready, what: str, seconds: float) -> None:  # noqa: ANN001
+    def wait(ready: Callable[[], bool], what: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
             try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from conftest import VNNI_TARGET, requires_cpu_for
 from qcompiler.schedules.x86.requantize import (
     LANES,
     RIGHT_SHIFTS,
     requantize_intrin,
     right_shift_epilogue,
 )
-from conftest import VNNI_TARGET, requires_cpu_for
 from tvm import te
 
 from qcompiler.numerics.requantize import q_multiply_shift
