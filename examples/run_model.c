@@ -1,1 +1,1 @@
-../qcompiler/c/run_model.c
+../qcompiler/backend/c/run_model.c

@@ -1,9 +1,9 @@
 """A deterministic cost proxy for Hexagon: packets executed under qemu-hexagon, per kernel.
 
-QEMU 7.2 loads TCG plugins; `qcompiler/c/packet_count.c` (built here with the host C compiler)
-records every executed translation block and its packet count. Packets are attributed to the
-library's functions by address (symbol sizes from `llvm-nm`). This ignores stalls and memory
-effects: a ranking signal for schedules and tuning, not cycles.
+QEMU 7.2 loads TCG plugins; `qcompiler/backend/c/packet_count.c` (built here with the host C
+compiler) records every executed translation block and its packet count. Packets are attributed
+to the library's functions by address (symbol sizes from `llvm-nm`). This ignores stalls and
+memory effects: a ranking signal for schedules and tuning, not cycles.
 """
 from __future__ import annotations
 
