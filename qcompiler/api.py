@@ -18,6 +18,7 @@ from qcompiler.backend.emit import build, check_out_dir, emit
 from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
 from qcompiler.frontend.onnx_import import ModelInput, graph_inputs, load_onnx
+from qcompiler.frontend.static_shapes import resolve_inputs
 from qcompiler.numerics.calibrate import load_calibration
 from qcompiler.pipeline import Compiled, compile_model
 from qcompiler.targets import check_toolchain, get_target
@@ -50,9 +51,12 @@ def prepare(model_path: Path, calib_path: Path | None, out: Path, **options: obj
     check_toolchain(get_target(config.target))
     model = load_onnx(model_path)
     check_out_dir(out)
-    inputs = graph_inputs(model, config.batch)
+    # Dims the model leaves symbolic are fixed by --input-shape, else by the calibration
+    # data's sample shape: read the data against what is fixed so far, then fix the rest.
+    fixed = resolve_inputs(model, config.batch, config.input_shapes, partial=True)
     calib = None if calib_path is None else \
-        load_calibration(calib_path, inputs, config.calib_limit)  # optional for a QDQ model
+        load_calibration(calib_path, fixed, config.calib_limit)  # optional for a QDQ model
+    inputs = graph_inputs(model, config.batch, config.input_shapes, calib)
     return Job(config, model, inputs, calib)
 
 

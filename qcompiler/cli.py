@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "causes on the calibration data")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
+    ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                    help="the static shape of an input with symbolic dims (repeatable; "
+                    "default: the calibration data's sample shape, batch from --batch)")
     ap.add_argument("--calib-limit", type=int, default=None,
                     help="use only the first N calibration samples")
     ap.add_argument("--eval", choices=EVAL_SETS, default=None,
@@ -76,12 +79,28 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`NAME:1x3x224x224` -> ("NAME", (1, 3, 224, 224)), as tvmc's --input-shapes spells it
+    (the name may contain ':'; the shape is what follows the last one)."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape:
+        raise QCompileError(f"--input-shape {text!r}: give NAME:DIMS, e.g. x:1x3x224x224")
+    return name, shape
+
+
 def config_options(args: argparse.Namespace) -> dict[str, object]:
     """The CompileConfig fields the command line sets (CompileConfig checks them)."""
     from qcompiler.numerics.mixed_precision import load_precision
 
+    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    if len(shapes) < len(args.input_shape):
+        raise QCompileError("--input-shape: an input is named twice")
     return {"target": args.target, "observer": args.observer, "percentile": args.percentile,
-            "per_channel": not args.per_tensor, "batch": args.batch,
+            "per_channel": not args.per_tensor, "batch": args.batch, "input_shapes": shapes,
             "calib_limit": args.calib_limit, "weight_bits": args.weight_bits,
             "activation_bits": args.activation_bits, "equalize": args.equalize,
             "bias_correction": args.bias_correction,
