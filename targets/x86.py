@@ -19,9 +19,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-_cpu_flags = cpu_flags  # the old name, which tests still import
-
-
 def x86_target() -> Target:
     """x86-64-v4 + VNNI: portable to every AVX-512 VNNI CPU, Intel or AMD.
 
