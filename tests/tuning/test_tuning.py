@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from conftest import make_model, save_calib, save_model
+from conftest import (
+    BUNDLED_CALIB,
+    BUNDLED_MODEL,
+    VNNI_TARGET,
+    make_model,
+    requires_cpu_for,
+    save_calib,
+    save_model,
+    vnni_target,
+)
 from onnx import helper
 
 from qcompiler.api import compile_only, write_outputs
@@ -27,8 +36,19 @@ from qcompiler.reference import Reference
 from qcompiler.tuning.tasks import Task, extract_tasks
 from qcompiler.tuning.tune import Tuner, apply_tuned, database_dir, open_database
 
-ROOT = Path(__file__).parent.parent
-MODEL, CALIB = ROOT / "models" / "fashion_cnn.onnx", ROOT / "models" / "fashion_calib.npz"
+MODEL, CALIB = BUNDLED_MODEL, BUNDLED_CALIB
+
+
+@pytest.fixture
+def vnni_x86(monkeypatch):
+    """Compiles for x86 with AVX-512 VNNI whatever this CPU: its dot-product kernels are the
+    x86 tuning tasks (AVX2 has none). Tuning runs candidates, so the tests that tune call
+    `requires_cpu_for(VNNI_TARGET)` first; the ones that only build run everywhere."""
+    import qcompiler.pipeline
+
+    real = qcompiler.pipeline.get_target
+    monkeypatch.setattr(qcompiler.pipeline, "get_target",
+                        lambda name: vnni_target() if name == "x86" else real(name))
 
 
 def _three_convs(same: bool = True):
@@ -63,6 +83,7 @@ def _task(tmp: Path) -> tuple:
     return compiled, extract_tasks(compiled.quantized, compiled.target)
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_layers_computing_the_same_kernel_share_one_task(tmp_path):
     compiled, tasks = _task(tmp_path)
     assert [t.calls for t in tasks] == [1, 2]
@@ -70,12 +91,15 @@ def test_layers_computing_the_same_kernel_share_one_task(tmp_path):
     assert [t.calls for t in extract_tasks(other.quantized, other.target)] == [1, 1, 1]
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_design_space_starts_at_the_fixed_schedule(tmp_path, rng):
     _, (_, task) = _task(tmp_path)
     assert tvm_ffi.structural_equal(task.build(task.default_trace()), task.build())
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
+    requires_cpu_for(VNNI_TARGET)  # (tuning runs the candidates)
     db = tmp_path / "db"
     first = _compile(tmp_path / "a", None, tune_trials=3, tuning_db=str(db))
     assert first.tuning and all(r.trials >= 1 for r in first.tuning)
@@ -100,8 +124,10 @@ def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch):
     compiled, (_, task) = _task(tmp_path)
+    requires_cpu_for(VNNI_TARGET)  # (measuring runs the candidate)
     right = Task.build
 
     def wrong(self: Task, trace=None):  # noqa: ANN001, ANN202 - tuned traces pad with zp_x + 1
@@ -122,6 +148,7 @@ def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch)
     assert tvm_ffi.structural_equal(task.build(rec.trace), task.build())
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_a_trace_that_does_not_replay_is_a_clear_error(tmp_path, rng):
     """A record's trace names the epilogue intrinsic of its kernel's zero point and clamp: on
     a kernel with another one it does not replay, and `measure` says so (no traceback)."""
@@ -133,6 +160,7 @@ def test_a_trace_that_does_not_replay_is_a_clear_error(tmp_path, rng):
         tuner.measure(other, task.default_trace(), seed=3)
 
 
+@pytest.mark.usefixtures("vnni_x86")
 def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
     """The runner itself checks: a kernel with another zero point gets an error, no cost."""
     from tvm.s_tir.meta_schedule.builder import BuilderInput
@@ -146,6 +174,7 @@ def test_search_runner_rejects_a_mismatching_candidate(tmp_path, rng):
         (b,) = tuner.builder.build([BuilderInput(tvm.IRModule({"main": t.build()}),
                                                  compiled.tvm_target)])
         tuner.checker.task = task
+        requires_cpu_for(VNNI_TARGET)
         (fut,) = tuner.checker.run([RunnerInput(b.artifact_path, "cpu", [])])
         results.append(fut.result())
     assert results[0].error_msg is None and results[0].run_secs[0] > 0
@@ -246,7 +275,9 @@ def rpc_tracker(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("vnni_x86")
 def test_tuning_through_the_rpc_tracker_on_loopback(tmp_path, rng, rpc_tracker):
+    requires_cpu_for(VNNI_TARGET)  # (the servers run the candidates; the fixture ran first)
     db = tmp_path / "db"
     compiled = _compile(tmp_path, _three_convs(), tune_trials=2, tuning_db=str(db),
                         rpc_tracker=rpc_tracker)
