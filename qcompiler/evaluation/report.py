@@ -94,11 +94,20 @@ def _fmt_db(v: float | None) -> str:
     return "exact" if v == math.inf else f"{v:.1f}"
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Rename a finished temporary file into place with the permissions a plain `open` would
+    give it (mkstemp makes it 0600: a report nobody else could read)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 def write_report(path: Path, layers: list[dict], title: str) -> None:
@@ -109,7 +118,7 @@ def write_report(path: Path, layers: list[dict], title: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{png.name}.", suffix=".png")
     os.close(fd)
     _plot(layers, Path(tmp))
-    os.replace(tmp, png)
+    _publish(tmp, png)
     rows = "\n".join(
         f"<tr><td>{i}</td><td>{html.escape(x['name'])}</td><td>{html.escape(x['op'])}</td>"
         f"<td class='{x['status']}'>{x['status']}</td><td>{x.get('scale', 0):.6g}</td>"

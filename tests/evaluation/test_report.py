@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL
@@ -33,3 +34,7 @@ def test_report_renders_table_and_plot(tmp_path, capsys):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 600 and height >= 300
     assert not list(report.parent.glob(".*"))  # no temporary files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (report, png, out / "model.json", out / "libmodel.a"):  # as `open` would make them
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
