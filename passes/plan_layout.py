@@ -12,7 +12,9 @@ direction.
 
 Runs on the quantized graph before `apply_schedules`, which then schedules the kernels left
 in NCHW as before. The blocked kernels' constants are the layer's, channel-padded (see
-`schedules.blocked`), so the reference reads the new graph like any other.
+`schedules.blocked`), so the reference reads the new graph like any other. A blocked form that
+raises while it is built leaves its layer in NCHW, recorded in the graph metadata
+(`graph_meta.schedule_fallbacks`) for the summary and the tests.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from qcompiler.schedules.x86 import blocked
 from qcompiler.targets.target import Target
 from tvm import relax
 
+from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.weight_layout import canonical, folded_bias, pack_depthwise
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
@@ -86,10 +89,11 @@ class _Planner:
         self.channels: dict = {}  # name of a blocked tensor -> its channels (LAYOUT_ATTR)
         self.users: dict = {}  # old Var -> the values (bindings, the output) that read it
         self.deferred: dict = {}  # old Var of a conv -> its call, held for a fused add
+        self.fallbacks: list = []  # blocked forms that raised (`graph_meta.ScheduleFallback`)
 
     # ---- the conversions, emitted at most once per tensor and direction ----
 
-    def _converter(self, key: tuple, make) -> relax.GlobalVar:  # noqa: ANN001
+    def _converter(self, key: tuple, make) -> relax.GlobalVar:
         if key not in self.converters:
             name = f"{key[0]}_{len(self.converters)}"
             self.converters[key] = self.bb.add_func(make().with_attr("global_symbol", name),
@@ -222,7 +226,14 @@ class _Planner:
         """Emit the blocked form of a kernel (with `add`: (its attributes, skip operand, pad),
         the conv `value` fused with the add that binds `var`); False if it has none."""
         kernel = self._kernel(value)
-        form = self._blocked_form(*kernel, add[0] if add else None)
+        try:
+            form = self._blocked_form(*kernel, add[0] if add else None)
+        except Exception as exc:  # noqa: BLE001 - a blocked form that raises: the layer in NCHW
+            tensor = add[0]["conv_tensor"] if add else var.name  # (then `apply_schedules`'s rules)
+            self.fallbacks.append(schedule_fallback(
+                tensor, kernel[0], str(kernel[2].attrs["global_symbol"]),
+                f"blocked_{kernel[0]}{'_add' if add else ''}", exc))
+            return False
         if form is None:
             return False
         func, acts, consts = form
@@ -305,10 +316,10 @@ class _Planner:
                         env[b.var] = self.bb.emit(value) if isinstance(b.var, relax.DataflowVar) \
                             else self.bb.emit_output(value)
             self.bb.emit_func_output(substitute(main.body.body, env))
-        return self.bb.get()
+        return record_schedule_fallbacks(self.bb.get(), self.fallbacks)
 
 
-def _walk(expr: relax.Expr):  # noqa: ANN202
+def _walk(expr: relax.Expr):
     yield expr
     if isinstance(expr, relax.Tuple):
         for f in expr.fields:

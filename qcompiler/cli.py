@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from qcompiler.frontend.onnx_import import import_onnx, initializer_bytes
     from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
+    from qcompiler.graph_meta import schedule_fallbacks
     from qcompiler.reference import Reference
 
     if args.threads < 1:
@@ -166,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
+    stuck = schedule_fallbacks(compiled.quantized)  # a rule that raised: a bug, still exact
+    if stuck:
+        print(f"  schedules:  {len(stuck)} layer{'s' * (len(stuck) > 1)} on the portable "
+              f"kernel: {'; '.join(f.summary() for f in stuck)}")
     if compiled.precision:
         _print_precision(compiled.precision, layers, args.mixed_precision)
     if compiled.tuning:

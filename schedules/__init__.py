@@ -24,6 +24,7 @@ from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
 from qcompiler.targets.target import Target
 from tvm import relax
 
+from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.weight_layout import canonical
 from qcompiler.relax_access import const_array, is_const, op_name, substitute
@@ -65,8 +66,15 @@ def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
     return tuple(int(d) for d in buf.shape), str(buf.dtype)
 
 
-def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
-    """(packed PrimFunc, new constant operands) for one kernel call, or None to keep it."""
+def _plan(mod: tvm.IRModule, call: relax.Call, rules: list, tensor: str = "",
+          fallbacks: list | None = None) -> tuple | None:
+    """(packed PrimFunc, new constant operands) for one kernel call, or None to keep it.
+
+    A rule that raises while packing, building or scheduling the kernel (a TVM ScheduleError or
+    TVMError, or our own exception) leaves the portable kernel in place, which computes the same
+    numbers, and is recorded in `fallbacks` (`graph_meta.ScheduleFallback`; `tensor`: the
+    binding's name): the compile goes on, its summary names the layer, and the fuzz and zoo
+    tests fail on it. Only an interrupt (not an Exception) stops the compile."""
     func = mod[call.args[0]]
     if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs \
             or "qcompiler.schedule" in func.attrs:  # portable kernels only (not `blocked`'s)
@@ -78,48 +86,68 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list) -> tuple | None:
     for rule in rules:
         if not rule.applies(op, attrs, x_dtype):
             continue
-        if isinstance(rule, VectorRule):  # same operands, another loop nest
-            new = rule.rebuild(func, [const_array(a) if is_const(a) else None for a in args])
-            if new is None:
-                continue
-            return new.with_attr("global_symbol", func.attrs["global_symbol"]), args
-        if not all(is_const(a) for a in args[1:3]):
-            continue
-        if nibbles.is_nibbles(attrs) and not isinstance(rule, DotProduct):
-            continue  # 4-bit (nibble) weights: only the dot-product kernels unpack them
-        w = canonical(const_array(args[1]), attrs)  # int8, also for 4-bit (nibble) storage
-        if hasattr(rule, "fits") and not rule.fits(x_shape, w.shape, attrs):
-            continue  # a rule that depends on shapes the attributes do not carry
         try:
-            wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
-        except OverflowError:
-            return None  # keep the portable kernel: its int64 epilogue cannot wrap
-        if isinstance(rule, DotProduct):
-            new = rule.build(op, x_shape, x_dtype, w.shape, attrs, shifts=shift_kind(
-                const_array(args[4]) if is_const(args[4]) else None))
-        else:
-            new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
-        new = new.with_attr("global_symbol", func.attrs["global_symbol"])
-        return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
+            return _plan_rule(rule, func, op, attrs, args, x_shape, x_dtype)
+        except _Declined:
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure of a rule: the portable kernel
+            if fallbacks is not None:
+                fallbacks.append(schedule_fallback(tensor, op, str(func.attrs["global_symbol"]),
+                                                   rule.name, exc))
+            return None
     return None
+
+
+class _Declined(Exception):
+    """A rule that applies to the op but not to this kernel: the next rule is tried."""
+
+
+def _plan_rule(rule: object, func: tvm.tirx.PrimFunc, op: str, attrs: dict, args: list,
+               x_shape: tuple, x_dtype: str) -> tuple | None:
+    """`_plan` for one rule that applies (None: keep the portable kernel); raises _Declined
+    when the rule does not fit the kernel."""
+    if isinstance(rule, VectorRule):  # same operands, another loop nest
+        new = rule.rebuild(func, [const_array(a) if is_const(a) else None for a in args])
+        if new is None:
+            raise _Declined
+        return new.with_attr("global_symbol", func.attrs["global_symbol"]), args
+    if not all(is_const(a) for a in args[1:3]):
+        raise _Declined
+    if nibbles.is_nibbles(attrs) and not isinstance(rule, DotProduct):
+        raise _Declined  # 4-bit (nibble) weights: only the dot-product kernels unpack them
+    w = canonical(const_array(args[1]), attrs)  # int8, also for 4-bit (nibble) storage
+    if hasattr(rule, "fits") and not rule.fits(x_shape, w.shape, attrs):
+        raise _Declined  # a rule that depends on shapes the attributes do not carry
+    try:
+        wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
+    except OverflowError:
+        return None  # keep the portable kernel: its int64 epilogue cannot wrap
+    if isinstance(rule, DotProduct):
+        new = rule.build(op, x_shape, x_dtype, w.shape, attrs, shifts=shift_kind(
+            const_array(args[4]) if is_const(args[4]) else None))
+    else:
+        new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
+    new = new.with_attr("global_symbol", func.attrs["global_symbol"])
+    return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
 
 
 def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None
                     ) -> tvm.IRModule:
     """The module rebuilt with every kernel a target has a rule for replaced by its packed,
     tensorized or vectorized version (others untouched). `rules`: instead of the target's
-    (e.g. `hexagon.plain.PLAIN_VECTOR_RULES`, for comparisons)."""
+    (e.g. `hexagon.plain.PLAIN_VECTOR_RULES`, for comparisons). A kernel whose rule raises
+    stays portable and is listed in the graph metadata (`graph_meta.schedule_fallbacks`)."""
     rules = rules_for(target) if rules is None else rules
     if not rules:
         return mod
-    plans = {}
+    plans, fallbacks = {}, []
     for blk in mod["main_int"].body.blocks:
         for b in blk.bindings:
             if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
-                plan = _plan(mod, b.value, rules)
+                plan = _plan(mod, b.value, rules, b.var.name, fallbacks)
                 if plan is not None:
                     plans[b.value.args[0]] = plan
-    return _rebuild(mod, plans) if plans else mod
+    return record_schedule_fallbacks(_rebuild(mod, plans) if plans else mod, fallbacks)
 
 
 def _rebuild(mod: tvm.IRModule, plans: dict) -> tvm.IRModule:

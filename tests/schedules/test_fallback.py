@@ -1,0 +1,105 @@
+"""A target rule that raises on a layer: the layer keeps its portable kernel, the compile goes on,
+stays bit-exact, and the summary and model.json name the layer (`schedules._plan`,
+`passes.plan_layout`, `graph_meta.schedule_fallbacks`)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+from conftest import make_model, save_calib, save_model, vnni_target
+from onnx import helper
+from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.x86 import blocked
+from qcompiler.schedules.x86.depthwise import Depthwise
+from tvm import relax
+
+from qcompiler.config import CompileConfig
+from qcompiler.graph_meta import graph_meta, schedule_fallbacks
+from qcompiler.pipeline import compile_model
+from qcompiler.relax_access import op_name
+
+
+def _model(rng: np.random.Generator):
+    """A 3x3 depthwise conv (ReLU) then a 1x1 conv: one layer per rule kind."""
+    nodes = [helper.make_node("Conv", ["x", "wd", "bd"], ["d"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], group=16),
+             helper.make_node("Relu", ["d"], ["r"]),
+             helper.make_node("Conv", ["r", "wp", "bp"], ["y"], kernel_shape=[1, 1])]
+    inits = {"wd": rng.standard_normal((16, 1, 3, 3)), "bd": rng.standard_normal(16) * .1,
+             "wp": rng.standard_normal((24, 16, 1, 1)) / 4, "bp": rng.standard_normal(24) * .1}
+    return make_model(nodes, {"x": ("N", 16, 9, 9)}, {"y": None}, inits)
+
+
+def _raise(*_args, **_kwargs):
+    raise tvm.s_tir.ScheduleError("injected: the rule cannot schedule this\nsecond line")
+
+
+def test_a_rule_that_raises_leaves_the_portable_kernel_and_the_summary_says_so(
+        tmp_path, monkeypatch, capsys):
+    from qcompiler.cli import main
+
+    rng = np.random.default_rng(0)
+    model = save_model(_model(rng), tmp_path)
+    calib = save_calib({"x": rng.standard_normal((8, 16, 9, 9)).astype(np.float32)}, tmp_path)
+    monkeypatch.setattr(Depthwise, "build", _raise)  # x86 NCHW (AVX2 and VNNI) depthwise
+    monkeypatch.setattr(blocked, "depthwise", _raise)  # and blocked (VNNI hosts)
+    out = tmp_path / "out"
+    # exit 0: the library equals qcompiler.reference bit for bit ("bit-exact: yes")
+    assert main([str(model), "--calib", str(calib), "-o", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "bit-exact:  yes" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("schedules:"))
+    layer = json.loads((out / "model.json").read_text())["layers"][0]
+    rule = "x86_vnni_depthwise" if "x86-64-v4" in text else "depthwise"  # (the host's ISA)
+    assert f"on the portable kernel: {layer['name']} {layer['op']} ({rule}: schedule error: " \
+        "ScheduleError: injected: the rule cannot schedule this)" in line
+    assert "portable kernel" in layer["detail"] and "injected" in layer["detail"]
+
+
+def _compile(model, rng, target, **options):
+    calib = {"x": rng.standard_normal((4, 16, 9, 9)).astype(np.float32)}
+    return compile_model(model, calib, CompileConfig(batch=1, **options), progress=False,
+                         target=target)
+
+
+def test_no_fallback_without_a_failure():
+    rng = np.random.default_rng(1)
+    compiled = _compile(_model(rng), rng, None)
+    assert schedule_fallbacks(compiled.quantized) == []
+    assert "schedule_fallbacks" not in graph_meta(compiled.quantized)  # model.json as before
+
+
+@pytest.mark.parametrize("blocked_layout", [False, True], ids=["nchw", "blocked"])
+def test_vnni_rules_that_raise_fall_back_per_layer(monkeypatch, blocked_layout):
+    """Built for VNNI whatever this CPU is (the portable kernels run anywhere: the graph is
+    checked against the reference only through its metadata here)."""
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr(DotProduct, "build", _raise)  # the 1x1 conv's channel-lane kernel
+    monkeypatch.setattr(Depthwise, "build", _raise)
+    monkeypatch.setattr(blocked, "depthwise", _raise)  # the blocked forms (plan_layout)
+    monkeypatch.setattr(blocked.BLOCKED_VNNI.__class__, "build", _raise)
+    compiled = _compile(_model(rng), rng, vnni_target(), blocked_layout=blocked_layout)
+    found = schedule_fallbacks(compiled.quantized)
+    layers = graph_meta(compiled.quantized)["layers"]
+    assert {f.layer for f in found} == {x["name"] for x in layers}
+    assert all(f.error.startswith("ScheduleError: injected") for f in found)
+    rules = {f.rule for f in found}
+    assert rules >= ({"blocked_conv2d"} if blocked_layout else {"x86_vnni_depthwise"})
+    for blk in compiled.quantized["main_int"].body.blocks:  # every kernel portable
+        for b in blk.bindings:
+            if not isinstance(b.value, relax.Call) or op_name(b.value) != "relax.call_tir":
+                continue
+            func = compiled.quantized[b.value.args[0]]
+            assert "qcompiler.schedule" not in func.attrs, b.var.name
+
+
+def test_an_interrupt_is_not_a_fallback(monkeypatch):
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Depthwise, "build", interrupt)
+    rng = np.random.default_rng(3)
+    with pytest.raises(KeyboardInterrupt):
+        _compile(_model(rng), rng, None)
