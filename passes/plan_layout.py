@@ -144,7 +144,18 @@ class _Planner:
                       add: dict | None = None) -> tuple | None:
         """(PrimFunc, activation operands as (var, pad value, block), constant operands) of
         the kernel's blocked form, or None to keep it in NCHW. `add`: a conv's attributes
-        for a fused add (`blocked.conv2d_compute`); only convs of one group take them."""
+        for a fused add (`blocked.conv2d_compute`); only convs of one group take them.
+
+        Accepts 4-D activations of any batch and spatial size, int8 weights (4-bit layers
+        stay NCHW), and:
+        - add of two tensors of one shape, one of them blocked already; any 8-bit dtypes;
+        - max pool on a blocked input or one of >= 16 channels: any kernel, strides, padding;
+        - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
+        - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
+          1 (`blocked.BLOCKED_VNNI`; a stem of < 16 channels on an NCHW input read by 4), or
+          depthwise with groups == channels == outputs (`blocked.depthwise`; not a stem), any
+          kernel, strides, dilations and padding (height and width apart), fused with the add
+          that takes its output (groups 1 only). Others stay NCHW."""
         acts = [a for a in args if isinstance(a, relax.Var)]
         if not acts or any(len(a.ty.shape) != 4 for a in acts) or nibbles.is_nibbles(attrs):
             return None

@@ -231,7 +231,17 @@ COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
 
 @dataclass(frozen=True)
 class DotProduct:
-    """One dot-product instruction as a kernel rule for `qcompiler.schedules`."""
+    """One dot-product instruction as a kernel rule for `qcompiler.schedules`.
+
+    Accepts: conv2d with groups == 1 and dense, on activations of the row's `x_dtype` (8-bit;
+    int16 activations keep the portable kernels); NCHW, any batch and spatial size (h != w
+    included), any input and output channel counts (channels padded to 4 and to `lanes`
+    inside), any kernel kh x kw (1x1 and non-square included), any strides and dilations
+    (>= 1, height and width apart), any padding (asymmetric included); weights int8 or 4-bit
+    (nibbles, unpacked at the kernel's root), int32 bias, per-channel or per-tensor
+    multipliers, any requantize shift, output per `out_dtype`. Declines (the portable kernel
+    stays) when the folded bias overflows int32 (`pack_operands`: OverflowError).
+    """
 
     name: str
     lanes: int

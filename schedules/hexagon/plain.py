@@ -134,4 +134,7 @@ def dense(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
 
 
 HVX_PLAIN = VectorRule("hvx_plain", {"conv2d": conv2d, "dense": dense})
+"""Accepts (comparisons only, `tools/hexagon_cost.py`): conv2d of any groups, kernel, strides,
+dilations and padding on NCHW activations of any dtype (a grouped one only when its output
+rows are 16 or more wide), and dense; int8 weights."""
 PLAIN_VECTOR_RULES = [HVX_PLAIN, HVX_VECTOR]

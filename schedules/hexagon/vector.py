@@ -174,7 +174,10 @@ def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
 @dataclass(frozen=True)
 class VectorRule:
     """Kernels rebuilt with the same operands and vectorized, as a rule for
-    `qcompiler.schedules` (nothing is packed: the graph keeps its constants)."""
+    `qcompiler.schedules` (nothing is packed: the graph keeps its constants).
+
+    Accepts the ops in `builders`; each builder says which of their kernels it takes (None:
+    the portable kernel stays): see `HVX_VECTOR`, `plain.HVX_PLAIN`."""
 
     name: str
     builders: dict[str, Builder] = field(hash=False)
@@ -196,3 +199,11 @@ class VectorRule:
 HVX_VECTOR = VectorRule("hvx_vector", {"add": add, "requantize": requantize,
                                        "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
                                        "conv2d": depthwise_conv2d})
+"""Accepts, on NCHW activations of any batch and shape and any 8- or 16-bit dtype:
+- add of two tensors of one shape, when both rescaled terms and their sum fit int32 (`add`);
+- requantize (concat inputs, clamps), any shape;
+- max and average pooling, any kernel kh x kw, row stride and padding, when the column stride
+  is 1 and output rows are at least MIN_ROW_BYTES (`_vector_rows`);
+- depthwise conv2d (groups == channels, multiplier 1), stride 1, any kernel, dilation and
+  padding, int8 weights (`hexagon.depthwise.depthwise_conv2d`).
+Every other kernel of those ops (a builder returns None) keeps the portable kernel."""

@@ -309,7 +309,15 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
 class BlockedConv(DotProduct):
     """conv2d (groups 1) on NCHW16c activations. A `DotProduct` so that tuning finds its
     kernels (`schedules.tunable_rules`) and samples the same register-block tiles; only
-    `plan_layout` builds blocked kernels."""
+    `plan_layout` builds blocked kernels.
+
+    Accepts: uint8 activations blocked by 16 (or by 4 for a stem of fewer than 16 channels on
+    an NCHW input), any batch and spatial size, weights channel-padded to (16k, 16m or 4m, kh,
+    kw) (`plan_layout` pads them; zero weights), any kernel, strides and dilations (>= 1,
+    height and width apart), any padding; int8 weights (4-bit layers stay NCHW), int32 bias,
+    any requantize shift, output per `out_dtype`; with attribute `add`, the conv's output
+    added to a skip operand of either 8-bit dtype (`conv2d_compute`).
+    """
 
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:

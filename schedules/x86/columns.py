@@ -131,7 +131,14 @@ def schedule_columns(sch: tvm.s_tir.Schedule, intrin: str) -> None:
 
 @dataclass(frozen=True)
 class Columns:
-    """conv2d (groups 1) with output columns in the `vpdpbusd` lanes."""
+    """conv2d (groups 1) with output columns in the `vpdpbusd` lanes.
+
+    Accepts: conv2d with groups == 1 on uint8 NCHW activations, any batch and channels, any
+    kernel kh x kw, strides and dilations (>= 1, height and width apart), any padding; int8
+    weights (4-bit layers go to `X86_VNNI`: `schedules._plan`), int32 bias, output per
+    `out_dtype`; where `fits`: at most MAX_MACS multiply-adds per output (cin kh kw) or a
+    strided 1x1, and output rows that pad to whole 16-column vectors with at most MAX_WASTE.
+    """
 
     name: str
 

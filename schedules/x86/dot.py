@@ -15,3 +15,6 @@ def vpdpbusd_intrinsic() -> str:
 
 
 X86_VNNI = DotProduct("x86_vnni", 16, "uint8", vpdpbusd_intrinsic)
+"""Accepts what `DotProduct` does on uint8 activations: conv2d (groups 1) and dense, any batch,
+channels, kernel, strides, dilations and padding, 8- or 4-bit weights; NCHW (the blocked
+conv is `x86.blocked.BLOCKED_VNNI`). Only with AVX-512 VNNI (`schedules.rules_for`)."""

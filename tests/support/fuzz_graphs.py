@@ -157,7 +157,9 @@ def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str |
     """Compile the case for `target` and compare the library and the reference on fresh inputs.
 
     x86 runs the TVM module in process; other targets run the runtime-free C library through
-    its runner (under qemu). Returns None when they agree bit for bit, else the first mismatch.
+    its runner (under qemu). Returns None when they agree bit for bit, else the first mismatch,
+    or the layers a target rule failed on (`graph_meta.schedule_fallbacks`: the compile would
+    hide them behind the portable kernel, so the fuzzer reports them).
     """
     import tvm
     from tvm import relax
@@ -166,6 +168,7 @@ def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str |
     from qcompiler.backend.runtime import StandaloneModel
     from qcompiler.config import CompileConfig
     from qcompiler.frontend.onnx_import import graph_inputs
+    from qcompiler.graph_meta import schedule_fallbacks
     from qcompiler.numerics.calibrate import load_calibration
     from qcompiler.numerics.qparams import dtype_range
     from qcompiler.pipeline import compile_model
@@ -178,6 +181,9 @@ def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str |
         np.savez(path, x=case.calib)
         calib = load_calibration(path, inputs)
         compiled = compile_model(case.model, calib, config, progress=False)
+        fallbacks = schedule_fallbacks(compiled.quantized)  # hidden by the portable kernel
+        if fallbacks:
+            return "schedule fallback: " + "; ".join(f.summary() for f in fallbacks)
         if compiled.target.runs_natively:
             vm = relax.VirtualMachine(build(compiled), tvm.cpu())
 
