@@ -26,3 +26,41 @@ def load_intrinsics(module: str) -> types.ModuleType:
         stub.__package__ = PACKAGE
         sys.modules[PACKAGE] = stub
     return importlib.import_module(name)
+
+
+# Every tensor intrinsic a schedule of ours can name, by name prefix: the module that
+# registers it. A module that registers its intrinsics on import needs nothing more; one whose
+# intrinsics are made from parameters (`x86.requantize`, `x86.vnni`'s windows) also has
+# `register_named(name)`, which parses them back from the name (the name is their one
+# description). TVM's own intrinsics (`sdot`) are registered by importing `TVM_MODULES`.
+OURS = {
+    "qcompiler_requantize_": "qcompiler.schedules.x86.requantize",
+    "qcompiler_dot_16x4_u8i8i32_vnni": "qcompiler.schedules.x86.vnni",
+    "qcompiler_window_": "qcompiler.schedules.x86.vnni",
+    "qcompiler_taps_": "qcompiler.schedules.x86.vnni",
+    "qcompiler_dot_32x4_u8i8i32_vrmpy": "qcompiler.schedules.hexagon.vrmpy",
+}
+TVM_MODULES = {"arm": ("arm_cpu",), "hexagon": ("hexagon",), "x86": ("x86",)}  # per target
+
+
+def _registered(name: str) -> bool:
+    from tvm.s_tir import TensorIntrin
+
+    return TensorIntrin.get(name, allow_missing=True) is not None
+
+
+def register_named(name: str, target: str) -> bool:
+    """Register the tensor intrinsic `name` (as a tuning record names it) if it is ours or
+    TVM's for `target` ("x86", "arm", "hexagon"); whether it is registered now. Deterministic:
+    the same name always gives the same intrinsic, in any process."""
+    if _registered(name):
+        return True
+    for prefix, module in OURS.items():
+        if name.startswith(prefix):
+            mod = importlib.import_module(module)
+            if not _registered(name) and hasattr(mod, "register_named"):
+                mod.register_named(name)
+            return _registered(name)
+    for module in TVM_MODULES.get(target, ()):
+        load_intrinsics(module)
+    return _registered(name)

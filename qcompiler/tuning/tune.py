@@ -15,8 +15,6 @@ by the unscheduled kernel: a second compile of the same model runs no new trials
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +27,11 @@ from tvm.s_tir import meta_schedule as ms
 from qcompiler.backend.runtime import set_threads
 from qcompiler.errors import QCompileError
 from qcompiler.targets.target import Target
+from qcompiler.tuning.database import (  # noqa: F401 - database_dir: the tests' path
+    TuningDatabase,
+    database_dir,
+    open_database,
+)
 from qcompiler.tuning.features import Features
 from qcompiler.tuning.runners import (
     CountingRunner,
@@ -68,23 +71,6 @@ def parse_tracker(spec: str | None) -> RpcTracker | None:
         return None
     host, port, key = spec.split(":", 2)
     return RpcTracker(host, int(port), key)
-
-
-def database_dir(root: Path, target: Target) -> Path:
-    """One database per target kind and ISA (a record for AVX-512 is not one for AVX2)."""
-    key = hashlib.sha1(json.dumps(target.tvm_target, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(root) / f"{target.name}-{key}"
-
-
-def open_database(root: Path, target: Target) -> ms.database.JSONDatabase:
-    folder = database_dir(root, target)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise QCompileError(f"{folder}: cannot create the tuning database ({exc.strerror})"
-                            ) from None
-    return ms.database.JSONDatabase(str(folder / "workloads.json"),
-                                    str(folder / "records.json"), allow_missing=True)
 
 
 def _unit(target: Target) -> tuple[str, float, str]:
@@ -182,11 +168,10 @@ class Tuner:
 
     def tune_task(self, task: Task, trials: int, progress: bool, label: str) -> TaskResult:
         workload = task.workload
-        if self.db.has_workload(workload):
-            rec = self.db.query_tuning_record(workload, self.tvm_target, "main")
-            if rec is not None:
-                cost = float(rec.run_secs[0]) if rec.run_secs else float("nan")
-                return TaskResult(task, cost, cost, 0, "database")
+        rec = self.db.query_tuning_record(workload, self.tvm_target)
+        if rec is not None:
+            cost = float(rec.run_secs[0]) if rec.run_secs else float("nan")
+            return TaskResult(task, cost, cost, 0, "database")
         untuned = self.measure(task, None, self.seed + 1)
         best_trace, best = task.default_trace(), untuned
         chosen = "fixed"
@@ -197,9 +182,7 @@ class Tuner:
                 continue  # wrong or unbuildable: never enters the database
             if cost < best:
                 best_trace, best, chosen = rec.trace, cost, "tuned"
-        self.db.commit_tuning_record(ms.database.TuningRecord(
-            best_trace, self.db.commit_workload(workload), [best], self.tvm_target,
-            ms.arg_info.ArgInfo.from_prim_func(workload["main"])))
+        self.db.commit(workload, best_trace, best, self.tvm_target)
         return TaskResult(task, untuned, best, self.trials, chosen)
 
 
@@ -225,17 +208,21 @@ def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target
                 db_root: Path) -> tvm.IRModule:
     """The module with every kernel that has a database record rebuilt from its trace (same
     operands, so the graph and the reference are unchanged)."""
-    db = open_database(db_root, target)
+    db = open_database(db_root, target, write=False)
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for task in extract_tasks(mod, target):
-        workload = task.workload
-        rec = db.query_tuning_record(workload, tvm_target, "main") \
-            if db.has_workload(workload) else None
+        rec = db.query_tuning_record(task.workload, tvm_target)
         if rec is None:
             continue
+        try:
+            func = task.build(rec.trace)
+        except Exception as exc:  # noqa: BLE001 - replayed on the workload, not on the kernel
+            db.skip(f"{task.name}: its record does not rebuild the kernel "
+                              f"({str(exc).strip().splitlines()[-1][:120]})")
+            continue  # the fixed schedule stays
         for gv in task.kernels:
             symbol = mod[gv].attrs["global_symbol"]
-            out.update_func(gv, task.build(rec.trace).with_attr("global_symbol", symbol))
+            out.update_func(gv, func.with_attr("global_symbol", symbol))
     return out
 
 

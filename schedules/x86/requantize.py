@@ -32,6 +32,7 @@ epilogue.)
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import tvm
@@ -188,6 +189,11 @@ def _impl_columns(attrs: dict) -> tirx.PrimFunc:
 
 
 _REGISTERED: dict[tuple, str] = {}
+# The name carries every parameter of the intrinsic (zp_y, lo, hi, out_dtype, columns), so a
+# tuning record that names it can register it in another process (`register_named`).
+NAME = "qcompiler_requantize_right_x16_zp{}_{}_{}_{}_c{}"
+_NAME_RE = re.compile(r"qcompiler_requantize_right_x16_zp(-?\d+)_(-?\d+)_(-?\d+)_"
+                      r"(u?int(?:8|16|32))_c(\d+)")
 
 
 def requantize_intrin(attrs: dict, columns: int = 1) -> str:
@@ -195,11 +201,21 @@ def requantize_intrin(attrs: dict, columns: int = 1) -> str:
     one column of 16 lanes, or `COLUMNS` of them (8-bit outputs, `columns_apply`)."""
     key = (attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"], columns)
     if key not in _REGISTERED:
-        name = "qcompiler_requantize_right_x16_zp{}_{}_{}_{}_c{}".format(*key)
+        name = NAME.format(*key)
         desc, impl = (_desc, _impl) if columns == 1 else (_desc_columns, _impl_columns)
         TensorIntrin.register(name, desc(attrs), impl(attrs), override=True)
         _REGISTERED[key] = name
     return _REGISTERED[key]
+
+
+def register_named(name: str) -> None:
+    """Register the intrinsic `requantize_intrin` names `name` (as a tuning record's trace
+    names it); a name it cannot have made is left alone (`intrinsics.register_named`)."""
+    m = _NAME_RE.fullmatch(name)
+    if m is None or int(m[5]) not in (1, COLUMNS):
+        return
+    attrs = {"zp_y": int(m[1]), "lo": int(m[2]), "hi": int(m[3]), "out_dtype": m[4]}
+    requantize_intrin(attrs, int(m[5]))
 
 
 def columns_apply(attrs: dict, columns: int) -> bool:

@@ -7,6 +7,8 @@ This is the same description with the operands in the new types.
 """
 from __future__ import annotations
 
+import re
+
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -141,6 +143,14 @@ def _window_intrin(stride: int) -> str:
 
 
 VNNI_WINDOW_INTRIN = {s: _window_intrin(s) for s in (1, 2)}
+
+
+def register_named(name: str) -> None:
+    """Register a window intrinsic of another stride from its name (as a tuning record names
+    it, `intrinsics.register_named`); the others are registered on import."""
+    m = re.fullmatch(r"qcompiler_window_16x4_s(\d+)_u8i8i32_vnni", name)
+    if m is not None and int(m[1]) >= 1:
+        _window_intrin(int(m[1]))
 
 
 def _taps_intrin() -> str:
