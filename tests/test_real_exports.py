@@ -1,0 +1,89 @@
+"""Real torchvision exports (tools/export_zoo.py: random weights, non-trivial batch norms,
+TorchScript exporter, dynamic N/H/W) compile from the file as shipped, with calibration data.
+
+Each: bit-exact against the reference on held-out inputs, no float op but Softmax, no kernel
+left on its portable schedule, and the dequantized int8 output within 25 dB SQNR of ONNX
+Runtime's float output on the same inputs. mobilenet_v3_small also for arm and hexagon, bit
+for bit under qemu.
+
+The spatial size is CALIB_SIZE (the exports' H and W are dynamic; the calibration data's
+sample shape fixes them). The exports need torch + torchvision in `QCOMPILER_EXPORT_PYTHON`
+(default this interpreter; `pip install -e '.[export]'`); without them the tests skip.
+CI runs each model once at opset 17 (and mobilenet_v3_small, whose opset-13 export spells
+HardSwish as HardSigmoid * x, at 13 as well); `QCOMPILER_ZOO_FULL=1` runs every model at
+both opsets and the dynamo exports too.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from support.real_exports import (
+    ZOO,
+    calib_path,
+    check_export,
+    export,
+    export_python,
+    has_torch,
+    onnx_path,
+    zoo_dir,
+)
+
+CALIB_SIZE = 64  # googlenet's four stride-2 stages and ceil-mode pools need >= 64
+FULL = os.environ.get("QCOMPILER_ZOO_FULL") == "1"
+OPSETS = (13, 17)
+# (model, opset) compiled for x86 in CI; the rest with QCOMPILER_ZOO_FULL=1.
+CI_CASES = {(name, 17) for name in ZOO} | {("mobilenet_v3_small", 13)}
+CASES = [pytest.param(name, opset, id=f"{name}-op{opset}",
+                      marks=[] if (name, opset) in CI_CASES else pytest.mark.skipif(
+                          not FULL, reason="QCOMPILER_ZOO_FULL=1 runs every opset"))
+         for name in ZOO for opset in OPSETS]
+DYNAMO = ("mobilenet_v3_small", "resnet18")  # the dynamo exporter's opset-18 files (FULL)
+MIN_SQNR_DB = 25.0
+ALLOWED_FLOAT = {"softmax"}
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """The export folder, with every file the selected tests read (exported once)."""
+    if not has_torch(export_python()):
+        pytest.skip(f"{export_python()} has no torch/torchvision: pip install -e '.[export]' "
+                    "or point QCOMPILER_EXPORT_PYTHON at an interpreter that has them")
+    out = zoo_dir()
+    export(list(ZOO), out, CALIB_SIZE, list(OPSETS) if FULL else [17])
+    if not FULL:
+        export(["mobilenet_v3_small"], out, CALIB_SIZE, [13])
+    else:
+        export(list(DYNAMO), out, CALIB_SIZE, [], dynamo=True)
+    return out
+
+
+def _check(zoo, name: str, opset: int | str, tmp_path, target: str = "x86"):
+    model = onnx_path(zoo, name, opset)
+    r = check_export(model, calib_path(zoo, name, CALIB_SIZE), tmp_path / "out", target)
+    print(f"{model.name} {target}: compile {r.compile_s:.1f} s, check {r.check_s:.1f} s, "
+          f"SQNR {r.sqnr_db:.1f} dB, float {r.float_ops}")
+    assert not [op for op in r.float_ops if op.split()[0] not in ALLOWED_FLOAT], r.float_ops
+    assert r.schedule_fallbacks == []
+    assert r.sqnr_db >= MIN_SQNR_DB, r.sqnr_db
+    return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "opset"), CASES)
+def test_real_export_x86(zoo, name, opset, tmp_path):
+    _check(zoo, name, opset, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="QCOMPILER_ZOO_FULL=1 runs the dynamo exports")
+@pytest.mark.parametrize("name", DYNAMO)
+def test_real_export_dynamo_x86(zoo, name, tmp_path):
+    _check(zoo, name, "dynamo", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["arm", "hexagon"])
+def test_mobilenet_v3_small_cross(zoo, target, tmp_path):
+    """Bit for bit under qemu (the library runs through its runner)."""
+    _check(zoo, "mobilenet_v3_small", 17, tmp_path, target)
