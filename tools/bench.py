@@ -1,15 +1,25 @@
 """Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8 (quantize_static,
-QDQ, per-channel, uint8 activations, the same calibration data) and qcompiler int8 (its TVM
-module; with --tune/--tuning-db also a tuned one, with --nchw also one built without the
-blocked activation layout, `passes.plan_layout`); the median of N runs after warm-up, at 1
-thread and at all cores, batch 1.
+QDQ, per-channel, uint8 activations, the same calibration data), OpenVINO float and int8 (the
+same QDQ file as ONNX Runtime's int8) and qcompiler int8 (its TVM module; with
+--tune/--tuning-db also a tuned one, with --nchw also one built without the blocked activation
+layout, `passes.plan_layout`); the median of N runs after warm-up, at 1 thread and at all
+cores (or --threads), batch 1.
 
-    python tools/bench.py [bundled resnet50 mobilenetv2] [--runs 50] [--no-layers]
-                          [--tune TRIALS] [--tuning-db DIR] [--nchw]
+    python tools/bench.py [MODEL ...] [--size 224] [--calib FILE.npz] [--threads 1 ...]
+                          [--runs 50] [--no-layers] [--tune TRIALS] [--tuning-db DIR] [--nchw]
 
 Models: `bundled` (models/fashion_cnn.onnx), `resnet50` (the ONNX wheel's light ResNet-50, its
 constant-fill weights perturbed, see support.model_zoo), `mobilenetv2`
-(tools/export_mobilenetv2.py, random weights). Ratios > 1 mean qcompiler is faster.
+(tools/export_mobilenetv2.py, random weights), any name of tools/export_zoo.py (torchvision
+with random weights, its opset-17 TorchScript export, exported on first use into --zoo-dir by
+`QCOMPILER_EXPORT_PYTHON`, default this interpreter, which then needs the `[export]` extra),
+or a path to any ONNX file (calibration: --calib, else 16 standard-normal samples). Symbolic
+input dims are fixed to batch 1 and --size x --size. Ratios > 1 mean qcompiler is faster.
+
+OpenVINO (`pip install -e '.[bench]'`; the columns read n/a without it) compiles each file for
+"CPU" with INFERENCE_NUM_THREADS = the thread count, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1,
+its input reshaped to the static shape, and for the float model INFERENCE_PRECISION_HINT f32
+(else it may pick bf16 on AMX machines).
 
 Per conv/dense layer (1 thread): the kernel's median time (the VM's instrument hook around each
 kernel call), GOPS (2 x multiply-adds / time) and the fraction of the int8 peak of one core.
@@ -38,6 +48,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_mobilenetv2 import build as build_mobilenetv2  # noqa: E402
+from export_zoo import DEFAULT_OUT as ZOO_DIR  # noqa: E402
+from export_zoo import ZOO, calib_path, onnx_path  # noqa: E402
 
 from qcompiler.api import compile_to_dir  # noqa: E402
 from qcompiler.evaluation.metrics import median_latency_ms  # noqa: E402
@@ -53,6 +65,7 @@ from qcompiler.tuning.tune import table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("bundled", "resnet50", "mobilenetv2")
+ZOO_OPSET = 17
 
 
 class _Reader(CalibrationDataReader):
@@ -63,10 +76,41 @@ class _Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
-def prepare(name: str, tmp: Path) -> tuple[Path, Path]:
-    """(model.onnx, calib.npz) for one benchmark model."""
+def export_zoo_model(name: str, out: Path, size: int) -> tuple[Path, Path]:
+    """tools/export_zoo.py `name` (opset 17) with `size` x `size` calibration images, exported
+    unless it is in `out` already."""
+    model, calib = onnx_path(out, name, ZOO_OPSET), calib_path(out, name, size)
+    if not (model.exists() and calib.exists()):
+        python = os.environ.get("QCOMPILER_EXPORT_PYTHON") or sys.executable
+        subprocess.run([python, str(ROOT / "tools" / "export_zoo.py"), name, "--out", str(out),
+                        "--opset", str(ZOO_OPSET), "--calib-size", str(size)], check=True)
+    return model, calib
+
+
+def fixed_shape(model: Path, size: int) -> list[int]:
+    """The first input's shape, a symbolic batch as 1 and symbolic H, W as `size`."""
+    dims = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type \
+        .shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else size)
+            for i, d in enumerate(dims)]
+
+
+def prepare(name: str, tmp: Path, size: int = 224, calib: Path | None = None,
+            zoo_dir: Path = ZOO_DIR) -> tuple[Path, Path]:
+    """(model.onnx, calib.npz) for one benchmark model: a name, a zoo name or an ONNX path."""
     if name == "bundled":
         return ROOT / "models" / "fashion_cnn.onnx", ROOT / "models" / "fashion_calib.npz"
+    if name in ZOO:
+        return export_zoo_model(name, zoo_dir, size)
+    if name.endswith(".onnx"):
+        path = Path(name)
+        if calib is None:
+            first = onnx.load(str(path), load_external_data=False).graph.input[0].name
+            calib = tmp / f"{path.stem}_calib.npz"
+            rng = np.random.default_rng(0)
+            np.savez(calib, **{first: rng.standard_normal(
+                (16, *fixed_shape(path, size)[1:])).astype(np.float32)})
+        return path, calib
     if name == "resnet50":
         # Opset 9 predates per-axis DequantizeLinear, which ORT's quantize_static writes.
         model = onnx.version_converter.convert_version(
@@ -107,6 +151,29 @@ def _session(path: str, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def openvino_runner(path: str, threads: int, x: np.ndarray, f32: bool):
+    """A call that runs `path` on OpenVINO's CPU plugin on `x` (None without openvino)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    model = core.read_model(path)
+    model.reshape({model.inputs[0].any_name: ov.PartialShape(list(x.shape))})
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": 1}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return lambda: request.infer({0: x})[0]
+
+
+def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64)
+                                                                      ** 2)) / noise)
 
 
 def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
@@ -164,11 +231,13 @@ def _compiled(model: Path, calib: Path, out: Path, **options: object) -> tuple:
 
 
 def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,
-                layers: bool, tuning: dict, nchw: bool = False) -> list[tuple]:
+                layers: bool, tuning: dict, nchw: bool = False, size: int = 224,
+                calib: Path | None = None, zoo_dir: Path = ZOO_DIR) -> list[tuple]:
     """`tuning`: CompileConfig options (tune_trials, tuning_db); when given, a second
     qcompiler library built with them is measured beside the untuned one. `nchw`: also one
     built with `blocked_layout=False`."""
-    model, calib = prepare(name, tmp)
+    model, calib = prepare(name, tmp, size, calib, zoo_dir)
+    name = Path(name).stem if name.endswith(".onnx") else name
     compiled, lib, compile_s = _compiled(model, calib, tmp / f"{name}_q")
     flat = _compiled(model, calib, tmp / f"{name}_nchw", blocked_layout=False)[1] if nchw \
         else None
@@ -188,10 +257,18 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
     rows = []
     for n in threads:
         f32, i8 = _session(str(model), n), _session(int8_path, n)
+        ov_f32, ov_i8 = (openvino_runner(p, n, x, f) for p, f in ((str(model), True),
+                                                                   (int8_path, False)))
         set_threads(n)
         feeds = {spec["name"]: x}
+        if ov_f32 is not None and n == threads[0]:  # the same inputs reach each runtime
+            print(f"{name}: output SQNR, OpenVINO vs ONNX Runtime: float "
+                  f"{_sqnr(f32.run(None, feeds)[0], ov_f32()):.1f} dB, int8 (same QDQ file) "
+                  f"{_sqnr(i8.run(None, feeds)[0], ov_i8()):.1f} dB")
         ms = [median_latency_ms(lambda: f32.run(None, feeds), runs),
               median_latency_ms(lambda: i8.run(None, feeds), runs),
+              median_latency_ms(ov_f32, runs) if ov_f32 else None,
+              median_latency_ms(ov_i8, runs) if ov_i8 else None,
               median_latency_ms(lambda: lib.run_int(*q), runs),
               median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None,
               median_latency_ms(lambda: flat.run_int(*q), runs) if flat else None]
@@ -219,8 +296,17 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", choices=[*MODELS, []], metavar="MODEL",
-                    help=f"any of {', '.join(MODELS)} (default: all)")
+    ap.add_argument("models", nargs="*", metavar="MODEL",
+                    help=f"any of {', '.join(MODELS + ZOO)}, or an ONNX path "
+                         f"(default: {', '.join(MODELS)})")
+    ap.add_argument("--size", type=int, default=224,
+                    help="height and width where the model leaves them symbolic (default 224)")
+    ap.add_argument("--calib", type=Path, default=None, metavar="FILE.npz",
+                    help="calibration data for an ONNX path (default: random)")
+    ap.add_argument("--zoo-dir", type=Path, default=ZOO_DIR,
+                    help=f"where zoo models are exported (default {ZOO_DIR})")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="thread counts to measure (default: 1 and all cores)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
@@ -230,24 +316,38 @@ def main() -> int:
     ap.add_argument("--nchw", action="store_true",
                     help="also measure a library built without the blocked (NCHW16c) layout")
     args = ap.parse_args()
+    unknown = [m for m in args.models if m not in MODELS + ZOO and not m.endswith(".onnx")]
+    if unknown:
+        ap.error(f"unknown model {', '.join(unknown)}: choose from "
+                 f"{', '.join(MODELS + ZOO)} or give an .onnx path")
     tuning = {"tune_trials": args.tune, "tuning_db": args.tuning_db} \
         if args.tune or args.tuning_db else {}
     cores = os.cpu_count() or 1
-    threads = [1] if cores == 1 else [1, cores]
+    threads = args.threads or ([1] if cores == 1 else [1, cores])
     peak = vnni_peak_ops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models or MODELS:
             rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers,
-                                tuning, args.nchw)
-    print(f"\nmedian of {args.runs} runs, batch 1, ms (ratios: ORT time / qcompiler time)")
-    print(f"  {'model':12s} {'threads':>7s} {'ORT float':>10s} {'ORT int8':>10s} "
-          f"{'qcompiler':>10s} {'vs float':>9s} {'vs int8':>8s} {'compile s':>9s}"
+                                tuning, args.nchw, args.size, args.calib, args.zoo_dir)
+
+    def ms(t: float | None) -> str:
+        return f"{t:9.3f}" if t is not None else f"{'n/a':>9s}"
+
+    def ratio(t: float | None, ours: float) -> str:
+        return f"{t / ours:7.2f}x" if t is not None else f"{'n/a':>8s}"
+
+    print(f"\nmedian of {args.runs} runs, batch 1, ms (ratios: their time / qcompiler time; "
+          "ORT = ONNX Runtime, OV = OpenVINO)")
+    print(f"  {'model':18s} {'threads':>7s} {'ORT f32':>9s} {'ORT int8':>9s} {'OV f32':>9s} "
+          f"{'OV int8':>9s} {'qcompiler':>9s} {'ORT f32':>8s} {'ORT int8':>8s} {'OV f32':>8s} "
+          f"{'OV int8':>8s} {'compile s':>9s}"
           + (f" {'tuned':>8s} {'vs float':>9s} {'vs int8':>8s}" if tuning else "")
           + (f" {'NCHW':>8s} {'layout gain':>11s}" if args.nchw else ""))
-    for name, n, f32, i8, ours, tuned, flat, compile_s in rows:
-        print(f"  {name:12s} {n:7d} {f32:10.3f} {i8:10.3f} {ours:10.3f} {f32 / ours:8.2f}x "
-              f"{i8 / ours:7.2f}x {compile_s:9.1f}"
+    for name, n, f32, i8, ov_f32, ov_i8, ours, tuned, flat, compile_s in rows:
+        print(f"  {name:18s} {n:7d} {ms(f32)} {ms(i8)} {ms(ov_f32)} {ms(ov_i8)} {ms(ours)} "
+              f"{ratio(f32, ours)} {ratio(i8, ours)} {ratio(ov_f32, ours)} "
+              f"{ratio(ov_i8, ours)} {compile_s:9.1f}"
               + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else "")
               + (f" {flat:8.3f} {flat / ours:10.2f}x" if flat else ""))
     return 0
