@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="autotune each dot-product kernel with MetaSchedule (XGBoost cost "
                          "model), TRIALS measured candidates per kernel; x86 times them, "
                          "hexagon counts packets under qemu")
+    ap.add_argument("--tune-minutes", type=float, default=None, metavar="M",
+                    help="a time budget for --tune: at most M minutes in all, shared among "
+                         "the kernels (each still stops at TRIALS)")
     ap.add_argument("--tuning-db", default=None, metavar="DIR",
                     help="the tuning database (default with --tune: ~/.cache/qcompiler/tuning);"
                          " its records are used whenever given, and kernels it has are not "
@@ -106,6 +109,7 @@ def config_options(args: argparse.Namespace) -> dict[str, object]:
             "bias_correction": args.bias_correction,
             "layer_weight_bits": load_precision(args.precision) if args.precision else {},
             "mixed_precision": args.mixed_precision, "tune_trials": args.tune,
+            "tune_minutes": args.tune_minutes,
             "tuning_db": args.tuning_db, "rpc_tracker": args.rpc_tracker}
 
 
@@ -181,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
               f"{config.tuning_root()}")
         print("\n".join("    " + line for line in table(compiled.tuning, compiled.target)
                         .splitlines()))
+    if config.tuning_root() is not None:
+        from qcompiler.tuning.tune import database_summary
+
+        print("\n".join(database_summary(Path(config.tuning_root()), compiled.target,
+                                          compiled.quantized)))
     requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
     if requantized:
         print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "

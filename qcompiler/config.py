@@ -42,6 +42,7 @@ class CompileConfig:
     # Autotuning (qcompiler.tuning.tune): trials per kernel (0: none), the database folder (records
     # are reused whenever it is given, tuning or not), and TVM's RPC tracker "host:port:key".
     tune_trials: int = 0
+    tune_minutes: float | None = None  # a time budget for all the tuning (tune_trials still caps)
     tuning_db: str | None = None
     rpc_tracker: str | None = None
 
@@ -99,6 +100,13 @@ class CompileConfig:
                                 "weight_bits at 8 and give no layer_weight_bits")
         if self.tune_trials < 0:
             raise QCompileError(f"tune_trials must be >= 0, got {self.tune_trials}")
+        if self.tune_minutes is not None and not (
+                isinstance(self.tune_minutes, (int, float)) and self.tune_minutes > 0):
+            raise QCompileError(f"tune_minutes must be a number of minutes > 0, got "
+                                f"{self.tune_minutes!r}")
+        if self.tune_minutes is not None and not self.tune_trials:
+            raise QCompileError("tune_minutes is a time budget for tuning: give tune_trials "
+                                "too (the most trials per kernel)")
         if self.rpc_tracker is not None and not re.fullmatch(r"[^:\s]+:\d+:\S+",
                                                              self.rpc_tracker):
             raise QCompileError(f"rpc_tracker {self.rpc_tracker!r}: give HOST:PORT:KEY, e.g. "

@@ -15,23 +15,22 @@ by the unscheduled kernel: a second compile of the same model runs no new trials
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
+from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from qcompiler.backend.runtime import set_threads
 from qcompiler.errors import QCompileError
 from qcompiler.targets.target import Target
-from qcompiler.tuning.database import (  # noqa: F401 - database_dir: the tests' path
-    TuningDatabase,
-    database_dir,
-    open_database,
-)
+from qcompiler.tuning.database import database_dir, open_database
 from qcompiler.tuning.features import Features
 from qcompiler.tuning.runners import (
     CountingRunner,
@@ -65,10 +64,27 @@ class RpcTracker:
     key: str
 
 
+# What TVM's RPC tracker and servers import and TVM does not declare (pyproject declares
+# them): checked before tuning, so a missing one is one line, not a server that dies later.
+RPC_PACKAGES = ("tornado", "cloudpickle")
+
+
+def check_rpc_packages() -> None:
+    for name in RPC_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise QCompileError(f"rpc_tracker: the Python package {name} is missing (TVM's "
+                                f"RPC tracker and servers import it): pip install {name}"
+                                ) from None
+
+
 def parse_tracker(spec: str | None) -> RpcTracker | None:
-    """"host:port:key" (CompileConfig.rpc_tracker, already checked) -> RpcTracker."""
+    """"host:port:key" (CompileConfig.rpc_tracker, already checked) -> RpcTracker; the
+    packages the tracker needs checked first (`check_rpc_packages`)."""
     if spec is None:
         return None
+    check_rpc_packages()
     host, port, key = spec.split(":", 2)
     return RpcTracker(host, int(port), key)
 
@@ -81,12 +97,18 @@ def _unit(target: Target) -> tuple[str, float, str]:
 
 
 class _Progress(ms.measure_callback.PyMeasureCallback):
-    """A one-line bar per task: trials done of the budget, best cost so far."""
+    """One bar per task (tqdm): trials done of the budget, best cost so far, and the ETA
+    (tqdm's, from the trials' pace; under a time budget, the budget bounds it)."""
 
-    def __init__(self, label: str, total: int, unit: tuple[str, float], show: bool) -> None:
+    def __init__(self, label: str, total: int, unit: tuple[str, float, str], show: bool,
+                 deadline: float | None = None) -> None:
         super().__init__()
-        self.label, self.total, self.unit, self.show = label, total, unit, show
+        self.unit, self.deadline = unit, deadline
         self.done, self.best = 0, float("inf")
+        self.bar = tqdm(total=total, desc=f"  {label}", unit="trial", file=sys.stderr,
+                        disable=not show, leave=True, dynamic_ncols=True,
+                        bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
+                                   "{postfix}")
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results,  # noqa: ANN001
               runner_results) -> None:
@@ -94,12 +116,16 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             self.done += 1
             if r.run_secs is not None and r.error_msg is None:
                 self.best = min(self.best, float(r.run_secs[0]))
-        if self.show and runner_results:
+        if runner_results:
             name, scale, fmt = self.unit
-            filled = min(20, 20 * self.done // max(self.total, 1))
             best = f"{self.best * scale:{fmt}} {name}" if self.best < float("inf") else "-"
-            print(f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] "
-                  f"{self.done}/{self.total} best {best}", end="", file=sys.stderr, flush=True)
+            left = "" if self.deadline is None else \
+                f", {max(0.0, self.deadline - time.monotonic()) / 60:.1f} min of budget left"
+            self.bar.set_postfix_str(f"best {best}{left}", refresh=False)
+            self.bar.update(len(runner_results))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 Progress = derived_object(_Progress)
@@ -140,33 +166,48 @@ class Tuner:
             raise QCompileError(f"{task.name}: candidate differs from the reference")
         return cost
 
-    def search(self, task: Task, trials: int, progress: bool, label: str) -> list:
-        """Run MetaSchedule on one task; its measured candidates, best first."""
+    def search(self, task: Task, trials: int, progress: bool, label: str,
+               deadline: float | None = None) -> list:
+        """Run MetaSchedule on one task, up to `trials` candidates (and, given a `deadline`
+        on `time.monotonic()`, until then); its measured candidates, best first."""
         space = ms.space_generator.ScheduleFn(
             lambda sch: task.rule.schedule(sch, tunable=True), sch_rules=[], postprocs=[],
             mutator_probs={ms.mutator.MutateTileSize(): 1.0})
-        strategy = ms.search_strategy.EvolutionarySearch(
-            population_size=32, init_min_unmeasured=8, genetic_num_iters=2)
-        ctx = ms.TuneContext(mod=task.search_workload, target=self.tvm_target, space_generator=space,
-                             search_strategy=strategy, task_name=task.name,
-                             rand_state=self.seed, num_threads=1)
         self.checker.task, self.checker.seed = task, self.seed
-        scratch = ms.database.MemoryDatabase()
-        bar = Progress(label, trials, _unit(self.target), progress)
-        with tempfile.TemporaryDirectory() as work:
-            ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=work,
-                          max_trials_global=trials, num_trials_per_iter=min(trials, 8),
-                          builder=self.builder, runner=self.search_runner, database=scratch,
-                          cost_model=ms.cost_model.XGBModel(extractor=Features(),
-                                                                num_tuning_cores=1),
-                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
-                              "default"), bar], task_scheduler="round-robin")
-        if progress:
-            print(file=sys.stderr)
+        scratch = ms.database.MemoryDatabase()  # (shared by the rounds: they start from it)
+        model = ms.cost_model.XGBModel(extractor=Features(), num_tuning_cores=1)
+        bar = Progress(label, trials, _unit(self.target), progress, deadline)
+        try:
+            # Without a deadline one search of `trials`; with one, rounds of a batch each
+            # (MetaSchedule stops at a trial count, not a time), until either runs out.
+            rounds = 0
+            while bar.done < trials and (rounds == 0 or deadline is None
+                                         or time.monotonic() < deadline):
+                batch = trials - bar.done if deadline is None else min(trials - bar.done, 8)
+                strategy = ms.search_strategy.EvolutionarySearch(
+                    population_size=32, init_min_unmeasured=8, genetic_num_iters=2)
+                ctx = ms.TuneContext(mod=task.search_workload, target=self.tvm_target,
+                                     space_generator=space, search_strategy=strategy,
+                                     task_name=task.name, rand_state=self.seed + rounds,
+                                     num_threads=1)
+                before, rounds = bar.done, rounds + 1
+                with tempfile.TemporaryDirectory() as work:
+                    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=work,
+                                  max_trials_global=batch, num_trials_per_iter=min(batch, 8),
+                                  builder=self.builder, runner=self.search_runner,
+                                  database=scratch, cost_model=model,
+                                  measure_callbacks=[*ms.measure_callback.MeasureCallback
+                                                     .create("default"), bar],
+                                  task_scheduler="round-robin")
+                if bar.done == before:
+                    break  # the design space has nothing left to measure
+        finally:
+            bar.close()
         self.trials = bar.done
         return scratch.get_top_k(scratch.commit_workload(task.search_workload), VERIFY_TOP)
 
-    def tune_task(self, task: Task, trials: int, progress: bool, label: str) -> TaskResult:
+    def tune_task(self, task: Task, trials: int, progress: bool, label: str,
+                  deadline: float | None = None) -> TaskResult:
         workload = task.workload
         rec = self.db.query_tuning_record(workload, self.tvm_target)
         if rec is not None:
@@ -175,7 +216,7 @@ class Tuner:
         untuned = self.measure(task, None, self.seed + 1)
         best_trace, best = task.default_trace(), untuned
         chosen = "fixed"
-        for rec in self.search(task, trials, progress, label):
+        for rec in self.search(task, trials, progress, label, deadline):
             try:
                 cost = self.measure(task, rec.trace, self.seed + 1)
             except QCompileError:
@@ -187,19 +228,28 @@ class Tuner:
 
 
 def tune(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target, trials: int,
-         db_root: Path, rpc: RpcTracker | None = None, progress: bool = True
-         ) -> list[TaskResult]:
-    """Tune every dot-product kernel of a scheduled module the database does not know yet."""
+         db_root: Path, rpc: RpcTracker | None = None, progress: bool = True,
+         minutes: float | None = None) -> list[TaskResult]:
+    """Tune every dot-product kernel of a scheduled module the database does not know yet:
+    up to `trials` candidates each and, given `minutes`, within that time in all (shared out
+    evenly among the kernels still to tune, what one leaves going to the next)."""
     tasks = extract_tasks(mod, target)
+    budget = "" if minutes is None else f", {minutes:g} min in all"
     if progress:
-        print(f"\ntuning {len(tasks)} kernel(s), up to {trials} trials each; database "
+        print(f"\ntuning {len(tasks)} kernel(s), up to {trials} trials each{budget}; database "
               f"{database_dir(db_root, target)}", file=sys.stderr)
+    end = None if minutes is None else time.monotonic() + 60.0 * minutes
     set_threads(1)  # x86 kernels are timed on one core (the pool is per process)
     try:
         with tempfile.TemporaryDirectory(prefix="qcompiler-tune-") as folder:
             tuner = Tuner(target, tvm_target, db_root, Path(folder), rpc)
-            return [tuner.tune_task(t, trials, progress, f"task {i + 1}/{len(tasks)} {t.name}")
-                    for i, t in enumerate(tasks)]
+            results = []
+            for i, t in enumerate(tasks):
+                deadline = None if end is None else \
+                    time.monotonic() + (end - time.monotonic()) / (len(tasks) - i)
+                results.append(tuner.tune_task(t, trials, progress,
+                                               f"task {i + 1}/{len(tasks)} {t.name}", deadline))
+            return results
     finally:
         set_threads(None)  # back to TVM's default, one worker per core
 
@@ -218,7 +268,7 @@ def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target
             func = task.build(rec.trace)
         except Exception as exc:  # noqa: BLE001 - replayed on the workload, not on the kernel
             db.skip(f"{task.name}: its record does not rebuild the kernel "
-                              f"({str(exc).strip().splitlines()[-1][:120]})")
+                    f"({str(exc).strip().splitlines()[-1][:120]})")
             continue  # the fixed schedule stays
         for gv in task.kernels:
             symbol = mod[gv].attrs["global_symbol"]
@@ -242,3 +292,20 @@ def table(results: list[TaskResult], target: Target) -> str:
         rows.append(f"{'all kernels (x calls)':44s} {'':5s} {'':6s} {total_u * scale:16{fmt}} "
                     f"{total_t * scale:16{fmt}} {total_u / total_t:7.2f}x")
     return "\n".join(rows)
+
+
+def database_summary(db_root: Path, target: Target, mod: tvm.IRModule) -> list[str]:
+    """The compile summary's lines on the database: how many of the module's kernels its
+    records gave, and the records it skipped (they no longer replay), with the first reason."""
+    db = open_database(db_root, target, write=False)
+    tvm_target = tvm.target.Target(target.tvm_target)
+    tasks = extract_tasks(mod, target)
+    found = sum(db.query_tuning_record(t.workload, tvm_target) is not None for t in tasks)
+    lines = [(f"  tuning db:  {found} of {len(tasks)} tunable kernel(s) from its {len(db)} "
+              f"record(s), {db.folder}")]
+    if db.skipped:
+        more = " ..." if len(db.skipped) > 1 else ""
+        lines.append(f"  note:       {len(db.skipped)} tuning record(s) skipped (they no longer "
+                     f"replay here; those kernels keep the fixed schedule): {db.skipped[0]}"
+                     f"{more}")
+    return lines
