@@ -212,3 +212,47 @@ def test_tuning_db_that_cannot_be_a_database_fails_before_any_work(tmp_path):
                          tuning_db=str(db))
         assert "\n" not in str(err.value)
         assert not (tmp_path / "out").exists()  # (before any work)
+
+
+def test_missing_rpc_package_is_one_line_before_tuning(monkeypatch):
+    import importlib
+
+    from qcompiler.tuning import tune
+
+    real = importlib.import_module
+
+    def without_cloudpickle(name: str, *args: object) -> object:
+        if name == "cloudpickle":
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_cloudpickle)
+    with pytest.raises(QCompileError, match="package cloudpickle is missing") as err:
+        tune.parse_tracker("127.0.0.1:9190:key")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"tune_minutes": 1.0}, "give tune_trials too"),
+    ({"tune_trials": 4, "tune_minutes": 0}, "tune_minutes must be"),
+])
+def test_tune_minutes_is_checked(options, message):
+    from qcompiler.config import CompileConfig
+
+    with pytest.raises(QCompileError, match=message):
+        CompileConfig(**options)
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_the_search(tmp_path):
+    """A deadline already past: one round of candidates (8), not the 64 trials asked."""
+    import time
+
+    from qcompiler.tuning.tune import Tuner
+
+    model, calib = _files(tmp_path)
+    compiled = compile_only(model, calib, tmp_path / "a", target="arm")
+    task = extract_tasks(compiled.quantized, compiled.target)[0]
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    tuner.search(task, 64, False, "t", deadline=time.monotonic())
+    assert 1 <= tuner.trials <= 8
