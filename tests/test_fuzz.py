@@ -1,13 +1,16 @@
 """Fuzzing: random valid graphs compiled vs the reference, and malformed models vs the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import AVX2_TARGET, VNNI_TARGET, cpu_has, requires_cpu_for, vnni_target
 from hypothesis import HealthCheck, given, settings
+from qcompiler.targets.x86 import x86_target
 from support.fuzz_graphs import (
     GraphCase,
     base_model,
@@ -31,7 +34,41 @@ CI = dict(FUZZ, derandomize=True)
 @settings(max_examples=200, **CI)
 @given(cnn_graphs())
 def test_200_random_graphs_match_reference(case):
+    """On this machine's x86 target (AVX2 or VNNI, blocked layout where it has one); a
+    schedule fallback fails too (`check_case`)."""
     assert check_case(case) is None
+
+
+def _vnni_runs() -> bool:
+    return all(cpu_has(f) for f in ("avx512f", "avx512bw", "avx512_vnni", "avx512vbmi"))
+
+
+def test_30_random_graphs_build_for_x86_vnni_blocked_and_nchw():
+    """The VNNI kernels (blocked layout and NCHW) are built for every graph whatever this CPU
+    is, so a rule that raises or code LLVM rejects fails here; they run only where the CPU
+    has VNNI (else the test ends skipped, after building)."""
+    runs = _vnni_runs()
+
+    @settings(max_examples=30, **CI)
+    @given(cnn_graphs(max_layers=4, max_channels=64))
+    def check(case: GraphCase) -> None:
+        for blocked in (True, False):
+            assert check_case(case, target=vnni_target(), blocked_layout=blocked,
+                              run=runs) is None, f"blocked_layout={blocked}"
+
+    check()
+    requires_cpu_for(VNNI_TARGET)
+
+
+@pytest.mark.skipif(not x86_target().has("avx512vnni"),
+                    reason="this machine's own x86 target is AVX2: the 200 graphs above")
+@settings(max_examples=30, **CI)
+@given(cnn_graphs(max_layers=4, max_channels=64))
+def test_30_random_graphs_match_reference_on_avx2(case):
+    """AVX2 explicitly, for machines whose own target is VNNI (the 200 above cover it
+    elsewhere)."""
+    avx2 = dataclasses.replace(vnni_target(), tvm_target=AVX2_TARGET)
+    assert check_case(case, target=avx2) is None
 
 
 @settings(max_examples=20, **CI)
@@ -103,6 +140,59 @@ def test_generator_covers_the_supported_ops():
                 "BatchNormalization", "Clip", "Relu"} <= ops_seen
 
     find(cnn_graphs(), covers, settings=settings(max_examples=2000, **CI))
+
+
+def _features(case: GraphCase) -> set[str]:
+    """What of the rules' accepted space (`cnn_graphs`' docstring) one case draws."""
+    from onnx import helper
+
+    seen = {f"weight_bits={case.weight_bits}", f"activation_bits={case.activation_bits}",
+            f"per_channel={case.per_channel}", f"batch={case.batch}"}
+    dims = [d.dim_value for d in case.model.graph.input[0].type.tensor_type.shape.dim]
+    seen |= {"h!=w"} if dims[2] != dims[3] else set()
+    seen |= {"wide"} if dims[3] > 12 else set()
+    inits = {i.name: i for i in case.model.graph.initializer}
+    for node in case.model.graph.node:
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        if node.op_type in ("Conv", "MaxPool", "AveragePool"):
+            kh, kw = a["kernel_shape"]
+            sh, sw = a.get("strides", [1, 1])
+            pads = a.get("pads", [0] * 4)
+            seen |= {f"{node.op_type} kh!=kw"} if kh != kw else set()
+            seen |= {f"{node.op_type} sh!=sw"} if sh != sw else set()
+            seen |= {f"{node.op_type} asymmetric pads"} if pads[:2] != pads[2:] else set()
+        if node.op_type == "Conv":
+            dh, dw = a["dilations"]
+            seen |= {f"dilation {max(dh, dw)}", f"stride {max(a['strides'])}",
+                     f"kernel {max(a['kernel_shape'])}"}
+            seen |= {"dh!=dw"} if dh != dw else set()
+            cout, cin_g = inits[node.input[1]].dims[:2]
+            g = a["group"]
+            seen |= {"depthwise x2" if cout == 2 * g and cin_g == 1 else
+                     "depthwise" if cout == g and cin_g == 1 and g > 1 else
+                     "grouped" if g > 1 else "groups 1"}
+        if node.op_type == "Flatten" and node.input[0] != "gap":
+            seen.add("dense on a flattened map")
+    return seen
+
+
+def test_generator_draws_what_the_rules_accept():
+    """The CI graphs include every kind of layer the schedule rules claim (their docstrings):
+    a rule that raises on one of them is a fallback `check_case` reports."""
+    wanted = {"weight_bits=4", "activation_bits=16", "per_channel=False", "batch=2", "h!=w",
+              "wide", "Conv kh!=kw", "Conv sh!=sw", "dh!=dw", "Conv asymmetric pads",
+              "MaxPool kh!=kw", "AveragePool sh!=sw", "MaxPool asymmetric pads", "dilation 3",
+              "stride 3", "kernel 2", "kernel 5", "depthwise", "depthwise x2", "grouped",
+              "groups 1", "dense on a flattened map"}
+    seen: set[str] = set()
+
+    @settings(max_examples=200, **CI)
+    @given(cnn_graphs())
+    def draw(case: GraphCase) -> None:
+        seen.update(_features(case))
+
+    draw()
+    assert wanted <= seen, sorted(wanted - seen)
 
 
 def test_mutations_really_change_the_model():

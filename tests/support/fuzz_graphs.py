@@ -18,12 +18,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 @dataclass
 class GraphCase:
-    """A generated model, its calibration data and the batch to compile it at."""
+    """A generated model, its calibration data, the batch to compile it at, and the precision
+    options to compile it with (`CompileConfig`'s weight_bits, activation_bits, per_channel)."""
 
     model: onnx.ModelProto
     calib: np.ndarray
     batch: int
     seed: int
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: bool = True
 
 
 def _conv_groups(cin: int, cout: int, choice: int) -> int:
@@ -31,19 +35,44 @@ def _conv_groups(cin: int, cout: int, choice: int) -> int:
     return common[choice % len(common)]
 
 
+# Output widths the rules treat apart, drawn now and then beside the small ones: whole and
+# nearly whole 16-column vectors (`x86.columns`: rows that pad to vectors with little waste),
+# more than a register block (`x86.blocked`: 15 columns), HVX rows of 64 bytes and more
+# (`hexagon.vector`: pools vectorize from there).
+WIDE = (14, 15, 16, 17, 28, 30, 31, 32, 33, 64, 66)
+
+
 def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrategy[GraphCase]
-    """Small valid ONNX CNNs from the supported ops, shrinking toward fewer, simpler layers."""
+    """Small valid ONNX CNNs from the supported ops, shrinking toward fewer, simpler layers.
+
+    Draws what the schedule rules accept (their docstrings in `qcompiler.schedules`): batch 1
+    or 2; inputs of h != w, now and then a wide one (WIDE); convs with kernels 1, 2, 3, 5
+    (kh != kw too), strides 1 to 3 and dilations 1 to 3 (height and width apart), asymmetric
+    padding, groups 1, a common divisor, or depthwise (multiplier 1 or 2); pools with
+    kh != kw, strides apart, asymmetric padding; add, concat; a dense head after a global
+    pool or on the flattened map; 4-bit weights, int16 activations and per-tensor weights
+    (the case's precision options), 8-bit per-channel most often.
+    """
     from hypothesis import strategies as st
 
     channels = st.one_of(st.integers(1, 16), st.integers(1, max_channels))
+    sizes = st.sampled_from([1, 1, 3, 3, 5, 2])  # a filter's side
+    steps = st.sampled_from([1, 1, 1, 2, 2, 3])  # a stride or a dilation
+
+    def pair(draw, values):
+        a = draw(values)
+        return (a, a) if draw(st.integers(0, 2)) else (a, draw(values))
 
     @st.composite
-    def build(draw):  # noqa: ANN001, ANN202
+    def build(draw):
         seed = draw(st.integers(0, 2**31 - 1))
         rng = np.random.default_rng(seed)
         batch = draw(st.integers(1, 2))
-        c0, hw = draw(st.integers(1, 8)), draw(st.integers(3, 12))
-        tensors = {"x": (c0, hw, hw)}
+        c0, h0 = draw(st.integers(1, 8)), draw(st.integers(3, 12))
+        w0 = draw(st.sampled_from([h0, h0, h0, draw(st.integers(3, 12)), draw(
+            st.sampled_from(WIDE))]))
+        wide = w0 > 12
+        tensors = {"x": (c0, h0, w0)}
         nodes, inits = [], {}
         order = ["x"]
         for i in range(draw(st.integers(1, max_layers))):
@@ -52,21 +81,27 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
             c, h, w = tensors[src]
             out = f"t{i}"
             if kind == "conv":
-                k = draw(st.sampled_from([1, 3, 5]))
-                stride, dil = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-                cout = c if draw(st.booleans()) and c > 1 else draw(channels)
-                groups = _conv_groups(c, cout, draw(st.integers(0, 300)))
-                pads = [draw(st.integers(0, k // 2 * dil)) for _ in range(4)]
-                if h + pads[0] + pads[2] < dil * (k - 1) + 1 or \
-                        w + pads[1] + pads[3] < dil * (k - 1) + 1:
+                (kh, kw), (sh, sw), (dh, dw) = pair(draw, sizes), pair(draw, steps), \
+                    pair(draw, steps)
+                shape = draw(st.sampled_from(["same", "any", "any", "depthwise"]))
+                if shape == "depthwise" and c > 1:
+                    cout, groups = c * draw(st.sampled_from([1, 1, 2])), c
+                else:
+                    cout = c if shape == "same" and c > 1 else \
+                        draw(st.integers(1, 64) if wide else channels)
+                    groups = _conv_groups(c, cout, draw(st.integers(0, 300)))
+                pads = [draw(st.integers(0, (k - 1) * d // 2 + (k == 2)))
+                        for k, d in ((kh, dh), (kw, dw), (kh, dh), (kw, dw))]
+                if h + pads[0] + pads[2] < dh * (kh - 1) + 1 or \
+                        w + pads[1] + pads[3] < dw * (kw - 1) + 1:
                     continue
-                fan_in = c // groups * k * k
-                wt = rng.standard_normal((cout, c // groups, k, k)) / np.sqrt(fan_in)
+                fan_in = c // groups * kh * kw
+                wt = rng.standard_normal((cout, c // groups, kh, kw)) / np.sqrt(fan_in)
                 inits[f"w{i}"], inits[f"b{i}"] = wt, rng.standard_normal(cout) * 0.1
                 conv_out = out if draw(st.booleans()) else f"{out}_c"
                 nodes.append(helper.make_node(
-                    "Conv", [src, f"w{i}", f"b{i}"], [conv_out], kernel_shape=[k, k],
-                    strides=[stride, stride], pads=pads, dilations=[dil, dil], group=groups))
+                    "Conv", [src, f"w{i}", f"b{i}"], [conv_out], kernel_shape=[kh, kw],
+                    strides=[sh, sw], pads=pads, dilations=[dh, dw], group=groups))
                 if conv_out != out:
                     act = draw(st.sampled_from(["Relu", "Clip", "BN"]))
                     if act == "Relu":
@@ -82,13 +117,15 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
                         nodes.append(helper.make_node(
                             "BatchNormalization",
                             [conv_out, f"g{i}", f"be{i}", f"m{i}", f"v{i}"], [out]))
-                oh = (h + pads[0] + pads[2] - dil * (k - 1) - 1) // stride + 1
-                ow = (w + pads[1] + pads[3] - dil * (k - 1) - 1) // stride + 1
+                oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+                ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
                 tensors[out] = (cout, oh, ow)
             elif kind == "pool":
-                k = draw(st.integers(1, min(3, h, w)))
-                stride = draw(st.integers(1, 2))
-                pad = draw(st.integers(0, (k - 1) // 2))
+                kh = draw(st.integers(1, min(3, h)))
+                kw = kh if draw(st.booleans()) else draw(st.integers(1, min(3, w)))
+                kw = min(kw, w)
+                sh, sw = pair(draw, st.integers(1, 2))
+                pads = [draw(st.integers(0, (k - 1) // 2)) for k in (kh, kw, kh, kw)]
                 op = draw(st.sampled_from(["MaxPool", "AveragePool", "GlobalAveragePool"]))
                 if op == "GlobalAveragePool":
                     nodes.append(helper.make_node(op, [src], [out]))
@@ -96,11 +133,10 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
                 else:
                     extra = {"count_include_pad": draw(st.integers(0, 1))} \
                         if op == "AveragePool" else {}
-                    nodes.append(helper.make_node(op, [src], [out], kernel_shape=[k, k],
-                                                  strides=[stride, stride], pads=[pad] * 4,
-                                                  **extra))
-                    tensors[out] = (c, (h + 2 * pad - k) // stride + 1,
-                                    (w + 2 * pad - k) // stride + 1)
+                    nodes.append(helper.make_node(op, [src], [out], kernel_shape=[kh, kw],
+                                                  strides=[sh, sw], pads=pads, **extra))
+                    tensors[out] = (c, (h + pads[0] + pads[2] - kh) // sh + 1,
+                                    (w + pads[1] + pads[3] - kw) // sw + 1)
             else:
                 same = [t for t in order if t != src and tensors[t][1:] == (h, w)
                         and (kind == "concat" or tensors[t][0] == c)]
@@ -115,26 +151,34 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
                     tensors[out] = (c + tensors[other][0], h, w)
             order.append(out)
         last = order[-1]
-        if draw(st.booleans()):  # a classifier head
-            c, h, w = tensors[last]
+        head = draw(st.sampled_from(["none", "gap", "gap", "flat"]))
+        c, h, w = tensors[last]
+        if head == "flat" and c * h * w > 4096:
+            head = "gap"
+        if head != "none":  # a classifier head: on the global pool or the flattened map
+            k = c if head == "gap" else c * h * w
             n_out = draw(st.integers(1, 12))
-            inits["fc_w"] = rng.standard_normal((n_out, c)) / np.sqrt(c)
+            inits["fc_w"] = rng.standard_normal((n_out, k)) / np.sqrt(k)
             inits["fc_b"] = rng.standard_normal(n_out) * 0.1
-            nodes += [helper.make_node("GlobalAveragePool", [last], ["gap"]),
-                      helper.make_node("Flatten", ["gap"], ["flat"]),
+            if head == "gap":
+                nodes.append(helper.make_node("GlobalAveragePool", [last], ["gap"]))
+            nodes += [helper.make_node("Flatten", ["gap" if head == "gap" else last], ["flat"]),
                       helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1)]
         else:
             nodes.append(helper.make_node("Identity", [last], ["y"]))
         graph = helper.make_graph(
             nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                          ["N", c0, hw, hw])],
+                                                          ["N", c0, h0, w0])],
             [helper.make_value_info("y", helper.make_tensor_type_proto(TensorProto.FLOAT, None))],
             [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         model = onnx.shape_inference.infer_shapes(model)
-        calib = rng.standard_normal((batch * draw(st.integers(1, 2)), c0, hw, hw))
-        return GraphCase(model, calib.astype(np.float32), batch, seed)
+        calib = rng.standard_normal((batch * draw(st.integers(1, 2)), c0, h0, w0))
+        precision = {"weight_bits": draw(st.sampled_from([8, 8, 8, 4])),
+                     "activation_bits": draw(st.sampled_from([8, 8, 8, 8, 16])),
+                     "per_channel": draw(st.sampled_from([True, True, True, False]))}
+        return GraphCase(model, calib.astype(np.float32), batch, seed, **precision)
 
     return build()
 
@@ -144,22 +188,30 @@ def save_case(case: GraphCase, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(stem.with_suffix(".onnx")))
     np.savez(stem.with_suffix(".npz"), x=case.calib, batch=np.array(case.batch),
-             seed=np.array(case.seed))
+             seed=np.array(case.seed), weight_bits=np.array(case.weight_bits),
+             activation_bits=np.array(case.activation_bits),
+             per_channel=np.array(case.per_channel))
 
 
 def load_case(path: Path) -> GraphCase:
+    """A saved case; fixtures saved before the precision options compile at 8/8 per-channel."""
     data = np.load(path.with_suffix(".npz"))
+    options = {k: type(getattr(GraphCase, k))(data[k]) for k in
+               ("weight_bits", "activation_bits", "per_channel") if k in data}
     return GraphCase(onnx.load(str(path.with_suffix(".onnx"))), data["x"], int(data["batch"]),
-                     int(data["seed"]))
+                     int(data["seed"]), **options)
 
 
-def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str | None:
-    """Compile the case for `target` and compare the library and the reference on fresh inputs.
+def check_case(case: GraphCase, n_inputs: int = 2, target: str | object = "x86",
+               blocked_layout: bool = True, run: bool = True) -> str | None:
+    """Compile the case for `target` (a name, or a `Target`: e.g. x86 with VNNI on a machine
+    without it) and compare the library and the reference on fresh inputs.
 
     x86 runs the TVM module in process; other targets run the runtime-free C library through
     its runner (under qemu). Returns None when they agree bit for bit, else the first mismatch,
     or the layers a target rule failed on (`graph_meta.schedule_fallbacks`: the compile would
-    hide them behind the portable kernel, so the fuzzer reports them).
+    hide them behind the portable kernel, so the fuzzer reports them). `run=False`: compile
+    and build only (code for an ISA this CPU lacks).
     """
     import tvm
     from tvm import relax
@@ -174,32 +226,41 @@ def check_case(case: GraphCase, n_inputs: int = 2, target: str = "x86") -> str |
     from qcompiler.pipeline import compile_model
     from qcompiler.reference import Reference
 
-    config = CompileConfig(batch=case.batch, target=target)
+    name = target if isinstance(target, str) else target.name
+    config = CompileConfig(batch=case.batch, target=name, blocked_layout=blocked_layout,
+                           weight_bits=case.weight_bits, activation_bits=case.activation_bits,
+                           per_channel=case.per_channel)
     inputs = graph_inputs(case.model, case.batch)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.npz"
         np.savez(path, x=case.calib)
         calib = load_calibration(path, inputs)
-        compiled = compile_model(case.model, calib, config, progress=False)
+        compiled = compile_model(case.model, calib, config, progress=False,
+                                 target=None if isinstance(target, str) else target)
         fallbacks = schedule_fallbacks(compiled.quantized)  # hidden by the portable kernel
         if fallbacks:
             return "schedule fallback: " + "; ".join(f.summary() for f in fallbacks)
         if compiled.target.runs_natively:
-            vm = relax.VirtualMachine(build(compiled), tvm.cpu())
+            exe = build(compiled)  # LLVM code generation: also where ISA-specific code fails
+            if not run:
+                return None
+            vm = relax.VirtualMachine(exe, tvm.cpu())
 
-            def run(q: np.ndarray) -> list[np.ndarray]:
+            def execute(q: np.ndarray) -> list[np.ndarray]:
                 got = vm["main_int"](tvm.runtime.tensor(q))
                 return [got.numpy()] if hasattr(got, "numpy") else [g.numpy() for g in got]
         else:
             emit(compiled, None, Path(tmp) / "out")
-            run = StandaloneModel(Path(tmp) / "out").run_int
+            if not run:
+                return None
+            execute = StandaloneModel(Path(tmp) / "out").run_int
         ref = Reference(compiled.quantized)
         qp = compiled.in_qparams[0]
         lo, hi = dtype_range(qp.dtype)
         rng = np.random.default_rng(case.seed + 1)
         for i in range(n_inputs):
             q = rng.integers(lo, hi + 1, inputs[0].shape).astype(qp.dtype)
-            for g, w in zip(run(q), ref.run(q)):
+            for g, w in zip(execute(q), ref.run(q)):
                 if g.shape != w.shape or not np.array_equal(g, w):
                     bad = int((g != w).sum()) if g.shape == w.shape else -1
                     return f"input {i}: {bad} of {w.size} output elements differ"
