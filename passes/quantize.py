@@ -43,6 +43,7 @@ COMPOSITES: dict[str, Callable] = {
     "qcompiler.dense": conv.dense, "qcompiler.add": conv.add,
     "qcompiler.hardswish": tables.table_composite,
     "qcompiler.hardsigmoid": tables.table_composite,
+    "qcompiler.elementwise": tables.elementwise,  # `passes.fuse_elementwise`: one table
 }
 # Plain ops: (ctx, call, qp) -> the output Value, or None: the op stays float.
 OPS: dict[str, Callable] = {
@@ -117,7 +118,8 @@ class _Realizer:
             raise QCompileError(f"binding {name}: composite {kind or op} has a form "
                                 "qcompiler cannot quantize")
         self.ctx.env[var] = Value(out, qp)
-        self.layers.append(LayerRecord(name, kind.split(".")[-1], "integer", weights.note,
+        label = parts.get("label") or kind.split(".")[-1]  # a lowering may name its chain
+        self.layers.append(LayerRecord(name, label, "integer", weights.note,
                                        weight_bits=weights.bits_used))
         weights.note = ""
 

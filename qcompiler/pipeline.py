@@ -35,6 +35,7 @@ from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
+from qcompiler.passes.fuse_elementwise import fuse_elementwise
 from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.passes.quantize import realize
 from qcompiler.schedules import apply_schedules
@@ -58,6 +59,7 @@ def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
         fold_channel_affine(),  # per-channel mul/add chains -> into the conv, or a depthwise
         *([equalize_cross_layer()] if equalize else []),  # on final weights, before fusion
         fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
+        fuse_elementwise(),    # what is left of float math on one tensor -> one table each
     ], name="qcompiler.float_cleanup")
 
 

@@ -32,11 +32,19 @@ INTEGER_OPS = frozenset({
     "Constant", "Sum", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu",
     "Mul", "Pad", "Transpose", "Slice", "Split", "ReduceMean", "Resize", "ConvTranspose",
 })
+# Elementwise math: part of one lookup table when its only non-constant input is one tensor
+# (`passes.fuse_elementwise`), else (e.g. Div of two tensors) float between a dequantize and
+# a quantize.
+ELEMENTWISE_OPS = frozenset({
+    "Sub", "Div", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Floor",
+    "Ceil", "Round", "Sign", "Sin", "Cos", "Softplus", "Softsign", "Mish", "Gelu", "Elu",
+    "Selu", "Max", "Min",
+})
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
-    "Softmax", "Sub", "Div", "Exp", "Squeeze", "Unsqueeze", "LRN",
+    "Softmax", "Squeeze", "Unsqueeze", "LRN",
 })
-SUPPORTED_OPS = INTEGER_OPS | FLOAT_FALLBACK_OPS
+SUPPORTED_OPS = INTEGER_OPS | ELEMENTWISE_OPS | FLOAT_FALLBACK_OPS
 
 
 
@@ -91,6 +99,8 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
     "Softmax": {"axis": _A.INT}, "LeakyRelu": {"alpha": _A.FLOAT},
     "HardSigmoid": {"alpha": _A.FLOAT, "beta": _A.FLOAT},
     "Transpose": {"perm": _A.INTS}, "Dropout": {"seed": _A.INT},
+    "Elu": {"alpha": _A.FLOAT}, "Selu": {"alpha": _A.FLOAT, "gamma": _A.FLOAT},
+    "Gelu": {"approximate": _A.STRING},
 }
 
 

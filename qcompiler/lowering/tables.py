@@ -2,7 +2,8 @@
 
   table  y = T[c, x - qmin], T computed at compile time from the exact float function and
          both qparams (`qcompiler.numerics.lut`): sigmoid, tanh, LeakyReLU, PReLU, HardSwish,
-         HardSigmoid
+         HardSigmoid, and any chain of elementwise ops on one tensor and constants (the
+         composite of `passes.fuse_elementwise`)
   mul    y = clamp(zp_y + qms((a - zp_a)(b - zp_b), M0, n)),  M = s_a s_b / s_y
 Each returns the output `Value`, or None for a form with no integer kernel (it stays float).
 """
@@ -17,6 +18,7 @@ from qcompiler.lowering.values import Value, signed_bits
 from qcompiler.numerics import lut
 from qcompiler.numerics.qparams import QParams
 from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multipliers
+from qcompiler.passes.fuse_elementwise import constant_axis, prelu_axis
 from qcompiler.relax_access import (
     const_array,
     dtype_of,
@@ -79,6 +81,62 @@ def table_composite(ctx: Context, call: relax.Call, parts: dict, qp: QParams
     else:
         params = {"alpha": c["relax.multiply"], "beta": c["relax.add"], "lo": lo, "hi": hi}
     return table(ctx, ctx.env[call.args[0]], parts["kind"].split(".")[-1], [params], 0, qp)
+
+
+def elementwise(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+    """A chain f(x) of elementwise ops as one table: its steps, with each constant read per
+    table row (one row, or one per channel of the axis its constants vary along).
+    `parts["label"]` names the chain in the summary, e.g. "elementwise(add,clip,multiply)"."""
+    func, x = parts["func"], ctx.env[call.args[0]]
+    shape = shape_of(x.expr)
+    calls = [b.value for blk in func.body.blocks for b in blk.bindings]
+    found = [_step_axis(c, shape) for c in calls]
+    axes = {a for a in found if a is not None}
+    if False in axes or len(axes) > 1:
+        return None
+    axis = axes.pop() if axes else None
+    rows = 1 if axis is None else shape[axis]
+    parts["label"] = "elementwise({})".format(",".join(op_name(c).split(".")[-1]
+                                                      for c in calls))
+    return table(ctx, x, "elementwise", [{"steps": _steps(func, shape, r)}
+                                         for r in range(rows)], axis or 0, qp)
+
+
+def _step_axis(call: relax.Call, shape: tuple) -> int | None | bool:
+    axes = {prelu_axis(call, shape) if op_name(call) == "relax.nn.prelu"
+            else constant_axis(const_array(a), shape)
+            for a in call.args if is_tensor_const(a)} - {None}
+    return False if len(axes) > 1 else axes.pop() if axes else None
+
+
+def _steps(func: relax.Function, shape: tuple, row: int) -> list[dict]:
+    """The chain for table row `row`: values as "%k", constants as their float for the row."""
+    ref = {func.params[0]: "%0"}
+    steps = []
+    for blk in func.body.blocks:
+        for b in blk.bindings:
+            call, name = b.value, op_name(b.value)
+            step: dict = {"op": name.split(".")[-1], "args": []}
+            args = call.args[:1] if name == "relax.clip" or name == "relax.nn.leakyrelu" \
+                else call.args
+            for a in args:
+                if is_tensor_const(a):
+                    c = const_array(a).astype(np.float64)
+                    if name == "relax.nn.prelu" or c.size == 1:
+                        v = c.reshape(-1)[row if c.size > 1 else 0]
+                    else:
+                        full = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
+                        v = full.reshape(-1)[row]  # varies along `axis` only
+                    step["args"].append(float(v))
+                else:
+                    step["args"].append(ref[a])
+            if name == "relax.clip":
+                step["lo"], step["hi"] = prim_float(call.args[1]), prim_float(call.args[2])
+            if name == "relax.nn.leakyrelu":
+                step["alpha"] = float(call.attrs.alpha)
+            ref[b.var] = f"%{len(steps) + 1}"
+            steps.append(step)
+    return steps
 
 
 def chain_constants(func: relax.Function) -> dict:
