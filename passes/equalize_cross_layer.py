@@ -27,7 +27,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import const_array, is_const, is_const_nchw_conv, op_name, prim_float
+from qcompiler.relax_access import (
+    bound_values,
+    const_array,
+    is_const,
+    is_const_nchw_conv,
+    op_name,
+    prim_float,
+)
 
 MAX_SWEEPS = 100
 TOLERANCE = 1e-6  # stop when every scale of a sweep is within this of 1
@@ -58,7 +65,7 @@ def _channel_bias(value: relax.Expr, prev: relax.Var, channels: int) -> bool:
 
 def find_pairs(func: relax.Function) -> list[tuple[relax.Var, relax.Var | None, relax.Var]]:
     """(conv1 var, its bias-add var or None, conv2 var) for every equalizable pair."""
-    bound = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
+    bound = bound_values(func)
     uses: dict = {}
     for value in [*bound.values(), func.body.body]:
         for v in relax.analysis.free_vars(value):
@@ -112,7 +119,7 @@ def _rewrite(func: relax.Function) -> relax.Function:
     pairs = find_pairs(func)
     if not pairs:
         return func
-    bound = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
+    bound = bound_values(func)
     weights = {v: const_array(bound[v].args[1]).astype(np.float64)
                for c1, _, c2 in pairs for v in (c1, c2)}
     biases = {a: const_array(bound[a].args[1]).astype(np.float64)

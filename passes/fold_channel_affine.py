@@ -25,8 +25,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import (const_array, is_const, is_const_nchw_conv, op_name,
-                                    shape_of, substitute)
+from qcompiler.relax_access import (
+    bindings,
+    const_array,
+    is_const,
+    is_const_nchw_conv,
+    op_name,
+    shape_of,
+    substitute,
+)
 
 _AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
@@ -88,10 +95,9 @@ class _Folder:
     def __init__(self, func: relax.Function) -> None:
         self.func = func
         self.uses: dict = {}
-        for blk in func.body.blocks:
-            for b in blk.bindings:
-                for v in relax.analysis.free_vars(b.value):
-                    self.uses[v] = self.uses.get(v, 0) + 1
+        for b in bindings(func):
+            for v in relax.analysis.free_vars(b.value):
+                self.uses[v] = self.uses.get(v, 0) + 1
         for v in relax.analysis.free_vars(func.body.body):
             self.uses[v] = self.uses.get(v, 0) + 1
         self.bb = relax.BlockBuilder()
@@ -171,9 +177,8 @@ class _Folder:
         attrs = dict(self.func.attrs) if self.func.attrs else None
         with self.bb.function(name, params, attrs):
             with self.bb.dataflow():
-                for blk in self.func.body.blocks:
-                    for b in blk.bindings:
-                        self.binding(b.var, b.value)
+                for b in bindings(self.func):
+                    self.binding(b.var, b.value)
             self.bb.emit_func_output(self.substitute(self.func.body.body))
         return self.bb.get()[name]
 

@@ -132,7 +132,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if config.schedules and config.tuning_root() is not None:
         from qcompiler.tuning.tune import open_database
 
-        open_database(Path(config.tuning_root()), target)  # a bad folder fails before any work
+        # a bad folder fails before any work; only tuning writes (a read-only one deploys)
+        open_database(Path(config.tuning_root()), target, write=bool(config.tune_trials))
     timings = {}
     t = time.perf_counter()
     qdq = strip_qdq(model) if is_qdq(model) else None  # its qparams; the float graph
@@ -196,7 +197,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
 
         if config.tune_trials:
             tuning = tune(qmod, target, tvm_target, config.tune_trials, Path(root),
-                          parse_tracker(config.rpc_tracker), progress)
+                          parse_tracker(config.rpc_tracker), progress,
+                          minutes=config.tune_minutes)
         qmod = apply_tuned(qmod, target, tvm_target, Path(root))  # the database's schedules
     timings["tune"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice,

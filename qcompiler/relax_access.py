@@ -1,6 +1,8 @@
 """Reading values out of Relax expressions (TVM 0.27 spellings in one place)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -75,11 +77,22 @@ def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
     return expr
 
 
+def bindings(func: relax.Function) -> Iterator[relax.Binding]:
+    """Every binding of a function's body, in order, across its blocks."""
+    for blk in func.body.blocks:
+        yield from blk.bindings
+
+
+def bound_values(func: relax.Function) -> dict[relax.Var, relax.Expr]:
+    """Each bound variable of a function's body -> the value bound to it."""
+    return {b.var: b.value for b in bindings(func)}
+
+
 def output_exprs(func: relax.Function) -> list[relax.Expr]:
     """The function's outputs: the fields of the returned tuple (also when the tuple is bound
     to a variable first, as TVM's frontend and `emit_output` do), else the one result."""
     out = func.body.body
-    bound = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
+    bound = bound_values(func)
     while isinstance(out, relax.Var) and isinstance(bound.get(out), (relax.Tuple, relax.Var)):
         out = bound[out]
     return list(out.fields) if isinstance(out, relax.Tuple) else [func.body.body]

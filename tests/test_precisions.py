@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import compile_and_compare, make_model
 from onnx import helper
-from test_qdq import kernel_weights
+from support.qdq import kernel_weights
 
 from qcompiler.config import CompileConfig
 from qcompiler.errors import QCompileError

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from conftest import ROOT, check_against_reference
 from onnx import numpy_helper
-from test_qdq import compile_qdq, kernel_weights
+from support.qdq import compile_qdq, kernel_weights
 
 from qcompiler.evaluation.datasets import load_fashion_mnist
 from qcompiler.evaluation.metrics import int8_predictions

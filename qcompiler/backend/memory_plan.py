@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 from qcompiler.errors import TargetError
-from qcompiler.relax_access import const_array, is_const, op_name, output_exprs, shape_of
+from qcompiler.relax_access import bindings, const_array, is_const, op_name, output_exprs, shape_of
 
 ALIGN = 128  # bytes: HVX vectors; also a cache line multiple on x86 and ARM
 
@@ -90,12 +90,12 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
         t = Tensor(f"in{i}", shape_of(param), str(param.ty.dtype), "input")
         env[param] = t
         p.inputs.append(t)
-    bindings = [b for blk in func.body.blocks for b in blk.bindings]
+    bound = list(bindings(func))
     out_vars = output_exprs(func)
     # Resolve output aliases (gv = lv) so the producing kernel writes the caller's buffer;
     # a tuple item (split) is the item of its tuple's tensors.
-    alias = {b.var: b.value for b in bindings if isinstance(b.value, relax.Var)}
-    item = {b.var: b.value for b in bindings if isinstance(b.value, relax.TupleGetItem)}
+    alias = {b.var: b.value for b in bound if isinstance(b.value, relax.Var)}
+    item = {b.var: b.value for b in bound if isinstance(b.value, relax.TupleGetItem)}
 
     def resolve(v: relax.Expr) -> relax.Expr:
         while v in alias:
@@ -114,13 +114,13 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
     for i, v in enumerate(out_vars):
         p.outputs.append(Tensor(f"out{i}", shape_of(v), str(v.ty.dtype), "output"))
     last_use: dict = {}
-    for idx, b in enumerate(bindings):
+    for idx, b in enumerate(bound):
         if op_name(b.value) == "relax.call_tir":
             for a in b.value.args[1].fields:
                 if isinstance(a, relax.Var):
                     last_use[root(a)] = idx
     for v in out_vars:  # an output copied at the end stays live until then
-        last_use[root(v)] = len(bindings)
+        last_use[root(v)] = len(bound)
     live: list[tuple[int, int, object]] = []  # (offset, size, var)
     n_const = 0
 
@@ -135,7 +135,7 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
         live.append((offset, need, var))
         p.act_bytes = max(p.act_bytes, offset + need)
 
-    for idx, b in enumerate(bindings):
+    for idx, b in enumerate(bound):
         if isinstance(b.value, (relax.Var, relax.TupleGetItem, relax.Tuple)):
             continue
         if op_name(b.value) != "relax.call_tir":
@@ -187,21 +187,20 @@ def float_boundary(lowered: tvm.IRModule, p: Plan) -> list[tuple[str, Tensor, Te
     """(kernel, from, to) of the float entry's quantize and dequantize calls, in order."""
     out = []
     n_in = n_out = 0
-    for blk in lowered["main"].body.blocks:
-        for b in blk.bindings:
-            if op_name(b.value) != "relax.call_tir":
-                continue
-            gv = b.value.args[0]
-            kind = str(lowered[gv].attrs["qcompiler.op"])
-            shape = shape_of(b.var)
-            if kind == "quantize":
-                q = p.inputs[n_in]
-                out.append((gv.name_hint, Tensor(f"in{n_in}", shape, "float32", "input"),
-                            Tensor(f"q{q.name}", shape, q.dtype, "act")))
-                n_in += 1
-            elif kind == "dequantize":
-                q = p.outputs[n_out]
-                out.append((gv.name_hint, Tensor(f"q{q.name}", shape, q.dtype, "act"),
-                            Tensor(f"out{n_out}", shape, "float32", "output")))
-                n_out += 1
+    for b in bindings(lowered["main"]):
+        if op_name(b.value) != "relax.call_tir":
+            continue
+        gv = b.value.args[0]
+        kind = str(lowered[gv].attrs["qcompiler.op"])
+        shape = shape_of(b.var)
+        if kind == "quantize":
+            q = p.inputs[n_in]
+            out.append((gv.name_hint, Tensor(f"in{n_in}", shape, "float32", "input"),
+                        Tensor(f"q{q.name}", shape, q.dtype, "act")))
+            n_in += 1
+        elif kind == "dequantize":
+            q = p.outputs[n_out]
+            out.append((gv.name_hint, Tensor(f"q{q.name}", shape, q.dtype, "act"),
+                        Tensor(f"out{n_out}", shape, "float32", "output")))
+            n_out += 1
     return out

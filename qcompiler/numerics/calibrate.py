@@ -20,6 +20,7 @@ from qcompiler.errors import CalibrationDataError
 from qcompiler.frontend.onnx_import import ModelInput
 from qcompiler.numerics.observers import make_observer
 from qcompiler.numerics.qparams import QParams
+from qcompiler.relax_access import bindings
 
 
 def load_calibration(path: str | Path, inputs: list[ModelInput],
@@ -86,8 +87,7 @@ def calibration_batch(n: int, cap: int = 32) -> int:
 
 def tensor_bindings(func: relax.Function) -> list[relax.Var]:
     """The tensor-valued bindings of a function, in order: the points we quantize."""
-    return [b.var for blk in func.body.blocks for b in blk.bindings
-            if isinstance(b.var.ty, relax.TensorType)]
+    return [b.var for b in bindings(func) if isinstance(b.var.ty, relax.TensorType)]
 
 
 def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:

@@ -24,7 +24,7 @@ from tvm import relax
 from qcompiler.errors import QCompileError
 from qcompiler.numerics.calibrate import tensor_bindings
 from qcompiler.numerics.qparams import symmetric_weight_scales
-from qcompiler.relax_access import const_array, is_tensor_const, op_name
+from qcompiler.relax_access import bindings, bound_values, const_array, is_tensor_const, op_name
 
 WEIGHTED = {"qcompiler.conv2d": "relax.nn.conv2d", "qcompiler.dense": "relax.matmul",
             "qcompiler.conv2d_transpose": "relax.nn.conv2d_transpose"}
@@ -61,15 +61,14 @@ def load_precision(path: str | Path) -> dict[str, int]:
 def _weighted(mod: tvm.IRModule) -> list[tuple[int, relax.Var, relax.GlobalVar, relax.Call]]:
     """(position, var, composite, its conv/matmul call) of each conv/dense binding of main."""
     found = []
-    values = {b.var: b.value for blk in mod["main"].body.blocks for b in blk.bindings}
+    values = bound_values(mod["main"])
     for pos, var in enumerate(tensor_bindings(mod["main"])):
         value = values[var]
         if not isinstance(value, relax.Call) or not isinstance(value.op, relax.GlobalVar):
             continue
         func = mod[value.op]
         kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs else ""
-        calls = [b.value for blk in func.body.blocks for b in blk.bindings
-                 if op_name(b.value) == WEIGHTED.get(kind)]
+        calls = [b.value for b in bindings(func) if op_name(b.value) == WEIGHTED.get(kind)]
         if calls and is_tensor_const(calls[0].args[1]):
             found.append((pos, var, value.op, calls[0]))
     return found

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import compile_and_compare, make_model, save_calib, save_model
 from onnx import helper
-from test_qdq import kernel_weights
+from support.qdq import kernel_weights
 
 from qcompiler.cli import main
 from qcompiler.config import CompileConfig
