@@ -17,7 +17,9 @@ value is computed twice. Left to their own integer kernels: ops on two different
 (an SE gate's `x * g`), and a group of one op that already has one (ReLU, Clip, Sigmoid,
 Tanh, LeakyReLU, PReLU, a multiply by a constant). It runs after `fuse_activation`, so a
 conv's bias and ReLU/Clip are already in the conv's composite, and HardSwish/HardSigmoid in
-their own table composites.
+their own table composites; those of its composites that are elementwise (a `qcompiler.add`
+of two values of one chain, as in Softplus `max(x, 0) + log(1 + exp(-|x|))`, a HardSwish
+followed by more math) are inlined into the chain they are part of.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ BINARY_OPS = frozenset({
     "relax.maximum", "relax.minimum",
 })
 OPS = UNARY_OPS | BINARY_OPS | {"relax.nn.prelu"}
+# `fuse_activation` composites that are elementwise, inlined into a chain they are part of.
+_INLINED = frozenset({"qcompiler.add", "qcompiler.hardswish", "qcompiler.hardsigmoid"})
 # A group of one of these ops alone keeps the integer kernel it already has.
 _OWN_KERNEL = frozenset({"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh",
                          "relax.nn.leakyrelu", "relax.nn.prelu"})
@@ -77,7 +81,9 @@ class _Op:
     axis: int | None
 
 
-def _elementwise(var: relax.Var, value: relax.Expr) -> _Op | None:
+def _elementwise(var: relax.Var, value: relax.Expr, mod: tvm.IRModule) -> _Op | None:
+    if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
+        return _elementwise_composite(var, value, mod)
     if not isinstance(value, relax.Call) or op_name(value) not in OPS \
             or not isinstance(value.op, tvm.ir.Op):
         return None
@@ -108,6 +114,29 @@ def _elementwise(var: relax.Var, value: relax.Expr) -> _Op | None:
     return _Op(operands, axes.pop() if axes else None)
 
 
+def _inlined(value: relax.Call, mod: tvm.IRModule) -> list | None:
+    """The bindings of a `fuse_activation` composite made only of elementwise ops (a
+    residual add, HardSwish, HardSigmoid), to inline when it is part of a chain."""
+    func = mod[value.op] if value.op in mod.functions else None
+    if not isinstance(func, relax.Function) or not func.attrs or \
+            str(func.attrs.get("Composite", "")) not in _INLINED:
+        return None
+    return [(b.var, b.value) for blk in func.body.blocks for b in blk.bindings]
+
+
+def _elementwise_composite(var: relax.Var, value: relax.Call, mod: tvm.IRModule) -> _Op | None:
+    body = _inlined(value, mod)
+    if body is None or not all(isinstance(v, relax.Call) for _, v in body):
+        return None
+    inner = [_elementwise(v, e, mod) for v, e in body]
+    axes = {op.axis for op in inner if op is not None} - {None}
+    if None in inner or len(axes) > 1 or not isinstance(var.ty, relax.TensorType) \
+            or not all(isinstance(a, relax.Var) and shape_of(a) == shape_of(var)
+                       for a in value.args):
+        return None
+    return _Op(list(value.args), axes.pop() if axes else None)
+
+
 @dataclass(eq=False)
 class _Group:
     root: relax.Var
@@ -115,12 +144,12 @@ class _Group:
     members: list = field(default_factory=list)  # bound vars, in binding order
 
 
-def _grow(bindings: list, cut: set) -> list[_Group]:
+def _grow(bindings: list, cut: set, mod: tvm.IRModule) -> list[_Group]:
     """Groups in binding order; a value in `cut` is a root for its users, never a member."""
     position = {var: k for k, (var, _) in enumerate(bindings)}
     group_of: dict = {}
     for var, value in bindings:
-        op = _elementwise(var, value)
+        op = _elementwise(var, value, mod)
         if op is None:
             continue
         roots, joined = set(), []
@@ -156,12 +185,12 @@ def _uses(func: relax.Function) -> dict:
     return uses
 
 
-def groups(func: relax.Function) -> list[_Group]:
+def groups(func: relax.Function, mod: tvm.IRModule) -> list[_Group]:
     """The groups of `func` to wrap, each with one value used outside it (its last)."""
     bindings = [(b.var, b.value) for blk in func.body.blocks for b in blk.bindings]
     uses, cut = _uses(func), set()
     while True:
-        found = _grow(bindings, cut)
+        found = _grow(bindings, cut, mod)
         more = set()
         for g in found:
             inside = set(g.members)
@@ -175,8 +204,8 @@ def groups(func: relax.Function) -> list[_Group]:
 
 
 def _own_kernel(calls: list) -> bool:
-    if len(calls) != 1:
-        return False
+    if len(calls) != 1 or isinstance(calls[0].op, relax.GlobalVar):  # a composite alone
+        return len(calls) == 1
     name = op_name(calls[0])
     return name in _OWN_KERNEL or (name == "relax.multiply" and any(
         is_tensor_const(a) for a in calls[0].args))
@@ -185,7 +214,7 @@ def _own_kernel(calls: list) -> bool:
 def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) -> None:
     """`func` with each group's bindings replaced by one call of its composite (bound to the
     group's last variable, so nothing else changes)."""
-    found = groups(func)
+    found = groups(func, bb.get())
     if not found:
         return
     values = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
@@ -197,7 +226,8 @@ def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) ->
         for b in blk.bindings:
             if b.var in last:
                 g = last[b.var]
-                call = relax.Call(bb.add_func(_composite(values, g), _name(values, g)), [g.root])
+                f = _composite(values, g, bb.get())
+                call = relax.Call(bb.add_func(f, _name(f)), [g.root])
                 out.append(relax.VarBinding(b.var, bb.normalize(call)))
             elif b.var not in skip:
                 out.append(b)
@@ -208,22 +238,33 @@ def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) ->
                                       func.attrs))
 
 
-def _name(values: dict, group: _Group) -> str:
-    ops = [op_name(values[v]).split(".")[-1] for v in group.members]
+def _name(func: relax.Function) -> str:
+    ops = [op_name(b.value).split(".")[-1] for blk in func.body.blocks for b in blk.bindings]
     return "fused_elementwise_" + "_".join(ops[:6])
 
 
-def _composite(values: dict, group: _Group) -> relax.Function:
-    """f(x): the group's bindings, with its root as the parameter."""
+def _composite(values: dict, group: _Group, mod: tvm.IRModule) -> relax.Function:
+    """f(x): the group's bindings (a member composite's inlined), its root the parameter."""
+    steps: list = []  # (var, value), or a dict of a composite's parameters -> its arguments
+    for v in group.members:
+        body = _inlined(values[v], mod) if isinstance(values[v].op, relax.GlobalVar) else None
+        if body is None:
+            steps.append((v, values[v]))
+            continue
+        steps.append(dict(zip(mod[values[v].op].params, values[v].args)))
+        steps += body[:-1] + [(v, body[-1][1])]
     x = relax.Var("x", group.root.ty)
     inner = relax.BlockBuilder()
     env: dict = {group.root: x}
     with inner.function("f", [x], {"Composite": COMPOSITE, "Primitive": True}, private=True):
         with inner.dataflow():
-            for v in group.members[:-1]:
-                env[v] = inner.emit(substitute(values[v], env))
-            out = inner.emit_output(substitute(values[group.members[-1]], env))
-        inner.emit_func_output(out)
+            for k, step in enumerate(steps):
+                if isinstance(step, dict):
+                    env.update({p: env[a] for p, a in step.items()})
+                    continue
+                emit = inner.emit_output if k == len(steps) - 1 else inner.emit
+                env[step[0]] = emit(substitute(step[1], env))
+        inner.emit_func_output(env[group.members[-1]])
     return inner.get()["f"]
 
 

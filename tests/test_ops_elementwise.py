@@ -9,6 +9,8 @@ from conftest import compile_and_compare, make_model
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
+from qcompiler.relax_access import bindings
+
 TABLE_CASES = [
     # (op type, ONNX attributes, meta op name)
     ("Sigmoid", {}, "sigmoid"),
@@ -74,11 +76,10 @@ def _kernel_constants(mod, op: str) -> list[np.ndarray]:
     """The constant operands of the (single) call of kernel `op` in `main_int`."""
     from qcompiler.relax_access import const_array, is_tensor_const
 
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if "call_tir" in str(getattr(b.value, "op", "")) \
-                    and str(mod[b.value.args[0]].attrs["qcompiler.op"]) == op:
-                return [const_array(a) for a in b.value.args[1].fields if is_tensor_const(a)]
+    for b in bindings(mod["main_int"]):
+        if "call_tir" in str(getattr(b.value, "op", "")) \
+                and str(mod[b.value.args[0]].attrs["qcompiler.op"]) == op:
+            return [const_array(a) for a in b.value.args[1].fields if is_tensor_const(a)]
     raise AssertionError(f"no {op} kernel in main_int")
 
 
@@ -318,3 +319,114 @@ def test_prelu_with_a_slope_per_element_is_a_one_line_error(tmp_path, rng):
         check_supported(model)
     assert str(err.value) == ("unsupported: attribute y (PRelu): slope shape [3, 4, 4] "
                               "(qcompiler takes one slope per channel or one for all)")
+
+
+# ---- elementwise chains on one tensor: one table each (`passes.fuse_elementwise`) ---------
+
+def _c(name: str, value: float) -> tuple[str, np.ndarray]:
+    return name, np.array(value, np.float32)
+
+
+def _chain(spec: list[tuple], consts: dict) -> list:
+    """ONNX nodes from (op, inputs, output[, attributes]); constants as initializers."""
+    return [helper.make_node(op, list(ins), [out], **(rest[0] if rest else {}))
+            for op, ins, out, *rest in spec]
+
+
+# (id, nodes, constants, opset, the summary's op)
+CHAINS = [
+    ("hardswish_div_last", [("Add", "x3", "a"), ("Clip", ("a", "zero", "six"), "c"),
+                            ("Mul", "xc", "m"), ("Div", ("m", "six"), "y")],
+     {"three": 3.0, "zero": 0.0, "six": 6.0}, 17, "elementwise(add,clip,multiply,divide)"),
+    ("hardsigmoid_written_out", [("Add", "x3", "a"), ("Clip", ("a", "zero", "six"), "c"),
+                                 ("Div", ("c", "six"), "y")],
+     {"three": 3.0, "zero": 0.0, "six": 6.0}, 17, "elementwise(add,clip,divide)"),
+    ("silu", [("Sigmoid", ("x",), "s"), ("Mul", ("x", "s"), "y")], {}, 17,
+     "elementwise(sigmoid,multiply)"),
+    ("mish_op", [("Mish", ("x",), "y")], {}, 18, "elementwise(exp,add,log,tanh,multiply)"),
+    ("mish_softplus", [("Softplus", ("x",), "p"), ("Tanh", ("p",), "t"),
+                       ("Mul", ("x", "t"), "y")], {}, 17, None),
+    ("gelu_erf", [("Div", ("x", "sqrt2"), "d"), ("Erf", ("d",), "e"),
+                  ("Add", ("e", "one"), "p"), ("Mul", ("x", "p"), "m"),
+                  ("Mul", ("m", "half"), "y")],
+     {"sqrt2": np.sqrt(2.0), "one": 1.0, "half": 0.5}, 17,
+     "elementwise(divide,erf,add,multiply,multiply)"),
+    ("gelu_tanh_op", [("Gelu", ("x",), "y", {"approximate": "tanh"})], {}, 20,
+     "elementwise(gelu_tanh)"),
+    ("affine_scalars", [("Sub", ("x", "half"), "s"), ("Div", ("s", "quarter"), "d"),
+                        ("Add", ("d", "one"), "y")],
+     {"half": 0.5, "quarter": 0.25, "one": 1.0}, 17, "elementwise(subtract,divide,add)"),
+    ("pow_exp", [("Pow", ("x", "two"), "p"), ("Neg", ("p",), "n"), ("Exp", ("n",), "y")],
+     {"two": 2.0}, 17, "elementwise(power,negative,exp)"),
+    ("elu", [("Elu", ("x",), "y", {"alpha": 0.7})], {}, 17, None),
+    ("per_channel", [("Exp", ("x",), "e"), ("Mul", ("e", "k"), "y")],
+     {"k": np.array([0.5, -1.0, 2.0, 0.25], np.float32).reshape(4, 1, 1)}, 17,
+     "elementwise(exp,multiply)"),
+]
+
+
+def _chain_model(nodes: list[tuple], consts: dict, opset: int):
+    named = {"x3": ("x", "three"), "xc": ("x", "c")}
+    spec = [(op, named.get(ins, ins), out, *rest) for op, ins, out, *rest in nodes]
+    inits = {k: np.asarray(v, np.float32) for k, v in consts.items()}
+    return make_model(_chain(spec, inits), {"x": (1, 4, 8, 8)}, {"y": None}, inits,
+                      opset=opset)
+
+
+@pytest.mark.parametrize("case", CHAINS, ids=[c[0] for c in CHAINS])
+def test_elementwise_chain_is_one_table(case, tmp_path, rng):
+    """Each spelling: one integer table, no float op, bit-exact against the reference; and
+    within 1/2 LSB of the output (+ float32 noise: ONNX Runtime evaluates the chain in
+    float32, the table in float64) of ONNX Runtime's float model on the dequantized input,
+    wherever that is inside the output range: an entry is f at the exact dequantized input,
+    rounded once."""
+    import onnxruntime as ort
+
+    _, nodes, consts, opset, label = case
+    model = _chain_model(nodes, consts, opset)
+    _, lib = compile_and_compare(model, tmp_path, _calib(rng, (1, 4, 8, 8), 2.0), batch=1)
+    ops = _ops(lib)
+    assert len(ops) == 1 and ops[0][1] == "integer" and ops[0][0].startswith("elementwise(")
+    if label is not None:
+        assert ops[0][0] == label
+    x = np.linspace(-6, 6, 256, dtype=np.float32).reshape(1, 4, 8, 8)
+    (q,) = lib.quantize_inputs(x)
+    sx, zx = lib.inputs[0]["scale"], lib.inputs[0]["zero_point"]
+    x_deq = (q.astype(np.int32) - zx).astype(np.float32) * np.float32(sx)
+    got = lib.run(x_deq)[0].astype(np.float64)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = sess.run(None, {"x": x_deq})
+    spec = lib.outputs[0]
+    lo, hi = (np.array([0, 255]) if spec["dtype"] == "uint8" else np.array([-128, 127]))
+    lo, hi = (lo - spec["zero_point"]) * spec["scale"], (hi - spec["zero_point"]) * spec["scale"]
+    inside = (want >= lo) & (want <= hi)
+    assert inside.mean() > 0.5
+    err = np.abs(got - want.astype(np.float64))[inside]
+    assert err.max() <= 0.5 * spec["scale"] * (1 + 1e-4) + 1e-5
+
+
+def test_written_out_hardswish_after_a_conv(tmp_path, rng):
+    """The text detector's spelling `x * Clip(x + 3, 0, 6) / 6` on a conv: conv2d, then one
+    table; before, the Add and the Div ran in float between a dequantize and a quantize."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["x1"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Add", ["x1", "three"], ["a"]),
+             helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+             helper.make_node("Mul", ["x1", "c"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["y"])]
+    inits = {"w": rng.standard_normal((6, 3, 3, 3)) * 0.5, "b": rng.standard_normal(6),
+             "three": np.array(3.0), "zero": np.array(0.0), "six": np.array(6.0)}
+    model = make_model(nodes, {"x": ("N", 3, 8, 8)}, {"y": None}, inits)
+    _, lib = compile_and_compare(model, tmp_path, _calib(rng, (2, 3, 8, 8)), batch=2)
+    assert _ops(lib) == [("conv2d", "integer"),
+                         ("elementwise(add,clip,multiply,divide)", "integer")]
+
+
+def test_two_tensor_div_stays_float_and_is_listed(tmp_path, rng):
+    """x / sigmoid(conv(x)): two different tensors, no table; the Div is a float op."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Div", ["x", "s"], ["y"])]
+    model = make_model(nodes, {"x": (1, 3, 5, 5)}, {"y": None},
+                       {"w": rng.standard_normal((3, 3, 1, 1))})
+    _, lib = compile_and_compare(model, tmp_path, _calib(rng, (1, 3, 5, 5)), batch=1)
+    assert _ops(lib) == [("conv2d", "integer"), ("sigmoid", "integer"), ("divide", "float")]
