@@ -21,10 +21,19 @@ from qcompiler.numerics.lut import tables
 from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
 from qcompiler.numerics.weight_layout import canonical, unfold_bias
-from qcompiler.relax_access import const_array, int_list, is_const, op_name, output_exprs, shape_of
+from qcompiler.relax_access import (
+    bindings,
+    const_array,
+    int_list,
+    is_const,
+    op_name,
+    output_exprs,
+    shape_of,
+)
 
 
-def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int, a: dict) -> np.ndarray:
+def _requant(acc: np.ndarray, m0: np.ndarray | int, shift: np.ndarray | int,
+             a: dict) -> np.ndarray:
     """`clamp(zp_y + qms(acc, m0, shift), lo, hi)`, `acc` wrapped to int32 as the kernels'
     int32 accumulators wrap."""
     y = q_multiply_shift(acc.astype(np.int64).astype(np.int32), m0, shift)
@@ -300,15 +309,14 @@ class Reference:
         """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
         env, value = self._walk(inputs)
         out = {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
-        for blk in self.mod["main_int"].body.blocks:  # the convs fused with an add, too
-            for b in blk.bindings:
-                prim = self.mod[b.value.args[0]] if op_name(b.value) == "relax.call_tir" \
-                    else None
-                if prim is not None and prim.attrs is not None \
-                        and str(prim.attrs.get("qcompiler.op", "")) == "conv2d_add":
-                    attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
-                    args = [value(a) for a in b.value.args[1].fields[:5]]
-                    out[attrs["conv_tensor"]] = kernel_for("conv2d", attrs)(*args, attrs)
+        for b in bindings(self.mod["main_int"]):  # the convs fused with an add, too
+            prim = self.mod[b.value.args[0]] if op_name(b.value) == "relax.call_tir" \
+                else None
+            if prim is not None and prim.attrs is not None \
+                    and str(prim.attrs.get("qcompiler.op", "")) == "conv2d_add":
+                attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
+                args = [value(a) for a in b.value.args[1].fields[:5]]
+                out[attrs["conv_tensor"]] = kernel_for("conv2d", attrs)(*args, attrs)
         attrs = self.mod["main_int"].attrs
         blocked = json.loads(str(attrs["qcompiler.blocked"])) \
             if attrs is not None and "qcompiler.blocked" in attrs else {}
@@ -324,9 +332,8 @@ class Reference:
         def value(e: relax.Expr) -> np.ndarray:
             return const_array(e) if is_const(e) else env[e]
 
-        for blk in func.body.blocks:
-            for b in blk.bindings:
-                env[b.var] = self._eval(b.var, b.value, value)
+        for b in bindings(func):
+            env[b.var] = self._eval(b.var, b.value, value)
         return env, value
 
     def _eval(self, var: relax.Var, call: relax.Expr, value: Callable) -> np.ndarray:

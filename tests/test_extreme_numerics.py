@@ -9,6 +9,7 @@ from conftest import compile_and_compare, make_model, save_calib, save_model
 from onnx import helper
 
 from qcompiler.errors import QCompileError
+from qcompiler.relax_access import bindings
 
 
 def _conv_model(w: np.ndarray, b: np.ndarray, hw: int = 5):
@@ -69,8 +70,7 @@ def test_huge_and_tiny_ranges(tmp_path, rng):
     compiled, lib = compile_and_compare(model, tmp_path, calib)
     from qcompiler.relax_access import const_array, op_name
 
-    call = next(b.value for blk in compiled.quantized["main_int"].body.blocks
-                for b in blk.bindings if op_name(b.value) == "relax.call_tir"
+    call = next(b.value for b in bindings(compiled.quantized["main_int"]) if op_name(b.value) == "relax.call_tir"
                 and str(compiled.quantized[b.value.args[0]].attrs["qcompiler.op"]) == "conv2d")
     m0 = const_array(call.args[1].fields[3])
     assert m0[1] == 0  # multiplier < 2^-31 -> exactly zero
@@ -97,10 +97,10 @@ def test_add_kernel_with_large_multipliers_saturates_exactly(m, rng):
     """The add kernel against the ideal `clamp(zp + round((a-za)*m + (b-zb)*m))`, over the
     whole uint8 range, compiled by TVM and in the reference."""
     import tvm
-    from qcompiler.lowering.values import signed_bits as _signed_bits
     from tvm import relax
 
     from qcompiler import kernels, reference
+    from qcompiler.lowering.values import signed_bits as _signed_bits
     from qcompiler.numerics.requantize import quantize_multiplier
 
     k = int(min(16, max(0, 30 - _signed_bits("uint8") - int(np.ceil(np.log2(m))))))

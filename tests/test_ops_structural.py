@@ -12,7 +12,7 @@ from tvm import relax
 
 from qcompiler.backend.runtime import StandaloneModel
 from qcompiler.reference import Reference
-from qcompiler.relax_access import const_array, is_const, op_name
+from qcompiler.relax_access import bindings, const_array, is_const, op_name
 
 
 def _const(name: str, values: list, dtype: type = np.int64) -> helper.NodeProto:
@@ -257,7 +257,7 @@ def test_conv_transpose_weights_are_per_output_channel(tmp_path, rng):
 
 def _constants(mod) -> list[np.ndarray]:
     """The constant operands of the kernels of main_int."""
-    calls = [b.value for blk in mod["main_int"].body.blocks for b in blk.bindings
+    calls = [b.value for b in bindings(mod["main_int"])
              if op_name(b.value) == "relax.call_tir"]
     return [const_array(a) for c in calls for a in c.args[1].fields if is_const(a)]
 

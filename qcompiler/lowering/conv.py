@@ -20,7 +20,15 @@ from qcompiler.lowering.weights import bias_and_multipliers, check_accumulator
 from qcompiler.numerics.qparams import QParams
 from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multiplier
 from qcompiler.numerics.shapes import conv2d_transpose_out_hw
-from qcompiler.relax_access import const_array, int_list, is_const, op_name, prim_float, shape_of
+from qcompiler.relax_access import (
+    bindings,
+    const_array,
+    int_list,
+    is_const,
+    op_name,
+    prim_float,
+    shape_of,
+)
 
 REQUANT_FRACTION_BITS = 16  # precision of the residual-add intermediate, before the final round
 
@@ -29,20 +37,19 @@ def composite_parts(func: relax.Function) -> dict:
     """A composite's main op ("main"), its constant bias ("bias") and its activation's real
     range ("act")."""
     parts: dict = {"act": (-math.inf, math.inf)}
-    for blk in func.body.blocks:
-        for b in blk.bindings:
-            call = b.value
-            name = op_name(call)
-            if name in ("relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"):
-                parts["main"] = call
-            elif name == "relax.add" and is_const(call.args[1]) and "main" in parts:
-                parts["bias"] = const_array(call.args[1]).reshape(-1)
-            elif name == "relax.add":
-                parts["main"] = call
-            elif name == "relax.nn.relu":
-                parts["act"] = (0.0, math.inf)
-            elif name == "relax.clip":
-                parts["act"] = (prim_float(call.args[1]), prim_float(call.args[2]))
+    for b in bindings(func):
+        call = b.value
+        name = op_name(call)
+        if name in ("relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"):
+            parts["main"] = call
+        elif name == "relax.add" and is_const(call.args[1]) and "main" in parts:
+            parts["bias"] = const_array(call.args[1]).reshape(-1)
+        elif name == "relax.add":
+            parts["main"] = call
+        elif name == "relax.nn.relu":
+            parts["act"] = (0.0, math.inf)
+        elif name == "relax.clip":
+            parts["act"] = (prim_float(call.args[1]), prim_float(call.args[2]))
     return parts
 
 

@@ -16,7 +16,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from qcompiler.relax_access import const_array, op_name
+from qcompiler.relax_access import bindings, const_array, op_name
 from qcompiler.schedules import shift_kind, tunable_rules
 from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.fixed_point32 import unbound
@@ -90,26 +90,25 @@ def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
     graph order, each with the kernels (GlobalVars) that compute it."""
     rules = {r.name: r for r in tunable_rules(target)}
     tasks: dict[int, Task] = {}
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if not (isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir"):
-                continue
-            func = mod[b.value.args[0]]
-            if "qcompiler.schedule" not in func.attrs:
-                continue
-            rule = rules.get(str(func.attrs["qcompiler.schedule"]))
-            if rule is None:
-                continue
-            attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
-            w_shape = tuple(attrs["w_shape"])
-            attrs = {k: v for k, v in attrs.items() if k not in PACKED_KEYS}
-            x = func.params[0]
-            x_shape = tuple(int(d) for d in x.shape)
-            op = str(func.attrs["qcompiler.op"])
-            args = list(b.value.args[1].fields)
-            constants = [const_array(a) for a in args[1:5]]
-            task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
-                        str(x.dtype), w_shape, attrs, constants, shift_kind(constants[3]))
-            task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
-            task.kernels.append(b.value.args[0])
+    for b in bindings(mod["main_int"]):
+        if not (isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir"):
+            continue
+        func = mod[b.value.args[0]]
+        if "qcompiler.schedule" not in func.attrs:
+            continue
+        rule = rules.get(str(func.attrs["qcompiler.schedule"]))
+        if rule is None:
+            continue
+        attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+        w_shape = tuple(attrs["w_shape"])
+        attrs = {k: v for k, v in attrs.items() if k not in PACKED_KEYS}
+        x = func.params[0]
+        x_shape = tuple(int(d) for d in x.shape)
+        op = str(func.attrs["qcompiler.op"])
+        args = list(b.value.args[1].fields)
+        constants = [const_array(a) for a in args[1:5]]
+        task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
+                    str(x.dtype), w_shape, attrs, constants, shift_kind(constants[3]))
+        task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
+        task.kernels.append(b.value.args[0])
     return list(tasks.values())

@@ -10,17 +10,17 @@ import pytest
 import tvm
 from conftest import ROOT, compile_and_compare, make_model
 from onnx import helper
-from qcompiler.lowering.weights import bias_correction
 from qcompiler.targets.x86 import x86_target
 
 from qcompiler.config import CompileConfig
 from qcompiler.errors import QCompileError
 from qcompiler.frontend.onnx_import import graph_inputs
+from qcompiler.lowering.weights import bias_correction
 from qcompiler.numerics.calibrate import channel_means
 from qcompiler.numerics.qparams import symmetric_weight_scales
 from qcompiler.numerics.weight_layout import canonical
 from qcompiler.pipeline import compile_model, float_graph
-from qcompiler.relax_access import const_array, op_name
+from qcompiler.relax_access import bindings, const_array, op_name
 
 
 def _conv_model(w: np.ndarray, b: np.ndarray, hw: int, groups: int = 1, relu: bool = False):
@@ -35,13 +35,12 @@ def _conv_model(w: np.ndarray, b: np.ndarray, hw: int, groups: int = 1, relu: bo
 def _conv_constants(compiled) -> tuple[np.ndarray, np.ndarray]:
     """(int8 OIHW weights, int32 bias) of the one conv kernel (portable; 4-bit weights read
     back from their nibbles)."""
-    for blk in compiled.quantized["main_int"].body.blocks:
-        for b in blk.bindings:
-            if op_name(b.value) == "relax.call_tir" and "conv2d" in b.value.args[0].name_hint:
-                args = b.value.args[1].fields
-                attrs = json.loads(str(compiled.quantized[b.value.args[0]].attrs[
-                    "qcompiler.attrs"]))
-                return canonical(const_array(args[1]), attrs), const_array(args[2])
+    for b in bindings(compiled.quantized["main_int"]):
+        if op_name(b.value) == "relax.call_tir" and "conv2d" in b.value.args[0].name_hint:
+            args = b.value.args[1].fields
+            attrs = json.loads(str(compiled.quantized[b.value.args[0]].attrs[
+                "qcompiler.attrs"]))
+            return canonical(const_array(args[1]), attrs), const_array(args[2])
     raise AssertionError("no conv2d kernel")
 
 

@@ -11,11 +11,11 @@ from qcompiler.passes.fold_constants import fold_constants
 from tvm import relax
 
 from qcompiler.frontend.onnx_import import graph_inputs, import_onnx
-from qcompiler.relax_access import op_name, prim_float
+from qcompiler.relax_access import bindings, op_name, prim_float
 
 
 def _ops(mod):
-    ops = [op_name(b.value) for blk in mod["main"].body.blocks for b in blk.bindings]
+    ops = [op_name(b.value) for b in bindings(mod["main"])]
     return [o for o in ops if o]  # '' is the output alias binding
 
 

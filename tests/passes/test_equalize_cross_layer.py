@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import relax_main, run_relax
+from qcompiler.passes.equalize_cross_layer import equalize_cross_layer, find_pairs
 from tvm import relax
 
-from qcompiler.passes.equalize_cross_layer import equalize_cross_layer, find_pairs
-from qcompiler.relax_access import const_array, op_name
+from qcompiler.relax_access import bindings, const_array, op_name
 
 X = relax.TensorType((2, 4, 8, 8), "float32")
 
@@ -25,12 +25,12 @@ def _run(mod, x):
 
 
 def _convs(mod):
-    return [const_array(b.value.args[1]) for blk in mod["main"].body.blocks
-            for b in blk.bindings if op_name(b.value) == "relax.nn.conv2d"]
+    return [const_array(b.value.args[1]) for b in bindings(mod["main"])
+            if op_name(b.value) == "relax.nn.conv2d"]
 
 
 def _ops(mod):
-    return [op_name(b.value) for blk in mod["main"].body.blocks for b in blk.bindings]
+    return [op_name(b.value) for b in bindings(mod["main"])]
 
 
 def _skewed(rng, shape, axis):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from tvm import relax
 
-from qcompiler.passes.fold_batch_norm import fold_batch_norm
-from qcompiler.relax_access import op_name
+from qcompiler.relax_access import bindings, op_name
 
 X = relax.TensorType((1, 3, 6, 6), "float32")
 
@@ -67,7 +67,7 @@ def test_folds_conv_without_bias(rng):
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     stats = _bn_consts(rng, 5)
     after = fold_batch_norm()(_before(w, stats))
-    ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    ops = [op_name(b.value) for b in bindings(after["main"])]
     assert "relax.nn.batch_norm" not in ops and "relax.nn.conv2d" in ops
     tvm.ir.assert_structural_equal(after, _expected(w, stats, np.zeros(5, np.float32)))
 
@@ -95,7 +95,7 @@ def test_folds_grouped_conv_transpose_along_its_output_channels(rng):
     before = bb.get()
     after = fold_batch_norm()(before)
     relax.analysis.well_formed(after)
-    ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    ops = [op_name(b.value) for b in bindings(after["main"])]
     assert ops == ["relax.nn.conv2d_transpose", "relax.add"]
     xs = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(_run(after, xs), _run(before, xs), rtol=1e-4, atol=1e-4)

@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import relax_main, run_relax
+from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from tvm import relax
 
-from qcompiler.passes.fold_channel_affine import fold_channel_affine
-from qcompiler.relax_access import const_array, op_name
+from qcompiler.relax_access import bindings, const_array, op_name
 
 X = relax.TensorType((1, 3, 6, 6), "float32")
 
 
 def _ops(mod):
-    return [op_name(b.value) for blk in mod["main"].body.blocks for b in blk.bindings
+    return [op_name(b.value) for b in bindings(mod["main"])
             if not isinstance(b.value, relax.Var)]  # not the output alias
 
 

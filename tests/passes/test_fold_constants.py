@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from qcompiler.passes.fold_constants import fold_constants
 from tvm import relax
 
-from qcompiler.passes.fold_constants import fold_constants
-from qcompiler.relax_access import const_array, is_const, op_name
+from qcompiler.relax_access import bindings, const_array, is_const, op_name
 
 
 def _module(reshape_input: bool):
@@ -25,9 +25,9 @@ def _module(reshape_input: bool):
 def test_reshape_of_constant_is_folded():
     after = fold_constants()(_module(reshape_input=False))
     relax.analysis.well_formed(after)  # raises on the first violation
-    bindings = [b.value for blk in after["main"].body.blocks for b in blk.bindings]
-    assert [op_name(v) for v in bindings] == ["relax.add"]
-    folded = bindings[0].args[1]
+    values = [b.value for b in bindings(after["main"])]
+    assert [op_name(v) for v in values] == ["relax.add"]
+    folded = values[0].args[1]
     assert is_const(folded)
     np.testing.assert_array_equal(const_array(folded),
                                   np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1))

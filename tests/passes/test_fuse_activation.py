@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from qcompiler.passes.fuse_activation import fuse_activation
 from tvm import relax
 
-from qcompiler.passes.fuse_activation import fuse_activation
-from qcompiler.relax_access import op_name
+from qcompiler.relax_access import bindings, op_name
 
 X = relax.TensorType((1, 3, 6, 6), "float32")
 
@@ -46,9 +46,9 @@ def test_conv_bias_clip_become_one_composite(rng):
     comps = _composites(after)
     assert list(comps.values()) == ["qcompiler.conv2d"]
     (name,) = comps
-    inner = [op_name(b.value) for blk in after[name].body.blocks for b in blk.bindings]
+    inner = [op_name(b.value) for b in bindings(after[name])]
     assert inner == ["relax.nn.conv2d", "relax.add", "relax.clip"]
-    main_ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    main_ops = [op_name(b.value) for b in bindings(after["main"])]
     assert [o for o in main_ops if o] == [name]
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(_run(after, x), _run(before, x))
@@ -56,7 +56,7 @@ def test_conv_bias_clip_become_one_composite(rng):
 
 def test_near_miss_relu_after_pool_stays_unfused(rng):
     after = fuse_activation()(_module(rng, with_pool_relu=True))
-    main_ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    main_ops = [op_name(b.value) for b in bindings(after["main"])]
     assert [o for o in main_ops if o][1:] == ["relax.nn.max_pool2d", "relax.nn.relu"]
     assert list(_composites(after).values()) == ["qcompiler.conv2d"]
 
@@ -82,7 +82,7 @@ def _hardswish(bb, c):  # noqa: ANN001, ANN202
 
 
 def _inner_ops(mod, name):  # noqa: ANN001, ANN202
-    return [op_name(b.value) for blk in mod[name].body.blocks for b in blk.bindings]
+    return [op_name(b.value) for b in bindings(mod[name])]
 
 
 def test_hardswish_chain_is_one_composite_not_a_conv_bias(rng):
@@ -110,7 +110,7 @@ def test_near_miss_hardsigmoid_with_per_channel_slope_stays_unfused(rng):
 
     after = fuse_activation()(_chain_module(rng, affine_clip))
     assert list(_composites(after).values()) == ["qcompiler.conv2d"]
-    main_ops = [op_name(b.value) for blk in after["main"].body.blocks for b in blk.bindings]
+    main_ops = [op_name(b.value) for b in bindings(after["main"])]
     assert [o for o in main_ops if o][1:] == ["relax.multiply", "relax.add", "relax.clip"]
 
 

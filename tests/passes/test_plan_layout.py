@@ -23,7 +23,7 @@ from tvm import relax
 from qcompiler.config import CompileConfig
 from qcompiler.pipeline import compile_model
 from qcompiler.reference import Reference
-from qcompiler.relax_access import op_name
+from qcompiler.relax_access import bindings, op_name
 
 VNNI = dataclasses.replace(x86_target(), tvm_target={
     "kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni", "+avx512vbmi"]})
@@ -54,12 +54,11 @@ def _conv_conv(rng):
 def _calls(mod: tvm.IRModule) -> list[tuple[str, dict]]:
     """(op, attrs) of every kernel `main_int` calls, in order."""
     out = []
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
-                f = mod[b.value.args[0]]
-                out.append((str(f.attrs["qcompiler.op"]),
-                            json.loads(str(f.attrs["qcompiler.attrs"]))))
+    for b in bindings(mod["main_int"]):
+        if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
+            f = mod[b.value.args[0]]
+            out.append((str(f.attrs["qcompiler.op"]),
+                        json.loads(str(f.attrs["qcompiler.attrs"]))))
     return out
 
 

@@ -17,7 +17,7 @@ from qcompiler.numerics.calibrate import tensor_bindings
 from qcompiler.numerics.qparams import QParams
 from qcompiler.numerics.requantize import quantize_multiplier
 from qcompiler.pipeline import float_graph
-from qcompiler.relax_access import const_array, op_name
+from qcompiler.relax_access import bindings, const_array, op_name
 
 
 def _fused(rng):
@@ -32,12 +32,11 @@ def _fused(rng):
 
 def _kernels(mod):
     out = []
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if op_name(b.value) == "relax.call_tir":
-                prim = mod[b.value.args[0]]
-                out.append((str(prim.attrs["qcompiler.op"]),
-                            json.loads(str(prim.attrs["qcompiler.attrs"])), b.value))
+    for b in bindings(mod["main_int"]):
+        if op_name(b.value) == "relax.call_tir":
+            prim = mod[b.value.args[0]]
+            out.append((str(prim.attrs["qcompiler.op"]),
+                        json.loads(str(prim.attrs["qcompiler.attrs"])), b.value))
     return out
 
 

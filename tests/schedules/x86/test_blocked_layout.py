@@ -25,6 +25,7 @@ from qcompiler.numerics.weight_layout import folded_bias, pack_depthwise
 from qcompiler.pipeline import compile_model
 from qcompiler.reference import Reference, kernel_for, to_blocked, unblocked
 from qcompiler.reference import conv2d as ref_conv2d
+from qcompiler.relax_access import bindings
 
 TARGET = tvm.target.Target(VNNI_TARGET)
 
@@ -266,13 +267,12 @@ def _compile(model, tmp_path, rng, cin, **options):
 def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
     """(op, schedule) of every kernel the graph calls, in order."""
     out = []
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir":
-                f = mod[b.value.args[0]]
-                if "qcompiler.op" in f.attrs:
-                    out.append((str(f.attrs["qcompiler.op"]),
-                                str(f.attrs.get("qcompiler.schedule", "portable"))))
+    for b in bindings(mod["main_int"]):
+        if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir":
+            f = mod[b.value.args[0]]
+            if "qcompiler.op" in f.attrs:
+                out.append((str(f.attrs["qcompiler.op"]),
+                            str(f.attrs.get("qcompiler.schedule", "portable"))))
     return out
 
 
