@@ -278,6 +278,6 @@ def fuse_elementwise() -> tvm.transform.Pass:
             if isinstance(func, relax.Function) and not (func.attrs and
                                                          "Composite" in func.attrs):
                 _wrap(bb, gv, func)
-        return relax.transform.Normalize()(bb.get())
+        return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(bb.get()))
 
     return transform

@@ -36,9 +36,8 @@ INTEGER_OPS = frozenset({
 # (`passes.fuse_elementwise`), else (e.g. Div of two tensors) float between a dequantize and
 # a quantize.
 ELEMENTWISE_OPS = frozenset({
-    "Sub", "Div", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Floor",
-    "Ceil", "Round", "Sign", "Sin", "Cos", "Softplus", "Softsign", "Mish", "Gelu", "Elu",
-    "Selu", "Max", "Min",
+    "Sub", "Div", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Softplus",
+    "Softsign", "Mish", "Gelu", "Elu", "Selu", "Max", "Min",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({

@@ -220,3 +220,26 @@ def test_nan_maps_to_the_output_zero_point():
 
     t = lut.tables(_attrs([{"steps": [{"op": "log", "args": ["%0"]}]}]))
     assert (t[0, :128] == 10).all() and t[0, 200] == 10 + np.rint(math.log(0.05 * 72) / 0.04)
+
+
+def test_residual_add_composite_of_one_chain_is_inlined(rng):
+    """Softplus as TVM imports it, `max(x, 0) + log(1 + exp(-|x|))`: fuse_activation takes the
+    add of two tensors for a residual add; both derive from x, so the chain takes it back."""
+    from qcompiler.passes.fuse_activation import fuse_activation
+
+    def softplus(bb, x):  # noqa: ANN001, ANN202
+        m = bb.emit(relax.op.maximum(x, _const(0.0)))
+        e = bb.emit(relax.op.exp(bb.emit(relax.op.negative(bb.emit(relax.op.abs(x))))))
+        return bb.emit(relax.op.add(m, bb.emit(relax.op.log(bb.emit(relax.op.add(
+            e, _const(1.0)))))))
+
+    before = _module(softplus)
+    after = fuse_elementwise()(fuse_activation()(before))
+    relax.analysis.well_formed(after)
+    ((name, func),) = [(n, f) for n, f in _composites(after).items()
+                       if str(f.attrs["Composite"]) == COMPOSITE]
+    assert _ops(func) == ["relax.maximum", "relax.abs", "relax.negative", "relax.exp",
+                          "relax.add", "relax.log", "relax.add"]
+    assert _ops(after["main"]) == [name]
+    x = (rng.standard_normal(SHAPE) * 3).astype(np.float32)
+    np.testing.assert_allclose(_run(after, x)[0], _run(before, x)[0], rtol=1e-6, atol=1e-6)
