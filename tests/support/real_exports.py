@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXPORT_ZOO = ROOT / "tools" / "export_zoo.py"
 sys.path.insert(0, str(EXPORT_ZOO.parent))
-import export_zoo
+import export_zoo  # noqa: E402  (numpy only at import; torch runs in its subprocess)
 
 ZOO = export_zoo.ZOO
 onnx_path, calib_path = export_zoo.onnx_path, export_zoo.calib_path
