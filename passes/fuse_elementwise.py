@@ -73,6 +73,17 @@ def prelu_axis(call: relax.Call, shape: tuple) -> int | None | bool:
     return axis if axis > 0 and slope.size == shape[axis] else False
 
 
+def _float32_shape(v: relax.Expr) -> tuple | None:
+    """The static shape of a float32 tensor, else None."""
+    ty = getattr(v, "ty", None)
+    if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32" or ty.shape is None:
+        return None
+    try:
+        return shape_of(v)
+    except (TypeError, ValueError):  # a symbolic dimension
+        return None
+
+
 @dataclass
 class _Op:
     """An elementwise call: its tensor operands (vars) and the axis of its constants."""
@@ -87,17 +98,15 @@ def _elementwise(var: relax.Var, value: relax.Expr, mod: tvm.IRModule) -> _Op | 
     if not isinstance(value, relax.Call) or op_name(value) not in OPS \
             or not isinstance(value.op, tvm.ir.Op):
         return None
-    if not isinstance(var.ty, relax.TensorType) or str(var.ty.dtype) != "float32" \
-            or var.ty.shape is None:
+    shape = _float32_shape(var)
+    if shape is None:
         return None
-    shape = shape_of(var)
     name = op_name(value)
     tensors = value.args[:1] if name in UNARY_OPS else value.args
     operands, axes = [], set()
     for a in tensors:
         if isinstance(a, relax.Var):
-            if not isinstance(a.ty, relax.TensorType) or a.ty.shape is None \
-                    or shape_of(a) != shape or str(a.ty.dtype) != "float32":
+            if _float32_shape(a) != shape:
                 return None
             operands.append(a)
         elif is_tensor_const(a) and str(a.ty.dtype) == "float32":
@@ -130,8 +139,9 @@ def _elementwise_composite(var: relax.Var, value: relax.Call, mod: tvm.IRModule)
         return None
     inner = [_elementwise(v, e, mod) for v, e in body]
     axes = {op.axis for op in inner if op is not None} - {None}
-    if None in inner or len(axes) > 1 or not isinstance(var.ty, relax.TensorType) \
-            or not all(isinstance(a, relax.Var) and shape_of(a) == shape_of(var)
+    shape = _float32_shape(var)
+    if None in inner or len(axes) > 1 or shape is None \
+            or not all(isinstance(a, relax.Var) and _float32_shape(a) == shape
                        for a in value.args):
         return None
     return _Op(list(value.args), axes.pop() if axes else None)
