@@ -243,3 +243,10 @@ def test_residual_add_composite_of_one_chain_is_inlined(rng):
     assert _ops(after["main"]) == [name]
     x = (rng.standard_normal(SHAPE) * 3).astype(np.float32)
     np.testing.assert_allclose(_run(after, x)[0], _run(before, x)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_every_op_the_pass_takes_has_a_table_step():
+    from qcompiler.numerics.lut import STEPS
+    from qcompiler.passes.fuse_elementwise import OPS
+
+    assert {op.split(".")[-1] for op in OPS} <= set(STEPS)
