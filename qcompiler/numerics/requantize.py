@@ -17,7 +17,7 @@ Where the same multiply is written for each side of the compiler:
 - TIR, the kernels' compute: `qcompiler.kernels.fixed_point_multiply` (int64, the same formula);
 - x86 vector forms: `schedules/x86/requantize.py` (16 int32 lanes, the high dword of `vpmuldq`),
   `schedules/x86/epilogue.py` (the row kernels' int32 stage, then the int64 multiply),
-  `schedules/x86/blocked.py` (the blocked conv epilogue and its per-channel forms);
+  `schedules/x86/blocked/` (the blocked conv epilogue and its per-channel forms);
 - Hexagon: `schedules/hexagon/fixed_point32.py` (32-bit lanes, used by `schedules/hexagon/
   vector.py`, `stages.py`, `depthwise.py`).
 Each of those is tested bit for bit against `q_multiply_shift`.

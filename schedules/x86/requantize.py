@@ -50,7 +50,7 @@ COLUMNS = 4  # output columns (pixels) narrowed together
 def right_shift_epilogue(acc: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """`clamp(zp_y + qms(acc, m0, shift))`, cast (the bias is already in acc,
     `schedules.bias_init`): the expression of the blocks this intrinsic replaces
-    (`blocked._requantize`) and of its description, so they match."""
+    (`blocked.stages.requantize`) and of its description, so they match."""
     y = kernels.fixed_point_multiply(acc, m0, shift).astype("int32")
     y = y + tirx.const(attrs["zp_y"], "int32")
     return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),

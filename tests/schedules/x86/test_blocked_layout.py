@@ -152,7 +152,7 @@ DEPTHWISE_CASES = [
 
 
 def test_depthwise_chunks_read_at_most_ten_input_rows():
-    assert [blocked._chunk_rows(*a) for a in [(56, 1, 3), (56, 2, 3), (33, 2, 3), (37, 1, 3),
+    assert [blocked.chunk_rows(*a) for a in [(56, 1, 3), (56, 2, 3), (33, 2, 3), (37, 1, 3),
                                               (20, 1, 11)]] == [8, 4, 3, 1, 1]
 
 

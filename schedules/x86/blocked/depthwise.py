@@ -1,0 +1,124 @@
+"""Depthwise conv2d over NCHW16c: 16 channels in the lanes, each tap a `vpdpbusd` over 4 taps
+of one channel, planes beyond L1 padded a chunk of rows at a time."""
+from __future__ import annotations
+
+import tvm
+from qcompiler.schedules.dot_product import has_block
+from qcompiler.schedules.x86.blocked.layout import BLOCK, with_attrs
+from qcompiler.schedules.x86.blocked.stages import (
+    epilogue_attrs,
+    epilogue_func,
+    padded_input,
+    requantize,
+    schedule_epilogue,
+    schedule_plane_pad,
+    shape_bytes,
+)
+from qcompiler.schedules.x86.requantize import columns_apply
+from tvm import te, tirx
+
+from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
+
+DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
+# A depthwise conv over a padded plane larger than this pads its input a chunk of output rows
+# at a time, in L1: the chunk's input rows up to `CHUNK_INPUT_ROWS` (measured on MobileNetV2's
+# layers against the whole plane: stride 1 at 112 and 56 wide, 8 output rows, 17-19% faster;
+# stride 2, 4 output rows, 7-9% faster than one output row at a time, which had gained 25-30%
+# over the whole plane; planes of 28 and 14, in L1 whole, gain nothing).
+CHUNKED_PLANE_BYTES = 32 * 1024
+CHUNK_INPUT_ROWS = 10
+
+
+def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              shifts: str = "any", vbmi: bool = False) -> tirx.PrimFunc:
+    """`w_shape`: the channel-padded (c, 1, kh, kw); the weight operand is
+    `weight_layout.pack_depthwise(w, 16)`, (c/16, kh, kw/4, 16, 4), the bias folded.
+
+    With unit dilation along the width, each filter row is `kw/4` groups of 4 taps, and the
+    4 pixels of a group are one 64-byte load that `x86_vnni.VNNI_TAPS_INTRIN` turns into one
+    `vpdpbusd` for 16 channels (3 instructions per group instead of 4 per tap). Otherwise the
+    taps are unrolled in 32-bit lanes. `vbmi`: the target has AVX-512 VBMI (the transpose is
+    one `vpermb`, `x86_vnni.VNNI_TAPS_VBMI_INTRIN`)."""
+    n, cb, h, w_, _ = x_shape
+    c, _, kh, kw = w_shape
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilation"]
+    oh, ow = conv2d_out_hw((n, c, h, w_), w_shape, attrs)
+    groups = ceil_div(kw, 4)
+    window = dw == 1
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    wt = te.placeholder((cb, kh, groups, BLOCK, 4), "int8", name="w")
+    params = (wt, *(te.placeholder((c,), "int32", name=nm) for nm in ("bias", "m0", "shift")))
+    # The last group of 4 pixels of a row may reach past the padded input: zp_x columns.
+    reach = (ow - 1) * sw + groups * 4 if window else 0
+    xp = padded_input(x, attrs, reach)
+    ry = te.reduce_axis((0, kh), name="ry")
+    if window:
+        rg = te.reduce_axis((0, groups), name="rg")
+        rk = te.reduce_axis((0, 4), name="rk")
+        acc = te.compute(
+            (n, cb, oh, ow, BLOCK),
+            lambda b, ob, i, j, oi: te.sum(
+                xp[b, ob, i * sh + ry * dh, j * sw + rg * 4 + rk, oi].astype("int32")
+                * wt[ob, ry, rg, oi, rk].astype("int32"), axis=[ry, rg, rk]),
+            name="acc")
+    else:
+        rx = te.reduce_axis((0, kw), name="rx")
+        acc = te.compute(
+            (n, cb, oh, ow, BLOCK),
+            lambda b, ob, i, j, oi: te.sum(
+                xp[b, ob, i * sh + ry * dh, j * sw + rx * dw, oi].astype("int32")
+                * wt[ob, ry, rx // 4, oi, rx % 4].astype("int32"), axis=[ry, rx]),
+            name="acc")
+    y = requantize(acc, params, attrs, shifts)
+    sch = tvm.s_tir.Schedule(epilogue_func([x, *params, y], attrs, shifts))
+    chunk = chunk_rows(oh, sh, (kh - 1) * dh + 1) \
+        if shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES else 0
+    _schedule_depthwise(sch, window, ow, vbmi, chunk)
+    if has_block(sch, "x_pad"):
+        schedule_plane_pad(sch, attrs["padding"][1], w_)
+    packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
+    return with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
+
+
+def chunk_rows(oh: int, stride: int, reach: int) -> int:
+    """Output rows per padded chunk: the most that divide `oh` and read at most
+    `CHUNK_INPUT_ROWS` input rows (1 where the filter's `reach` alone is taller)."""
+    fits = [r for r in range(2, oh + 1)
+            if oh % r == 0 and (r - 1) * stride + reach <= CHUNK_INPUT_ROWS]
+    return max(fits, default=1)
+
+
+def _schedule_depthwise(sch: tvm.s_tir.Schedule, window: bool, ow: int, vbmi: bool,
+                        chunk: int) -> None:
+    """Channel blocks in parallel; per block its padded plane (while it is in cache; with
+    `chunk`, the input rows of each `chunk` output rows), then row by row register blocks of
+    J columns, the taps outside them, the epilogue after each."""
+    block = sch.get_sblock("acc")
+    b, ob, i, j, oi, *taps = sch.get_loops(block)
+    epilogue = epilogue_attrs(sch)
+    if epilogue is not None and ow % 4 == 0 and columns_apply(epilogue, 4):
+        cols = 8 if ow % 8 == 0 else 4  # 4 columns at a time (measured: 10-12% faster)
+    else:
+        cols = max(d for d in range(1, DEPTHWISE_COLUMNS + 1) if ow % d == 0)
+    jo, ji = sch.split(j, [None, cols])
+    if window:
+        sch.reorder(b, ob, i, jo, *taps[:-1], ji, oi, taps[-1])
+    else:
+        sch.reorder(b, ob, i, jo, *taps, ji, oi)
+        sch.vectorize(oi)  # before the decomposition (a reduction block's loops can be)
+    rows = sch.split(i, [None, chunk])[0] if chunk else None
+    plane = sch.fuse(b, ob)
+    schedule_epilogue(sch, jo)
+    padded = has_block(sch, "x_pad")
+    if padded:
+        sch.compute_at(sch.get_sblock("x_pad"), rows if chunk else plane)
+    sch.parallel(plane)  # before the decompositions: it refuses split writers
+    init = sch.decompose_reduction(block, taps[0])
+    if window:
+        from qcompiler.schedules.x86 import vnni as x86_vnni
+
+        sch.tensorize(oi, x86_vnni.VNNI_TAPS_VBMI_INTRIN if vbmi else x86_vnni.VNNI_TAPS_INTRIN)
+    for loop in (*taps[:-1], ji):
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(init)[-1])

@@ -1,0 +1,62 @@
+"""The NCHW16c layout itself: block sizes, blocked shapes, and the conversions at the edges
+of a blocked region (see the package docstring for the layout and its contract)."""
+from __future__ import annotations
+
+import json
+
+import tvm
+from tvm import te, tirx
+
+from qcompiler.numerics.shapes import ceil_div
+
+BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
+# The input of a stem (an NCHW graph input with few channels, e.g. RGB) is blocked by 4: one
+# `vpdpbusd` group, so 3 channels are padded to 4, not 16; its output is NCHW16c as usual.
+STEM_BLOCK = 4
+LAYOUT = "NCHW16c"
+EPILOGUE_ATTR = "qcompiler.epilogue"  # a right-shift epilogue's zp_y, lo, hi, out_dtype
+# 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
+
+
+def blocked_shape(shape: tuple, block: int = BLOCK) -> tuple[int, ...]:
+    """(n, c, h, w) -> (n, c/16, h, w, 16), the channel count rounded up (`block`: 4 for
+    the input of a stem, see `STEM_BLOCK`)."""
+    n, c, h, w = shape
+    return (n, ceil_div(c, block), h, w, block)
+
+
+def padded_channels(c: int) -> int:
+    return ceil_div(c, BLOCK) * BLOCK
+
+
+def with_attrs(func: tirx.PrimFunc, op: str, attrs: dict, schedule: str) -> tirx.PrimFunc:
+    return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
+                           "qcompiler.schedule": schedule})
+
+
+def to_blocked(shape: tuple, dtype: str, pad: int, block: int = BLOCK) -> tirx.PrimFunc:
+    """NCHW -> NCHW16c (or NCHW4c), the padded channels filled with `pad` (the tensor's zero
+    point)."""
+    n, c, h, w = shape
+    x = te.placeholder(shape, dtype, name="x")
+    y = te.compute(blocked_shape(shape, block), lambda b, cb, i, j, ci: tirx.if_then_else(
+        cb * block + ci < c, x[b, tirx.min(cb * block + ci, c - 1), i, j],
+        tirx.const(pad, dtype)), name="to_blocked")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    b, cb, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
+    sch.parallel(sch.fuse(b, cb, i))
+    sch.unroll(ci)
+    return with_attrs(sch.mod["main"], "to_blocked", {"channels": c, "block": block, "pad": pad},
+                       "blocked")
+
+
+def from_blocked(shape: tuple, dtype: str) -> tirx.PrimFunc:
+    """NCHW16c -> NCHW (`shape` is the NCHW shape), the padded channels dropped."""
+    n, c, h, w = shape
+    x = te.placeholder(blocked_shape(shape), dtype, name="x")
+    y = te.compute(shape, lambda b, ch, i, j: x[b, ch // BLOCK, i, j, ch % BLOCK],
+                   name="from_blocked")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    b, ch, i, j = sch.get_loops(sch.get_sblock("from_blocked"))
+    sch.parallel(sch.fuse(b, ch))
+    return with_attrs(sch.mod["main"], "from_blocked", {"channels": c}, "blocked")
