@@ -6,11 +6,11 @@ vector): the output channels, for a convolution (per output pixel, window taps a
 channels outside the lanes) and for a dense layer, the weights read through a transposed
 int32 copy made per call (32 int8 lanes would be a quarter vector, which LLVM loads byte by
 byte); a depthwise convolution's output columns, when its rows are 16 or more wide (else
-`hvx_depthwise`, as in every hexagon compile). The requantize epilogue is the same
+`hexagon.depthwise`, as in every hexagon compile). The requantize epilogue is the same
 32-bit-lane one the `vrmpy` kernels use, so a comparison isolates the inner product.
 (Vectorizing a convolution's output columns instead, the other plain choice, is 5x slower
 on the bundled model's 14-column conv2: part-vectors.) Not used by default compiles:
-`tools/hexagon_cost.py` selects it (`PLAIN_VECTOR_RULES`, with `hvx_vector`'s kernels for
+`tools/hexagon_cost.py` selects it (`PLAIN_VECTOR_RULES`, with `hexagon.vector`'s kernels for
 everything else).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """HVX vector kernels for the integer ops with no dot product in them: the residual add,
 requantize (concat inputs, clamps), max and average pooling, and depthwise convolution
-(`hvx_depthwise`).
+(`hexagon.depthwise`).
 
 A kernel is rebuilt from the portable one's operands and attributes, computing the same
 numbers (`qcompiler.kernels` is the contract; the reference is unchanged), with two changes:

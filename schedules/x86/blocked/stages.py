@@ -45,8 +45,8 @@ def padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
 def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
     """The contract's epilogue on `acc`, which the bias starts (`epilogue_func`).
 
-    `shifts` "right" (every channel's shift in `x86_requantize.RIGHT_SHIFTS`,
-    `schedules.shift_kind`): the stage the schedule tensorizes with `x86_requantize` (the
+    `shifts` "right" (every channel's shift in `x86.requantize.RIGHT_SHIFTS`,
+    `schedules.shift_kind`): the stage the schedule tensorizes with `x86.requantize` (the
     product's high dwords taken without widening). Otherwise the int64 multiply and clamp."""
     _, _, m0, shift = params
     if shifts == "right":
@@ -92,7 +92,7 @@ def epilogue_attrs(sch: tvm.s_tir.Schedule) -> dict | None:
 
 def schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
     """The epilogue stages on the register block, right after its accumulators: tensorized
-    with `x86_requantize` (right shifts; 4 columns at a time where they divide the block),
+    with `x86.requantize` (right shifts; 4 columns at a time where they divide the block),
     else vectorized; a fused add after them."""
     epilogue = epilogue_attrs(sch)
     names = [n for n in ("requantize", "add") if has_block(sch, n)]

@@ -182,7 +182,7 @@ def test_dense_layers_bit_exact(k, hidden, out, tmp_path, rng):
 
 
 def test_plain_vectorized_variant_bit_exact_without_hvx_float(tmp_path, rng):
-    """The comparison baseline (`hvx_plain`): conv, depthwise and dense on int32 lanes."""
+    """The comparison baseline (`hexagon.plain`): conv, depthwise and dense on int32 lanes."""
     from qcompiler.schedules.hexagon.plain import PLAIN_VECTOR_RULES
 
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
@@ -196,8 +196,8 @@ def test_plain_vectorized_variant_bit_exact_without_hvx_float(tmp_path, rng):
              "fw": rng.standard_normal((37, 33 * 36)) * 0.05, "fb": rng.standard_normal(37)}
     compiled, _ = _graph(nodes, (1, 40, 6, 6), tmp_path, rng, inits, rules=PLAIN_VECTOR_RULES)
     kinds = _schedules(compiled)
-    # The depthwise conv's rows (6 int32 lanes) are too short for `hvx_plain`: it takes the
-    # whole-plane kernel every hexagon compile uses (`hvx_depthwise`).
+    # The depthwise conv's rows (6 int32 lanes) are too short for `hexagon.plain`: it takes the
+    # whole-plane kernel every hexagon compile uses (`hexagon.depthwise`).
     assert kinds["conv2d"] == {"hvx_plain", "hvx_vector"} and kinds["dense"] == {"hvx_plain"}
     lib = tmp_path / "out" / "libmodel.a"
     bodies = _kernel_bodies(lib, "conv2d")[:1] + _kernel_bodies(lib, "dense")

@@ -99,7 +99,7 @@ STEM_CASES = [
                          ids=lambda c: "c{}o{}hw{}k{}s{}".format(*c[:5]))
 @pytest.mark.parametrize("shifts", ["any", "right"])
 def test_blocked_conv_equals_reference(case, shifts, rng):
-    """`shifts`: the int64 epilogue, or the right-shift one (`x86_requantize`)."""
+    """`shifts`: the int64 epilogue, or the right-shift one (`x86.requantize`)."""
     cin, cout, hw, k, s, pads, batch, *dilation = case
     block = blocked.STEM_BLOCK if case in STEM_CASES else blocked.BLOCK
     c_in, c_out = -(-cin // block) * block, blocked.padded_channels(cout)
