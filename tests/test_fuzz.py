@@ -125,7 +125,8 @@ def test_a_case_round_trips_through_save_and_load(tmp_path):
 def test_regression_fixture_matches_reference(path):
     """Each saved fuzz finding compiles for this machine and equals the reference bit for bit
     (depthwise_1x1_stride2_dilation2: a 1x1 depthwise conv whose taps all read one column
-    phase, which once broke the x86 depthwise schedule)."""
+    phase, which once broke the x86 depthwise schedule; depthwise_1x3_one_output_column: one
+    output column, where the x86 depthwise epilogue vectorized the row loop)."""
     assert check_case(load_case(path)) is None, path.name
 
 

@@ -42,7 +42,9 @@ def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:
     if len(inner) > 1:  # the channels of a register block
         sch.compute_at(biased, inner[-2])
     for block in (biased, rq):
-        vectorize_row(sch, sch.get_loops(block)[-1])
+        last = sch.get_loops(block)[-1]
+        if not sch.get(last).same_as(anchor):  # a row of one column has no loop of its own
+            vectorize_row(sch, last)
 
 
 def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV, lanes: int = LANES) -> None:
