@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from qcompiler.schedules.dot_product import has_block
 from qcompiler.schedules.x86.epilogue import LANES, requantize_rows, schedule_rows
 from tvm import te, tirx
 
@@ -125,7 +126,7 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> No
     # (vector-padded) row reads, and the epilogue only the columns that exist.
     schedule_rows(sch, row)
     for name in ("x_phase", "w_groups", "x_pad"):  # consumers first
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), bc)
     sch.parallel(bc)  # before the decompositions below: it refuses split writers
     if intrin is not None:
@@ -146,7 +147,7 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> No
     pad = sch.get_sblock("x_pad")
     fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
     sch.vectorize(sch.get_loops(fill)[-1])
-    if _has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
+    if has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
         axes = _axis_loops(sch, sch.get_sblock("x_phase"))  # interleaved load
         p = axes.get(2)
         if p is not None:  # (no loop where every tap reads one phase: dw % sw == 0, kw 1)
@@ -175,13 +176,6 @@ def _axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV
                 axes[k] = loop
     return axes
 
-
-def _has_block(sch: tvm.s_tir.Schedule, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-    except tvm.s_tir.ScheduleError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
