@@ -30,7 +30,7 @@ from tvm import relax
 from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.weight_layout import canonical, folded_bias, pack_depthwise
-from qcompiler.relax_access import const_array, is_const, op_name, substitute
+from qcompiler.relax_access import bindings, const_array, is_const, op_name, reemit, substitute
 
 MIN_STEM_CHANNELS = 16  # fewer channels on an NCHW tensor: a stem (blocked by 4)
 # main_int's attribute naming its blocked tensors (they keep their names) with their channel
@@ -295,38 +295,33 @@ class _Planner:
     def rebuild(self) -> tvm.IRModule:
         func = self.mod["main_int"]
         self.nchw.update({p: p for p in func.params})
-        for blk in func.body.blocks:
-            for b in blk.bindings:
-                for v in _vars(b.value):
-                    self.users.setdefault(v, []).append(b.value)
+        for b in bindings(func):
+            for v in _vars(b.value):
+                self.users.setdefault(v, []).append(b.value)
         for v in _vars(func.body.body):
             self.users.setdefault(v, []).append(func.body.body)
         outputs = []
         with self.bb.function("main_int", list(func.params),
                               dict(func.attrs) if func.attrs else None):
             with self.bb.dataflow():
-                for blk in func.body.blocks:
-                    for b in blk.bindings:
-                        self._binding(b.var, b.value)
-                        if not isinstance(b.var, relax.DataflowVar):
-                            outputs.append(b.var)
+                for b in bindings(func):
+                    self._binding(b.var, b.value)
+                    if not isinstance(b.var, relax.DataflowVar):
+                        outputs.append(b.var)
                 final = {v: self.bb.emit_output(self.as_nchw(v)) for v in outputs}
             self.bb.emit_func_output(substitute(func.body.body, final))
         new_int = self.bb.get().get_global_var("main_int")
         self.bb.update_func(new_int, self.bb.get()[new_int].with_attr(
             LAYOUT_ATTR, json.dumps(self.channels)))
         main = self.mod["main"]
-        with self.bb.function("main", list(main.params), dict(main.attrs) if main.attrs else None):
-            env = {self.mod.get_global_var("main_int"): new_int}
-            with self.bb.dataflow():
-                for blk in main.body.blocks:
-                    for b in blk.bindings:
-                        env.update({gv: self._global(gv) for gv in _globals(b.value)
-                                    if gv.name_hint != "main_int"})
-                        value = substitute(b.value, env)
-                        env[b.var] = self.bb.emit(value) if isinstance(b.var, relax.DataflowVar) \
-                            else self.bb.emit_output(value)
-            self.bb.emit_func_output(substitute(main.body.body, env))
+        env = {self.mod.get_global_var("main_int"): new_int}
+
+        def with_globals(value: relax.Expr) -> relax.Expr:  # the quantize/dequantize kernels
+            env.update({gv: self._global(gv) for gv in _globals(value)
+                        if gv.name_hint != "main_int"})
+            return value
+
+        reemit(self.bb, main, "main", env, with_globals)
         return record_schedule_fallbacks(self.bb.get(), self.fallbacks)
 
 

@@ -1,7 +1,7 @@
 """Reading values out of Relax expressions (TVM 0.27 spellings in one place)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tvm
@@ -86,6 +86,23 @@ def bindings(func: relax.Function) -> Iterator[relax.Binding]:
 def bound_values(func: relax.Function) -> dict[relax.Var, relax.Expr]:
     """Each bound variable of a function's body -> the value bound to it."""
     return {b.var: b.value for b in bindings(func)}
+
+
+def reemit(bb: relax.BlockBuilder, func: relax.Function, name: str, env: dict,
+           rewrite: Callable[[relax.Expr], relax.Expr] | None = None,
+           keep_names: bool = False) -> None:
+    """Emit `func` again into `bb` as `name`: each binding's value (through `rewrite`, if
+    given) with the Vars and GlobalVars of `env` replaced, in one dataflow block; `env` gains
+    the new var of every binding. `keep_names`: the new vars keep the old names (reports find
+    tensors by name)."""
+    with bb.function(name, list(func.params), dict(func.attrs) if func.attrs else None):
+        with bb.dataflow():
+            for b in bindings(func):
+                value = substitute(rewrite(b.value) if rewrite else b.value, env)
+                hint = b.var.name if keep_names else ""
+                env[b.var] = bb.emit(value, hint) if isinstance(b.var, relax.DataflowVar) \
+                    else bb.emit_output(value, hint)
+        bb.emit_func_output(substitute(func.body.body, env))
 
 
 def output_exprs(func: relax.Function) -> list[relax.Expr]:

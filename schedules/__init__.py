@@ -2,8 +2,8 @@
 
 A scheduled kernel computes what the portable kernel computes, from operands prepared once at
 compile time: its weights packed for the dot-product instruction and the zero point folded into
-its bias (`qcompiler.numerics.weight_layout`), as nibbles again if the portable kernel stored them so
-(`qcompiler.numerics.nibbles`). Its attributes say so (`packed_lanes`, `w_shape`, `nibble_shape`), which
+its bias (`numerics.weight_layout`), as nibbles again if the portable kernel stored them so
+(`numerics.nibbles`). Its attributes say so (`packed_lanes`, `w_shape`, `nibble_shape`), which
 is all the reference needs to read the same numbers back. The graph is otherwise unchanged.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tvm import relax
 from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.weight_layout import canonical
-from qcompiler.relax_access import const_array, is_const, op_name, substitute
+from qcompiler.relax_access import const_array, is_const, op_name, reemit
 
 
 def shift_kind(shift: np.ndarray | None) -> str:
@@ -160,23 +160,14 @@ def _rebuild(mod: tvm.IRModule, plans: dict) -> tvm.IRModule:
             gmap[gv] = bb.add_func(plans[gv][0] if gv in plans else func, gv.name_hint)
     names = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
     assert sorted(names) == ["main", "main_int"], names
+    def packed(value: relax.Expr) -> relax.Expr:  # a replaced kernel's call takes its operands
+        if isinstance(value, relax.Call) and op_name(value) == "relax.call_tir" \
+                and value.args[0] in plans:
+            return relax.call_tir(value.args[0], plans[value.args[0]][1], value.ty_args[0])
+        return value
+
     for name in ("main_int", "main"):  # main calls main_int
-        func = mod[name]
-        with bb.function(name, list(func.params), dict(func.attrs) if func.attrs else None):
-            env = dict(gmap)
-            with bb.dataflow():
-                for blk in func.body.blocks:
-                    for b in blk.bindings:
-                        value = b.value
-                        if isinstance(value, relax.Call) and op_name(value) == "relax.call_tir" \
-                                and value.args[0] in plans:
-                            value = relax.call_tir(value.args[0], plans[value.args[0]][1],
-                                                   value.ty_args[0])
-                        value = substitute(value, env)
-                        # names kept: reports find tensors by name (`Reference.run_all`)
-                        env[b.var] = bb.emit(value, b.var.name) \
-                            if isinstance(b.var, relax.DataflowVar) \
-                            else bb.emit_output(value, b.var.name)
-            bb.emit_func_output(substitute(func.body.body, env))
+        # names kept: reports find tensors by name (`Reference.run_all`)
+        reemit(bb, mod[name], name, dict(gmap), packed, keep_names=True)
         gmap[mod.get_global_var(name)] = bb.get().get_global_var(name)
     return bb.get()

@@ -22,11 +22,13 @@ from qcompiler.schedules.hexagon.loops import lanes, params, vectorize_loop
 from tvm import te, tirx
 
 from qcompiler.numerics import nibbles
+from qcompiler.numerics.requantize import RequantizeAttrs
 
 
 def depthwise_conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.conv2d` for groups == channels (multiplier 1), stride 1, int8 weights (4-bit
     ones, stored as nibbles, keep the portable kernel); None otherwise."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     if nibbles.is_nibbles(attrs):
         return None
     (x_shape, x_dtype), (w_shape, _), *_, (y_shape, out_dtype) = params(func)
@@ -60,8 +62,8 @@ def depthwise_conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.Pri
     shifts = consts[4]
     kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
     lanes_out = te.compute((n, c, plane), lambda b, ch, p: clamp_cast32(q_multiply_shift32(
-        acc[b, ch, p] + bias[ch], m0[ch], shift[ch], kind), attrs["zp_y"], attrs["lo"],
-        attrs["hi"], "int32"), name="requantize")
+        acc[b, ch, p] + bias[ch], m0[ch], shift[ch], kind), rq.zp_y, rq.lo,
+        rq.hi, "int32"), name="requantize")
     y = te.compute(y_shape, lambda b, ch, i, j: lanes_out[b, ch, i * wp + j].astype(out_dtype),
                    name="requantize_out")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, wt, bias, m0, shift, y]))

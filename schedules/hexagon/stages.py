@@ -20,11 +20,14 @@ from qcompiler.schedules.hexagon.fixed_point32 import clamp_cast32, q_multiply_s
 from qcompiler.schedules.hexagon.loops import VECTOR_BYTES, row_chunk, vectorize_loop
 from tvm import te
 
+from qcompiler.numerics.requantize import RequantizeAttrs
+
 
 def vector_epilogue(centered: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
                     shifts: str = "any") -> te.Tensor:
     """The epilogue of a packed dot-product kernel (`dot_product`'s `epilogue` argument):
     `centered` is its NCHW / NC view of the accumulator."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     if len(centered.shape) == 2:
         return requantize_lanes32(centered, channel_axis, params, attrs, shifts)
     acc = centered.op.input_tensors[0]  # (n, o/L, y, x, L)
@@ -38,25 +41,26 @@ def vector_epilogue(centered: te.Tensor, channel_axis: int, params: tuple, attrs
         o = tvm.te.min(c, cout - 1)
         return clamp_cast32(q_multiply_shift32(centered[b, c, i, j] + bias[o], m0[o], shift[o],
                                                shifts),
-                            attrs["zp_y"], attrs["lo"], attrs["hi"], "int32")
+                            rq.zp_y, rq.lo, rq.hi, "int32")
 
     # Named "requantize": `schedule_acc` computes it per block of columns. Reading `centered`
     # (inlined there) keeps the accumulator's block structure the schedule expects.
     lanes = te.compute(acc.shape, body, name="requantize")
     return te.compute(centered.shape, lambda b, o, i, j: lanes[
-        b, o // n_lanes, i, j, o % n_lanes].astype(attrs["out_dtype"]), name="requantize_out")
+        b, o // n_lanes, i, j, o % n_lanes].astype(rq.out_dtype), name="requantize_out")
 
 
 def requantize_lanes32(acc: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
                        shifts: str = "any") -> te.Tensor:
     """`kernels._requantize_channels` with the same numbers in int32 lanes (`shifts`: what
     the shift operand is known to hold, as in `q_multiply_shift32`)."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     _, bias, m0, shift = params
 
     def body(*i: Any) -> Any:
         c = i[channel_axis]
         return clamp_cast32(q_multiply_shift32(acc[i] + bias[c], m0[c], shift[c], shifts),
-                            attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"])
+                            rq.zp_y, rq.lo, rq.hi, rq.out_dtype)
 
     return te.compute(acc.shape, body, name="requantize")
 

@@ -33,7 +33,7 @@ from qcompiler.schedules.hexagon.loops import (
 from tvm import te, tirx
 
 from qcompiler.numerics.qparams import dtype_range
-from qcompiler.numerics.requantize import q_multiply_shift
+from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
 from qcompiler.numerics.shapes import pool2d_out_hw
 
 Builder = Callable[[tirx.PrimFunc, dict, list], "tirx.PrimFunc | None"]
@@ -57,6 +57,7 @@ def _elementwise(tensors: list, n_lanes: int) -> tirx.PrimFunc:
 
 def add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.add` with both rescaled terms and their sum in int32 (checked here)."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     (shape, a_dtype), (_, b_dtype), (_, out_dtype) = params(func)
     ta = _term_bound(a_dtype, attrs["zp_a"], attrs["m0_a"], attrs["shift_a"])
     tb = _term_bound(b_dtype, attrs["zp_b"], attrs["m0_b"], attrs["shift_b"])
@@ -72,7 +73,7 @@ def add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
                                 attrs["shift_a"])
         sb = q_multiply_shift32(b[i].astype("int32") - attrs["zp_b"], attrs["m0_b"],
                                 attrs["shift_b"])
-        return clamp_cast32((sa + sb + rnd) >> k, attrs["zp_y"], attrs["lo"], attrs["hi"],
+        return clamp_cast32((sa + sb + rnd) >> k, rq.zp_y, rq.lo, rq.hi,
                             out_dtype)
 
     return _elementwise([a, b, te.compute(shape, body, name="add")], lanes(out_dtype))
@@ -80,11 +81,12 @@ def add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
 
 def requantize(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.requantize`; its clamp follows the multiply, so saturation is exact."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     (shape, x_dtype), (_, out_dtype) = params(func)
     x = te.placeholder(shape, x_dtype, name="x")
     y = te.compute(shape, lambda *i: clamp_cast32(q_multiply_shift32(
         x[i].astype("int32") - attrs["zp_x"], attrs["m0"], attrs["shift"]),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], out_dtype), name="requantize")
+        rq.zp_y, rq.lo, rq.hi, out_dtype), name="requantize")
     return _elementwise([x, y], lanes(out_dtype))
 
 
@@ -154,6 +156,7 @@ def max_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
 def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
     """`kernels.avg_pool2d` (padding at zp_x, so it adds 0): window sums in int32 lanes,
     then the per-position multiply."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     (x_shape, dtype), (m_shape, _), _, (y_shape, out_dtype) = params(func)
     if not _vector_rows(x_shape, dtype, attrs):
         return None
@@ -166,7 +169,7 @@ def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
     right = consts[2] is not None and bool(np.all(consts[2] <= -1))
     y = te.compute(y_shape, lambda b, ch, i, j: clamp_cast32(q_multiply_shift32(
         acc[b, ch, i, j], m0[i, j], sh[i, j], "right" if right else "any"),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], out_dtype), name="avg_pool")
+        rq.zp_y, rq.lo, rq.hi, out_dtype), name="avg_pool")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, m0, sh, y]))
     return _vectorize_rows(sch, "pool_sum", "avg_pool", lanes(dtype))
 

@@ -15,6 +15,7 @@ import tvm
 from tvm import te
 
 from qcompiler import kernels
+from qcompiler.numerics.requantize import RequantizeAttrs
 
 LANES = 16  # int32 lanes of one AVX-512 register
 
@@ -23,12 +24,13 @@ def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tu
                     attrs: dict) -> te.Tensor:
     """`clamp(zp_y + qms(acc + constant(c), M0[c], n[c]))` over `shape` (which may crop the
     accumulators' padded rows), through the int32 stage `acc_biased`."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     _, _, m0, shift = params
     biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c),
                         name="acc_biased")
     return te.compute(shape, lambda b, c, i, j: kernels.clamp_cast(
         kernels.fixed_point_multiply(biased[b, c, i, j], m0[c], shift[c]),
-        attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"]), name="requantize")
+        rq.zp_y, rq.lo, rq.hi, rq.out_dtype), name="requantize")
 
 
 def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:

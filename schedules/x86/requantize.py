@@ -41,6 +41,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from qcompiler import kernels
+from qcompiler.numerics.requantize import RequantizeAttrs
 
 LANES = 16
 RIGHT_SHIFTS = (-22, -2)  # the shifts (n) of the right-shift form (`schedules.shift_kind`)
@@ -51,14 +52,16 @@ def right_shift_epilogue(acc: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """`clamp(zp_y + qms(acc, m0, shift))`, cast (the bias is already in acc,
     `schedules.bias_init`): the expression of the blocks this intrinsic replaces
     (`blocked.stages.requantize`) and of its description, so they match."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     y = kernels.fixed_point_multiply(acc, m0, shift).astype("int32")
-    y = y + tirx.const(attrs["zp_y"], "int32")
-    return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
-                      tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+    y = y + tirx.const(rq.zp_y, "int32")
+    return tvm.te.min(tvm.te.max(y, tirx.const(rq.lo, "int32")),
+                      tirx.const(rq.hi, "int32")).astype(rq.out_dtype)
 
 
 def _desc(attrs: dict) -> tirx.PrimFunc:
-    dtype, epilogue = attrs["out_dtype"], right_shift_epilogue
+    rq = RequantizeAttrs.from_attrs(attrs)
+    dtype, epilogue = rq.out_dtype, right_shift_epilogue
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((LANES,), "int32", offset_factor=1),
@@ -102,15 +105,17 @@ def _rescaled(x: Any, m0: Any, shift: Any, zp: int) -> Any:
 
 def _epilogue_vector(acc: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """The 16 outputs of one column."""
-    y = _rescaled(acc, m0, shift, attrs["zp_y"])
-    y = tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
-                   tirx.const(attrs["hi"], "int32"))
-    return y.astype(f"{attrs['out_dtype']}x{LANES}")
+    rq = RequantizeAttrs.from_attrs(attrs)
+    y = _rescaled(acc, m0, shift, rq.zp_y)
+    y = tvm.te.min(tvm.te.max(y, tirx.const(rq.lo, "int32")),
+                   tirx.const(rq.hi, "int32"))
+    return y.astype(f"{rq.out_dtype}x{LANES}")
 
 
 def _narrowed(columns: list, attrs: dict) -> Any:
     """4 columns of int32x16 results (zero point added) as their 64 output bytes, clamped."""
-    dtype = attrs["out_dtype"]
+    rq = RequantizeAttrs.from_attrs(attrs)
+    dtype = rq.out_dtype
     signed = dtype == "int8"
     words = [tirx.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.packssdw.512",
                                         columns[i], columns[i + 1]) for i in (0, 2)]
@@ -128,12 +133,14 @@ def _narrowed(columns: list, attrs: dict) -> Any:
 
 def _columns_vector(a: Any, m0: Any, shift: Any, attrs: dict) -> Any:
     """The 64 outputs of 4 columns (`a`: the accumulator buffer, 4 x 16)."""
-    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}"), m0, shift, attrs["zp_y"])
+    rq = RequantizeAttrs.from_attrs(attrs)
+    return _narrowed([_rescaled(a.vload([c, 0], f"int32x{LANES}"), m0, shift, rq.zp_y)
                       for c in range(COLUMNS)], attrs)
 
 
 def _impl(attrs: dict) -> tirx.PrimFunc:
-    dtype = attrs["out_dtype"]
+    rq = RequantizeAttrs.from_attrs(attrs)
+    dtype = rq.out_dtype
     vector = _epilogue_vector
 
     @T.prim_func(s_tir=True)
@@ -153,7 +160,8 @@ def _impl(attrs: dict) -> tirx.PrimFunc:
 
 
 def _desc_columns(attrs: dict) -> tirx.PrimFunc:
-    dtype, epilogue = attrs["out_dtype"], right_shift_epilogue
+    rq = RequantizeAttrs.from_attrs(attrs)
+    dtype, epilogue = rq.out_dtype, right_shift_epilogue
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
@@ -172,7 +180,8 @@ def _desc_columns(attrs: dict) -> tirx.PrimFunc:
 
 
 def _impl_columns(attrs: dict) -> tirx.PrimFunc:
-    dtype, vector = attrs["out_dtype"], _columns_vector
+    rq = RequantizeAttrs.from_attrs(attrs)
+    dtype, vector = rq.out_dtype, _columns_vector
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((COLUMNS, LANES), "int32", offset_factor=1),
@@ -199,7 +208,8 @@ _NAME_RE = re.compile(r"qcompiler_requantize_right_x16_zp(-?\d+)_(-?\d+)_(-?\d+)
 def requantize_intrin(attrs: dict, columns: int = 1) -> str:
     """The intrinsic for a kernel's zero point, clamp and output dtype (registered once):
     one column of 16 lanes, or `COLUMNS` of them (8-bit outputs, `columns_apply`)."""
-    key = (attrs["zp_y"], attrs["lo"], attrs["hi"], attrs["out_dtype"], columns)
+    rq = RequantizeAttrs.from_attrs(attrs)
+    key = (rq.zp_y, rq.lo, rq.hi, rq.out_dtype, columns)
     if key not in _REGISTERED:
         name = NAME.format(*key)
         desc, impl = (_desc, _impl) if columns == 1 else (_desc_columns, _impl_columns)
@@ -220,4 +230,5 @@ def register_named(name: str) -> None:
 
 def columns_apply(attrs: dict, columns: int) -> bool:
     """Whether a block of `columns` output columns takes the 4-column intrinsic."""
-    return attrs["out_dtype"] in ("uint8", "int8") and columns % COLUMNS == 0
+    rq = RequantizeAttrs.from_attrs(attrs)
+    return rq.out_dtype in ("uint8", "int8") and columns % COLUMNS == 0

@@ -14,7 +14,7 @@ from tvm import te, tirx
 
 from qcompiler import kernels
 from qcompiler.numerics.qparams import dtype_range
-from qcompiler.numerics.requantize import Q31, q_multiply_shift
+from qcompiler.numerics.requantize import Q31, RequantizeAttrs, q_multiply_shift
 from qcompiler.numerics.shapes import pool2d_out_hw
 
 INT32 = 2**31
@@ -94,6 +94,7 @@ def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
     """The add's element function: where both rescales have an exact 32-bit form
     (`rescale_form`) and the sum cannot leave int32, everything is 32-bit; otherwise the
     portable kernel's 64-bit arithmetic (`kernels.add_body`)."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     forms = [_operand_form(attrs, side, str(t.dtype)) for side, t in (("a", a), ("b", b))]
     k = attrs["k"]
     if any(f is None for f in forms) or sum(f[1] for f in forms) + (1 << k) >= INT32:
@@ -103,9 +104,9 @@ def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
         ta, tb = (f[0].apply(t[i].astype("int32") - tirx.const(attrs[f"zp_{side}"], "int32"),
                              True) for t, f, side in ((a, forms[0], "a"), (b, forms[1], "b")))
         y = ((ta + tb + tirx.const((1 << k) >> 1, "int32")) >> k) \
-            + tirx.const(attrs["zp_y"], "int32")
-        return tvm.te.min(tvm.te.max(y, tirx.const(attrs["lo"], "int32")),
-                          tirx.const(attrs["hi"], "int32")).astype(attrs["out_dtype"])
+            + tirx.const(rq.zp_y, "int32")
+        return tvm.te.min(tvm.te.max(y, tirx.const(rq.lo, "int32")),
+                          tirx.const(rq.hi, "int32")).astype(rq.out_dtype)
 
     return body
 

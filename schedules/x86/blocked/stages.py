@@ -18,6 +18,7 @@ from qcompiler.schedules.x86.requantize import (
 from tvm import te, tirx
 
 from qcompiler import kernels
+from qcompiler.numerics.requantize import RequantizeAttrs
 from qcompiler.numerics.shapes import ceil_div
 
 
@@ -48,6 +49,7 @@ def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Te
     `shifts` "right" (every channel's shift in `x86.requantize.RIGHT_SHIFTS`,
     `schedules.shift_kind`): the stage the schedule tensorizes with `x86.requantize` (the
     product's high dwords taken without widening). Otherwise the int64 multiply and clamp."""
+    rq = RequantizeAttrs.from_attrs(attrs)
     _, _, m0, shift = params
     if shifts == "right":
         return te.compute(tuple(acc.shape), lambda b, ob, i, j, oi: right_shift_epilogue(
@@ -57,8 +59,8 @@ def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Te
     def body(b, ob, i, j, oi):  # noqa: ANN001, ANN202
         o = ob * BLOCK + oi
         y = kernels.fixed_point_multiply(acc[b, ob, i, j, oi], m0[o], shift[o])
-        return kernels.clamp_cast(y, attrs["zp_y"], attrs["lo"], attrs["hi"],
-                                   attrs["out_dtype"])
+        return kernels.clamp_cast(y, rq.zp_y, rq.lo, rq.hi,
+                                   rq.out_dtype)
 
     return te.compute(tuple(acc.shape), body, name="requantize")
 
