@@ -29,7 +29,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import const_array, is_tensor_const, op_name, shape_of, substitute
+from qcompiler.relax_access import (
+    bindings,
+    bound_values,
+    const_array,
+    is_tensor_const,
+    op_name,
+    shape_of,
+    substitute,
+)
 
 COMPOSITE = "qcompiler.elementwise"
 UNARY_OPS = frozenset({
@@ -130,7 +138,7 @@ def _inlined(value: relax.Call, mod: tvm.IRModule) -> list | None:
     if not isinstance(func, relax.Function) or not func.attrs or \
             str(func.attrs.get("Composite", "")) not in _INLINED:
         return None
-    return [(b.var, b.value) for blk in func.body.blocks for b in blk.bindings]
+    return [(b.var, b.value) for b in bindings(func)]
 
 
 def _elementwise_composite(var: relax.Var, value: relax.Call, mod: tvm.IRModule) -> _Op | None:
@@ -186,10 +194,9 @@ def _grow(bindings: list, cut: set, mod: tvm.IRModule) -> list[_Group]:
 def _uses(func: relax.Function) -> dict:
     """var -> the vars bound to its users (None for the function's result)."""
     uses: dict = {}
-    for blk in func.body.blocks:
-        for b in blk.bindings:
-            for v in relax.analysis.free_vars(b.value):
-                uses.setdefault(v, []).append(b.var)
+    for b in bindings(func):
+        for v in relax.analysis.free_vars(b.value):
+            uses.setdefault(v, []).append(b.var)
     for v in relax.analysis.free_vars(func.body.body):
         uses.setdefault(v, []).append(None)
     return uses
@@ -197,10 +204,10 @@ def _uses(func: relax.Function) -> dict:
 
 def groups(func: relax.Function, mod: tvm.IRModule) -> list[_Group]:
     """The groups of `func` to wrap, each with one value used outside it (its last)."""
-    bindings = [(b.var, b.value) for blk in func.body.blocks for b in blk.bindings]
+    bound = [(b.var, b.value) for b in bindings(func)]
     uses, cut = _uses(func), set()
     while True:
-        found = _grow(bindings, cut, mod)
+        found = _grow(bound, cut, mod)
         more = set()
         for g in found:
             inside = set(g.members)
@@ -209,7 +216,7 @@ def groups(func: relax.Function, mod: tvm.IRModule) -> list[_Group]:
         if not more:
             break
         cut |= more
-    values = dict(bindings)
+    values = dict(bound)
     return [g for g in found if not _own_kernel([values[v] for v in g.members])]
 
 
@@ -227,7 +234,7 @@ def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) ->
     found = groups(func, bb.get())
     if not found:
         return
-    values = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
+    values = bound_values(func)
     last = {g.members[-1]: g for g in found}
     skip = {v for g in found for v in g.members[:-1]}
     blocks = []
@@ -249,7 +256,7 @@ def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) ->
 
 
 def _name(func: relax.Function) -> str:
-    ops = [op_name(b.value).split(".")[-1] for blk in func.body.blocks for b in blk.bindings]
+    ops = [op_name(b.value).split(".")[-1] for b in bindings(func)]
     return "fused_elementwise_" + "_".join(ops[:6])
 
 

@@ -34,7 +34,7 @@ from qcompiler.lowering.values import Value
 from qcompiler.lowering.weights import WeightQuantizer
 from qcompiler.numerics.calibrate import tensor_bindings
 from qcompiler.numerics.qparams import QParams, dtype_range
-from qcompiler.relax_access import op_name, output_exprs, shape_of
+from qcompiler.relax_access import bindings, op_name, output_exprs, shape_of
 
 # Matched composites (`passes.fuse_activation`): (ctx, call, parts, qp) -> the kernel's call,
 # or None for a form the pass refuses.
@@ -135,12 +135,11 @@ class _Realizer:
         located: list = []
         with bb.function("main_int", params):
             with bb.dataflow():
-                for blk in main.body.blocks:
-                    for b in blk.bindings:
-                        n_layers = len(self.layers)
-                        self.binding(b.var, b.value, qp_of.get(b.var))
-                        if len(self.layers) > n_layers and b.var in qp_of:
-                            located.append((self.layers[-1], position[b.var], b.var))
+                for b in bindings(main):
+                    n_layers = len(self.layers)
+                    self.binding(b.var, b.value, qp_of.get(b.var))
+                    if len(self.layers) > n_layers and b.var in qp_of:
+                        located.append((self.layers[-1], position[b.var], b.var))
                 outs = output_exprs(main)
                 out_vals = [env[o] for o in outs]
                 for r, index, var in located:  # after the outputs' quantize are emitted

@@ -293,13 +293,12 @@ def _constants(mod: object) -> list:
     """The constant kernel arguments of the integer graph: what the library stores."""
     from tvm import relax
 
-    from qcompiler.relax_access import is_const, op_name
+    from qcompiler.relax_access import bindings, is_const, op_name
 
     found = []
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
-                found += [a for a in b.value.args[1].fields if is_const(a)]
+    for b in bindings(mod["main_int"]):
+        if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
+            found += [a for a in b.value.args[1].fields if is_const(a)]
     return found
 
 

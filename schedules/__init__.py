@@ -27,7 +27,7 @@ from tvm import relax
 from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.weight_layout import canonical
-from qcompiler.relax_access import const_array, is_const, op_name, reemit
+from qcompiler.relax_access import bindings, const_array, is_const, op_name, reemit
 
 
 def shift_kind(shift: np.ndarray | None) -> str:
@@ -141,12 +141,11 @@ def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None
     if not rules:
         return mod
     plans, fallbacks = {}, []
-    for blk in mod["main_int"].body.blocks:
-        for b in blk.bindings:
-            if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
-                plan = _plan(mod, b.value, rules, b.var.name, fallbacks)
-                if plan is not None:
-                    plans[b.value.args[0]] = plan
+    for b in bindings(mod["main_int"]):
+        if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
+            plan = _plan(mod, b.value, rules, b.var.name, fallbacks)
+            if plan is not None:
+                plans[b.value.args[0]] = plan
     return record_schedule_fallbacks(_rebuild(mod, plans) if plans else mod, fallbacks)
 
 

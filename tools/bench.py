@@ -53,6 +53,7 @@ from export_zoo import ZOO, calib_path, onnx_path  # noqa: E402
 
 from qcompiler.api import compile_to_dir  # noqa: E402
 from qcompiler.evaluation.metrics import median_latency_ms  # noqa: E402
+from qcompiler.relax_access import bindings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
 from support.model_zoo import light_model_path, perturb_weights  # noqa: E402
@@ -180,28 +181,27 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
     """kernel symbol -> (op, shape text, int8 ops per call) for conv2d and dense kernels (and
     convs fused with an add, whose time includes the add's)."""
     out = {}
-    for blk in quantized["main_int"].body.blocks:
-        for b in blk.bindings:
-            if op_name(b.value) != "relax.call_tir":
-                continue
-            prim = quantized[b.value.args[0]]
-            kind = str(prim.attrs["qcompiler.op"])
-            if kind not in ("conv2d", "conv2d_add", "dense"):  # (a fused add's time counts)
-                continue
-            args = b.value.args[1].fields
-            if not is_const(args[1]):
-                continue
-            attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
-            w_shape = canonical(const_array(args[1]), attrs).shape  # packed, nibbles: undone
-            x, y = shape_of(args[0]), shape_of(b.var)
-            if "channels" in attrs:  # NCHW16c: the layer's own channels (padding is no work)
-                cin, cout = attrs["channels"]
-                x, y = (x[0], cin, *x[2:4]), (y[0], cout, *y[2:4])
-                w_shape = (cout, 1 if attrs["groups"] > 1 else cin, *w_shape[2:])
-            macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
-            text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}" \
-                + (" + add" if kind == "conv2d_add" else "")
-            out[str(prim.attrs["global_symbol"])] = (kind, text, 2 * macs)
+    for b in bindings(quantized["main_int"]):
+        if op_name(b.value) != "relax.call_tir":
+            continue
+        prim = quantized[b.value.args[0]]
+        kind = str(prim.attrs["qcompiler.op"])
+        if kind not in ("conv2d", "conv2d_add", "dense"):  # (a fused add's time counts)
+            continue
+        args = b.value.args[1].fields
+        if not is_const(args[1]):
+            continue
+        attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
+        w_shape = canonical(const_array(args[1]), attrs).shape  # packed, nibbles: undone
+        x, y = shape_of(args[0]), shape_of(b.var)
+        if "channels" in attrs:  # NCHW16c: the layer's own channels (padding is no work)
+            cin, cout = attrs["channels"]
+            x, y = (x[0], cin, *x[2:4]), (y[0], cout, *y[2:4])
+            w_shape = (cout, 1 if attrs["groups"] > 1 else cin, *w_shape[2:])
+        macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
+        text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}" \
+            + (" + add" if kind == "conv2d_add" else "")
+        out[str(prim.attrs["global_symbol"])] = (kind, text, 2 * macs)
     return out
 
 

@@ -20,6 +20,7 @@ from qcompiler.numerics.qparams import QParams
 from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multipliers
 from qcompiler.passes.fuse_elementwise import constant_axis, prelu_axis
 from qcompiler.relax_access import (
+    bindings,
     const_array,
     dtype_of,
     is_tensor_const,
@@ -89,7 +90,7 @@ def elementwise(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> rel
     `parts["label"]` names the chain in the summary, e.g. "elementwise(add,clip,multiply)"."""
     func, x = parts["func"], ctx.env[call.args[0]]
     shape = shape_of(x.expr)
-    calls = [b.value for blk in func.body.blocks for b in blk.bindings]
+    calls = [b.value for b in bindings(func)]
     found = [_step_axis(c, shape) for c in calls]
     axes = {a for a in found if a is not None}
     if False in axes or len(axes) > 1:
@@ -113,43 +114,41 @@ def _steps(func: relax.Function, shape: tuple, row: int) -> list[dict]:
     """The chain for table row `row`: values as "%k", constants as their float for the row."""
     ref = {func.params[0]: "%0"}
     steps = []
-    for blk in func.body.blocks:
-        for b in blk.bindings:
-            call, name = b.value, op_name(b.value)
-            step: dict = {"op": name.split(".")[-1], "args": []}
-            args = call.args[:1] if name == "relax.clip" or name == "relax.nn.leakyrelu" \
-                else call.args
-            for a in args:
-                if is_tensor_const(a):
-                    c = const_array(a).astype(np.float64)
-                    if name == "relax.nn.prelu" or c.size == 1:
-                        v = c.reshape(-1)[row if c.size > 1 else 0]
-                    else:
-                        full = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
-                        v = full.reshape(-1)[row]  # varies along `axis` only
-                    step["args"].append(float(v))
+    for b in bindings(func):
+        call, name = b.value, op_name(b.value)
+        step: dict = {"op": name.split(".")[-1], "args": []}
+        args = call.args[:1] if name == "relax.clip" or name == "relax.nn.leakyrelu" \
+            else call.args
+        for a in args:
+            if is_tensor_const(a):
+                c = const_array(a).astype(np.float64)
+                if name == "relax.nn.prelu" or c.size == 1:
+                    v = c.reshape(-1)[row if c.size > 1 else 0]
                 else:
-                    step["args"].append(ref[a])
-            if name == "relax.clip":
-                step["lo"], step["hi"] = prim_float(call.args[1]), prim_float(call.args[2])
-            if name == "relax.nn.leakyrelu":
-                step["alpha"] = float(call.attrs.alpha)
-            ref[b.var] = f"%{len(steps) + 1}"
-            steps.append(step)
+                    full = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
+                    v = full.reshape(-1)[row]  # varies along `axis` only
+                step["args"].append(float(v))
+            else:
+                step["args"].append(ref[a])
+        if name == "relax.clip":
+            step["lo"], step["hi"] = prim_float(call.args[1]), prim_float(call.args[2])
+        if name == "relax.nn.leakyrelu":
+            step["alpha"] = float(call.attrs.alpha)
+        ref[b.var] = f"%{len(steps) + 1}"
+        steps.append(step)
     return steps
 
 
 def chain_constants(func: relax.Function) -> dict:
     """The scalar constant of each op in a composite's chain; `relax.clip` -> (lo, hi)."""
     found: dict = {}
-    for blk in func.body.blocks:
-        for b in blk.bindings:
-            name = op_name(b.value)
-            if name == "relax.clip":
-                found[name] = (prim_float(b.value.args[1]), prim_float(b.value.args[2]))
-            for arg in b.value.args:
-                if is_tensor_const(arg):
-                    found[name] = float(const_array(arg).reshape(-1)[0])
+    for b in bindings(func):
+        name = op_name(b.value)
+        if name == "relax.clip":
+            found[name] = (prim_float(b.value.args[1]), prim_float(b.value.args[2]))
+        for arg in b.value.args:
+            if is_tensor_const(arg):
+                found[name] = float(const_array(arg).reshape(-1)[0])
     return found
 
 

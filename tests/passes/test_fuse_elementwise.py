@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import tvm
+from qcompiler.passes.fuse_elementwise import COMPOSITE, fuse_elementwise
 from tvm import relax
 
-from qcompiler.passes.fuse_elementwise import COMPOSITE, fuse_elementwise
-from qcompiler.relax_access import op_name
+from qcompiler.relax_access import bindings, op_name
 
 SHAPE = (1, 4, 6, 6)
 
@@ -77,7 +77,7 @@ def _composites(mod: tvm.IRModule) -> dict:
 
 
 def _ops(func: relax.Function) -> list[str]:
-    return [op_name(b.value) for blk in func.body.blocks for b in blk.bindings
+    return [op_name(b.value) for b in bindings(func)
             if op_name(b.value)]
 
 
@@ -246,7 +246,8 @@ def test_residual_add_composite_of_one_chain_is_inlined(rng):
 
 
 def test_every_op_the_pass_takes_has_a_table_step():
-    from qcompiler.numerics.lut import STEPS
     from qcompiler.passes.fuse_elementwise import OPS
+
+    from qcompiler.numerics.lut import STEPS
 
     assert {op.split(".")[-1] for op in OPS} <= set(STEPS)

@@ -18,7 +18,7 @@ from tvm import relax
 from qcompiler.config import CompileConfig
 from qcompiler.graph_meta import graph_meta, schedule_fallbacks
 from qcompiler.pipeline import compile_model
-from qcompiler.relax_access import op_name
+from qcompiler.relax_access import bindings, op_name
 
 
 def _model(rng: np.random.Generator):
@@ -87,12 +87,11 @@ def test_vnni_rules_that_raise_fall_back_per_layer(monkeypatch, blocked_layout):
     assert all(f.error.startswith("ScheduleError: injected") for f in found)
     rules = {f.rule for f in found}
     assert rules >= ({"blocked_conv2d"} if blocked_layout else {"x86_vnni_depthwise"})
-    for blk in compiled.quantized["main_int"].body.blocks:  # every kernel portable
-        for b in blk.bindings:
-            if not isinstance(b.value, relax.Call) or op_name(b.value) != "relax.call_tir":
-                continue
-            func = compiled.quantized[b.value.args[0]]
-            assert "qcompiler.schedule" not in func.attrs, b.var.name
+    for b in bindings(compiled.quantized["main_int"]):  # every kernel portable
+        if not isinstance(b.value, relax.Call) or op_name(b.value) != "relax.call_tir":
+            continue
+        func = compiled.quantized[b.value.args[0]]
+        assert "qcompiler.schedule" not in func.attrs, b.var.name
 
 
 def test_an_interrupt_is_not_a_fallback(monkeypatch):
