@@ -128,16 +128,20 @@ def _const(name: str, values, dtype=np.int64):  # noqa: ANN001
 
 @pytest.mark.parametrize("shape", [(1, 33, 5, 7), (1, 130, 3, 4)])
 def test_elementwise_and_table_ops_bit_exact(shape, tmp_path, rng):
-    """Every elementwise integer op (tables, mul, add, requantize) in one graph."""
+    """Every elementwise integer op (tables, mul, add, requantize) in one graph. A 1x1 max pool
+    gives the Add and the second Mul two different tensors: elementwise math on one tensor is
+    a single table (`passes.fuse_elementwise`), which would leave no add or mul kernel."""
     c = shape[1]
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Tanh", ["x"], ["t"]),
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("MaxPool", ["x"], ["xp"], kernel_shape=[1, 1]),
+             helper.make_node("Tanh", ["xp"], ["t"]),
              helper.make_node("Add", ["s", "t"], ["a"]),
              helper.make_node("LeakyRelu", ["a"], ["l"], alpha=0.1),
              helper.make_node("HardSwish", ["l"], ["h"]),
              helper.make_node("PRelu", ["h", "slope"], ["p"]),
              helper.make_node("HardSigmoid", ["p"], ["g"]),
              helper.make_node("Mul", ["g", "k"], ["m"]),
-             helper.make_node("Mul", ["m", "x"], ["mm"]),
+             helper.make_node("Mul", ["m", "xp"], ["mm"]),
              helper.make_node("Clip", ["mm", "lo", "hi"], ["y"])]
     inits = {"slope": rng.uniform(0.05, 0.3, (c, 1, 1)), "k": rng.uniform(-2, 2, (c, 1, 1)),
              "lo": np.array(0.0), "hi": np.array(0.5)}
