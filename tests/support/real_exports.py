@@ -3,10 +3,12 @@
 The files are written by `tools/export_zoo.py` in a subprocess whose interpreter has torch and
 torchvision (`QCOMPILER_EXPORT_PYTHON`, default this interpreter: CI installs the `[export]`
 extra into it), into `QCOMPILER_ZOO_DIR` (default the tool's cache folder), reusing what is
-there. The compiler under test never imports torch.
+there. The compiler under test never imports torch. Exports hold a lock on the folder, so
+pytest-xdist workers that need the same files write each once.
 """
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import subprocess
@@ -46,8 +48,11 @@ def export(names: list[str], out: Path, calib_size: int, opsets: list[int],
     """Run tools/export_zoo.py (missing files only); raises with its stderr if it fails."""
     cmd = [export_python(), str(EXPORT_ZOO), *names, "--out", str(out),
            "--calib-size", str(calib_size), "--opset", *map(str, opsets)]
-    res = subprocess.run(cmd + (["--dynamo"] if dynamo else []), check=False, capture_output=True,
-                         text=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        res = subprocess.run(cmd + (["--dynamo"] if dynamo else []), check=False,
+                             capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
 
