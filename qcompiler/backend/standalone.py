@@ -1,4 +1,4 @@
-"""The runtime-free C library: `libmodel.a`, `libmodel.so`, `model.h` for any target.
+"""The runtime-free C library: `libNAME.a`, `libNAME.so`, `NAME.h` for any target.
 
 The integer kernels come from TVM's codegen (one object file, one function per kernel, TVM's
 packed calling convention); the driver that calls them in order is generated C with a static
@@ -18,15 +18,16 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from qcompiler.backend.c_source import WEIGHTS_ASM, generate_c, generate_header
+from qcompiler.backend.c_header import generate_header
+from qcompiler.backend.c_source import WEIGHTS_ASM, exported_symbols, generate_c
 from qcompiler.backend.memory_plan import COPY, align, float_boundary, plan, weights_blob
 from qcompiler.backend.toolchain import compile_library
 from qcompiler.graph_meta import graph_meta
 from qcompiler.pipeline import Compiled
 
 
-def build_standalone(compiled: Compiled, folder: Path, prefix: str = "model") -> dict:
-    """Write libmodel.a, libmodel.so, model.h and the example runner into `folder`."""
+def build_standalone(compiled: Compiled, folder: Path, prefix: str) -> dict:
+    """Write lib<prefix>.a, lib<prefix>.so, <prefix>.h and the example runner into `folder`."""
     lowered = relax.transform.LegalizeOps()(compiled.quantized)
     p = plan(lowered)
     boundary = float_boundary(lowered, p)
@@ -44,9 +45,10 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str = "model") ->
         (tmp / "weights.S").write_text(WEIGHTS_ASM)
         (tmp / f"{prefix}.c").write_text(code)
         (tmp / f"{prefix}.h").write_text(generate_header(p, meta, prefix, workspace))
-        compile_library(compiled.target, tmp, prefix)
+        compile_library(compiled.target, tmp, prefix, exported_symbols(prefix))
         for name in (f"lib{prefix}.a", f"lib{prefix}.so", f"{prefix}.h", "run_model"):
             shutil.copy(tmp / name, folder / name)
-    return {"workspace_bytes": workspace, "activation_bytes": p.act_bytes,
+    return {"name": prefix, "static": f"lib{prefix}.a", "shared": f"lib{prefix}.so",
+            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace, "activation_bytes": p.act_bytes,
             "scratch_bytes": align(p.scratch_bytes), "kernels": len(names),
             "weights_bytes": sum(t.nbytes for t in p.consts)}
