@@ -60,14 +60,15 @@ def manifest(compiled: Compiled, standalone: dict) -> dict:
             "inputs": meta["inputs"], "outputs": meta["outputs"], "layers": meta["layers"]}
 
 
-def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path, name: str = "model"
-         ) -> dict:
+def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path, name: str = "model",
+         sources: Path | None = None) -> dict:
     """Build everything in a temporary folder next to OUT, then rename each file into place.
-    `name`: the C library's (NAME.h, libNAME.a, libNAME.so)."""
+    `name`: the C library's (NAME.h, libNAME.a, libNAME.so); `sources`: a folder to keep its
+    sources in (build_standalone)."""
     prepare_out_dir(out)
     with tempfile.TemporaryDirectory(prefix=".qcompile-", dir=out) as tmp:
         tmp = Path(tmp)
-        info = manifest(compiled, build_standalone(compiled, tmp, name))
+        info = manifest(compiled, build_standalone(compiled, tmp, name, sources))
         if exe is not None:
             exe.export_library(str(tmp / "model.so"))
         (tmp / "model.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -40,17 +40,19 @@ def _objcopy(hint: str) -> str:
                       f"apt-get install llvm (or binutils); {hint}")
 
 
-def compile_library(target: Target, folder: Path, prefix: str, exports: list[str]) -> None:
+def compile_library(target: Target, folder: Path, prefix: str, exports: list[str],
+                    cflags: tuple[str, ...] = ()) -> None:
     """In `folder`, which holds `<prefix>.c`, `<prefix>.h`, `weights.S`, `weights.bin` and
     `kernels.o`: build `lib<prefix>.a`, `lib<prefix>.so` and `run_model` (statically linked
     for a target that runs under emulation).
 
     Driver, weights and kernels become one relocatable object whose only global symbols are
     `exports`: the kernels' `__tvm_ffi_*`, the host hooks and the weights are local, in the
-    archive as in the shared library, so several models link into one program."""
+    archive as in the shared library, so several models link into one program. `cflags`:
+    extra flags for the driver, the library and the runner (tests: sanitizers)."""
     cc = list(target.cc)
     hint = target.install_hint
-    _run([*cc, *CFLAGS, "-c", f"{prefix}.c", "-o", "driver.o"], "compiling the C driver",
+    _run([*cc, *CFLAGS, *cflags, "-c", f"{prefix}.c", "-o", "driver.o"], "compiling the C driver",
          hint, folder)
     _run([*cc, "-c", "weights.S", "-o", "weights.o"], "assembling the weights", hint, folder)
     _run([*cc, "-r", "-nostdlib", "-o", "joined.o", "driver.o", "weights.o", "kernels.o"],
@@ -60,10 +62,10 @@ def compile_library(target: Target, folder: Path, prefix: str, exports: list[str
          "making the library's symbols local", hint, folder)
     ar = [*cc[:cc.index("cc")], "ar"] if "ziglang" in cc else ["ar"]
     _run([*ar, "rcs", f"lib{prefix}.a", f"{prefix}.o"], "archiving", hint, folder)
-    _run([*cc, "-shared", "-o", f"lib{prefix}.so", f"{prefix}.o", "-lm", "-lpthread"],
+    _run([*cc, *cflags, "-shared", "-o", f"lib{prefix}.so", f"{prefix}.o", "-lm", "-lpthread"],
          "linking", hint, folder)
     shutil.copy(RUNNER, folder / "run_model.c")
     static = ["-static"] if not target.runs_natively else []
-    _run([*cc, "-O2", "-std=c11", *static, f"-DMODEL={prefix}", "-I.", "run_model.c",
+    _run([*cc, "-O2", "-std=c11", *cflags, *static, f"-DMODEL={prefix}", "-I.", "run_model.c",
           f"lib{prefix}.a", "-lm", "-lpthread", "-o", "run_model"],
          "building the example runner", hint, folder)
