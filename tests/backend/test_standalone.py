@@ -64,8 +64,9 @@ def bundled(request, tmp_path_factory):
 def test_c_example_builds_with_the_readme_line_and_matches_reference(bundled, tmp_path):
     target, out, compiled, _ = bundled
     exe = tmp_path / "run_model"
-    subprocess.run([*CC[target], "-O2", "-I", str(out), str(ROOT / "examples" / "run_model.c"),
-                    str(out / "libmodel.a"), "-lm", "-o", str(exe)], check=True)
+    subprocess.run([*CC[target], "-O2", "-DMODEL=model", "-I", str(out),
+                    str(ROOT / "examples" / "run_model.c"), str(out / "libmodel.a"), "-lm",
+                    "-lpthread", "-o", str(exe)], check=True)
     images = np.load(BUNDLED_CALIB)["image"][:8]
     ref = Reference(compiled.quantized)
     lib = StandaloneModel(out)
