@@ -106,6 +106,7 @@ def test_three_models_four_threads_under_sanitizers(x86_three, sanitizer, tmp_pa
 
 @pytest.mark.slow
 def test_three_models_four_threads_on_arm_under_qemu(tmp_path):
+    (tmp_path / "build").mkdir()
     built = _build_three("arm", tmp_path / "build")
     folders = {n: out for n, (out, _, _) in built.items()}
     res = _link_and_run(ZIG_ARM, folders, tmp_path / "multi", ["-static"], False,
