@@ -171,3 +171,19 @@ def test_default_name_is_the_model_stem(tmp_path):
     assert name_from_stem("fashion_cnn") == "fashion_cnn"
     assert name_from_stem("resnet-50.v1") == "resnet_50_v1"
     assert name_from_stem("2stage") == "m_2stage"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_c_library_in_process_matches_the_reference(x86_three, threads, rng):
+    from qcompiler.backend.c_binding import CLibrary
+
+    for name in NAMES:
+        out, _, compiled = x86_three[name]
+        lib, ref = CLibrary(out, threads), Reference(compiled.quantized)
+        spec = lib.inputs[0]
+        for _ in range(2):
+            q = rng.integers(0, 256, spec["shape"]).astype(spec["dtype"])
+            np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+        with pytest.raises(QCompileError, match=r"^input .*: expected uint8"):
+            lib.run_int(q.astype(np.float32))
