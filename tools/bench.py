@@ -283,7 +283,7 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
             clib = CLibrary(tmp / f"{name}_q", n)
             if not all(np.array_equal(a, b) for a, b in zip(clib.run_int(*q), lib.run_int(*q))):
                 raise SystemExit(f"{name}: the C library differs from the TVM module")
-            c_rows.append((name, n, ms[4], median_latency_ms(lambda: clib.run_int(*q), runs)))
+            c_rows.append((name, n, ms[4], median_latency_ms(lambda c=clib: c.run_int(*q), runs)))
     if layers:
         set_threads(1)
         per = kernel_times(tuned_lib if tuned else lib, q)

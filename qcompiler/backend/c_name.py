@@ -5,11 +5,11 @@ import re
 
 from qcompiler.errors import QCompileError
 
-_C_KEYWORDS = frozenset(
-    "auto break case char const continue default do double else enum extern float for goto if "
-    "inline int long register restrict return short signed sizeof static struct switch typedef "
-    "union unsigned void volatile while _Bool _Complex _Imaginary _Alignas _Alignof _Atomic "
-    "_Generic _Noreturn _Static_assert _Thread_local".split())
+_C_KEYWORDS = frozenset((
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
+    "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
+    "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
+    "union", "unsigned", "void", "volatile", "while"))  # C11's _Keywords fail the pattern
 
 
 def check_name(name: str) -> None:

@@ -185,14 +185,14 @@ def _entries(p: Plan, prefix: str) -> str:
     """The exported functions (`exported_symbols`): the typed entries, the same with arrays
     of pointers (for drivers that handle any number of inputs and outputs), the error text
     and the ABI version."""
-    tail = "void *workspace, size_t workspace_bytes, const {0}_threads *threads".format(prefix)
+    tail = f"void *workspace, size_t workspace_bytes, const {prefix}_threads *threads"
     call = "workspace, workspace_bytes, threads"
     out = []
     for suffix, float_io in (("", False), ("_float", True)):
-        def ctype(t: Tensor) -> str:
-            return "float" if float_io else C_TYPES[t.dtype]
-        params = ", ".join([*(f"const {ctype(t)} *{t.name}" for t in p.inputs),
-                            *(f"{ctype(t)} *{t.name}" for t in p.outputs), tail])
+        ctype = {t.name: "float" if float_io else C_TYPES[t.dtype]
+                 for t in (*p.inputs, *p.outputs)}
+        params = ", ".join([*(f"const {ctype[t.name]} *{t.name}" for t in p.inputs),
+                            *(f"{ctype[t.name]} *{t.name}" for t in p.outputs), tail])
         out.append(f"int {prefix}_run{suffix}({params}) {{\n"
                    f"  const void *in[] = {{{', '.join(t.name for t in p.inputs)}}};\n"
                    f"  void *out[] = {{{', '.join(t.name for t in p.outputs)}}};\n"

@@ -190,7 +190,7 @@ def load(path: str | Path, standalone: bool = False, threads: int | None = None
          ) -> CompiledModel:
     """A compiled model folder. The TVM module (`model.so`) where the target runs here, else
     (or with `standalone=True`) the runtime-free library through its runner. `threads` sets
-    the TVM module's worker threads (the runtime-free library is single-threaded)."""
+    the TVM module's worker threads (the runner drives the runtime-free library on one)."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     meta = folder / "model.json"
     if meta.exists() and (standalone or json.loads(meta.read_text()).get("library") is None):

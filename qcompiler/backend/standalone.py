@@ -26,7 +26,6 @@ from qcompiler.backend.toolchain import compile_library
 from qcompiler.graph_meta import graph_meta
 from qcompiler.pipeline import Compiled
 
-
 SOURCES = ("kernels.o", "weights.bin", "weights.S")  # with <prefix>.c and <prefix>.h
 
 
