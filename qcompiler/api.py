@@ -7,13 +7,14 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import onnx
 
+from qcompiler.backend.c_name import name_from_stem
 from qcompiler.backend.emit import build, check_out_dir, emit
 from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
@@ -48,6 +49,8 @@ def prepare(model_path: Path, calib_path: Path | None, out: Path, **options: obj
     """Fail before any work, in this order: bad options, a missing toolchain, an unreadable
     model, an output folder that cannot be written, calibration data that does not fit."""
     config = CompileConfig(**options)  # rejects bad options before any work
+    if config.name is None:
+        config = replace(config, name=name_from_stem(Path(model_path).stem))
     check_toolchain(get_target(config.target))
     model = load_onnx(model_path)
     check_out_dir(out)
@@ -65,14 +68,15 @@ def compile_only(model_path: Path, calib_path: Path | None, out: Path, progress:
     return prepare(model_path, calib_path, out, **options).compile(progress)
 
 
-def write_outputs(compiled: Compiled, out: Path) -> dict:
+def write_outputs(compiled: Compiled, out: Path, name: str = "model") -> dict:
     """Build the TVM module (where the target runs here) and write every output file into
-    OUT; returns the manifest (`model.json`)."""
-    return emit(compiled, build(compiled), out)
+    OUT; returns the manifest (`model.json`). `name`: the C library's (`Job.config.name`)."""
+    return emit(compiled, build(compiled), out, name)
 
 
 def compile_to_dir(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
                    **options: object) -> CompileResult:
-    compiled = compile_only(model_path, calib_path, out, progress, **options)
-    write_outputs(compiled, out)
+    job = prepare(model_path, calib_path, out, **options)
+    compiled = job.compile(progress)
+    write_outputs(compiled, out, job.config.name)
     return CompileResult(CompiledModel(out), compiled)

@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "optional for a QDQ model, which carries its own scales")
     ap.add_argument("--target", default="x86", help=f"one of {', '.join(TARGETS)}")
     ap.add_argument("-o", "--out", default="build", help="output folder (default: build)")
+    ap.add_argument("--name", default=None,
+                    help="the C library's name: NAME.h, libNAME.a, NAME_run (default: the "
+                         "model file's stem)")
     ap.add_argument("--observer", default="percentile", help=f"one of {', '.join(OBSERVERS)}")
     ap.add_argument("--percentile", type=float, default=99.99)
     ap.add_argument("--per-tensor", action="store_true",
@@ -110,7 +113,7 @@ def config_options(args: argparse.Namespace) -> dict[str, object]:
             "layer_weight_bits": load_precision(args.precision) if args.precision else {},
             "mixed_precision": args.mixed_precision, "tune_trials": args.tune,
             "tune_minutes": args.tune_minutes,
-            "tuning_db": args.tuning_db, "rpc_tracker": args.rpc_tracker}
+            "tuning_db": args.tuning_db, "rpc_tracker": args.rpc_tracker, "name": args.name}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         print(compiled.float_mod)
     if args.dump_ir == "quantized":
         print(compiled.quantized)
-    info = write_outputs(compiled, out)
+    info = write_outputs(compiled, out, config.name)
     compile_s = time.perf_counter() - t0
     native = compiled.target.runs_natively
     lib = load(out, threads=args.threads if native else None)
@@ -199,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  weights:    {_fmt_bytes(w_float)} float32 -> {_fmt_bytes(w_int)} {stored} "
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]
-    print(f"  library:    libmodel.a {_fmt_bytes(os.path.getsize(out / 'libmodel.a'))}, "
-          f"libmodel.so {_fmt_bytes(os.path.getsize(out / 'libmodel.so'))}; workspace "
+    print(f"  library:    {sa['static']} {_fmt_bytes(os.path.getsize(out / sa['static']))}, "
+          f"{sa['shared']} {_fmt_bytes(os.path.getsize(out / sa['shared']))}; workspace "
           f"{_fmt_bytes(sa['workspace_bytes'])} (activations {_fmt_bytes(sa['activation_bytes'])}"
           f", kernel scratch {_fmt_bytes(sa['scratch_bytes'])}); {sa['kernels']} kernels")
 

@@ -45,6 +45,8 @@ class CompileConfig:
     tune_minutes: float | None = None  # a time budget for all the tuning (tune_trials still caps)
     tuning_db: str | None = None
     rpc_tracker: str | None = None
+    # The C library's name (NAME.h, libNAME.a, NAME_run); None: the model file's stem.
+    name: str | None = None
 
     def tuning_root(self) -> str | None:
         """The tuning database folder: the one given, else the per-user cache when tuning."""
@@ -60,6 +62,10 @@ class CompileConfig:
         return "int16" if self.activation_bits == 16 else target_dtype
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            from qcompiler.backend.c_name import check_name
+
+            check_name(self.name)
         if self.target not in TARGETS:
             raise QCompileError(
                 f"unknown target {self.target!r}: choose one of {', '.join(TARGETS)}")

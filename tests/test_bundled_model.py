@@ -115,7 +115,8 @@ def test_main_job_cli_summary(tmp_path):
     assert meta["inputs"][0]["shape"] == [1, 1, 28, 28]
     assert {"scale", "zero_point"} <= set(meta["outputs"][0])
     assert sorted(p.name for p in out.iterdir()) == [
-        "libmodel.a", "libmodel.so", "model.h", "model.json", "model.so", "run_model"]
-    assert "library:    libmodel.a" in text and "workspace" in text
+        "fashion_cnn.h", "libfashion_cnn.a", "libfashion_cnn.so", "model.json", "model.so",
+        "run_model"]  # the C library takes the model file's stem as its name
+    assert "library:    libfashion_cnn.a" in text and "workspace" in text
     x = np.load(BUNDLED_CALIB)["image"][:1]
     assert qcompiler.load(out).run(x)[0].shape == (1, 10)

@@ -2,11 +2,13 @@
 QDQ, per-channel, uint8 activations, the same calibration data), OpenVINO float and int8 (the
 same QDQ file as ONNX Runtime's int8) and qcompiler int8 (its TVM module; with
 --tune/--tuning-db also a tuned one, with --nchw also one built without the blocked activation
-layout, `passes.plan_layout`); the median of N runs after warm-up, at 1 thread and at all
-cores (or --threads), batch 1.
+layout, `passes.plan_layout`; with --c also the runtime-free C library, `libNAME.so`, its
+pthreads pool at each thread count); the median of N runs after warm-up, at 1 thread and at
+all cores (or --threads), batch 1.
 
     python tools/bench.py [MODEL ...] [--size 224] [--calib FILE.npz] [--threads 1 ...]
                           [--runs 50] [--no-layers] [--tune TRIALS] [--tuning-db DIR] [--nchw]
+                          [--c]
 
 Models: `bundled` (models/fashion_cnn.onnx), `resnet50` (the ONNX wheel's light ResNet-50, its
 constant-fill weights perturbed, see support.model_zoo), `mobilenetv2`
@@ -58,6 +60,7 @@ from qcompiler.relax_access import bindings
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
 from support.model_zoo import light_model_path, perturb_weights  # noqa: E402
 
+from qcompiler.backend.c_binding import CLibrary  # noqa: E402
 from qcompiler.backend.runtime import CompiledModel, set_threads  # noqa: E402
 from qcompiler.frontend.onnx_import import load_onnx  # noqa: E402
 from qcompiler.numerics.weight_layout import canonical  # noqa: E402
@@ -232,10 +235,13 @@ def _compiled(model: Path, calib: Path, out: Path, **options: object) -> tuple:
 
 def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float | None,
                 layers: bool, tuning: dict, nchw: bool = False, size: int = 224,
-                calib: Path | None = None, zoo_dir: Path = ZOO_DIR) -> list[tuple]:
+                calib: Path | None = None, zoo_dir: Path = ZOO_DIR,
+                c_rows: list | None = None) -> list[tuple]:
     """`tuning`: CompileConfig options (tune_trials, tuning_db); when given, a second
     qcompiler library built with them is measured beside the untuned one. `nchw`: also one
-    built with `blocked_layout=False`."""
+    built with `blocked_layout=False`. `c_rows`: also time the C library (libNAME.so, its
+    own pthreads pool) at each thread count, checked bit for bit against the TVM module;
+    rows (model, threads, TVM ms, C ms) are appended to it."""
     model, calib = prepare(name, tmp, size, calib, zoo_dir)
     name = Path(name).stem if name.endswith(".onnx") else name
     compiled, lib, compile_s = _compiled(model, calib, tmp / f"{name}_q")
@@ -273,6 +279,11 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
               median_latency_ms(lambda: tuned_lib.run_int(*q), runs) if tuned else None,
               median_latency_ms(lambda: flat.run_int(*q), runs) if flat else None]
         rows.append((name, n, *ms, compile_s))
+        if c_rows is not None:
+            clib = CLibrary(tmp / f"{name}_q", n)
+            if not all(np.array_equal(a, b) for a, b in zip(clib.run_int(*q), lib.run_int(*q))):
+                raise SystemExit(f"{name}: the C library differs from the TVM module")
+            c_rows.append((name, n, ms[4], median_latency_ms(lambda c=clib: c.run_int(*q), runs)))
     if layers:
         set_threads(1)
         per = kernel_times(tuned_lib if tuned else lib, q)
@@ -315,6 +326,8 @@ def main() -> int:
                     help="also measure a library built from (and tuned into) this database")
     ap.add_argument("--nchw", action="store_true",
                     help="also measure a library built without the blocked (NCHW16c) layout")
+    ap.add_argument("--c", action="store_true",
+                    help="also time the runtime-free C library beside the TVM module")
     args = ap.parse_args()
     unknown = [m for m in args.models if m not in MODELS + ZOO and not m.endswith(".onnx")]
     if unknown:
@@ -325,11 +338,12 @@ def main() -> int:
     cores = os.cpu_count() or 1
     threads = args.threads or ([1] if cores == 1 else [1, cores])
     peak = vnni_peak_ops()
-    rows = []
+    rows: list = []
+    c_rows: list | None = [] if args.c else None
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models or MODELS:
             rows += bench_model(name, Path(tmp), args.runs, threads, peak, not args.no_layers,
-                                tuning, args.nchw, args.size, args.calib, args.zoo_dir)
+                                tuning, args.nchw, args.size, args.calib, args.zoo_dir, c_rows)
 
     def ms(t: float | None) -> str:
         return f"{t:9.3f}" if t is not None else f"{'n/a':>9s}"
@@ -350,6 +364,14 @@ def main() -> int:
               f"{ratio(ov_i8, ours)} {compile_s:9.1f}"
               + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else "")
               + (f" {flat:8.3f} {flat / ours:10.2f}x" if flat else ""))
+    if c_rows:
+        print("\nthe C library (libNAME.so, its pthreads pool) beside the TVM module, ms")
+        print(f"  {'model':18s} {'threads':>7s} {'TVM':>9s} {'C':>9s} {'C / TVM':>8s} "
+              f"{'C speed-up vs 1 thread':>23s}")
+        one = {name: c for name, n, _, c in c_rows if n == 1}
+        for name, n, tvm_ms, c_ms in c_rows:
+            up = f"{one[name] / c_ms:22.2f}x" if name in one else f"{'n/a':>23s}"
+            print(f"  {name:18s} {n:7d} {tvm_ms:9.3f} {c_ms:9.3f} {c_ms / tvm_ms:7.2f}x {up}")
     return 0
 
 

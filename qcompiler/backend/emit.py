@@ -50,22 +50,25 @@ def build(compiled: Compiled) -> tvm.runtime.Module | None:
 
 
 def manifest(compiled: Compiled, standalone: dict) -> dict:
+    """model.json; `standalone` (build_standalone's) names the C library's files."""
     meta = graph_meta(compiled.quantized)
     t = compiled.target
     return {"format": "qcompiler/1", "target": t.name, "tvm_target": str(compiled.tvm_target),
             "library": "model.so" if t.runs_natively else None,
-            "standalone": {"static": "libmodel.a", "shared": "libmodel.so",
-                           "header": "model.h", "runner": "run_model", **standalone},
+            "standalone": standalone,
             "run_prefix": list(t.run_prefix),
             "inputs": meta["inputs"], "outputs": meta["outputs"], "layers": meta["layers"]}
 
 
-def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path) -> dict:
-    """Build everything in a temporary folder next to OUT, then rename each file into place."""
+def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path, name: str = "model",
+         sources: Path | None = None) -> dict:
+    """Build everything in a temporary folder next to OUT, then rename each file into place.
+    `name`: the C library's (NAME.h, libNAME.a, libNAME.so); `sources`: a folder to keep its
+    sources in (build_standalone)."""
     prepare_out_dir(out)
     with tempfile.TemporaryDirectory(prefix=".qcompile-", dir=out) as tmp:
         tmp = Path(tmp)
-        info = manifest(compiled, build_standalone(compiled, tmp))
+        info = manifest(compiled, build_standalone(compiled, tmp, name, sources))
         if exe is not None:
             exe.export_library(str(tmp / "model.so"))
         (tmp / "model.json").write_text(json.dumps(info, indent=2) + "\n")

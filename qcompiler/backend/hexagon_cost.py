@@ -7,6 +7,7 @@ memory effects: a ranking signal for schedules and tuning, not cycles.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -62,7 +63,8 @@ def count_packets(folder: Path, q_input: np.ndarray) -> dict[str, int]:
     """Packets per library function for one run of `folder`'s runner on a quantized input;
     key "<total>" sums the library (driver and kernels), excluding libc and the runner."""
     runner = folder / "run_model"
-    lib_symbols = set(function_ranges(folder / "libmodel.a"))
+    static = json.loads((folder / "model.json").read_text())["standalone"]["static"]
+    lib_symbols = set(function_ranges(folder / static))
     ranges = {k: v for k, v in function_ranges(runner).items() if k in lib_symbols}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst, counts = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "pc.txt"

@@ -1,11 +1,12 @@
-"""The runtime-free C library: `libmodel.a`, `libmodel.so`, `model.h` for any target.
+"""The runtime-free C library: `libNAME.a`, `libNAME.so`, `NAME.h` for any target.
 
 The integer kernels come from TVM's codegen (one object file, one function per kernel, TVM's
 packed calling convention); the driver that calls them in order is generated C with a static
 memory plan: every intermediate tensor has a fixed offset in one caller-provided workspace,
 chosen by liveness, and the weights are constant arrays. The library provides what TVM's
-objects expect from a host (the error setter and a stack allocator for kernel scratch), so it
-needs nothing but libc and libm: no TVM runtime, no Python, no malloc.
+objects expect from a host (the error setter, a stack allocator for kernel scratch, a thread
+pool for parallel loops), so it needs nothing but libc, libm and pthreads: no TVM runtime, no
+Python, no malloc.
 
     quantized graph -> legalize -> memory_plan -> c_source (+ kernels.o) -> toolchain
 """
@@ -18,15 +19,20 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from qcompiler.backend.c_source import WEIGHTS_ASM, generate_c, generate_header
+from qcompiler.backend.c_header import generate_header
+from qcompiler.backend.c_source import WEIGHTS_ASM, exported_symbols, generate_c
 from qcompiler.backend.memory_plan import COPY, align, float_boundary, plan, weights_blob
 from qcompiler.backend.toolchain import compile_library
 from qcompiler.graph_meta import graph_meta
 from qcompiler.pipeline import Compiled
 
+SOURCES = ("kernels.o", "weights.bin", "weights.S")  # with <prefix>.c and <prefix>.h
 
-def build_standalone(compiled: Compiled, folder: Path, prefix: str = "model") -> dict:
-    """Write libmodel.a, libmodel.so, model.h and the example runner into `folder`."""
+
+def build_standalone(compiled: Compiled, folder: Path, prefix: str,
+                     sources: Path | None = None) -> dict:
+    """Write lib<prefix>.a, lib<prefix>.so, <prefix>.h and the example runner into `folder`;
+    the library's sources too into `sources` if given (to rebuild it with other flags)."""
     lowered = relax.transform.LegalizeOps()(compiled.quantized)
     p = plan(lowered)
     boundary = float_boundary(lowered, p)
@@ -44,9 +50,12 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str = "model") ->
         (tmp / "weights.S").write_text(WEIGHTS_ASM)
         (tmp / f"{prefix}.c").write_text(code)
         (tmp / f"{prefix}.h").write_text(generate_header(p, meta, prefix, workspace))
-        compile_library(compiled.target, tmp, prefix)
+        compile_library(compiled.target, tmp, prefix, exported_symbols(prefix))
         for name in (f"lib{prefix}.a", f"lib{prefix}.so", f"{prefix}.h", "run_model"):
             shutil.copy(tmp / name, folder / name)
-    return {"workspace_bytes": workspace, "activation_bytes": p.act_bytes,
+        for name in (*SOURCES, f"{prefix}.c", f"{prefix}.h") if sources else ():
+            shutil.copy(tmp / name, sources / name)
+    return {"name": prefix, "static": f"lib{prefix}.a", "shared": f"lib{prefix}.so",
+            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace, "activation_bytes": p.act_bytes,
             "scratch_bytes": align(p.scratch_bytes), "kernels": len(names),
             "weights_bytes": sum(t.nbytes for t in p.consts)}

@@ -31,20 +31,41 @@ def _run(cmd: list[str], what: str, hint: str, cwd: Path) -> None:
         raise TargetError(f"{what} failed: {msg[-1] if msg else res.returncode}")
 
 
-def compile_library(target: Target, folder: Path, prefix: str = "model") -> None:
+def _objcopy(hint: str) -> str:
+    """llvm-objcopy reads every target's objects; GNU objcopy the host's."""
+    for tool in ("llvm-objcopy", "objcopy"):
+        if shutil.which(tool):
+            return tool
+    raise TargetError(f"making the library's symbols local: objcopy not found; install it: "
+                      f"apt-get install llvm (or binutils); {hint}")
+
+
+def compile_library(target: Target, folder: Path, prefix: str, exports: list[str],
+                    cflags: tuple[str, ...] = ()) -> None:
     """In `folder`, which holds `<prefix>.c`, `<prefix>.h`, `weights.S`, `weights.bin` and
     `kernels.o`: build `lib<prefix>.a`, `lib<prefix>.so` and `run_model` (statically linked
-    for a target that runs under emulation)."""
+    for a target that runs under emulation).
+
+    Driver, weights and kernels become one relocatable object whose only global symbols are
+    `exports`: the kernels' `__tvm_ffi_*`, the host hooks and the weights are local, in the
+    archive as in the shared library, so several models link into one program. `cflags`:
+    extra flags for the driver, the library and the runner (tests: sanitizers)."""
     cc = list(target.cc)
     hint = target.install_hint
-    _run([*cc, *CFLAGS, "-c", f"{prefix}.c", "-o", "driver.o"], "compiling the C driver",
+    _run([*cc, *CFLAGS, *cflags, "-c", f"{prefix}.c", "-o", "driver.o"], "compiling the C driver",
          hint, folder)
     _run([*cc, "-c", "weights.S", "-o", "weights.o"], "assembling the weights", hint, folder)
-    objs = ["driver.o", "weights.o", "kernels.o"]
+    _run([*cc, "-r", "-nostdlib", "-o", "joined.o", "driver.o", "weights.o", "kernels.o"],
+         "joining the library's objects", hint, folder)
+    (folder / "exports.txt").write_text("".join(f"{s}\n" for s in exports))
+    _run([_objcopy(hint), "--keep-global-symbols=exports.txt", "joined.o", f"{prefix}.o"],
+         "making the library's symbols local", hint, folder)
     ar = [*cc[:cc.index("cc")], "ar"] if "ziglang" in cc else ["ar"]
-    _run([*ar, "rcs", f"lib{prefix}.a", *objs], "archiving", hint, folder)
-    _run([*cc, "-shared", "-o", f"lib{prefix}.so", *objs, "-lm"], "linking", hint, folder)
+    _run([*ar, "rcs", f"lib{prefix}.a", f"{prefix}.o"], "archiving", hint, folder)
+    _run([*cc, *cflags, "-shared", "-o", f"lib{prefix}.so", f"{prefix}.o", "-lm", "-lpthread"],
+         "linking", hint, folder)
     shutil.copy(RUNNER, folder / "run_model.c")
     static = ["-static"] if not target.runs_natively else []
-    _run([*cc, "-O2", "-std=c11", *static, "-I.", "run_model.c", f"lib{prefix}.a", "-lm",
-          "-o", "run_model"], "building the example runner", hint, folder)
+    _run([*cc, "-O2", "-std=c11", *cflags, *static, f"-DMODEL={prefix}", "-I.", "run_model.c",
+          f"lib{prefix}.a", "-lm", "-lpthread", "-o", "run_model"],
+         "building the example runner", hint, folder)

@@ -22,7 +22,8 @@ CC = {"x86": ["cc"], "arm": [*ZIG, "aarch64-linux-musl"],
       "hexagon": [*ZIG, "hexagon-linux-musl", "-mcpu=hexagonv68+hvxv68+hvx_length128b"]}
 RUN = {"x86": [], "arm": ["qemu-aarch64", "-cpu", "max"], "hexagon": ["qemu-hexagon", "-cpu", "v67"]}
 NM = {"x86": "nm", "arm": "aarch64-linux-gnu-nm", "hexagon": "llvm-nm"}
-# What a C library may still need from the system: libc and libm, nothing of TVM or Python.
+# What a C library may still need from the system: libc, libm, pthreads; nothing of TVM
+# or Python.
 LIBC_LIBM = {"memcpy", "memset", "memmove", "abort", "__stack_chk_fail", "expf", "exp", "logf",
              "log", "tanhf", "tanh", "sqrtf", "sqrt", "powf", "pow", "floorf", "ceilf", "roundf",
              "nearbyintf", "fmaxf", "fminf", "fabsf", "erff", "erf", "__cxa_finalize",
@@ -30,7 +31,12 @@ LIBC_LIBM = {"memcpy", "memset", "memmove", "abort", "__stack_chk_fail", "expf",
              "_GLOBAL_OFFSET_TABLE_",  # provided by the linker itself
              "__hexagon_divsi3", "__hexagon_udivsi3", "__hexagon_modsi3", "__hexagon_umodsi3",
              "__hexagon_divdi3", "__hexagon_udivdi3", "__hexagon_moddi3", "__hexagon_umoddi3",
-             "__hexagon_memcpy_likely_aligned_min32bytes_mult8bytes"}  # compiler-rt
+             "__hexagon_memcpy_likely_aligned_min32bytes_mult8bytes",  # compiler-rt
+             "__tls_get_addr",  # the thread-local pointer to the call's state
+             *(f"pthread_{f}" for f in ("create", "join", "mutex_init", "mutex_destroy",
+                                        "mutex_lock", "mutex_unlock", "cond_init",
+                                        "cond_destroy", "cond_wait", "cond_signal",
+                                        "cond_broadcast"))}  # the kernels' thread pool
 
 
 def _compile(model_path, calib_path, out, target, **kw):
@@ -64,8 +70,9 @@ def bundled(request, tmp_path_factory):
 def test_c_example_builds_with_the_readme_line_and_matches_reference(bundled, tmp_path):
     target, out, compiled, _ = bundled
     exe = tmp_path / "run_model"
-    subprocess.run([*CC[target], "-O2", "-I", str(out), str(ROOT / "examples" / "run_model.c"),
-                    str(out / "libmodel.a"), "-lm", "-o", str(exe)], check=True)
+    subprocess.run([*CC[target], "-O2", "-DMODEL=model", "-I", str(out),
+                    str(ROOT / "examples" / "run_model.c"), str(out / "libmodel.a"), "-lm",
+                    "-lpthread", "-o", str(exe)], check=True)
     images = np.load(BUNDLED_CALIB)["image"][:8]
     ref = Reference(compiled.quantized)
     lib = StandaloneModel(out)

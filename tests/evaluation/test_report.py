@@ -36,5 +36,5 @@ def test_report_renders_table_and_plot(tmp_path, capsys):
     assert not list(report.parent.glob(".*"))  # no temporary files left behind
     umask = os.umask(0)
     os.umask(umask)
-    for f in (report, png, out / "model.json", out / "libmodel.a"):  # as `open` would make them
+    for f in (report, png, out / "model.json", out / "libfashion_cnn.a"):  # as `open` makes them
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f

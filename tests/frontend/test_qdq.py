@@ -278,7 +278,7 @@ def test_cli_compiles_fixture_without_calib(tmp_path):
     from qcompiler.cli import main
 
     assert main([str(FIXTURE), "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    assert (tmp_path / "out" / "libmodel.a").exists()
+    assert (tmp_path / "out" / "libconv_add_gemm_qdq_per_channel.a").exists()
 
 
 def test_cli_float_model_without_calib(tmp_path, rng, capsys):

@@ -27,6 +27,17 @@ static int qc_free(int device_type, int device_id, void *ptr) {
 }
 void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = qc_alloc;
 int (*__TVMBackendFreeWorkspace)(int, int, void *) = qc_free;
+static char qc_error[256];
+void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t n) {
+  qc_format_error(qc_error, sizeof qc_error, kind, parts, n);
+}
+/* Parallel loops run as one task on this thread: the measured cost is the kernel's alone. */
+static int qc_parallel_launch(qc_parallel_lambda f, void *cdata, int num_task) {
+  qc_ParallelGroupEnv env = {0, 1};
+  (void)num_task;
+  return f(0, &env, cdata);
+}
+int (*__TVMBackendParallelLaunch)(qc_parallel_lambda, void *, int) = qc_parallel_launch;
 
 extern int32_t __tvm_ffi_qc_kernel_under_test(void *, const qc_Any *, int32_t, qc_Any *);
 

@@ -1,16 +1,26 @@
-/* run_model: read an input file, run the compiled model, print the top class.
+/* run_model: read an input file, run a compiled model, print the top class.
  *
- *   run_model INPUT [OUTPUT] [--int]
+ *   run_model INPUT [OUTPUT] [--int] [--threads N]
  *
- * INPUT holds MODEL_INPUT_0_SIZE raw values: float32, or with --int the quantized input type.
- * OUTPUT (optional) receives the raw outputs one after the other (float32, or quantized with
- * --int). The top class is that of output 0.
- * Build:  cc -O2 -I OUT examples/run_model.c OUT/libmodel.a -lm -o run_model
+ * INPUT holds the raw values of input 0: float32, or with --int its quantized dtype. OUTPUT
+ * (optional) receives the raw outputs one after the other (float32, or quantized with --int).
+ * The top class is that of output 0. --threads N runs the kernels' loops on N threads.
+ * Build (MODEL: the library's name, `qcompile --name`, default the model file's stem):
+ *   cc -O2 -DMODEL=fashion_cnn -I OUT examples/run_model.c OUT/libfashion_cnn.a -lm -lpthread
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model.h"
+
+#ifndef MODEL
+#define MODEL model
+#endif
+#define QC_STR_(x) #x
+#define QC_STR(x) QC_STR_(x)
+#define QC_CAT_(a, b) a##b
+#define QC_CAT(a, b) QC_CAT_(a, b)
+#define M(x) QC_CAT(MODEL, x) /* M(_run_v): fashion_cnn_run_v */
+#include QC_STR(MODEL.h)
 
 static int read_all(const char *path, void *dst, size_t n) {
   FILE *f = fopen(path, "rb");
@@ -24,47 +34,59 @@ static int read_all(const char *path, void *dst, size_t n) {
   return 0;
 }
 
+/* Element i of a quantized tensor of this dtype, as a double. */
+static double element(const void *data, const char *dtype, size_t i) {
+  if (!strcmp(dtype, "uint8")) return ((const unsigned char *)data)[i];
+  if (!strcmp(dtype, "int8")) return ((const signed char *)data)[i];
+  if (!strcmp(dtype, "int16")) return ((const short *)data)[i];
+  if (!strcmp(dtype, "int32")) return ((const int *)data)[i];
+  return ((const float *)data)[i];
+}
+
 int main(int argc, char **argv) {
   const char *in = NULL, *out = NULL;
   int raw = 0;
+  M(_threads) threads = {1, NULL, NULL};
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--int")) raw = 1;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads.num_threads = atoi(argv[++i]);
     else if (!in) in = argv[i];
     else out = argv[i];
   }
-  if (!in) { fprintf(stderr, "usage: run_model INPUT [OUTPUT] [--int]\n"); return 2; }
-  void *ws = aligned_alloc(128, (MODEL_WORKSPACE_BYTES + 127) / 128 * 128 + 128);
-  size_t n_in = MODEL_INPUT_0_SIZE, n_out = MODEL_OUTPUT_0_SIZE;
-  size_t in_bytes = raw ? n_in * sizeof(MODEL_INPUT_0_TYPE) : n_in * sizeof(float);
-  const size_t int_bytes[] = MODEL_OUTPUT_BYTES, float_bytes[] = MODEL_OUTPUT_FLOAT_BYTES;
-  const size_t *out_bytes = raw ? int_bytes : float_bytes;
-  void *outs[MODEL_NUM_OUTPUTS];
-  void *x = malloc(in_bytes);
-  if (!ws || !x || read_all(in, x, in_bytes)) return 1;
-  for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i)
-    if (!(outs[i] = malloc(out_bytes[i]))) return 1;
+  if (!in) {
+    fprintf(stderr, "usage: run_model INPUT [OUTPUT] [--int] [--threads N]\n");
+    return 2;
+  }
+  enum { N_OUT = sizeof M(_outputs) / sizeof M(_outputs)[0] };
+  const M(_tensor) *x_info = &M(_inputs)[0], *y_info = &M(_outputs)[0];
+  size_t ws_bytes = M(_workspace_size)(threads.num_threads);
+  void *ws = aligned_alloc(128, (ws_bytes + 127) / 128 * 128);
+  void *x = malloc(raw ? x_info->bytes : 4 * x_info->size), *outs[N_OUT];
+  if (!ws || !x || read_all(in, x, raw ? x_info->bytes : 4 * x_info->size)) return 1;
+  for (int i = 0; i < N_OUT; ++i)
+    if (!(outs[i] = malloc(raw ? M(_outputs)[i].bytes : 4 * M(_outputs)[i].size))) return 1;
   const void *ins[1] = {x};
-  int rc = raw ? model_run_v(ins, outs, ws) : model_run_float_v(ins, outs, ws);
+  int rc = raw ? M(_run_v)(ins, outs, ws, ws_bytes, &threads)
+               : M(_run_float_v)(ins, outs, ws, ws_bytes, &threads);
   if (rc) {
-    fprintf(stderr, "run_model: kernel %d failed: %s\n", rc, model_last_error());
+    fprintf(stderr, "run_model: error %d: %s\n", rc, M(_last_error)(ws));
     return 1;
   }
-  void *y = outs[0];
+  const char *dtype = raw ? y_info->dtype : "float32";
   size_t best = 0;
-  for (size_t i = 1; i < n_out; ++i) {
-    double a = raw ? (double)((MODEL_OUTPUT_0_TYPE *)y)[i] : ((float *)y)[i];
-    double b = raw ? (double)((MODEL_OUTPUT_0_TYPE *)y)[best] : ((float *)y)[best];
-    if (a > b) best = i;
-  }
+  for (size_t i = 1; i < y_info->size; ++i)
+    if (element(outs[0], dtype, i) > element(outs[0], dtype, best)) best = i;
   printf("top class: %zu\n", best);
   if (out) {
     FILE *f = fopen(out, "wb");
     if (!f) return 1;
-    for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i)
-      if (fwrite(outs[i], 1, out_bytes[i], f) != out_bytes[i]) return 1;
+    for (int i = 0; i < N_OUT; ++i) {
+      size_t n = raw ? M(_outputs)[i].bytes : 4 * M(_outputs)[i].size;
+      if (fwrite(outs[i], 1, n, f) != n) return 1;
+    }
     fclose(f);
   }
   free(x); free(ws);
-  for (int i = 0; i < MODEL_NUM_OUTPUTS; ++i) free(outs[i]);
+  for (int i = 0; i < N_OUT; ++i) free(outs[i]);
   return 0;
 }
