@@ -1,0 +1,100 @@
+"""ONNX node names on the Relax graph, so a user reads the names Netron shows them.
+
+Every node gets a name (`name_nodes`: ONNX allows none; an unnamed node becomes
+`<OpType>_<index>`, its position in the file, as ONNX Runtime names them). At import, each
+Relax binding's call carries, in its span's source name, the node it was converted from
+(`tag_nodes`); the float passes keep the span of the call a rewrite replaces
+(`relax_access.with_span`), and `frontend.layer_origin` reads it back per layer.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import onnx
+import tvm
+from tvm import relax
+
+from qcompiler.relax_access import bindings, with_span
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every node named (a copy if one had no name): `Conv_12` for the unnamed
+    Conv at index 12, with a suffix should a node already bear that name."""
+    if all(n.name for n in model.graph.node):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {n.name for n in out.graph.node}
+    for k, node in enumerate(out.graph.node):
+        if not node.name:
+            name, extra = f"{node.op_type}_{k}", 0
+            while name in taken:
+                extra += 1
+                name = f"{node.op_type}_{k}_{extra}"
+            node.name = name
+            taken.add(name)
+    return out
+
+
+def node_of(expr: relax.Expr) -> str | None:
+    """The ONNX node a call was converted from (its span's source name), if known."""
+    span = getattr(expr, "span", None)
+    return None if span is None else str(span.source_name.name)
+
+
+@contextlib.contextmanager
+def capture_importer() -> Iterator[list]:
+    """Keep TVM's ONNX importer of the next import (it maps each ONNX tensor to its Relax
+    expression) in the yielded list."""
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    found: list = []
+    original = fe.ONNXGraphImporter._construct_nodes
+
+    def construct(self, graph):  # noqa: ANN001, ANN202 - the frontend's own signature
+        found.append(self)
+        return original(self, graph)
+
+    fe.ONNXGraphImporter._construct_nodes = construct
+    try:
+        yield found
+    finally:
+        fe.ONNXGraphImporter._construct_nodes = original
+
+
+def tag_nodes(mod: tvm.IRModule, model: onnx.ModelProto, tensors: dict) -> tvm.IRModule:
+    """`mod` whose calls in `main` carry their ONNX node's name in their span. `tensors`
+    (the importer's ONNX tensor -> Relax expression) finds each node's output binding; the
+    bindings emitted before it while converting that node (weight reshapes, a Clip's bounds)
+    belong to the same node. Vars and values are unchanged, only spans are added."""
+    producer = {}
+    for node in model.graph.node:
+        for t in node.output:
+            if t in tensors:
+                producer.setdefault(tensors[t], node.name)
+    main = mod["main"]
+    found = list(bindings(main))
+    owners: list[str | None] = [None] * len(found)
+    owner = None
+    for k in range(len(found) - 1, -1, -1):  # a binding belongs to the next node output
+        b = found[k]
+        owner = producer.get(b.var) or producer.get(b.value) or owner
+        owners[k] = owner
+    bb = relax.BlockBuilder()
+    blocks, k = [], 0
+    for block in main.body.blocks:
+        new = []
+        for b in block.bindings:
+            value = b.value
+            if isinstance(value, relax.Call) and owners[k] is not None:
+                value = bb.normalize(with_span(value, owners[k]))
+            new.append(relax.VarBinding(b.var, value))
+            k += 1
+        kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else \
+            relax.BindingBlock
+        blocks.append(kind(new))
+    out = tvm.IRModule(dict(mod.functions_items()), mod.attrs, mod.global_infos)
+    out["main"] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body),
+                                 main.ret_ty, main.is_pure, main.attrs, main.span)
+    return out
