@@ -47,10 +47,11 @@ def with_onnx_nodes(mod: tvm.IRModule, model: onnx.ModelProto) -> tvm.IRModule:
 
 
 def _output_node(mod: tvm.IRModule, value: relax.Expr) -> str | None:
-    """The ONNX node of a binding's value; for a composite, of the last call inside it."""
+    """The ONNX node of a binding's value: its call's, else (a composite's call) that of the
+    last call inside the composite."""
     if not isinstance(value, relax.Call):
         return None
-    if not isinstance(value.op, relax.GlobalVar):
+    if node_of(value) is not None or not isinstance(value.op, relax.GlobalVar):
         return node_of(value)
     inner = [node_of(b.value) for b in bindings(mod[value.op])]
     return next((n for n in reversed(inner) if n), None)

@@ -81,16 +81,18 @@ def tag_nodes(mod: tvm.IRModule, model: onnx.ModelProto, tensors: dict) -> tvm.I
         b = found[k]
         owner = producer.get(b.var) or producer.get(b.value) or owner
         owners[k] = owner
-    bb = relax.BlockBuilder()
-    blocks, k = [], 0
+    return _rebind(mod, {b.var: with_span(b.value, o) for b, o in zip(found, owners)
+                         if isinstance(b.value, relax.Call) and o is not None})
+
+
+def _rebind(mod: tvm.IRModule, values: dict) -> tvm.IRModule:
+    """`mod` with the bindings of `main` to the vars of `values` bound to those values (the
+    same vars: a call with another span)."""
+    main, bb = mod["main"], relax.BlockBuilder()
+    blocks = []
     for block in main.body.blocks:
-        new = []
-        for b in block.bindings:
-            value = b.value
-            if isinstance(value, relax.Call) and owners[k] is not None:
-                value = bb.normalize(with_span(value, owners[k]))
-            new.append(relax.VarBinding(b.var, value))
-            k += 1
+        new = [relax.VarBinding(b.var, bb.normalize(values[b.var])) if b.var in values else b
+               for b in block.bindings]
         kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else \
             relax.BindingBlock
         blocks.append(kind(new))
@@ -98,3 +100,44 @@ def tag_nodes(mod: tvm.IRModule, model: onnx.ModelProto, tensors: dict) -> tvm.I
     out["main"] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body),
                                  main.ret_ty, main.is_pure, main.attrs, main.span)
     return out
+
+
+def _key(value: relax.Expr, env: dict) -> tuple | None:
+    """A call or projection by its op and operands (vars through `env`, constants alike)."""
+    if isinstance(value, relax.TupleGetItem):
+        return ("item", env.get(value.tuple_value), value.index)
+    if not isinstance(value, relax.Call):
+        return None
+    args = tuple(env.get(a) if isinstance(a, relax.Var) else "const" for a in value.args)
+    return (str(value.op), args)
+
+
+def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
+    """`mod` whose calls of composites in `main` carry the span of the call they replaced in
+    `before`: fusion shares one function between equal groups (two residual adds), so the
+    spans inside a composite name only one of its uses. Each call of `main` is found in
+    `before` by its op and operands; a composite's by replaying its body."""
+    index, span = {}, {}
+    ident = {p: p for p in before.params}
+    for b in bindings(before):
+        ident[b.var] = b.var
+        index.setdefault(_key(b.value, ident), b.var)
+        span[b.var] = getattr(b.value, "span", None)
+    main = mod["main"]
+    env = {p: p for p in main.params}
+    replaced = {}
+    for b in bindings(main):
+        value = b.value
+        if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
+            func = mod[value.op]
+            inner = dict(zip(func.params, (env.get(a) for a in value.args)))
+            for ib in bindings(func):
+                inner[ib.var] = index.get(_key(ib.value, inner))
+            env[b.var] = inner.get(func.body.body)
+            if env[b.var] is not None and span[env[b.var]] is not None:
+                replaced[b.var] = relax.Call(value.op, value.args, value.attrs,
+                                             value.ty_args, span[env[b.var]])
+        else:
+            env[b.var] = env.get(value) if isinstance(value, relax.Var) else \
+                index.get(_key(value, env))
+    return _rebind(mod, replaced)
