@@ -161,8 +161,9 @@ class _Folder:
                 return
             if prev is not None:
                 del self.pending[x]
+                last = value if value.span is not None else prev.last  # a named call
                 self.pending[var] = _Affine(prev.src, prev.a * a, prev.b * a + b,
-                                            prev.ops + 1, prev.conv, value)
+                                            prev.ops + 1, prev.conv, last)
             else:
                 src = self.materialize(x) if isinstance(x, relax.Var) and \
                     (x in self.env or x in self.pending) else x

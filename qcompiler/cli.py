@@ -274,7 +274,9 @@ def _print_precision(choice: list, layers: list[dict], fraction: float) -> None:
           f"budget {100 * fraction:.0f}%); network output SQNR with each layer alone at 4-bit:")
     where = {x.get("index"): i for i, x in enumerate(layers)}
     for c in choice:
-        print(f"    #{where.get(c.position, '?'):<3} {c.name:<10} {c.op:<16} {c.bits}-bit  "
+        k = where.get(c.position)
+        name = c.name if k is None else layers[k]["name"]  # its ONNX node
+        print(f"    #{'?' if k is None else k:<3} {name:<10} {c.op:<16} {c.bits}-bit  "
               f"{c.sqnr_db:6.1f} dB  ({c.elements} weights)")
 
 

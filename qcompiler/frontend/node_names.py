@@ -15,7 +15,7 @@ import onnx
 import tvm
 from tvm import relax
 
-from qcompiler.relax_access import bindings, with_span
+from qcompiler.relax_access import bindings, is_const, with_span
 
 
 def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -103,12 +103,14 @@ def _rebind(mod: tvm.IRModule, values: dict) -> tvm.IRModule:
 
 
 def _key(value: relax.Expr, env: dict) -> tuple | None:
-    """A call or projection by its op and operands (vars through `env`, constants alike)."""
+    """A call or projection by its op and operands (vars through `env`; constants by
+    identity: fusion moves the same objects into its functions; other operands alike)."""
     if isinstance(value, relax.TupleGetItem):
         return ("item", env.get(value.tuple_value), value.index)
     if not isinstance(value, relax.Call):
         return None
-    args = tuple(env.get(a) if isinstance(a, relax.Var) else "const" for a in value.args)
+    args = tuple(env.get(a) if isinstance(a, relax.Var) else a if is_const(a) else "other"
+                 for a in value.args)
     return (str(value.op), args)
 
 
@@ -131,12 +133,14 @@ def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModul
         if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
             func = mod[value.op]
             inner = dict(zip(func.params, (env.get(a) for a in value.args)))
+            named = None  # the last call of the group with a span
             for ib in bindings(func):
                 inner[ib.var] = index.get(_key(ib.value, inner))
+                named = inner[ib.var] if span.get(inner[ib.var]) is not None else named
             env[b.var] = inner.get(func.body.body)
-            if env[b.var] is not None and span[env[b.var]] is not None:
+            if named is not None:
                 replaced[b.var] = relax.Call(value.op, value.args, value.attrs,
-                                             value.ty_args, span[env[b.var]])
+                                             value.ty_args, span[named])
         else:
             env[b.var] = env.get(value) if isinstance(value, relax.Var) else \
                 index.get(_key(value, env))

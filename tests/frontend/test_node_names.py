@@ -108,6 +108,24 @@ def test_unnamed_nodes_get_stable_op_index_names():
     assert _origins(model) == expected  # the same names on every import
 
 
+def test_parallel_branches_keep_their_own_names():
+    """Two convs (BN folded, no activation) on one input: equal but for their constants."""
+    rng = np.random.default_rng(2)
+    nodes, inits = [], {}
+    for b in ("a", "b"):
+        nodes += [helper.make_node("Conv", ["x", f"w{b}"], [f"c{b}"], name=f"/{b}/Conv"),
+                  helper.make_node("BatchNormalization", [f"c{b}", "g", "be", "mu", "var"],
+                                   [f"n{b}"], name=f"/{b}/BatchNormalization")]
+        inits[f"w{b}"] = rng.standard_normal((C, 3, 1, 1))
+    nodes.append(helper.make_node("Concat", ["na", "nb"], ["y"], name="/Concat", axis=1))
+    inits.update(g=np.ones(C), be=np.zeros(C), mu=np.zeros(C), var=np.ones(C))
+    model = make_model(nodes, {"x": (1, 3, 4, 4)}, {"y": None}, inits)
+    assert _origins(model) == [
+        ("/a/Conv", "Conv", ["/a/BatchNormalization (BatchNormalization)"]),
+        ("/b/Conv", "Conv", ["/b/BatchNormalization (BatchNormalization)"]),
+        ("/Concat", "Concat", [])]
+
+
 def test_synthesized_names_avoid_names_in_use():
     nodes = [helper.make_node("Relu", ["x"], ["a"]),
              helper.make_node("Relu", ["a"], ["y"], name="Relu_0")]
