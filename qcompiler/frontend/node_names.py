@@ -99,7 +99,7 @@ def _rebind(mod: tvm.IRModule, values: dict) -> tvm.IRModule:
     out = tvm.IRModule(dict(mod.functions_items()), mod.attrs, mod.global_infos)
     out["main"] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body),
                                  main.ret_ty, main.is_pure, main.attrs, main.span)
-    return out
+    return relax.transform.Normalize()(out)  # the new body's types
 
 
 def _key(value: relax.Expr, env: dict) -> tuple | None:
