@@ -120,7 +120,8 @@ class _Realizer:
         origin = self.ctx.origins.get(var)
         func = self.mod[value.op]
         kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs else ""
-        parts = {**conv.composite_parts(func), "name": f"{name} ({kind or op})",
+        parts = {**conv.composite_parts(func),  # named by its ONNX node, else its kind
+                 "name": name if origin else f"{name} ({kind or op})",
                  "func": func, "kind": kind}
         lower = COMPOSITES.get(kind)
         weights.start_layer(var, origin.name if origin else var.name, len(self.layers))
