@@ -103,15 +103,36 @@ def _rebind(mod: tvm.IRModule, values: dict) -> tvm.IRModule:
 
 
 def _key(value: relax.Expr, env: dict) -> tuple | None:
-    """A call or projection by its op and operands (vars through `env`; constants by
-    identity: fusion moves the same objects into its functions; other operands alike)."""
+    """A call or projection by its op and its var operands (through `env`)."""
     if isinstance(value, relax.TupleGetItem):
         return ("item", env.get(value.tuple_value), value.index)
     if not isinstance(value, relax.Call):
         return None
-    args = tuple(env.get(a) if isinstance(a, relax.Var) else a if is_const(a) else "other"
-                 for a in value.args)
-    return (str(value.op), args)
+    return (str(value.op), tuple(env.get(a) for a in value.args if isinstance(a, relax.Var)))
+
+
+def _constants(value: relax.Expr) -> list:
+    return [a for a in getattr(value, "args", []) if is_const(a)]
+
+
+class _Calls:
+    """The bindings of a function, found by op and operands: of equal candidates (two
+    branches on one input), the one whose constants are the same objects (fusion moves them
+    into its function; a function shared by equal groups holds the first group's)."""
+
+    def __init__(self, func: relax.Function) -> None:
+        self.found: dict = {}
+        env = {p: p for p in func.params}
+        for b in bindings(func):
+            env[b.var] = b.var
+            self.found.setdefault(_key(b.value, env), []).append((b.var, _constants(b.value)))
+
+    def lookup(self, value: relax.Expr, env: dict) -> relax.Var | None:
+        if not (candidates := self.found.get(_key(value, env))):
+            return None
+        mine = _constants(value)
+        return next((v for v, cs in candidates if len(cs) == len(mine) and
+                     all(a.same_as(b) for a, b in zip(cs, mine))), candidates[0][0])
 
 
 def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
@@ -119,12 +140,8 @@ def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModul
     `before`: fusion shares one function between equal groups (two residual adds), so the
     spans inside a composite name only one of its uses. Each call of `main` is found in
     `before` by its op and operands; a composite's by replaying its body."""
-    index, span = {}, {}
-    ident = {p: p for p in before.params}
-    for b in bindings(before):
-        ident[b.var] = b.var
-        index.setdefault(_key(b.value, ident), b.var)
-        span[b.var] = getattr(b.value, "span", None)
+    calls = _Calls(before)
+    span = {b.var: getattr(b.value, "span", None) for b in bindings(before)}
     main = mod["main"]
     env = {p: p for p in main.params}
     replaced = {}
@@ -135,7 +152,7 @@ def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModul
             inner = dict(zip(func.params, (env.get(a) for a in value.args)))
             named = None  # the last call of the group with a span
             for ib in bindings(func):
-                inner[ib.var] = index.get(_key(ib.value, inner))
+                inner[ib.var] = calls.lookup(ib.value, inner)
                 named = inner[ib.var] if span.get(inner[ib.var]) is not None else named
             env[b.var] = inner.get(func.body.body)
             if named is not None:
@@ -143,5 +160,5 @@ def spans_after_fusion(before: relax.Function, mod: tvm.IRModule) -> tvm.IRModul
                                              value.ty_args, span[named])
         else:
             env[b.var] = env.get(value) if isinstance(value, relax.Var) else \
-                index.get(_key(value, env))
+                calls.lookup(value, env)
     return _rebind(mod, replaced)

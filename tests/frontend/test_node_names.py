@@ -126,6 +126,17 @@ def test_parallel_branches_keep_their_own_names():
         ("/Concat", "Concat", [])]
 
 
+def test_equal_activations_sharing_one_function_keep_their_own_names():
+    """Two HardSwish ops become equal composites (one function, the first one's constants)."""
+    nodes = [helper.make_node("HardSwish", ["x"], ["h"], name="/first/HardSwish"),
+             helper.make_node("Conv", ["h", "w"], ["c"], name="/Conv"),
+             helper.make_node("HardSwish", ["c"], ["y"], name="/second/HardSwish")]
+    model = make_model(nodes, {"x": (1, C, 4, 4)}, {"y": None},
+                       {"w": np.random.default_rng(3).standard_normal((C, C, 1, 1))})
+    assert _origins(model) == [("/first/HardSwish", "HardSwish", []), ("/Conv", "Conv", []),
+                               ("/second/HardSwish", "HardSwish", [])]
+
+
 def test_synthesized_names_avoid_names_in_use():
     nodes = [helper.make_node("Relu", ["x"], ["a"]),
              helper.make_node("Relu", ["a"], ["y"], name="Relu_0")]
