@@ -14,7 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
-from qcompiler.relax_access import const_array, is_const, prim_float
+from qcompiler.relax_access import const_array, is_const, prim_float, with_span
 
 
 def _elementwise_extremum(func: tirx.PrimFunc) -> str | None:
@@ -64,14 +64,16 @@ class _ClipRewriter(relax.PyExprMutator):
             if kind is None or bound is None or not np.isfinite(bound):
                 return call
             lo, hi = (bound, math.inf) if kind == "max" else (-math.inf, bound)
-            call = relax.op.clip(args[0], relax.prim_value(lo), relax.prim_value(hi))
+            call = with_span(relax.op.clip(args[0], relax.prim_value(lo), relax.prim_value(hi)),
+                             call)  # the span names its ONNX node (`frontend.node_names`)
         bounds = _clip_bounds(call)
         if bounds is not None and isinstance(call.args[0], relax.Var):
             inner = self.lookup_binding(call.args[0])
             inner_bounds = _clip_bounds(inner) if isinstance(inner, relax.Call) else None
             if inner_bounds is not None:
                 lo, hi = max(bounds[0], inner_bounds[0]), min(bounds[1], inner_bounds[1])
-                call = relax.op.clip(inner.args[0], relax.prim_value(lo), relax.prim_value(hi))
+                call = with_span(relax.op.clip(inner.args[0], relax.prim_value(lo),
+                                               relax.prim_value(hi)), call)
         return call
 
 

@@ -133,7 +133,8 @@ def _rewrite(func: relax.Function) -> relax.Function:
             value = b.value
             if b.var in new:
                 args = [value.args[0], relax.const(new[b.var].astype(np.float32))]
-                value = relax.Call(value.op, args, value.attrs, value.ty_args)
+                value = relax.Call(value.op, args, value.attrs, value.ty_args,
+                                   value.span)  # the span: its ONNX node (layer names)
             bindings.append(relax.VarBinding(b.var, value))
         blocks.append(relax.DataflowBlock(bindings) if isinstance(blk, relax.DataflowBlock)
                       else relax.BindingBlock(bindings))

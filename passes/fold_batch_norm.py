@@ -17,7 +17,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 
-from qcompiler.relax_access import const_array
+from qcompiler.relax_access import const_array, with_span
 
 
 def _pattern() -> tuple:
@@ -59,8 +59,10 @@ def _rewrite(conv_p, bias_p, bn_p):  # noqa: ANN001, ANN202
         k = gamma / np.sqrt(var + eps)
         w_folded = _scale_output_channels(w, k, groups if transposed else 0).astype(np.float32)
         b_folded = ((b - mu) * k + beta).astype(np.float32).reshape(1, cout, 1, 1)
-        new_conv = relax.Call(conv.op, [conv.args[0], relax.const(w_folded)], conv.attrs)
-        return relax.op.add(new_conv, relax.const(b_folded))
+        # the BN's span (its ONNX node) on the conv: the add's is lost when it is normalized
+        new_conv = relax.Call(conv.op, [conv.args[0], relax.const(w_folded)], conv.attrs,
+                              span=bn.span)
+        return with_span(relax.op.add(new_conv, relax.const(b_folded)), bn)
 
     return rewriter
 

@@ -33,6 +33,7 @@ from qcompiler.relax_access import (
     op_name,
     shape_of,
     substitute,
+    with_span,
 )
 
 _AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
@@ -47,6 +48,7 @@ class _Affine:
     b: np.ndarray
     ops: int
     conv: relax.Call | None = None
+    last: relax.Call | None = None  # the last call folded in: its span names the result
 
 
 def _channel_vector(c: np.ndarray, shape: tuple) -> np.ndarray | None:
@@ -110,26 +112,28 @@ class _Folder:
         return self.env[var]
 
     def emit_affine(self, aff: _Affine) -> relax.Expr:
+        """The calls of `aff`, each named by the ONNX node of its last folded call."""
+        def emit(call: relax.Call) -> relax.Expr:
+            return self.bb.emit(with_span(call, aff.last))
+
         c = aff.a.size
         if aff.conv is not None and aff.ops == 0:
-            return self.bb.emit(relax.Call(aff.conv.op, [aff.src, aff.conv.args[1]],
-                                           aff.conv.attrs))
+            return emit(relax.Call(aff.conv.op, [aff.src, aff.conv.args[1]], aff.conv.attrs))
         if aff.conv is not None:
             w = const_array(aff.conv.args[1]).astype(np.float64)
             w = (w * aff.a.reshape(-1, 1, 1, 1)).astype(np.float32)
-            conv = self.bb.emit(relax.Call(aff.conv.op, [aff.src, relax.const(w)],
-                                           aff.conv.attrs))
-            return self.bb.emit(relax.op.add(
+            conv = emit(relax.Call(aff.conv.op, [aff.src, relax.const(w)], aff.conv.attrs))
+            return emit(relax.op.add(
                 conv, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
         if aff.ops == 1 and not np.any(aff.b):  # a lone Mul stays a Mul
-            return self.bb.emit(relax.op.multiply(
+            return emit(relax.op.multiply(
                 aff.src, relax.const(aff.a.astype(np.float32).reshape(1, c, 1, 1))))
         if aff.ops == 1 and np.all(aff.a == 1):  # a lone Add: e.g. the bias of a producer
-            return self.bb.emit(relax.op.add(                # the fusion pass takes it into
+            return emit(relax.op.add(                # the fusion pass takes it into
                 aff.src, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
         w = aff.a.astype(np.float32).reshape(c, 1, 1, 1)
-        conv = self.bb.emit(relax.op.nn.conv2d(aff.src, relax.const(w), groups=c))
-        return self.bb.emit(relax.op.add(
+        conv = emit(relax.op.nn.conv2d(aff.src, relax.const(w), groups=c))
+        return emit(relax.op.add(
             conv, relax.const(aff.b.astype(np.float32).reshape(1, c, 1, 1))))
 
     def substitute(self, value: relax.Expr) -> relax.Expr:
@@ -157,18 +161,19 @@ class _Folder:
                 return
             if prev is not None:
                 del self.pending[x]
+                last = value if value.span is not None else prev.last  # a named call
                 self.pending[var] = _Affine(prev.src, prev.a * a, prev.b * a + b,
-                                            prev.ops + 1, prev.conv)
+                                            prev.ops + 1, prev.conv, last)
             else:
                 src = self.materialize(x) if isinstance(x, relax.Var) and \
                     (x in self.env or x in self.pending) else x
-                self.pending[var] = _Affine(src, a, b, 1)
+                self.pending[var] = _Affine(src, a, b, 1, None, value)
             return
         if isinstance(value, relax.Call) and is_const_nchw_conv(value) \
                 and self.uses.get(var) == 1:
             c = int(shape_of(value)[1])
             src = self.substitute(value.args[0])
-            self.pending[var] = _Affine(src, np.ones(c), np.zeros(c), 0, value)
+            self.pending[var] = _Affine(src, np.ones(c), np.zeros(c), 0, value, value)
             return
         self.env[var] = self.bb.emit(self.substitute(value))
 

@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern, PatternCheckContext
 
+from qcompiler.frontend.node_names import spans_after_fusion
 from qcompiler.relax_access import const_array, is_tensor_const
 
 COMPOSITES = ("qcompiler.conv2d", "qcompiler.conv2d_transpose", "qcompiler.dense",
@@ -76,5 +77,12 @@ def _patterns() -> list[FusionPattern]:
 
 
 def fuse_activation() -> tvm.transform.Pass:
-    return relax.transform.FuseOpsByPattern(_patterns(), bind_constants=True,
+    fuse = relax.transform.FuseOpsByPattern(_patterns(), bind_constants=True,
                                             annotate_codegen=False)
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fuse_activation")
+    def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
+        # each composite call keeps the ONNX node of the group it replaced (layer names)
+        return spans_after_fusion(mod["main"], fuse(mod))
+
+    return transform

@@ -37,6 +37,7 @@ from qcompiler.relax_access import (
     op_name,
     shape_of,
     substitute,
+    with_span,
 )
 
 COMPOSITE = "qcompiler.elementwise"
@@ -244,7 +245,9 @@ def _wrap(bb: relax.BlockBuilder, gv: tvm.ir.GlobalVar, func: relax.Function) ->
             if b.var in last:
                 g = last[b.var]
                 f = _composite(values, g, bb.get())
-                call = relax.Call(bb.add_func(f, _name(f)), [g.root])
+                # equal chains share one function: the call's span names this one's last node
+                last_call = list(bindings(f))[-1].value
+                call = with_span(relax.Call(bb.add_func(f, _name(f)), [g.root]), last_call)
                 out.append(relax.VarBinding(b.var, bb.normalize(call)))
             elif b.var not in skip:
                 out.append(b)

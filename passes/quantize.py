@@ -25,6 +25,7 @@ from tvm import relax
 
 from qcompiler import kernels
 from qcompiler.errors import QCompileError
+from qcompiler.frontend.layer_origin import layer_origins
 from qcompiler.frontend.qdq_import import WeightTable
 from qcompiler.graph_meta import LayerRecord, attach_graph_meta
 from qcompiler.lowering import conv, moves, spatial, tables
@@ -67,9 +68,18 @@ class _Realizer:
     ctx: Context
     layers: list[LayerRecord] = field(default_factory=list)
 
+    def record(self, var: relax.Var, op: str, status: str, detail: str = "",
+               weight_bits: int = 0) -> None:
+        """The summary line of the layer bound to `var`, named by its ONNX nodes."""
+        origin = self.ctx.origins.get(var)
+        self.layers.append(LayerRecord(var.name, op, status, detail, weight_bits=weight_bits)
+                           if origin is None else
+                           LayerRecord(origin.name, op, status, detail, weight_bits=weight_bits,
+                                       onnx_op=origin.op_type, fused=list(origin.fused)))
+
     # ---- the walk -----------------------------------------------------------------------
     def binding(self, var: relax.Var, value: relax.Expr, qp: QParams | None) -> None:
-        name, env = var.name, self.ctx.env
+        name, env = self.ctx.label(var), self.ctx.env
         if isinstance(value, relax.Var):
             env[var] = env[value]
             return
@@ -81,13 +91,13 @@ class _Realizer:
             return
         if op_name(value) == "relax.split":
             env[var] = moves.split(self.ctx, var, value)
-            self.layers.append(LayerRecord(name, "split", "integer"))
+            self.record(var, "split", "integer")
             return
         if not isinstance(var.ty, relax.TensorType):
-            raise QCompileError(f"binding {name}: {op_name(value) or 'expression'} returns a "
+            raise QCompileError(f"layer {name}: {op_name(value) or 'expression'} returns a "
                                 "non-tensor value, which qcompiler cannot quantize")
         if not isinstance(value, relax.Call):
-            raise QCompileError(f"binding {name}: unsupported expression "
+            raise QCompileError(f"layer {name}: unsupported expression "
                                 f"{type(value).__name__}")
         op = op_name(value)
         if op not in PASSTHROUGH_OPS:
@@ -99,28 +109,29 @@ class _Realizer:
         out = lower(self.ctx, value, qp) if lower else None
         if out is not None:
             env[var] = out
-            self.layers.append(LayerRecord(name, op.split(".")[-1], "integer"))
+            self.record(var, op.split(".")[-1], "integer")
             return
         env[var] = float_fallback(self.ctx, var, value, qp)
-        self.layers.append(LayerRecord(name, op.replace("relax.", ""), "float",
-                                       "float op between dequantize and quantize"))
+        self.record(var, op.replace("relax.", ""), "float",
+                    "float op between dequantize and quantize")
 
     def composite(self, var: relax.Var, value: relax.Call, op: str, qp: QParams) -> None:
-        name, weights = var.name, self.ctx.weights
+        name, weights = self.ctx.label(var), self.ctx.weights
+        origin = self.ctx.origins.get(var)
         func = self.mod[value.op]
         kind = str(func.attrs["Composite"]) if func.attrs and "Composite" in func.attrs else ""
-        parts = {**conv.composite_parts(func), "name": f"{name} ({kind or op})",
+        parts = {**conv.composite_parts(func),  # named by its ONNX node, else its kind
+                 "name": name if origin else f"{name} ({kind or op})",
                  "func": func, "kind": kind}
         lower = COMPOSITES.get(kind)
-        weights.start_layer(var, name, len(self.layers))
+        weights.start_layer(var, origin.name if origin else var.name, len(self.layers))
         out = lower(self.ctx, value, parts, qp) if lower else None
         if out is None:
-            raise QCompileError(f"binding {name}: composite {kind or op} has a form "
+            raise QCompileError(f"layer {name}: composite {kind or op} has a form "
                                 "qcompiler cannot quantize")
         self.ctx.env[var] = Value(out, qp)
         label = parts.get("label") or kind.split(".")[-1]  # a lowering may name its chain
-        self.layers.append(LayerRecord(name, label, "integer", weights.note,
-                                       weight_bits=weights.bits_used))
+        self.record(var, label, "integer", weights.note, weights.bits_used)
         weights.note = ""
 
     def run(self) -> tvm.IRModule:
@@ -205,7 +216,7 @@ def realize(mod: tvm.IRModule, in_qparams: list[QParams],
     mean_of = None if means is None else \
         dict(zip([*mod["main"].params, *bound], [*means[0], *means[1]]))
     weights = WeightQuantizer(per_channel, weight_bits, given, mean_of, dict(layer_bits or {}))
-    ctx = Context(weights, dict(zip(bound, names or [])))
+    ctx = Context(weights, dict(zip(bound, names or [])), layer_origins(mod))
     return _Realizer(mod, in_qparams, binding_qparams, ctx).run()
 
 

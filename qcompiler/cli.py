@@ -35,8 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
                     help="16: int16 activations (symmetric); default 8, the target's dtype")
     ap.add_argument("--precision", default=None, metavar="JSON",
-                    help='per-layer weight bits: {"weight_bits": {"lv3": 4, "#5": 4}} (layer '
-                         "names or #indices as in the summary); others take --weight-bits")
+                    help='per-layer weight bits: {"weight_bits": {"/conv1/Conv": 4, "#5": 4}} '
+                         "(ONNX node names or #indices as in the summary); others take "
+                         "--weight-bits")
     ap.add_argument("--mixed-precision", type=float, default=None, metavar="FRACTION",
                     help="keep at most this fraction of conv/dense weight elements at 8 bits; "
                          "the layers least sensitive on the calibration data take 4 bits")
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from qcompiler.frontend.onnx_import import import_onnx, initializer_bytes
     from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
-    from qcompiler.graph_meta import schedule_fallbacks
+    from qcompiler.graph_meta import layer_label, schedule_fallbacks
     from qcompiler.reference import Reference
 
     if args.threads < 1:
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     layers = info["layers"]
     n_int = sum(1 for x in layers if x["status"] == "integer")
-    fallback = [f"{x['op']} ({x['name']})" for x in layers if x["status"] == "float"]
+    fallback = [layer_label(x) for x in layers if x["status"] == "float"]
     w_float = initializer_bytes(model)
     w_int = sum(c.value.numpy().nbytes for c in _constants(compiled.quantized))
     tt = compiled.tvm_target.attrs
@@ -193,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(database_summary(Path(config.tuning_root()), compiled.target,
                                           compiled.quantized)))
-    requantized = [x["name"] for x in layers if x["detail"].startswith("weights re-quantized")]
+    requantized = [layer_label(x) for x in layers
+                   if x["detail"].startswith("weights re-quantized")]
     if requantized:
         print(f"  note:       {len(requantized)} layer(s) re-quantized their weights (a "
               "BatchNormalization with no Q/DQ before it folded into the model's int8 "
@@ -261,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         worst = min((x for x in per_layer if x.get("sqnr_db") is not None),
                     key=lambda x: x["sqnr_db"], default=None)
         print(f"  report:     {args.report}"
-              + (f" (lowest SQNR {worst['sqnr_db']:.1f} dB at {worst['op']} {worst['name']})"
+              + (f" (lowest SQNR {worst['sqnr_db']:.1f} dB at {layer_label(worst)})"
                  if worst else ""))
     print(f"  wrote {', '.join(f'{out}/{f}' for f in sorted(os.listdir(out)) if f[0] != '.')}")
     return 0 if exact else 1
@@ -275,7 +277,9 @@ def _print_precision(choice: list, layers: list[dict], fraction: float) -> None:
           f"budget {100 * fraction:.0f}%); network output SQNR with each layer alone at 4-bit:")
     where = {x.get("index"): i for i, x in enumerate(layers)}
     for c in choice:
-        print(f"    #{where.get(c.position, '?'):<3} {c.name:<10} {c.op:<16} {c.bits}-bit  "
+        k = where.get(c.position)
+        name = c.name if k is None else layers[k]["name"]  # its ONNX node
+        print(f"    #{'?' if k is None else k:<3} {name:<10} {c.op:<16} {c.bits}-bit  "
               f"{c.sqnr_db:6.1f} dB  ({c.elements} weights)")
 
 

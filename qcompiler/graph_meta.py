@@ -7,7 +7,7 @@ It travels with the IRModule as the JSON attribute `qcompiler.graph`, so every s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import tvm
 
@@ -16,10 +16,11 @@ ATTR = "qcompiler.graph"
 
 @dataclass
 class LayerRecord:
-    """One line of the compile summary: what a float op became."""
+    """One line of the compile summary: what a float op became. `name` and `onnx_op`: its
+    ONNX node as Netron shows it (`frontend.layer_origin`), else its float graph binding."""
 
     name: str
-    op: str
+    op: str  # the integer kernel's op (conv2d, add, elementwise, ...)
     status: str  # "integer" or "float"
     detail: str = ""
     index: int = -1  # position among the float graph's tensor bindings (calibration order)
@@ -27,6 +28,13 @@ class LayerRecord:
     scale: float = 0.0
     zero_point: int = 0
     weight_bits: int = 0  # conv/dense: the bits of its weights (0: no weights)
+    onnx_op: str = ""  # the ONNX op type of the node `name`
+    fused: list[str] = field(default_factory=list)  # its other ONNX nodes, "name (OpType)"
+
+
+def layer_label(layer: dict) -> str:
+    """A layer as messages name it: `/features/features.3/Conv (Conv)`."""
+    return f"{layer['name']} ({layer['onnx_op']})" if layer.get("onnx_op") else layer["name"]
 
 
 def attach_graph_meta(mod: tvm.IRModule, inputs: list[dict], outputs: list[dict],
@@ -51,7 +59,7 @@ class ScheduleFallback:
     (same operands, same numbers; `schedules._plan`, `passes.plan_layout`). A bug to report, not
     a user mistake: the fuzz and zoo tests require none."""
 
-    layer: str  # the layer's name in the summary (LayerRecord.name), else the kernel's tensor
+    layer: str  # the layer's label in the summary (`layer_label`), else the kernel's tensor
     op: str
     kernel: str  # the kernel's global symbol, e.g. "q3_conv2d"
     rule: str  # the rule that raised, e.g. "x86_vnni_depthwise"
@@ -87,7 +95,7 @@ def record_schedule_fallbacks(mod: tvm.IRModule, found: list[ScheduleFallback]
         done.add((f.kernel, f.rule))
         layer = by_tensor.get(f.layer)
         if layer is not None:
-            f = ScheduleFallback(layer["name"], layer["op"], f.kernel, f.rule, f.error)
+            f = ScheduleFallback(layer_label(layer), layer["op"], f.kernel, f.rule, f.error)
             note = f"portable kernel ({f.rule}: schedule error: {f.error})"
             layer["detail"] = f"{layer['detail']}; {note}" if layer["detail"] else note
         meta.setdefault(FALLBACKS, []).append(asdict(f))

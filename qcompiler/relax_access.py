@@ -61,6 +61,16 @@ def is_const_nchw_conv(expr: object) -> bool:
         ("NCHW", "OIHW", "NCHW")
 
 
+def with_span(call: relax.Call, source: relax.Expr | str | None) -> relax.Call:
+    """`call` with the span of `source` (or one naming it): a rewrite keeps the ONNX node of
+    the call it replaces, which is how layers are named (`frontend.node_names`)."""
+    if isinstance(source, str):
+        source = tvm.ir.Span(tvm.ir.SourceName(source), 0, 0, 0, 0)
+    elif source is not None:
+        source = source.span
+    return relax.Call(call.op, call.args, call.attrs, call.ty_args, source)
+
+
 def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
     """`expr` (A-normal form: a call, tuple or projection of vars, constants and global vars)
     with the Vars and GlobalVars of `env` replaced."""
@@ -73,7 +83,7 @@ def substitute(expr: relax.Expr, env: dict) -> relax.Expr:
     if isinstance(expr, relax.Call):
         return relax.Call(substitute(expr.op, env) if isinstance(expr.op, relax.GlobalVar)
                           else expr.op, [substitute(a, env) for a in expr.args], expr.attrs,
-                          expr.ty_args)
+                          expr.ty_args, expr.span)  # the span: its ONNX node (`node_names`)
     return expr
 
 

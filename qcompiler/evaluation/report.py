@@ -17,7 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qcompiler.graph_meta import graph_meta
+from qcompiler.graph_meta import graph_meta, layer_label
 from qcompiler.numerics.calibrate import probe_module
 from qcompiler.numerics.qparams import dtype_range
 from qcompiler.pipeline import Compiled
@@ -94,6 +94,11 @@ def _fmt_db(v: float | None) -> str:
     return "exact" if v == math.inf else f"{v:.1f}"
 
 
+def _layer_cell(layer: dict) -> str:
+    """Its ONNX node as Netron shows it, then ` + ` the nodes fused into it."""
+    return html.escape(" + ".join([layer_label(layer), *layer.get("fused", [])]))
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Rename a finished temporary file into place with the permissions a plain `open` would
     give it (mkstemp makes it 0600: a report nobody else could read)."""
@@ -120,7 +125,7 @@ def write_report(path: Path, layers: list[dict], title: str) -> None:
     _plot(layers, Path(tmp))
     _publish(tmp, png)
     rows = "\n".join(
-        f"<tr><td>{i}</td><td>{html.escape(x['name'])}</td><td>{html.escape(x['op'])}</td>"
+        f"<tr><td>{i}</td><td>{_layer_cell(x)}</td><td>{html.escape(x['op'])}</td>"
         f"<td class='{x['status']}'>{x['status']}</td><td>{x.get('scale', 0):.6g}</td>"
         f"<td>{x.get('zero_point', 0)}</td><td>{_fmt_db(x.get('sqnr_db'))}</td></tr>"
         for i, x in enumerate(layers))

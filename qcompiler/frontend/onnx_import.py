@@ -17,6 +17,8 @@ import onnx
 from onnx import numpy_helper
 
 from qcompiler.errors import QCompileError, UnsupportedModelError
+from qcompiler.frontend.layer_origin import with_onnx_nodes
+from qcompiler.frontend.node_names import capture_importer, name_nodes, tag_nodes
 from qcompiler.frontend.normalize import normalize_onnx
 from qcompiler.frontend.static_shapes import (
     ModelInput,
@@ -65,7 +67,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QCompileError(f"{path}: fails onnx.checker: {first}") from None
-    return normalize_onnx(model)
+    return normalize_onnx(name_nodes(model))
 
 
 def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -295,14 +297,16 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
     from tvm.relax.frontend.onnx import from_onnx
 
     # Static inputs make the exporter's shape arithmetic constants: fold it before judging ops.
-    model = fold_shape_arithmetic(with_static_inputs(model, inputs))
+    model = fold_shape_arithmetic(with_static_inputs(name_nodes(model), inputs))
     check_supported(model)
     problem = None
-    with _quiet_frontend(), _our_converters():
+    with _quiet_frontend(), _our_converters(), capture_importer() as importer:
         try:
-            return from_onnx(model, shape_dict={i.name: list(i.shape) for i in inputs},
-                             dtype_dict={i.name: i.dtype for i in inputs},
-                             keep_params_in_input=False, sanitize_input_names=False)
+            mod = from_onnx(model, shape_dict={i.name: list(i.shape) for i in inputs},
+                            dtype_dict={i.name: i.dtype for i in inputs},
+                            keep_params_in_input=False, sanitize_input_names=False)
+            # the ONNX node names layers are reported by (`frontend.layer_origin`)
+            return with_onnx_nodes(tag_nodes(mod, model, importer[0]._nodes), model)
         except Exception as exc:  # the frontend raises bare TVM errors on shape problems
             text = str(exc).strip()
             problem = text.splitlines()[-1] if text else type(exc).__name__

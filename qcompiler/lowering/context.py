@@ -22,6 +22,7 @@ from qcompiler.relax_access import shape_of
 class Context:
     weights: WeightQuantizer
     names: dict = field(default_factory=dict)  # binding -> ONNX tensor name, for errors
+    origins: dict = field(default_factory=dict)  # binding -> its ONNX nodes (LayerOrigin)
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)  # float graph var -> Value (a list for a tuple)
     counter: int = 0  # kernels emitted so far: each one's symbol is q<counter>_<name>
@@ -32,6 +33,11 @@ class Context:
         symbol = f"q{self.counter}_{name}"
         gv = self.bb.add_func(func.with_attr("global_symbol", symbol), symbol)
         return self.bb.emit(relax.call_tir(gv, args, relax.TensorType(shape, dtype)))
+
+    def label(self, var: relax.Var) -> str:
+        """The layer of `var` as messages name it: its ONNX node and op type, else `var`."""
+        origin = self.origins.get(var)
+        return origin.label if origin is not None else var.name
 
     def requantize(self, v: Value, qp: QParams, lo_real: float = -math.inf,
                    hi_real: float = math.inf) -> relax.Expr:
@@ -51,6 +57,6 @@ class Context:
         """A binding that needs its own qparams has them (a QDQ model may lack some)."""
         if qp is None:
             raise QCompileError(
-                f"tensor {self.names.get(var) or var.name}: the model gives no scale and zero "
-                "point for it (no QuantizeLinear/DequantizeLinear pair); give --calib to "
+                f"tensor {self.names.get(var) or self.label(var)}: the model gives no scale and "
+                "zero point for it (no QuantizeLinear/DequantizeLinear pair); give --calib to "
                 "calibrate it")

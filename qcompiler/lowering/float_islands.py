@@ -30,17 +30,17 @@ def float_fallback(ctx: Context, var: relax.Var, call: relax.Call, qp: QParams) 
             func = kernels.dequantize(shape, v.qp.dtype, v.qp.scale, v.qp.zero_point)
             args.append(ctx.call_kernel("dequantize", func, [v.expr], shape, "float32"))
         elif isinstance(arg, relax.Var):
-            raise QCompileError(f"op {op_name(call)} at {var.name}: input "
+            raise QCompileError(f"op {op_name(call)} at {ctx.label(var)}: input "
                                 f"{arg.name} is not a tensor qcompiler can quantize")
         elif isinstance(arg, (relax.Tuple, relax.GlobalVar)):
-            raise QCompileError(f"op {op_name(call)} at {var.name}: takes its tensors in a "
+            raise QCompileError(f"op {op_name(call)} at {ctx.label(var)}: takes its tensors in a "
                                 "tuple or a TIR function, which the float fallback cannot "
                                 "dequantize")
         else:
             args.append(arg)
     f = ctx.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
     if not isinstance(f.ty, relax.TensorType) or dtype_of(f) != "float32":
-        raise QCompileError(f"op {op_name(call)} at {var.name}: float fallback needs "
+        raise QCompileError(f"op {op_name(call)} at {ctx.label(var)}: float fallback needs "
                             "one float32 tensor output")
     shape = shape_of(f)
     lo, hi = dtype_range(qp.dtype)

@@ -1,6 +1,7 @@
 """`qcompile --report`: the HTML table, its PNG plot, and SQNR figures that mean something."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import re
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL
 
 from qcompiler.cli import main
+from qcompiler.graph_meta import layer_label
 
 
 def test_report_renders_table_and_plot(tmp_path, capsys):
@@ -22,7 +24,9 @@ def test_report_renders_table_and_plot(tmp_path, capsys):
                       r"<td>([^<]*)</td></tr>", text)
     assert len(rows) == len(layers) > 5
     for (idx, name, op, status, scale, zp, sqnr), layer in zip(rows, layers):
-        assert (name, op, status) == (layer["name"], layer["op"], layer["status"])
+        assert (name, op, status) == (html.unescape(" + ".join([layer_label(layer),
+                                                                *layer["fused"]])),
+                                      layer["op"], layer["status"])
         assert float(scale) > 0 and int(zp) == layer["zero_point"]
         # Every integer layer of the trained model tracks its float value closely; a wrong
         # scale, zero point or tensor mapping would give a few dB at best.

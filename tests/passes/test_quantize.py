@@ -83,7 +83,7 @@ def test_non_tensor_binding_is_a_clear_error():
             out = bb.emit_output(relax.op.nn.relu(x))
         bb.emit_func_output(out)
     qp = QParams(0.1, 0, "uint8")
-    with pytest.raises(QCompileError, match=r"binding \w+: relax.shape_of returns a non-tensor "
+    with pytest.raises(QCompileError, match=r"layer \w+: relax.shape_of returns a non-tensor "
                                             r"value, which qcompiler cannot quantize"):
         realize(bb.get(), [qp], [qp])
     with pytest.raises(RuntimeError, match="relax.shape_of returns a non-tensor value"):

@@ -16,7 +16,7 @@ from qcompiler.schedules.x86.depthwise import Depthwise
 from tvm import relax
 
 from qcompiler.config import CompileConfig
-from qcompiler.graph_meta import graph_meta, schedule_fallbacks
+from qcompiler.graph_meta import graph_meta, layer_label, schedule_fallbacks
 from qcompiler.pipeline import compile_model
 from qcompiler.relax_access import bindings, op_name
 
@@ -53,7 +53,8 @@ def test_a_rule_that_raises_leaves_the_portable_kernel_and_the_summary_says_so(
     line = next(x for x in text.splitlines() if x.strip().startswith("schedules:"))
     layer = json.loads((out / "model.json").read_text())["layers"][0]
     rule = "x86_vnni_depthwise" if "x86-64-v4" in text else "depthwise"  # (the host's ISA)
-    assert f"on the portable kernel: {layer['name']} {layer['op']} ({rule}: schedule error: " \
+    assert (layer["name"], layer["fused"]) == ("Conv_0", ["Relu_1 (Relu)"])  # ONNX nodes
+    assert f"on the portable kernel: Conv_0 (Conv) {layer['op']} ({rule}: schedule error: " \
         "ScheduleError: injected: the rule cannot schedule this)" in line
     assert "portable kernel" in layer["detail"] and "injected" in layer["detail"]
 
@@ -83,7 +84,7 @@ def test_vnni_rules_that_raise_fall_back_per_layer(monkeypatch, blocked_layout):
     compiled = _compile(_model(rng), rng, vnni_target(), blocked_layout=blocked_layout)
     found = schedule_fallbacks(compiled.quantized)
     layers = graph_meta(compiled.quantized)["layers"]
-    assert {f.layer for f in found} == {x["name"] for x in layers}
+    assert {f.layer for f in found} == {layer_label(x) for x in layers}
     assert all(f.error.startswith("ScheduleError: injected") for f in found)
     rules = {f.rule for f in found}
     assert rules >= ({"blocked_conv2d"} if blocked_layout else {"x86_vnni_depthwise"})
