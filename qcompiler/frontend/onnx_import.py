@@ -37,7 +37,7 @@ INTEGER_OPS = frozenset({
 # a quantize.
 ELEMENTWISE_OPS = frozenset({
     "Sub", "Div", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Softplus",
-    "Softsign", "Mish", "Gelu", "Elu", "Selu", "Max", "Min",
+    "Softsign", "Mish", "Gelu", "Elu", "Selu", "Max", "Min", "Round",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({

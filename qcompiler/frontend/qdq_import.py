@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qcompiler.errors import QCompileError
+from qcompiler.frontend.qdq_chains import keep_chain_roundings
 from qcompiler.numerics.qparams import QParams
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -234,6 +235,7 @@ def strip_qdq(model: onnx.ModelProto) -> QDQModel:
             n.input[j] = rename.get(name, name)
     activations = {rename.get(k, k): v for k, v in activations.items()}
     stripped = _separate_batch_norms(_rebuild(model, kept, new_consts), activations, table)
+    stripped = keep_chain_roundings(stripped, activations)  # (table chains skip the tensors)
     return QDQModel(stripped, activations, table)
 
 
