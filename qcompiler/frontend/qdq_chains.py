@@ -31,10 +31,10 @@ CHAIN_OPS = ELEMENTWISE_OPS | {"Add", "Mul", "Relu", "Clip", "LeakyRelu", "PRelu
 def _chain_roots(model: onnx.ModelProto) -> dict[str, str]:
     """The tensor each value's elementwise chain starts from: a value made by a chain op
     whose non-constant inputs share one root has that root; any other value is its own
-    (absent here). The constants map to themselves too."""
+    (absent here); a constant maps to "" (no tensor)."""
     constants = {i.name for i in model.graph.initializer} | \
         {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    roots = {c: "" for c in constants}  # "": no tensor
+    roots = {c: "" for c in constants}
     for n in model.graph.node:  # (in graph order: producers first)
         found = {roots.get(i, i) for i in n.input if i} - {""}
         if n.op_type in CHAIN_OPS and len(found) == 1:
