@@ -319,18 +319,24 @@ def se_block_model(rng: np.random.Generator) -> onnx.ModelProto:
     return make_model(nodes, {"x": ("N", 3, 8, 8)}, {"y": None}, inits)
 
 
-def test_ort_qdq_with_uint8_constant_operands(tmp_path, rng):
-    """ORT (per-channel QDQ) writes the constants of Add/Mul as uint8 behind a
-    DequantizeLinear: each is its float value, and the graph compiles integer end to end,
+@pytest.mark.parametrize("activations", [QuantType.QUInt8, QuantType.QInt8], ids=["u8", "s8"])
+def test_ort_qdq_with_quantized_constant_operands(activations, tmp_path, rng):
+    """ORT (per-channel QDQ) writes the constants of Add/Mul like activations (uint8, or
+    int8 with a zero point) behind a DequantizeLinear: each is its float value, not a weight,
+    and the graph compiles integer end to end,
     bit-exact against the reference, its conv and Gemm weights the model's own integers, and
     within 1 LSB of ORT's QDQ graph (the hard-swish table keeps the saturation of the tensors
     ORT quantizes inside it: without, up to 9 LSB off wherever `c + 3 < 0`)."""
-    qdq = ort_qdq(se_block_model(rng), tmp_path, per_channel=True)
+    qdq = ort_qdq(se_block_model(rng), tmp_path, per_channel=True, activations=activations)
     inits = _inits(qdq)
+    dtype = np.uint8 if activations == QuantType.QUInt8 else np.int8
     constant_ops = {n.op_type for n in qdq.graph.node for d in qdq.graph.node
                     if d.op_type == "DequantizeLinear" and d.output[0] in n.input
-                    and inits.get(d.input[0], np.zeros(0, np.int8)).dtype == np.uint8}
+                    and n.op_type not in ("Conv", "Gemm")
+                    and inits.get(d.input[0], np.zeros(0, np.float32)).dtype == dtype}
     assert constant_ops == {"Add", "Mul"}  # the pattern this test is about
+    if activations == QuantType.QInt8:  # (a 4-D int8 constant: once taken for a weight)
+        assert inits["ch_quantized"].ndim == 4 and inits["ch_zero_point"] != 0
     compiled, lib = compile_qdq(qdq, tmp_path)
     inputs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(32)]
     check_against_reference(compiled, lib, [[x] for x in inputs[:4]])
