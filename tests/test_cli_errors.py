@@ -71,13 +71,14 @@ def test_unsupported_ops_listed_in_one_error(tmp_path, out):
 
 def test_unsupported_attribute_named(tmp_path, out):
     node = helper.make_node("MaxPool", ["x"], ["y"], name="pool_9", kernel_shape=[2, 2],
-                            ceil_mode=1)
+                            ceil_mode=1, auto_pad="SAME_UPPER")
     path = tmp_path / "attr.onnx"
     onnx.save(make_model([node], {"x": (1, 1, 5, 5)}, {"y": None}), str(path))
     calib = tmp_path / "c.npz"
     np.savez(calib, x=np.zeros((2, 1, 5, 5), np.float32))
     res = qcompile(path, "--calib", calib, "-o", out, cwd=tmp_path)
-    assert_user_error(res, r"attribute pool_9 \(MaxPool\): ceil_mode=1", out)
+    assert_user_error(res, r"attribute pool_9 \(MaxPool\): ceil_mode=1 with "
+                           r"auto_pad=SAME_UPPER", out)
 
 
 @pytest.mark.parametrize("data,pattern", [

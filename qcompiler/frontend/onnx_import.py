@@ -39,7 +39,7 @@ INTEGER_OPS = frozenset({
 # a quantize.
 ELEMENTWISE_OPS = frozenset({
     "Sub", "Div", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Softplus",
-    "Softsign", "Mish", "Gelu", "Elu", "Selu", "Max", "Min",
+    "Softsign", "Mish", "Gelu", "Elu", "Selu", "Max", "Min", "Round",
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
@@ -164,8 +164,9 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
     if node.op_type == "ConvTranspose" and _attr(node, "output_shape") is not None:
         bad.append(f"{where}: output_shape (give pads and output_padding instead)")
     if node.op_type in ("MaxPool", "AveragePool"):
-        if _attr(node, "ceil_mode", 0):
-            bad.append(f"{where}: ceil_mode=1")
+        auto_pad = _attr(node, "auto_pad", b"NOTSET")
+        if _attr(node, "ceil_mode", 0) and auto_pad != b"NOTSET":  # ONNX leaves it undefined
+            bad.append(f"{where}: ceil_mode=1 with auto_pad={auto_pad.decode()}")
         if any(d != 1 for d in (_attr(node, "dilations", []) or [])):
             bad.append(f"{where}: dilations={list(_attr(node, 'dilations'))}")
         if len(_attr(node, "kernel_shape", [0, 0])) != 2:

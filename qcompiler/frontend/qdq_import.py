@@ -7,6 +7,12 @@ and stores each weight as integers behind a `DequantizeLinear(q, s[c], 0, axis)`
 integers and scales by float value, and return the float graph without Q/DQ nodes, its weights
 dequantized exactly as ONNX does (float32 `(q - zp) * s`). The pipeline then imports the float
 graph as usual and uses these parameters instead of calibrated ones.
+
+The weights of a Conv, ConvTranspose, Gemm or MatMul (their input 1) are taken as the model's
+integers, so they must be int8 with zero point 0. Any other constant behind Q/DQ (ORT quantizes
+the operand of a `Mul`/`Add` by a constant like an activation: uint8, any zero point, per
+tensor or per axis) is just the float constant it dequantizes to, which the compiler handles
+like any other constant.
 """
 from __future__ import annotations
 
@@ -17,12 +23,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qcompiler.errors import QCompileError
-from qcompiler.numerics.qparams import QParams, dtype_range
+from qcompiler.frontend.qdq_chains import keep_chain_roundings
+from qcompiler.numerics.qparams import QParams
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 ACTIVATION_DTYPES = ("uint8", "int8", "int16")
 WEIGHT_DTYPE = "int8"
-BIAS_DTYPE = "int32"
+# The input each op takes its weight from (ONNX input index).
+WEIGHT_INPUTS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
 @dataclass(frozen=True)
@@ -138,32 +146,43 @@ def _activation(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray) -> QPar
 def _quantize_constant(node: onnx.NodeProto, x: np.ndarray, consts: dict) -> np.ndarray:
     """ONNX QuantizeLinear of a constant (a fake-quant weight): saturate(rint(x / s) + zp)."""
     scale, zp, axis = _params(node, consts)
-    if zp.dtype.name not in (WEIGHT_DTYPE, BIAS_DTYPE):
-        raise QCompileError(f"{_where(node)}: zero point is {zp.dtype}; qcompiler takes int8 "
-                            "weights (and int32 biases)")
-    lo, hi = dtype_range(zp.dtype.name)
+    if zp.dtype.kind not in "iu":
+        raise QCompileError(f"{_where(node)}: zero point is {zp.dtype}; qcompiler takes "
+                            "integer quantized constants")
+    lo, hi = np.iinfo(zp.dtype).min, np.iinfo(zp.dtype).max
     q = np.rint(x.astype(np.float32) / _per_axis(scale, axis, x.ndim)) \
         + _per_axis(zp, axis, x.ndim).astype(np.float32)
     return np.clip(q, lo, hi).astype(zp.dtype)
 
 
 def _dequantize_constant(node: onnx.NodeProto, q: np.ndarray, consts: dict,
-                         table: WeightTable) -> np.ndarray:
-    """ONNX DequantizeLinear of a constant, float32 `(q - zp) * s`; int8 weights are recorded."""
+                         table: WeightTable, is_weight: bool) -> np.ndarray:
+    """ONNX DequantizeLinear of a constant, float32 `(q - zp) * s`. Symmetric int8 tensors are
+    recorded as given weights (found by value, also behind a Transpose); a weight input
+    (`is_weight`) must be one."""
     scale, zp, axis = _params(node, consts)
-    if q.dtype.name not in (WEIGHT_DTYPE, BIAS_DTYPE):
-        raise QCompileError(f"{_where(node)}: constant {node.input[0]} is {q.dtype}; qcompiler "
-                            "takes int8 weights (and int32 biases)")
+    if q.dtype.kind not in "iu":
+        raise QCompileError(f"{_where(node)}: constant {node.input[0]} is {q.dtype}; "
+                            "qcompiler takes integer quantized constants")
     zp_b = _per_axis(zp, axis, q.ndim).astype(np.int64)
     w = ((q.astype(np.int64) - zp_b).astype(np.float32)
          * _per_axis(scale, axis, q.ndim)).astype(np.float32)
-    if q.dtype.name == WEIGHT_DTYPE and q.ndim >= 2:
-        if np.any(zp != 0):
-            raise QCompileError(f"{_where(node)}: weight {node.input[0]} has a nonzero zero "
-                                "point; qcompiler takes symmetric weights (zero point 0)")
+    if is_weight and q.dtype.name != WEIGHT_DTYPE:
+        raise QCompileError(f"{_where(node)}: weight {node.input[0]} is {q.dtype}; qcompiler "
+                            "takes int8 weights")
+    if is_weight and np.any(zp != 0):
+        raise QCompileError(f"{_where(node)}: weight {node.input[0]} has a nonzero zero "
+                            "point; qcompiler takes symmetric weights (zero point 0)")
+    if q.dtype.name == WEIGHT_DTYPE and q.ndim >= 2 and not np.any(zp != 0):
         table.add(w, GivenWeight(q, scale.reshape(-1).astype(np.float32),
                                  axis % q.ndim if scale.size > 1 else 0))
     return w
+
+
+def _weight_names(nodes: list[onnx.NodeProto]) -> set[str]:
+    """The tensors some node takes as its weight (`WEIGHT_INPUTS`)."""
+    return {n.input[WEIGHT_INPUTS[n.op_type]] for n in nodes
+            if n.op_type in WEIGHT_INPUTS and len(n.input) > WEIGHT_INPUTS[n.op_type]}
 
 
 def strip_qdq(model: onnx.ModelProto) -> QDQModel:
@@ -177,6 +196,7 @@ def strip_qdq(model: onnx.ModelProto) -> QDQModel:
     new_consts: dict[str, np.ndarray] = {}
     q_of: dict[str, tuple[str, QParams]] = {}  # QuantizeLinear output -> (its input, params)
     removed: set[int] = set()
+    weights = _weight_names(nodes)
     for i, n in enumerate(nodes):
         if n.op_type == "QuantizeLinear" and n.input[0] in consts:
             consts[n.output[0]] = _quantize_constant(n, consts[n.input[0]], consts)
@@ -185,7 +205,8 @@ def strip_qdq(model: onnx.ModelProto) -> QDQModel:
             q_of[n.output[0]] = (n.input[0], _activation(n, *_params(n, consts)[:2]))
             removed.add(i)
         elif n.op_type == "DequantizeLinear" and n.input[0] in consts:
-            new_consts[n.output[0]] = _dequantize_constant(n, consts[n.input[0]], consts, table)
+            new_consts[n.output[0]] = _dequantize_constant(n, consts[n.input[0]], consts,
+                                                           table, n.output[0] in weights)
             removed.add(i)
         elif n.op_type == "DequantizeLinear":
             if n.input[0] not in q_of:
@@ -214,6 +235,7 @@ def strip_qdq(model: onnx.ModelProto) -> QDQModel:
             n.input[j] = rename.get(name, name)
     activations = {rename.get(k, k): v for k, v in activations.items()}
     stripped = _separate_batch_norms(_rebuild(model, kept, new_consts), activations, table)
+    stripped = keep_chain_roundings(stripped, activations)  # (table chains skip the tensors)
     return QDQModel(stripped, activations, table)
 
 

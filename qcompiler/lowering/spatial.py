@@ -3,6 +3,8 @@
   max pool    max on the integers (monotonic: the qparams pass through)
   avg pool    y[i, j] = clamp(zp_y + qms(sum(x - zp_x), M0[i, j], n[i, j])),
               M[i, j] = s_x / (s_y count[i, j])
+  ceil_mode   the kernels see bottom/right padding grown until the last window fits; the
+              grown part never counts (with count_include_pad only the declared padding does)
   mean        the same with one count: M = s_x / (s_y count)
   resize      nearest: a gather (qparams pass through); bilinear: 2^-RESIZE_BITS weights per
               axis, one rounding, M = s_x / (s_y 2^(2 RESIZE_BITS))
@@ -25,7 +27,7 @@ from qcompiler.numerics.requantize import (
     quantize_multiplier,
     quantize_multipliers,
 )
-from qcompiler.numerics.shapes import pool2d_out_hw
+from qcompiler.numerics.shapes import pool2d_ceil_padding, pool2d_out_hw
 from qcompiler.relax_access import int_list, op_name, shape_of
 
 RESIZE_BITS = 10  # fractional bits of each bilinear weight (per axis): 2^20 for the 4 taps
@@ -37,10 +39,12 @@ def pool(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
     if len(xs) != 4:
         return None
     a = call.attrs
-    if str(a.layout) != "NCHW" or a.ceil_mode or any(d != 1 for d in int_list(a.dilation)):
+    if str(a.layout) != "NCHW" or any(d != 1 for d in int_list(a.dilation)):
         return None
-    geo = {"kernel": int_list(a.pool_size), "strides": int_list(a.strides),
-           "padding": int_list(a.padding)}
+    declared = {"kernel": int_list(a.pool_size), "strides": int_list(a.strides),
+                "padding": int_list(a.padding)}
+    geo = {**declared, "padding": pool2d_ceil_padding(xs[2:], declared)} if a.ceil_mode \
+        else declared
     include_pad = bool(a.count_include_pad)
     if op_name(call) == "relax.nn.max_pool2d":
         qmin, _ = dtype_range(x.qp.dtype)
@@ -48,7 +52,7 @@ def pool(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
         func = kernels.max_pool2d(xs, x.qp.dtype, attrs)
         return Value(ctx.call_kernel("max_pool2d", func, [x.expr], shape_of(call),
                                      x.qp.dtype), x.qp)
-    counts = window_counts(xs[2], xs[3], geo, include_pad)
+    counts = window_counts(xs[2], xs[3], geo, declared["padding"] if include_pad else None)
     m0, shift = quantize_multipliers(x.qp.scale / (qp.scale * counts))
     rq = RequantizeAttrs.for_output(qp)
     attrs = {**geo, "zp_x": x.qp.zero_point, **rq.to_attrs(),
@@ -59,18 +63,18 @@ def pool(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
                                  shape_of(call), qp.dtype), qp)
 
 
-def window_counts(h: int, w: int, geo: dict, include_pad: bool) -> np.ndarray:
-    """How many input elements each average-pool output divides by."""
+def window_counts(h: int, w: int, geo: dict, counted_padding: list | None) -> np.ndarray:
+    """How many elements each average-pool output divides by: its window (`geo`) clipped to
+    the input grown by `counted_padding` (count_include_pad), or to the input alone (None)."""
     kh, kw = geo["kernel"]
     sh, sw = geo["strides"]
     pt, pl, _, _ = geo["padding"]
+    ct, cl, cb, cr = counted_padding or (0, 0, 0, 0)
     oh, ow = pool2d_out_hw((h, w), geo)
-    if include_pad:
-        return np.full((oh, ow), kh * kw, np.int64)
     ys = np.arange(oh) * sh - pt
     xs = np.arange(ow) * sw - pl
-    ny = np.minimum(ys + kh, h) - np.maximum(ys, 0)
-    nx = np.minimum(xs + kw, w) - np.maximum(xs, 0)
+    ny = np.minimum(ys + kh, h + cb) - np.maximum(ys, -ct)
+    nx = np.minimum(xs + kw, w + cr) - np.maximum(xs, -cl)
     return np.outer(ny, nx).astype(np.int64)
 
 

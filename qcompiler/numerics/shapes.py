@@ -34,3 +34,19 @@ def pool2d_out_hw(hw: tuple[int, int], attrs: dict) -> tuple[int, int]:
     (h, w), (kh, kw), (sh, sw) = hw, attrs["kernel"], attrs["strides"]
     pt, pl, pb, pr = attrs["padding"]
     return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+
+def pool2d_ceil_padding(hw: tuple[int, int], attrs: dict) -> list[int]:
+    """Padding (top, left, bottom, right) under which `pool2d_out_hw`'s floor gives ONNX's
+    `ceil_mode=1` size: bottom and right grow until the last window fits. That window must
+    start inside the input or its top/left padding (ONNX, PyTorch): `out = ceil((in +
+    pad_begin + pad_end - k) / stride) + 1`, less one if `(out - 1) * stride >= in + pad_begin`.
+    """
+    pt, pl, pb, pr = attrs["padding"]
+    grown = []
+    for n, k, s, begin, end in zip(hw, attrs["kernel"], attrs["strides"], (pt, pl), (pb, pr)):
+        out = ceil_div(n + begin + end - k, s) + 1
+        if (out - 1) * s >= n + begin:
+            out -= 1
+        grown.append(end + max((out - 1) * s + k - (n + begin + end), 0))
+    return [pt, pl, grown[0], grown[1]]

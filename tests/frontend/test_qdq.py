@@ -288,3 +288,75 @@ def test_cli_float_model_without_calib(tmp_path, rng, capsys):
     assert main([str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("qcompile: error: the model is float")
+
+
+def se_block_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """conv -> hard-swish written out (`c * relu(c + 3) * (1/6)`) -> squeeze-excitation (GAP,
+    1x1 conv, ReLU, 1x1 conv, HardSigmoid, gate Mul) -> Mul by a per-channel constant -> GAP
+    -> Gemm: the constant operands of Add/Mul that ORT quantizes like activations (uint8)."""
+    inits = {"w1": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
+             "wr": rng.standard_normal((4, 8, 1, 1)) * 0.3, "br": rng.standard_normal(4) * 0.1,
+             "we": rng.standard_normal((8, 4, 1, 1)) * 0.3, "be": rng.standard_normal(8) * 0.1,
+             "three": np.array(3.0), "sixth": np.array(1 / 6),
+             "ch": rng.uniform(0.5, 1.5, (1, 8, 1, 1)),
+             "wg": rng.standard_normal((10, 8)) * 0.3, "bg": rng.standard_normal(10) * 0.1}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
+                              pads=[1] * 4),
+             helper.make_node("Add", ["c", "three"], ["h0"]),
+             helper.make_node("Relu", ["h0"], ["h1"]),
+             helper.make_node("Mul", ["h1", "sixth"], ["h2"]),
+             helper.make_node("Mul", ["c", "h2"], ["hs"]),
+             helper.make_node("GlobalAveragePool", ["hs"], ["g"]),
+             helper.make_node("Conv", ["g", "wr", "br"], ["r"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["r"], ["rr"]),
+             helper.make_node("Conv", ["rr", "we", "be"], ["e"], kernel_shape=[1, 1]),
+             helper.make_node("HardSigmoid", ["e"], ["gate"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["hs", "gate"], ["se"]),
+             helper.make_node("Mul", ["se", "ch"], ["sc"]),
+             helper.make_node("GlobalAveragePool", ["sc"], ["gp"]),
+             helper.make_node("Flatten", ["gp"], ["f"]),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
+    return make_model(nodes, {"x": ("N", 3, 8, 8)}, {"y": None}, inits)
+
+
+@pytest.mark.parametrize("activations", [QuantType.QUInt8, QuantType.QInt8], ids=["u8", "s8"])
+def test_ort_qdq_with_quantized_constant_operands(activations, tmp_path, rng):
+    """ORT (per-channel QDQ) writes the constants of Add/Mul like activations (uint8, or
+    int8 with a zero point) behind a DequantizeLinear: each is its float value, not a weight,
+    and the graph compiles integer end to end,
+    bit-exact against the reference, its conv and Gemm weights the model's own integers, and
+    within 1 LSB of ORT's QDQ graph (the hard-swish table keeps the saturation of the tensors
+    ORT quantizes inside it: without, up to 9 LSB off wherever `c + 3 < 0`)."""
+    qdq = ort_qdq(se_block_model(rng), tmp_path, per_channel=True, activations=activations)
+    inits = _inits(qdq)
+    dtype = np.uint8 if activations == QuantType.QUInt8 else np.int8
+    constant_ops = {n.op_type for n in qdq.graph.node for d in qdq.graph.node
+                    if d.op_type == "DequantizeLinear" and d.output[0] in n.input
+                    and n.op_type not in ("Conv", "Gemm")
+                    and inits.get(d.input[0], np.zeros(0, np.float32)).dtype == dtype}
+    assert constant_ops == {"Add", "Mul"}  # the pattern this test is about
+    if activations == QuantType.QInt8:  # (a 4-D int8 constant: once taken for a weight)
+        assert inits["ch_quantized"].ndim == 4 and inits["ch_zero_point"] != 0
+    compiled, lib = compile_qdq(qdq, tmp_path)
+    inputs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(32)]
+    check_against_reference(compiled, lib, [[x] for x in inputs[:4]])
+    assert all(x["status"] == "integer" for x in lib.meta["layers"])
+    for got, name in zip(kernel_weights(compiled), ("w1", "wr", "we", "wg")):
+        np.testing.assert_array_equal(got, inits[f"{name}_quantized"])
+    d = lsb_differences(qdq, lib, inputs)
+    assert np.mean(np.rint(d) <= LSB_BOUND) >= SHARE_WITHIN, np.percentile(d, [50, 99, 100])
+
+
+def test_quantized_tensors_inside_a_chain_keep_their_rounding(tmp_path, rng):
+    """Stripped, ORT's SE-block model rounds (quantize-dequantize as float ops) the tensors
+    inside the hard-swish chain, `c + 3` (ORT dropped its ReLU: the quantization clamps at
+    0) and `/ 6`; not the gate, which a Mul with another tensor reads (no table skips it)."""
+    from qcompiler.frontend.qdq_import import strip_qdq
+
+    qdq = ort_qdq(se_block_model(rng), tmp_path, per_channel=True)
+    assert "Relu" not in {n.op_type for n in qdq.graph.node}  # why the saturation matters
+    stripped = strip_qdq(qdq)
+    rounded = {n.input[0] for n in stripped.model.graph.node if n.op_type == "Div"
+               and n.input[1].endswith("__scale")}
+    assert rounded == {"h1", "h2"}
+    assert stripped.activations["h1__rounded"] == stripped.activations["h1"]

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qcompiler.numerics.shapes import pool2d_ceil_padding, pool2d_out_hw
+
 
 @dataclass
 class GraphCase:
@@ -141,10 +143,14 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
                 else:
                     extra = {"count_include_pad": draw(st.integers(0, 1))} \
                         if op == "AveragePool" else {}
+                    ceil = draw(st.sampled_from([0, 0, 1]))
                     nodes.append(helper.make_node(op, [src], [out], kernel_shape=[kh, kw],
-                                                  strides=[sh, sw], pads=pads, **extra))
-                    tensors[out] = (c, (h + pads[0] + pads[2] - kh) // sh + 1,
-                                    (w + pads[1] + pads[3] - kw) // sw + 1)
+                                                  strides=[sh, sw], pads=pads, ceil_mode=ceil,
+                                                  **extra))
+                    geo = {"kernel": [kh, kw], "strides": [sh, sw], "padding": pads}
+                    if ceil:
+                        geo["padding"] = pool2d_ceil_padding((h, w), geo)
+                    tensors[out] = (c, *pool2d_out_hw((h, w), geo))
             else:
                 same = [t for t in order if t != src and tensors[t][1:] == (h, w)
                         and (kind == "concat" or tensors[t][0] == c)]

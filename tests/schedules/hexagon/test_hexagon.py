@@ -210,6 +210,19 @@ def test_plain_vectorized_variant_bit_exact_without_hvx_float(tmp_path, rng):
     assert not any("vrmpy" in b for b in bodies)
 
 
+def test_ceil_mode_pools_on_hvx_vectors(tmp_path, rng):
+    """ceil_mode=1 pools of row stride 2 (the rows' grown padding) with rows of 64+ bytes:
+    HVX vector code, bit-exact under qemu."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["mx"], kernel_shape=[3, 3], strides=[2, 1],
+                              pads=[1] * 4, ceil_mode=1),
+             helper.make_node("AveragePool", ["mx"], ["y"], kernel_shape=[3, 3], strides=[2, 1],
+                              pads=[0, 1, 0, 1], ceil_mode=1, count_include_pad=1)]
+    compiled, lib = _graph(nodes, (1, 2, 10, 70), tmp_path, rng)
+    assert all(_schedules(compiled)[op] == {"hvx_vector"} for op in ("max_pool2d", "avg_pool2d"))
+    # rows: 10 -> ceil(9 / 2) + 1 = 6 (floor: 5) -> ceil(3 / 2) + 1 = 3 (floor: 2)
+    assert tuple(lib.outputs[0]["shape"]) == (1, 2, 3, 70)
+
+
 def test_pools_and_add_on_hvx_vectors(tmp_path, rng):
     """Stride-1 pools with rows of 64+ bytes and the add: HVX vector code, bit-exact, no HVX
     float, and a fraction of the portable kernels' packets."""
