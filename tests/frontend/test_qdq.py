@@ -254,13 +254,13 @@ def _error(model: onnx.ModelProto, tmp: Path) -> str:
 
 def test_float16_scale_is_refused(tmp_path):
     msg = _error(hand_made(scale_dtype=np.float16), tmp_path)
-    assert msg == ("QuantizeLinear x_q: scale s_x is float16; qcompiler takes float32 scales")
+    assert msg == ("QuantizeLinear QuantizeLinear_0: scale s_x is float16; qcompiler takes float32 scales")
 
 
 def test_uint16_activation_is_refused(tmp_path):
     inits = {"s": np.array(0.01, np.float32), "zp": np.array(0, np.uint16)}
     model = _qdq_graph([*_qdq("x", "s", "zp", "y")], inits, opset=21, out_shape=[1, 4, 6, 6])
-    assert _error(model, tmp_path) == ("QuantizeLinear x_q: zero point is uint16; qcompiler "
+    assert _error(model, tmp_path) == ("QuantizeLinear QuantizeLinear_0: zero point is uint16; qcompiler "
                                        "takes uint8, int8 or int16 activations")
 
 
@@ -269,7 +269,7 @@ def test_asymmetric_weight_is_refused(tmp_path):
     for init in model.graph.initializer:
         if init.name == "zw_c":
             init.CopyFrom(numpy_helper.from_array(np.full(5, 2, np.int8), "zw_c"))
-    assert _error(model, tmp_path) == ("DequantizeLinear wcd: weight wc has a nonzero zero "
+    assert _error(model, tmp_path) == ("DequantizeLinear DequantizeLinear_2: weight wc has a nonzero zero "
                                        "point; qcompiler takes symmetric weights (zero point 0)")
 
 
