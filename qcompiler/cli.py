@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from qcompiler.config import TARGETS
+from qcompiler.config import ADAROUND_ITERS, TARGETS
 from qcompiler.errors import QCompileError
 from qcompiler.numerics.observers import OBSERVERS
 
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--bias-correction", action="store_true",
                     help="correct each conv/dense bias by the mean error its weight rounding "
                          "causes on the calibration data")
+    ap.add_argument("--adaround", type=int, nargs="?", const=ADAROUND_ITERS, default=0,
+                    metavar="ITERS", help="learn each conv/dense layer's weight rounding on the "
+                    f"calibration data (AdaRound; default {ADAROUND_ITERS} iterations per layer)")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
     ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
@@ -106,7 +109,7 @@ def config_options(args: argparse.Namespace) -> dict[str, object]:
             "per_channel": not args.per_tensor, "batch": args.batch, "input_shapes": shapes,
             "calib_limit": args.calib_limit, "weight_bits": args.weight_bits,
             "activation_bits": args.activation_bits, "equalize": args.equalize,
-            "bias_correction": args.bias_correction,
+            "bias_correction": args.bias_correction, "adaround": args.adaround,
             "layer_weight_bits": load_precision(args.precision) if args.precision else {},
             "mixed_precision": args.mixed_precision, "tune_trials": args.tune,
             "tune_minutes": args.tune_minutes,

@@ -104,7 +104,7 @@ def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     return relax.transform.Normalize()(mod), len(outs)
 
 
-def _probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+def probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
                    target: tvm.target.Target, progress: bool
                    ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
     """(graph inputs, tensor bindings of main) of the float graph, one batch at a time."""
@@ -127,7 +127,7 @@ def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: st
     n_in, n_out = len(float_mod["main"].params), len(tensor_bindings(float_mod["main"]))
     in_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_in)]
     out_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_out)]
-    for feeds, results in _probe_batches(float_mod, data, target, progress):
+    for feeds, results in probe_batches(float_mod, data, target, progress):
         for o, x in zip(in_obs + out_obs, feeds + results):
             o.observe(x)
     return [o.compute_qparams() for o in in_obs], [o.compute_qparams() for o in out_obs]
@@ -140,7 +140,7 @@ def channel_means(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
     bindings of main), float64; None for a tensor of rank < 2. Bias correction uses them."""
     sums: list = []
     count = 0
-    for feeds, results in _probe_batches(float_mod, data, target, progress):
+    for feeds, results in probe_batches(float_mod, data, target, progress):
         batch = [x.astype(np.float64).sum(axis=tuple(a for a in range(x.ndim) if a != 1))
                  if x.ndim >= 2 else None for x in feeds + results]
         sums = batch if not sums else [None if a is None else a + b for a, b in zip(sums, batch)]

@@ -58,7 +58,8 @@ def load_precision(path: str | Path) -> dict[str, int]:
     return dict(data["weight_bits"])
 
 
-def _weighted(mod: tvm.IRModule) -> list[tuple[int, relax.Var, relax.GlobalVar, relax.Call]]:
+def weighted_layers(mod: tvm.IRModule
+                    ) -> list[tuple[int, relax.Var, relax.GlobalVar, relax.Call]]:
     """(position, var, composite, its conv/matmul call) of each conv/dense binding of main."""
     found = []
     values = bound_values(mod["main"])
@@ -133,7 +134,7 @@ def layer_sensitivity(mod: tvm.IRModule, data: dict[str, np.ndarray], host: tvm.
     ref = _outputs(mod, data, host)
     signal = float(np.sum(ref * ref))
     found = []
-    for pos, var, gv, call in _weighted(mod):
+    for pos, var, gv, call in weighted_layers(mod):
         w = const_array(call.args[1])
         groups = int(call.attrs.groups) if hasattr(call.attrs, "groups") else 1
         fq = fake_quantize(w, op_name(call), groups, bits, per_channel)
