@@ -125,7 +125,7 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
     if config.adaround:  # after the bit widths are known; by binding position, like `choice`
         bits = {c.position: c.bits for c in choice}
         rounding = adaround(calib_mod, calib, host, lambda pos, var: bits.get(pos, (
-            config.layer_weight_bits.get(var.name_hint, config.weight_bits))),
+            config.layer_weight_bits.get(var.name, config.weight_bits))),
             config.per_channel, config.adaround, progress)
     return in_qp, out_qp, means, choice, rounding
 
