@@ -109,7 +109,7 @@ class WeightQuantizer:
         mean = self.means.get(x) if self.means is not None else None
         if mean is None or mean.size != w.shape[1] * groups:
             return bias
-        self.note = "bias corrected"
+        self.note = ", ".join(filter(None, (self.note, "bias corrected")))
         return bias_correction(bias, w, w_q, s_w, mean, groups)
 
     def channel_operands(self, w_q: np.ndarray, per_channel: tuple, attrs: dict) -> list:

@@ -94,7 +94,7 @@ def fake_quantize(w: np.ndarray, op: str, groups: int, bits: int, per_channel: b
     return (np.clip(np.rint(view / s), -q, q) * s).astype(np.float32).reshape(w.shape)
 
 
-def _with_weight(mod: tvm.IRModule, gv: relax.GlobalVar, call: relax.Call,
+def with_weight(mod: tvm.IRModule, gv: relax.GlobalVar, call: relax.Call,
                  w: np.ndarray) -> tvm.IRModule:
     """`mod` with the weight of `call` (in the composite `gv`) replaced by `w`."""
     func = mod[gv]
@@ -138,7 +138,7 @@ def layer_sensitivity(mod: tvm.IRModule, data: dict[str, np.ndarray], host: tvm.
         w = const_array(call.args[1])
         groups = int(call.attrs.groups) if hasattr(call.attrs, "groups") else 1
         fq = fake_quantize(w, op_name(call), groups, bits, per_channel)
-        noise = float(np.sum((ref - _outputs(_with_weight(mod, gv, call, fq), data, host)) ** 2))
+        noise = float(np.sum((ref - _outputs(with_weight(mod, gv, call, fq), data, host)) ** 2))
         db = math.inf if noise == 0 else -math.inf if signal == 0 else \
             10.0 * math.log10(signal / noise)
         kind = next(k for k, v in WEIGHTED.items() if v == op_name(call))
