@@ -103,6 +103,7 @@ class Compiled:
     timings: dict[str, float] = field(default_factory=dict)
     precision: list[LayerChoice] = field(default_factory=list)  # the mixed-precision choice
     tuning: list = field(default_factory=list)  # qcompiler.tuning.tune.TaskResult per tuned kernel
+    observers: list = field(default_factory=list)  # ObserverChoice per tensor binding (calibrated)
 
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
@@ -114,10 +115,11 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     # The third result: per-channel input means for bias correction (None when it is off); the
     # fourth: the mixed-precision choice, by binding position (empty when it is off); the
-    # fifth: AdaRound's rounding per conv/dense layer, by binding position (empty when off).
+    # fifth: AdaRound's rounding per conv/dense layer, by binding position (empty when off);
+    # the sixth: the observer behind each tensor binding's qparams.
     calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize)
-    in_qp, out_qp = calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile,
-                              host, progress)
+    in_qp, out_qp, observers = calibrate(calib_mod, calib, config.observer, act_dtype,
+                                         config.percentile, host, progress)
     means = channel_means(calib_mod, calib, host, progress) if config.bias_correction else None
     choice = [] if config.mixed_precision is None else choose_bits(
         layer_sensitivity(calib_mod, calib, host, config.per_channel), config.mixed_precision)
@@ -127,7 +129,7 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
         rounding = adaround(calib_mod, calib, host, lambda pos, var: bits.get(pos, (
             config.layer_weight_bits.get(var.name, config.weight_bits))),
             config.per_channel, config.adaround, progress)
-    return in_qp, out_qp, means, choice, rounding
+    return in_qp, out_qp, means, choice, rounding, observers
 
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
@@ -168,10 +170,10 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
     act = config.activation_dtype(target.activation_dtype)
-    names, means, choice, rounding = None, None, [], {}
+    names, means, choice, rounding, observers = None, None, [], {}, []
     if qdq is None:
-        in_qp, out_qp, means, choice, rounding = _calibrated(model, inputs, float_mod, calib,
-                                                             config, act, host, progress)
+        in_qp, out_qp, means, choice, rounding, observers = _calibrated(
+            model, inputs, float_mod, calib, config, act, host, progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
@@ -211,4 +213,4 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
         qmod = apply_tuned(qmod, target, tvm_target, Path(root))  # the database's schedules
     timings["tune"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice,
-                    tuning)
+                    tuning, observers)

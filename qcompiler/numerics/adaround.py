@@ -79,7 +79,7 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], strides: list[int], padding: 
     return win.reshape(groups, n * ho * wo, c // groups * kh * kw)
 
 
-def _columns(call: relax.Call, x: np.ndarray) -> tuple[np.ndarray, int]:
+def columns(call: relax.Call, x: np.ndarray) -> tuple[np.ndarray, int]:
     """(im2col columns, groups) of a conv2d or matmul call's input batch."""
     if op_name(call) == "relax.matmul":
         return x.reshape(1, -1, x.shape[-1]), 1
@@ -90,7 +90,7 @@ def _columns(call: relax.Call, x: np.ndarray) -> tuple[np.ndarray, int]:
                   [int(v) for v in a.padding], [int(v) for v in a.dilation], groups), groups
 
 
-def _layer_weight(call: relax.Call) -> np.ndarray:
+def layer_weight(call: relax.Call) -> np.ndarray:
     """The weight in (out, in, ...) layout: OIHW as is, a matmul's (in, out) transposed."""
     w = const_array(call.args[1]).astype(np.float32)
     return w.T if op_name(call) == "relax.matmul" else w
@@ -148,32 +148,40 @@ def learn_rounding(w: np.ndarray, gram: np.ndarray, bits: int, per_channel: bool
     return LearnedRounding(bits, hard.astype(np.uint8).reshape(w.shape), loss, nearest_loss)
 
 
+def layer_inputs(mod: tvm.IRModule) -> list[tuple[int, relax.Var, relax.Call, int]]:
+    """(position, var, conv2d/matmul call, index of its input among main's params + tensor
+    bindings) of each NCHW conv2d and dense layer of the fused float graph."""
+    main = mod["main"]
+    values = bound_values(main)
+    sources = [*main.params, *tensor_bindings(main)]
+    found = []
+    for pos, var, gv, call in weighted_layers(mod):
+        if op_name(call) == "relax.nn.conv2d_transpose" or \
+                (op_name(call) == "relax.nn.conv2d" and str(call.attrs.data_layout) != "NCHW"):
+            continue
+        params = list(mod[gv].params)
+        param = next((k for k, p in enumerate(params) if call.args[0].same_as(p)), None)
+        source = values[var].args[param] if param is not None else None
+        index = next((i for i, v in enumerate(sources) if source is not None
+                      and source.same_as(v)), None)
+        if index is not None:
+            found.append((pos, var, call, index))
+    return found
+
+
 def adaround(mod: tvm.IRModule, data: dict[str, np.ndarray], host: tvm.target.Target,
              bits_of: Callable[[int, relax.Var], int], per_channel: bool, iters: int,
              progress: bool = True) -> dict[int, LearnedRounding]:
     """Learned rounding per conv2d/dense layer of the fused float graph, by binding position;
     `bits_of(position, var)` gives each layer's weight bits."""
-    main = mod["main"]
-    values = bound_values(main)
-    sources = [*main.params, *tensor_bindings(main)]
-    layers = []
-    for pos, var, gv, call in weighted_layers(mod):
-        if op_name(call) == "relax.nn.conv2d_transpose" or \
-                (op_name(call) == "relax.nn.conv2d" and str(call.attrs.data_layout) != "NCHW"):
-            continue
-        param = mod[gv].params.index(call.args[0]) if call.args[0] in mod[gv].params else -1
-        source = values[var].args[param] if param >= 0 else None
-        if source is None or not any(source.same_as(v) for v in sources):
-            continue
-        index = next(i for i, v in enumerate(sources) if source.same_as(v))
-        layers.append((pos, var, call, index))
+    layers = layer_inputs(mod)
     grams: dict[int, np.ndarray] = {}
     for feeds, results in probe_batches(mod, data, host, progress):
         tensors = feeds + results
         for pos, _, call, index in layers:
-            cols, _ = _columns(call, tensors[index].astype(np.float64))
+            cols, _ = columns(call, tensors[index].astype(np.float64))
             gram = np.einsum("gnk,gnl->gkl", cols, cols)
             grams[pos] = gram if pos not in grams else grams[pos] + gram
-    return {pos: learn_rounding(_layer_weight(call), grams[pos], bits_of(pos, var),
+    return {pos: learn_rounding(layer_weight(call), grams[pos], bits_of(pos, var),
                                 per_channel, iters)
             for pos, var, call, _ in layers}

@@ -7,6 +7,8 @@ The math: `r = s * (q - z)`; the range an observer picks is turned into `(s, z)`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qcompiler.numerics.qparams import QParams, compute_qparams, dtype_range
@@ -15,6 +17,14 @@ RANGE_OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 # `auto`: per tensor, the range observer whose quantized tensor serves its consumer best
 # (`qcompiler.numerics.observer_choice`)
 OBSERVERS = (*RANGE_OBSERVERS, "auto")
+
+
+@dataclass(frozen=True)
+class ObserverChoice:
+    """The observer a tensor's qparams come from, and (`auto`) its consumers' SQNR with them."""
+
+    observer: str
+    sqnr_db: float | None  # None: the observer was given, not chosen
 
 
 class Observer:
