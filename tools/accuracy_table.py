@@ -110,8 +110,8 @@ def table(limit: int | None) -> str:
                                   .mean())
         return floats[model]
 
-    lines = ["| scheme (weights/activations) | top-1 | drop (points) | target (issue) "
-             "| published claim | bit-exact |", "|---|---|---|---|---|---|",
+    lines = [("| scheme (weights/activations) | top-1 | drop (points) | target (issue) "
+              "| published claim | bit-exact |"), "|---|---|---|---|---|---|",
              f"| float | {100 * float_top1(FLOAT_MODEL):.2f} % | - | - | - | - |"]
     with tempfile.TemporaryDirectory() as tmp:
         for row in ROWS:

@@ -13,13 +13,16 @@ Ties go to the earlier observer in `RANGE_OBSERVERS`.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+
 import numpy as np
 import tvm
+from tvm import relax
 
 from qcompiler.numerics.adaround import columns, layer_inputs, layer_weight
 from qcompiler.numerics.observers import ObserverChoice
 from qcompiler.numerics.qparams import QParams, dtype_range
+from qcompiler.numerics.sqnr import sqnr_db
 from qcompiler.reference import dequantize, quantize
 
 
@@ -28,12 +31,6 @@ def fake_quantize(x: np.ndarray, qp: QParams) -> np.ndarray:
     lo, hi = dtype_range(qp.dtype)
     attrs = {**qp.to_json(), "lo": lo, "hi": hi}
     return dequantize(quantize(x, attrs), attrs).astype(np.float64)
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return math.inf
-    return -math.inf if signal == 0 else 10.0 * math.log10(signal / noise)
 
 
 def choose_observers(mod: tvm.IRModule, tensors: list[np.ndarray],
@@ -53,14 +50,14 @@ def choose_observers(mod: tvm.IRModule, tensors: list[np.ndarray],
         scores = []
         for qp in cands:
             xq = fake_quantize(x, qp)
-            scores.append(_db(signal, sum(float(np.sum((y - f(xq)) ** 2))
+            scores.append(sqnr_db(signal, sum(float(np.sum((y - f(xq)) ** 2))
                                           for f, y in zip(funcs, clean))))
         best = int(np.argmax(scores))
         chosen.append((cands[best], ObserverChoice(kinds[best], scores[best])))
     return chosen
 
 
-def _linear_part(call: object):  # noqa: ANN202 - a closure over one layer
+def _linear_part(call: relax.Call) -> Callable[[np.ndarray], np.ndarray]:
     """x -> the layer's weights times x (im2col columns times weight rows, per group)."""
     w = layer_weight(call).astype(np.float64)
     rows = w.reshape(w.shape[0], -1)

@@ -6,6 +6,7 @@ import onnx
 import pytest
 import tvm
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL, compile_and_compare
+from qcompiler.targets.x86 import x86_target
 
 from qcompiler.config import CompileConfig
 from qcompiler.errors import QCompileError
@@ -15,7 +16,6 @@ from qcompiler.numerics.calibrate import probe_batches, tensor_bindings
 from qcompiler.numerics.mixed_precision import weighted_layers, with_weight
 from qcompiler.pipeline import float_graph
 from qcompiler.relax_access import const_array, op_name
-from qcompiler.targets.x86 import x86_target
 
 
 def _direct_conv(x, w, stride, pad, dilation, groups):

@@ -5,13 +5,13 @@ import numpy as np
 import tvm
 from conftest import make_model
 from onnx import helper
+from qcompiler.targets.x86 import x86_target
 
 from qcompiler.frontend.onnx_import import graph_inputs
 from qcompiler.numerics.calibrate import calibrate
 from qcompiler.numerics.observer_choice import fake_quantize
 from qcompiler.numerics.qparams import compute_qparams
 from qcompiler.pipeline import float_graph
-from qcompiler.targets.x86 import x86_target
 
 
 def _relu_then_conv(weights: list[float], rng):
