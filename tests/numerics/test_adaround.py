@@ -8,7 +8,8 @@ import tvm
 from conftest import BUNDLED_CALIB, BUNDLED_MODEL, compile_and_compare
 from qcompiler.targets.x86 import x86_target
 
-from qcompiler.config import CompileConfig
+from qcompiler.cli import config_options, parse_args
+from qcompiler.config import ADAROUND_ITERS, CompileConfig
 from qcompiler.errors import QCompileError
 from qcompiler.frontend.onnx_import import graph_inputs
 from qcompiler.numerics.adaround import adaround, im2col, learn_rounding, weight_scales
@@ -108,3 +109,10 @@ def test_bundled_cnn_at_4_bits_layer_outputs_closer_and_compiled_bit_exact(tmp_p
     notes = [x["detail"] for x in lib.meta["layers"] if x["op"] in ("conv2d", "dense")]
     assert notes and all(n.startswith("AdaRound") for n in notes), notes
     assert len(tensor_bindings(compiled.float_mod["main"])) == len(errors[0])
+
+
+@pytest.mark.parametrize("argv,iters", [([], 0), (["--adaround"], ADAROUND_ITERS),
+                                        (["--adaround", "50"], 50)])
+def test_cli_adaround_flag(argv, iters):
+    args = parse_args(["m.onnx", *argv])
+    assert config_options(args)["adaround"] == iters
