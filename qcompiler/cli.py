@@ -169,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     weights = "the model's int8 weights" if qdq else \
         f"{'per-tensor' if args.per_tensor else 'per-channel'} {wbits} weights" \
         + (f" ({n4} of {n4 + sum(x.get('weight_bits') == 8 for x in layers)} layers 4-bit)"
-           if len(bits) > 1 else "") + f", {args.activation_bits}-bit activations"
-    print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
+           if len(bits) > 1 else "") + f", {args.activation_bits}-bit activations" \
+        + (f"; AdaRound {args.adaround} iterations/layer" if args.adaround and not qdq else "")
+    print(f"  compiled in {compile_s:.1f} s (calibration "
+          f"{compiled.timings.get('calibrate', 0.0):.1f} s); {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
