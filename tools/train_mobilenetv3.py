@@ -1,8 +1,8 @@
 """Train a small MobileNetV3-style net on Fashion-MNIST and export it to ONNX with a calibration
 set: the bundled model that is hard to quantize (tests/fixtures/mobilenetv3/).
 
-Run: /tmp/venv-torch/bin/python tools/train_mobilenetv3.py [--minutes 6]   (CPU torch, one
-thread; the compiler itself never imports torch).
+Run: PYTHONPATH=. python tools/train_mobilenetv3.py [--epochs 4]   (CPU torch, one
+thread, 3-8 min an epoch; the compiler itself never imports torch).
 
 Why it is hard: depthwise convs whose folded BN gives channels of very different ranges,
 hard-swish (negative tail, unbounded top), squeeze-and-excitation gates that multiply two
@@ -12,14 +12,11 @@ MobileNetV3*, 2019: the blocks, shrunk to 28x28 grey images).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from fashion_training import export, train
 from torch import nn
-
-from qcompiler.evaluation.datasets import load_fashion_mnist
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "mobilenetv3"
 # (expanded channels, out channels, kernel, stride, squeeze-excite, hard-swish)
@@ -93,41 +90,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    xtr, ytr = load_fashion_mnist("train")
-    xte, yte = load_fashion_mnist("t10k")
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
     net = MobileNetV3Small()
     print(f"{sum(p.numel() for p in net.parameters())} parameters")
-    opt = torch.optim.AdamW(net.parameters(), lr=4e-3, weight_decay=1e-4)
-    steps = args.epochs * (len(xtr) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(args.epochs):
-        t = time.perf_counter()
-        net.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(len(xtr) // 128):
-            idx = perm[i * 128:(i + 1) * 128]
-            opt.zero_grad()
-            loss = loss_fn(net(xtr_t[idx]), ytr_t[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-        net.eval()
-        with torch.no_grad():
-            pred = torch.cat([net(torch.from_numpy(xte[i:i + 1000])).argmax(1)
-                              for i in range(0, len(xte), 1000)]).numpy()
-        print(f"epoch {epoch}: loss {loss.item():.3f} test top-1 {(pred == yte).mean():.4f} "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net, torch.zeros(1, 1, 28, 28), args.out / "mobilenetv3.onnx",
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=17, dynamo=False, do_constant_folding=False)
-    rng = np.random.default_rng(0)
-    calib = xtr[rng.choice(len(xtr), 256, replace=False)]
-    np.savez_compressed(args.out / "mobilenetv3_calib.npz", image=calib)
-    print(f"wrote {args.out / 'mobilenetv3.onnx'} and {args.out / 'mobilenetv3_calib.npz'}")
+    train(net, args.epochs, 4e-3)
+    export(net, args.out / "mobilenetv3.onnx", args.out / "mobilenetv3_calib.npz")
 
 
 if __name__ == "__main__":
