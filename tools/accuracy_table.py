@@ -80,6 +80,8 @@ ROWS = (
         "convs", 0.3, MOBILENET, MOBILENET_CALIB, issue=22),
     Row("MobileNetV3-style PTQ 8/8 entropy observer", "(KL calibration, as TensorRT)",
         model=MOBILENET, calib=MOBILENET_CALIB, options={"observer": "entropy"}),
+    Row("MobileNetV3-style PTQ 8/8 auto observer", "(per tensor, by the next layer's SQNR)",
+        model=MOBILENET, calib=MOBILENET_CALIB, options={"observer": "auto"}),
     Row("MobileNetV3-style PTQ 4/8", "large drops (4-bit weights need QAT)", model=MOBILENET,
         calib=MOBILENET_CALIB, options={"weight_bits": 4}),
     Row("MobileNetV3-style PTQ 4/8 AdaRound", ADAROUND, 1.5, MOBILENET, MOBILENET_CALIB,
