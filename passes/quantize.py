@@ -204,18 +204,20 @@ def realize(mod: tvm.IRModule, in_qparams: list[QParams],
             weight_bits: int = 8, given: WeightTable | None = None,
             names: list[str | None] | None = None,
             means: tuple[list, list] | None = None,
-            layer_bits: dict | None = None) -> tvm.IRModule:
+            layer_bits: dict | None = None, rounding: dict | None = None) -> tvm.IRModule:
     """The rewrite itself, callable directly so a QCompileError keeps its type (an exception
     raised inside a pass reaches Python through TVM's FFI as a RuntimeError).
 
     `given` holds weights the model quantized itself; `names` (per tensor binding) name the
     ONNX tensors in errors; `means` (per graph input, per tensor binding: `channel_means`)
     turns bias correction on; `layer_bits` (float graph var, layer name or "#index" -> 4 | 8)
-    overrides `weight_bits` per layer."""
+    overrides `weight_bits` per layer; `rounding` (float graph var -> LearnedRounding) is
+    AdaRound's choice of rounding direction per weight."""
     bound = tensor_bindings(mod["main"])
     mean_of = None if means is None else \
         dict(zip([*mod["main"].params, *bound], [*means[0], *means[1]]))
-    weights = WeightQuantizer(per_channel, weight_bits, given, mean_of, dict(layer_bits or {}))
+    weights = WeightQuantizer(per_channel, weight_bits, given, mean_of, dict(layer_bits or {}),
+                              dict(rounding or {}))
     ctx = Context(weights, dict(zip(bound, names or [])), layer_origins(mod))
     return _Realizer(mod, in_qparams, binding_qparams, ctx).run()
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from qcompiler.config import TARGETS
+from qcompiler.config import ADAROUND_ITERS, TARGETS
 from qcompiler.errors import QCompileError
 from qcompiler.numerics.observers import OBSERVERS
 
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--bias-correction", action="store_true",
                     help="correct each conv/dense bias by the mean error its weight rounding "
                          "causes on the calibration data")
+    ap.add_argument("--adaround", type=int, nargs="?", const=ADAROUND_ITERS, default=0,
+                    metavar="ITERS", help="learn each conv/dense layer's weight rounding on the "
+                    f"calibration data (AdaRound; default {ADAROUND_ITERS} iterations per layer)")
     ap.add_argument("--batch", type=int, default=None,
                     help="fix a dynamic batch dimension to N (default 1)")
     ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
@@ -110,7 +113,7 @@ def config_options(args: argparse.Namespace) -> dict[str, object]:
             "per_channel": not args.per_tensor, "batch": args.batch, "input_shapes": shapes,
             "calib_limit": args.calib_limit, "weight_bits": args.weight_bits,
             "activation_bits": args.activation_bits, "equalize": args.equalize,
-            "bias_correction": args.bias_correction,
+            "bias_correction": args.bias_correction, "adaround": args.adaround,
             "layer_weight_bits": load_precision(args.precision) if args.precision else {},
             "mixed_precision": args.mixed_precision, "tune_trials": args.tune,
             "tune_minutes": args.tune_minutes,
@@ -170,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
     weights = "the model's int8 weights" if qdq else \
         f"{'per-tensor' if args.per_tensor else 'per-channel'} {wbits} weights" \
         + (f" ({n4} of {n4 + sum(x.get('weight_bits') == 8 for x in layers)} layers 4-bit)"
-           if len(bits) > 1 else "") + f", {args.activation_bits}-bit activations"
-    print(f"  compiled in {compile_s:.1f} s; {qparams}, {weights}, "
+           if len(bits) > 1 else "") + f", {args.activation_bits}-bit activations" \
+        + (f"; AdaRound {args.adaround} iterations/layer" if args.adaround and not qdq else "")
+    print(f"  compiled in {compile_s:.1f} s (calibration "
+          f"{compiled.timings.get('calibrate', 0.0):.1f} s); {qparams}, {weights}, "
           f"{inputs[0].shape[0]}-image batch")
     print(f"  ops:        {n_int}/{len(layers)} integer"
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))

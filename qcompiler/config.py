@@ -11,6 +11,7 @@ from qcompiler.numerics.observers import OBSERVERS
 TARGETS = ("x86", "arm", "hexagon")
 WEIGHT_BITS = (4, 8)       # symmetric in [-7, 7] (two per byte) or [-127, 127] (int8)
 ACTIVATION_BITS = (8, 16)  # the target's 8-bit dtype, or int16 (symmetric, zero point 0)
+ADAROUND_ITERS = 1000  # `--adaround` without a count (qcompiler.numerics.adaround)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class CompileConfig:
     activation_bits: int = 8
     equalize: bool = False  # cross-layer equalization of conv -> ReLU -> conv weight ranges
     bias_correction: bool = False  # subtract the weight-rounding error's mean from each bias
+    # AdaRound: iterations of learned weight rounding per conv/dense layer (0: round to nearest)
+    adaround: int = 0
     # Per-layer weight bits, overriding weight_bits: layer name (a binding such as "lv3") or
     # index in the summary ("#12", since names can repeat) -> 4 or 8.
     layer_weight_bits: dict[str, int] = field(default_factory=dict)
@@ -122,5 +125,9 @@ class CompileConfig:
                                 "instructions under qemu here; the tracker times x86 hosts")
         if self.rpc_tracker is not None and not self.tune_trials:
             raise QCompileError("rpc_tracker is where tuning runs: give tune_trials too")
+        if isinstance(self.adaround, bool) or not isinstance(self.adaround, int) or \
+                self.adaround < 0:
+            raise QCompileError(f"adaround must be a whole number of iterations >= 0 (0: off), "
+                                f"got {self.adaround!r}")
         if self.calib_limit is not None and self.calib_limit < 1:
             raise QCompileError(f"calib_limit must be >= 1, got {self.calib_limit}")

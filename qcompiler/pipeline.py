@@ -21,6 +21,7 @@ from qcompiler.errors import CalibrationDataError, QCompileError
 from qcompiler.frontend.onnx_import import ModelInput, graph_inputs, import_onnx
 from qcompiler.frontend.qdq_bindings import given_qparams
 from qcompiler.frontend.qdq_import import is_qdq, strip_qdq
+from qcompiler.numerics.adaround import adaround
 from qcompiler.numerics.calibrate import (
     calibrate,
     calibration_batch,
@@ -102,6 +103,7 @@ class Compiled:
     timings: dict[str, float] = field(default_factory=dict)
     precision: list[LayerChoice] = field(default_factory=list)  # the mixed-precision choice
     tuning: list = field(default_factory=list)  # qcompiler.tuning.tune.TaskResult per tuned kernel
+    observers: list = field(default_factory=list)  # ObserverChoice per tensor binding (calibrated)
 
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
@@ -112,14 +114,22 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
     # by position: both copies come from the same deterministic pipeline). A static batch, or a
     # graph that only imports at the deployment batch (a hard-coded Reshape), keeps its batch.
     # The third result: per-channel input means for bias correction (None when it is off); the
-    # fourth: the mixed-precision choice, by binding position (empty when it is off).
+    # fourth: the mixed-precision choice, by binding position (empty when it is off); the
+    # fifth: AdaRound's rounding per conv/dense layer, by binding position (empty when off);
+    # the sixth: the observer behind each tensor binding's qparams.
     calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize)
-    in_qp, out_qp = calibrate(calib_mod, calib, config.observer, act_dtype, config.percentile,
-                              host, progress)
+    in_qp, out_qp, observers = calibrate(calib_mod, calib, config.observer, act_dtype,
+                                         config.percentile, host, progress)
     means = channel_means(calib_mod, calib, host, progress) if config.bias_correction else None
     choice = [] if config.mixed_precision is None else choose_bits(
         layer_sensitivity(calib_mod, calib, host, config.per_channel), config.mixed_precision)
-    return in_qp, out_qp, means, choice
+    rounding = {}
+    if config.adaround:  # after the bit widths are known; by binding position, like `choice`
+        bits = {c.position: c.bits for c in choice}
+        rounding = adaround(calib_mod, calib, host, lambda pos, var: bits.get(pos, (
+            config.layer_weight_bits.get(var.name, config.weight_bits))),
+            config.per_channel, config.adaround, progress)
+    return in_qp, out_qp, means, choice, rounding, observers
 
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
@@ -143,9 +153,9 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if qdq is not None and (config.layer_weight_bits or config.mixed_precision is not None):
         raise QCompileError("a QDQ model carries its own precisions: give no per-layer weight "
                             "bits (--precision, --mixed-precision)")
-    if qdq is not None and (config.equalize or config.bias_correction):
-        raise QCompileError("a QDQ model carries its own quantized weights: leave equalize "
-                            "and bias_correction off")
+    if qdq is not None and (config.equalize or config.bias_correction or config.adaround):
+        raise QCompileError("a QDQ model carries its own quantized weights: leave equalize, "
+                            "bias_correction and adaround off")
     if qdq is not None:
         model = qdq.model
     elif calib is None:
@@ -160,14 +170,14 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     # (tests/fixtures/fuzz/calib_probe_sse2_llvm_verify.onnx, found by the fuzzer).
     host = tvm.target.Target(x86_target().tvm_target)
     act = config.activation_dtype(target.activation_dtype)
-    names, means, choice = None, None, []
+    names, means, choice, rounding, observers = None, None, [], {}, []
     if qdq is None:
-        in_qp, out_qp, means, choice = _calibrated(model, inputs, float_mod, calib, config, act,
-                                                   host, progress)
+        in_qp, out_qp, means, choice, rounding, observers = _calibrated(
+            model, inputs, float_mod, calib, config, act, host, progress)
     else:
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
-            cal_in, cal_out, _, _ = _calibrated(model, inputs, float_mod, calib, config, act,
+            cal_in, cal_out, *_ = _calibrated(model, inputs, float_mod, calib, config, act,
                                                 host, progress)
             in_qp = [g or c for g, c in zip(in_qp, cal_in)]
             out_qp = [g or c for g, c in zip(out_qp, cal_out)]
@@ -181,7 +191,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     bound = tensor_bindings(float_mod["main"])  # the choice's positions -> this graph's vars
     layer_bits = {**config.layer_weight_bits, **{bound[c.position]: c.bits for c in choice}}
     qmod = realize(float_mod, in_qp, out_qp, config.per_channel,  # the quantize pass
-                   config.weight_bits, qdq.weights if qdq else None, names, means, layer_bits)
+                   config.weight_bits, qdq.weights if qdq else None, names, means, layer_bits,
+                   {bound[pos]: r for pos, r in rounding.items()})
     timings["quantize"] = time.perf_counter() - t
     t = time.perf_counter()
     if config.schedules and config.blocked_layout:
@@ -202,4 +213,4 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
         qmod = apply_tuned(qmod, target, tvm_target, Path(root))  # the database's schedules
     timings["tune"] = time.perf_counter() - t
     return Compiled(qmod, float_mod, inputs, target, tvm_target, in_qp, timings, choice,
-                    tuning)
+                    tuning, observers)

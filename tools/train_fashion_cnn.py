@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
+from fashion_training import export, train
 from torch import nn
-
-from qcompiler.evaluation.datasets import load_fashion_mnist
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
@@ -54,38 +52,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("models"))
     args = ap.parse_args()
     torch.manual_seed(0)
-    xtr, ytr = load_fashion_mnist("train")
-    xte, yte = load_fashion_mnist("t10k")
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
     net = FashionNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = args.epochs * (len(xtr) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(args.epochs):
-        net.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(len(xtr) // 128):
-            idx = perm[i * 128:(i + 1) * 128]
-            opt.zero_grad()
-            loss = loss_fn(net(xtr_t[idx]), ytr_t[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-        net.eval()
-        with torch.no_grad():
-            pred = net(torch.from_numpy(xte)).argmax(1).numpy()
-        print(f"epoch {epoch}: loss {loss.item():.3f} test top-1 {(pred == yte).mean():.4f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net, torch.zeros(1, 1, 28, 28), args.out / "fashion_cnn.onnx",
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=17, dynamo=False,
-                      do_constant_folding=False)  # keep BatchNormalization nodes
-    rng = np.random.default_rng(0)
-    calib = xtr[rng.choice(len(xtr), 256, replace=False)]
-    np.savez_compressed(args.out / "fashion_calib.npz", image=calib)
-    print(f"wrote {args.out / 'fashion_cnn.onnx'} and {args.out / 'fashion_calib.npz'}")
+    train(net, args.epochs, 3e-3)
+    export(net, args.out / "fashion_cnn.onnx", args.out / "fashion_calib.npz")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from tvm import relax
 
 from qcompiler.graph_meta import graph_meta, layer_label
 from qcompiler.numerics.calibrate import probe_module
+from qcompiler.numerics.observers import ObserverChoice
 from qcompiler.numerics.qparams import dtype_range
 from qcompiler.pipeline import Compiled
 from qcompiler.reference import Reference
@@ -57,6 +58,8 @@ def layer_sqnr(compiled: Compiled, calib: dict[str, np.ndarray], limit: int = 8
             noise[k] += float(np.sum((f - deq) ** 2))
     for k, layer in enumerate(layers):
         layer["sqnr_db"] = _db(signal[k], noise[k]) if layer.get("tensor") else None
+        if 0 <= layer.get("index", -1) < len(compiled.observers):  # which observer, and why
+            layer["observer"] = compiled.observers[layer["index"]]
     return layers
 
 
@@ -99,6 +102,16 @@ def _layer_cell(layer: dict) -> str:
     return html.escape(" + ".join([layer_label(layer), *layer.get("fused", [])]))
 
 
+def _fmt_observer(choice: ObserverChoice | None) -> str:
+    """`entropy`, or under `--observer auto` `entropy (next layer 31.2 dB)`: the consumers'
+    SQNR that chose it (qcompiler.numerics.observer_choice)."""
+    if choice is None:
+        return "-"
+    if choice.sqnr_db is None:
+        return choice.observer
+    return f"{choice.observer} (next layer {_fmt_db(choice.sqnr_db)} dB)"
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Rename a finished temporary file into place with the permissions a plain `open` would
     give it (mkstemp makes it 0600: a report nobody else could read)."""
@@ -127,7 +140,8 @@ def write_report(path: Path, layers: list[dict], title: str) -> None:
     rows = "\n".join(
         f"<tr><td>{i}</td><td>{_layer_cell(x)}</td><td>{html.escape(x['op'])}</td>"
         f"<td class='{x['status']}'>{x['status']}</td><td>{x.get('scale', 0):.6g}</td>"
-        f"<td>{x.get('zero_point', 0)}</td><td>{_fmt_db(x.get('sqnr_db'))}</td></tr>"
+        f"<td>{x.get('zero_point', 0)}</td><td>{_fmt_db(x.get('sqnr_db'))}</td>"
+        f"<td>{_fmt_observer(x.get('observer'))}</td></tr>"
         for i, x in enumerate(layers))
     n_int = sum(x["status"] == "integer" for x in layers)
     doc = f"""<!DOCTYPE html>
@@ -139,7 +153,7 @@ td:nth-child(2),td:nth-child(3){{text-align:left}} .float{{color:#c60}}</style><
 (the reference) on calibration inputs; errors accumulate from the input on.</p>
 <img src="{html.escape(png.name)}" alt="SQNR by layer">
 <table id="layers"><thead><tr><th>#</th><th>layer</th><th>op</th><th>status</th>
-<th>scale</th><th>zero point</th><th>SQNR (dB)</th></tr></thead>
+<th>scale</th><th>zero point</th><th>SQNR (dB)</th><th>observer</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>

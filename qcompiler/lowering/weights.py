@@ -32,6 +32,7 @@ class WeightQuantizer:
     given: WeightTable | None = None  # weights already quantized by the model (QDQ)
     means: dict | None = None  # float graph var -> E[x] per channel: bias correction is on
     layer_bits: dict = field(default_factory=dict)  # var, name or "#index" -> weight bits
+    rounding: dict = field(default_factory=dict)  # var -> LearnedRounding (AdaRound)
     keys_used: set = field(default_factory=set)
     current: tuple = (None, "", -1)  # (var, name, index) of the layer being realized
     bits_used: int = 0  # the weight bits `quantize` chose for the current layer
@@ -47,7 +48,9 @@ class WeightQuantizer:
         `s_w[c] = max|W[c]| / Q` (Q = 127, or 7 for 4-bit weights), widened where needed so
         that the int32 bias `b[c] / (s_x * s_w[c])` stays within 2^30: a channel of tiny (or
         denormal) weights with a real bias would otherwise saturate its bias instead of keeping
-        it. Weights the model gives already quantized (QDQ) keep their integers and scales.
+        it. Weights the model gives already quantized (QDQ) keep their integers and scales;
+        a layer with a learned rounding (`qcompiler.numerics.adaround`) rounds by it instead
+        of to nearest.
         """
         given = self.given.lookup(w, axis) if self.given else None
         if given is not None:
@@ -66,8 +69,13 @@ class WeightQuantizer:
         shape = [1] * w.ndim
         shape[axis] = -1
         q = 2 ** (bits - 1) - 1
-        w_q = np.clip(np.rint(w / s_w.reshape(shape)), -q, q).astype(np.int8)
-        return w_q, s_w
+        scaled = w / s_w.reshape(shape)
+        learned = self.rounding.get(self.current[0])
+        w_q = learned.integers(scaled, bits) if learned is not None else None
+        if w_q is not None:
+            self.note = "AdaRound"
+            return w_q, s_w
+        return np.clip(np.rint(scaled), -q, q).astype(np.int8), s_w
 
     def layer_weight_bits(self) -> int:
         """The current layer's weight bits: by its float graph variable (mixed precision), its
@@ -101,7 +109,7 @@ class WeightQuantizer:
         mean = self.means.get(x) if self.means is not None else None
         if mean is None or mean.size != w.shape[1] * groups:
             return bias
-        self.note = "bias corrected"
+        self.note = ", ".join(filter(None, (self.note, "bias corrected")))
         return bias_correction(bias, w, w_q, s_w, mean, groups)
 
     def channel_operands(self, w_q: np.ndarray, per_channel: tuple, attrs: dict) -> list:

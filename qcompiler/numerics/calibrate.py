@@ -18,7 +18,7 @@ from tvm import relax
 
 from qcompiler.errors import CalibrationDataError
 from qcompiler.frontend.onnx_import import ModelInput
-from qcompiler.numerics.observers import make_observer
+from qcompiler.numerics.observers import RANGE_OBSERVERS, ObserverChoice, make_observer
 from qcompiler.numerics.qparams import QParams
 from qcompiler.relax_access import bindings
 
@@ -104,7 +104,7 @@ def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     return relax.transform.Normalize()(mod), len(outs)
 
 
-def _probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
+def probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
                    target: tvm.target.Target, progress: bool
                    ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
     """(graph inputs, tensor bindings of main) of the float graph, one batch at a time."""
@@ -122,15 +122,29 @@ def _probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
 
 def calibrate(float_mod: tvm.IRModule, data: dict[str, np.ndarray], observer: str,
               act_dtype: str, percentile: float, target: tvm.target.Target,
-              progress: bool = True) -> tuple[list[QParams], list[QParams]]:
-    """qparams for (graph inputs, tensor bindings of main), each in order."""
+              progress: bool = True
+              ) -> tuple[list[QParams], list[QParams], list[ObserverChoice]]:
+    """qparams for (graph inputs, tensor bindings of main), each in order, and the observer
+    behind each tensor binding's (`auto`: chosen per tensor, `observer_choice`)."""
+    kinds = RANGE_OBSERVERS if observer == "auto" else (observer,)
     n_in, n_out = len(float_mod["main"].params), len(tensor_bindings(float_mod["main"]))
-    in_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_in)]
-    out_obs = [make_observer(observer, act_dtype, percentile) for _ in range(n_out)]
-    for feeds, results in _probe_batches(float_mod, data, target, progress):
-        for o, x in zip(in_obs + out_obs, feeds + results):
-            o.observe(x)
-    return [o.compute_qparams() for o in in_obs], [o.compute_qparams() for o in out_obs]
+    obs = [[make_observer(k, act_dtype, percentile) for k in kinds] for _ in range(n_in + n_out)]
+    first: list[np.ndarray] = []
+    for feeds, results in probe_batches(float_mod, data, target, progress):
+        first = first or feeds + results
+        for per_tensor, x in zip(obs, feeds + results):
+            for o in per_tensor:
+                o.observe(x)
+    candidates = [[o.compute_qparams() for o in per_tensor] for per_tensor in obs]
+    if len(kinds) > 1:
+        # here, not at the top: observer_choice builds on adaround, which builds on this module
+        from qcompiler.numerics.observer_choice import choose_observers
+
+        picked = choose_observers(float_mod, first, candidates, kinds)
+    else:
+        picked = [(c[0], ObserverChoice(observer, None)) for c in candidates]
+    qps = [qp for qp, _ in picked]
+    return qps[:n_in], qps[n_in:], [c for _, c in picked[n_in:]]
 
 
 def channel_means(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
@@ -140,7 +154,7 @@ def channel_means(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
     bindings of main), float64; None for a tensor of rank < 2. Bias correction uses them."""
     sums: list = []
     count = 0
-    for feeds, results in _probe_batches(float_mod, data, target, progress):
+    for feeds, results in probe_batches(float_mod, data, target, progress):
         batch = [x.astype(np.float64).sum(axis=tuple(a for a in range(x.ndim) if a != 1))
                  if x.ndim >= 2 else None for x in feeds + results]
         sums = batch if not sums else [None if a is None else a + b for a, b in zip(sums, batch)]

@@ -13,7 +13,6 @@ stays at 8 bits (F = 0.5 on equal-sized layers: half of them 4-bit). The least s
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tvm import relax
 from qcompiler.errors import QCompileError
 from qcompiler.numerics.calibrate import tensor_bindings
 from qcompiler.numerics.qparams import symmetric_weight_scales
+from qcompiler.numerics.sqnr import sqnr_db
 from qcompiler.relax_access import bindings, bound_values, const_array, is_tensor_const, op_name
 
 WEIGHTED = {"qcompiler.conv2d": "relax.nn.conv2d", "qcompiler.dense": "relax.matmul",
@@ -58,7 +58,8 @@ def load_precision(path: str | Path) -> dict[str, int]:
     return dict(data["weight_bits"])
 
 
-def _weighted(mod: tvm.IRModule) -> list[tuple[int, relax.Var, relax.GlobalVar, relax.Call]]:
+def weighted_layers(mod: tvm.IRModule
+                    ) -> list[tuple[int, relax.Var, relax.GlobalVar, relax.Call]]:
     """(position, var, composite, its conv/matmul call) of each conv/dense binding of main."""
     found = []
     values = bound_values(mod["main"])
@@ -93,7 +94,7 @@ def fake_quantize(w: np.ndarray, op: str, groups: int, bits: int, per_channel: b
     return (np.clip(np.rint(view / s), -q, q) * s).astype(np.float32).reshape(w.shape)
 
 
-def _with_weight(mod: tvm.IRModule, gv: relax.GlobalVar, call: relax.Call,
+def with_weight(mod: tvm.IRModule, gv: relax.GlobalVar, call: relax.Call,
                  w: np.ndarray) -> tvm.IRModule:
     """`mod` with the weight of `call` (in the composite `gv`) replaced by `w`."""
     func = mod[gv]
@@ -133,13 +134,12 @@ def layer_sensitivity(mod: tvm.IRModule, data: dict[str, np.ndarray], host: tvm.
     ref = _outputs(mod, data, host)
     signal = float(np.sum(ref * ref))
     found = []
-    for pos, var, gv, call in _weighted(mod):
+    for pos, var, gv, call in weighted_layers(mod):
         w = const_array(call.args[1])
         groups = int(call.attrs.groups) if hasattr(call.attrs, "groups") else 1
         fq = fake_quantize(w, op_name(call), groups, bits, per_channel)
-        noise = float(np.sum((ref - _outputs(_with_weight(mod, gv, call, fq), data, host)) ** 2))
-        db = math.inf if noise == 0 else -math.inf if signal == 0 else \
-            10.0 * math.log10(signal / noise)
+        noise = float(np.sum((ref - _outputs(with_weight(mod, gv, call, fq), data, host)) ** 2))
+        db = sqnr_db(signal, noise)
         kind = next(k for k, v in WEIGHTED.items() if v == op_name(call))
         found.append((pos, var, kind.split(".")[-1], int(w.size), db))
     return found

@@ -7,11 +7,24 @@ The math: `r = s * (q - z)`; the range an observer picks is turned into `(s, z)`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qcompiler.numerics.qparams import QParams, compute_qparams, dtype_range
 
-OBSERVERS = ("minmax", "percentile", "mse")
+RANGE_OBSERVERS = ("minmax", "percentile", "mse", "entropy")
+# `auto`: per tensor, the range observer whose quantized tensor serves its consumer best
+# (`qcompiler.numerics.observer_choice`)
+OBSERVERS = (*RANGE_OBSERVERS, "auto")
+
+
+@dataclass(frozen=True)
+class ObserverChoice:
+    """The observer a tensor's qparams come from, and (`auto`) its consumers' SQNR with them."""
+
+    observer: str
+    sqnr_db: float | None  # None: the observer was given, not chosen
 
 
 class Observer:
@@ -91,11 +104,54 @@ class MSEObserver(Observer):
         return best
 
 
+class EntropyObserver(Observer):
+    """The clipping threshold t minimising KL(P || Q) (TensorRT's entropy calibration, as in
+    ONNX Runtime): P is the histogram of |x| over `bins` bins, cut at t with the tail folded
+    into its last bin; Q is P's first t bins merged into as many levels as the dtype has on
+    that side (256 for a never-negative tensor, else 128) and spread back over their non-empty
+    bins. The range is then `[max(lo, -t), min(hi, t)]`, keeping 0 as a ReLU output's bound.
+    """
+
+    bins = 2048  # candidates: every 8th bin count from `levels`, then the best's neighbours
+
+    def compute_range(self) -> tuple[float, float]:
+        qmin, qmax = dtype_range(self.dtype)
+        levels = (qmax - qmin + 1) if self.lo >= 0 else (qmax - qmin + 1) // 2
+        top = max(abs(self.lo), abs(self.hi))
+        if levels >= self.bins or top == 0.0:
+            return self.lo, self.hi
+        hist, edges = np.histogram(np.abs(self.sample()), self.bins, (0.0, top))
+        def kl(i: int) -> float:
+            return _clipped_kl(hist, i, levels)
+
+        coarse = min(range(levels, self.bins + 1, 8), key=kl)  # then refine at single bins
+        best = min(range(max(levels, coarse - 7), min(self.bins, coarse + 7) + 1), key=kl)
+        t = float(edges[best])
+        return (self.lo if self.lo >= 0 else max(self.lo, -t)), min(self.hi, t)
+
+
+def _clipped_kl(hist: np.ndarray, i: int, levels: int) -> float:
+    """KL(P || Q) of the first i bins of `hist` (tail folded in) against `levels` levels."""
+    p = hist[:i].astype(np.float64)
+    p[-1] += hist[i:].sum()
+    kept = hist[:i].astype(np.float64)
+    starts = (np.arange(levels) * i) // levels
+    sums = np.add.reduceat(kept, starts)
+    filled = np.add.reduceat((kept > 0).astype(np.float64), starts)
+    group = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
+    q = np.where(kept > 0, sums[group] / np.maximum(filled[group], 1.0), 0.0)
+    p, q = p / p.sum(), q / max(q.sum(), 1e-300)
+    on = p > 0
+    return float(np.sum(p[on] * np.log(p[on] / np.maximum(q[on], 1e-12))))
+
+
 def make_observer(kind: str, dtype: str, percentile: float = 99.99) -> Observer:
+    if kind == "entropy":
+        return EntropyObserver(dtype)
     if kind == "minmax":
         return MinMaxObserver(dtype)
     if kind == "percentile":
         return PercentileObserver(dtype, percentile)
     if kind == "mse":
         return MSEObserver(dtype)
-    raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, not {kind!r}")
+    raise ValueError(f"observer must be one of {', '.join(RANGE_OBSERVERS)}, not {kind!r}")

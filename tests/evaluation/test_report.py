@@ -6,10 +6,13 @@ import json
 import os
 import re
 
-from conftest import BUNDLED_CALIB, BUNDLED_MODEL
+import numpy as np
+from conftest import BUNDLED_CALIB, BUNDLED_MODEL, make_model, save_calib, save_model
+from onnx import helper
 
 from qcompiler.cli import main
 from qcompiler.graph_meta import layer_label
+from qcompiler.numerics.observers import RANGE_OBSERVERS
 
 
 def test_report_renders_table_and_plot(tmp_path, capsys):
@@ -21,9 +24,10 @@ def test_report_renders_table_and_plot(tmp_path, capsys):
     layers = json.loads((out / "model.json").read_text())["layers"]
     rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>"
                       r"<td class='(\w+)'>\w+</td><td>([^<]*)</td><td>([^<]*)</td>"
-                      r"<td>([^<]*)</td></tr>", text)
+                      r"<td>([^<]*)</td><td>([^<]*)</td></tr>", text)
     assert len(rows) == len(layers) > 5
-    for (idx, name, op, status, scale, zp, sqnr), layer in zip(rows, layers):
+    for (idx, name, op, status, scale, zp, sqnr, observer), layer in zip(rows, layers):
+        assert observer == ("percentile" if layer.get("tensor") else "-"), (name, observer)
         assert (name, op, status) == (html.unescape(" + ".join([layer_label(layer),
                                                                 *layer["fused"]])),
                                       layer["op"], layer["status"])
@@ -42,3 +46,21 @@ def test_report_renders_table_and_plot(tmp_path, capsys):
     os.umask(umask)
     for f in (report, png, out / "model.json", out / "libfashion_cnn.a"):  # as `open` makes them
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_report_names_the_observer_auto_chose_per_layer(tmp_path, rng):
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+                        helper.make_node("Relu", ["c"], ["r"]),
+                        helper.make_node("Conv", ["r", "w2"], ["y"])],
+                       {"x": (1, 2, 6, 6)}, {"y": None},
+                       {"w": w, "w2": rng.standard_normal((3, 4, 1, 1))})
+    calib = rng.standard_normal((8, 2, 6, 6)).astype(np.float32)
+    calib[0, 0, 0, 0] = 40.0  # an outlier the next layer sees
+    out, report = tmp_path / "out", tmp_path / "report.html"
+    assert main([str(save_model(model, tmp_path)), "--calib",
+                 str(save_calib({"x": calib}, tmp_path)), "-o", str(out), "--observer",
+                 "auto", "--report", str(report), "--quiet"]) == 0
+    chosen = re.findall(r"<td>(\w+) \(next layer ([\d.]+|exact) dB\)</td></tr>",
+                        report.read_text())
+    assert len(chosen) == 2 and all(kind in RANGE_OBSERVERS for kind, _ in chosen), chosen

@@ -132,11 +132,12 @@ def test_correction_shrinks_the_mean_output_error(tmp_path, rng):
     assert with_ < 0.5 * without, (without, with_)
 
 
-@pytest.mark.parametrize("option", ["equalize", "bias_correction"])
-def test_qdq_model_refuses_both_options(option):
+@pytest.mark.parametrize("option", [{"equalize": True}, {"bias_correction": True},
+                                    {"adaround": 10}])
+def test_qdq_model_refuses_weight_options(option):
     model = onnx.load(str(ROOT / "tests" / "fixtures" / "qdq" /
                           "conv_add_gemm_qdq_per_channel.onnx"))
     with pytest.raises(QCompileError) as info:
-        compile_model(model, None, CompileConfig(**{option: True}), progress=False)
-    assert str(info.value) == ("a QDQ model carries its own quantized weights: leave equalize "
-                               "and bias_correction off")
+        compile_model(model, None, CompileConfig(**option), progress=False)
+    assert str(info.value) == ("a QDQ model carries its own quantized weights: leave equalize, "
+                               "bias_correction and adaround off")

@@ -44,7 +44,36 @@ def test_mse_range_is_no_wider_than_minmax_and_lowers_error(rng):
 
 
 def test_unknown_observer_and_empty_observer():
-    with pytest.raises(ValueError, match="observer must be one of minmax, percentile, mse"):
+    with pytest.raises(ValueError, match="observer must be one of minmax, percentile, mse, entropy"):
         make_observer("kl", "uint8")
     with pytest.raises(ValueError, match="saw no data"):
         make_observer("minmax", "uint8").compute_qparams()
+
+
+def test_entropy_clips_an_outlier_that_minmax_keeps(rng):
+    x = np.maximum(rng.standard_normal(100_000), 0).astype(np.float32)
+    x[3] = 100.0
+    lo, hi = _observed("entropy", [x]).compute_range()
+    assert lo == 0.0  # a ReLU output keeps its exact lower bound
+    assert hi < 20.0 < _observed("minmax", [x]).compute_range()[1]
+
+
+def test_entropy_keeps_both_sides_of_a_signed_tensor_within_the_observed_range(rng):
+    x = rng.standard_normal(100_000).astype(np.float32)
+    x[0] = -60.0
+    o = _observed("entropy", [x])
+    lo, hi = o.compute_range()
+    assert o.lo < lo < -1.0 and 1.0 < hi <= o.hi
+
+
+def test_entropy_spends_levels_where_the_mass_is(rng):
+    """Against minmax on a long-tailed tensor: a smaller rounding error on the bulk."""
+    x = rng.exponential(1.0, 100_000).astype(np.float32)
+    bulk = x[x < np.percentile(x, 99)]
+
+    def err(kind):
+        qp = _observed(kind, [x]).compute_qparams()
+        q = np.clip(np.rint(bulk / qp.scale) + qp.zero_point, 0, 255)
+        return np.mean((qp.scale * (q - qp.zero_point) - bulk) ** 2)
+
+    assert err("entropy") < err("minmax")
