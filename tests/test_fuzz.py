@@ -182,9 +182,11 @@ def test_generator_draws_what_the_rules_accept():
     a rule that raises on one of them is a fallback `check_case` reports."""
     wanted = {"weight_bits=4", "activation_bits=16", "per_channel=False", "batch=2", "h!=w",
               "wide", "Conv kh!=kw", "Conv sh!=sw", "dh!=dw", "Conv asymmetric pads",
-              "MaxPool kh!=kw", "AveragePool sh!=sw", "MaxPool asymmetric pads", "dilation 3",
+              "MaxPool kh!=kw", "MaxPool asymmetric pads", "dilation 3",
               "stride 3", "kernel 2", "kernel 5", "depthwise", "depthwise x2", "grouped",
               "groups 1", "dense on a flattened map"}
+    # (an AveragePool with unequal strides: tests/test_pool_ceil_mode.py draws it explicitly,
+    # since the ceil_mode draw moved the fixed seed's 200 graphs)
     seen: set[str] = set()
 
     @settings(max_examples=200, **CI)

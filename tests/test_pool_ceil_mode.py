@@ -75,6 +75,11 @@ def _conv_pools_case(channels: int, h: int, w: int, strides: list) -> GraphCase:
     return GraphCase(model, calib, 1, seed=7)
 
 
+def test_pools_with_unequal_strides_on_x86():
+    """Strides 2x1 through a max pool and both average pools (count_include_pad 0 and 1)."""
+    assert check_case(_conv_pools_case(8, 11, 13, [2, 1]), target="x86") is None
+
+
 @pytest.mark.parametrize("target", ["arm", "hexagon"])
 def test_ceil_mode_pools_under_qemu(target):
     """The runtime-free library under qemu equals the reference (hexagon: the strided pools
