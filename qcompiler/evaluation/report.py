@@ -21,6 +21,7 @@ from qcompiler.graph_meta import graph_meta, layer_label
 from qcompiler.numerics.calibrate import probe_module
 from qcompiler.numerics.observers import ObserverChoice
 from qcompiler.numerics.qparams import dtype_range
+from qcompiler.numerics.sqnr import sqnr_db
 from qcompiler.pipeline import Compiled
 from qcompiler.reference import Reference
 from qcompiler.reference import quantize as quantize_ref
@@ -57,18 +58,10 @@ def layer_sqnr(compiled: Compiled, calib: dict[str, np.ndarray], limit: int = 8
             signal[k] += float(np.sum(f * f))
             noise[k] += float(np.sum((f - deq) ** 2))
     for k, layer in enumerate(layers):
-        layer["sqnr_db"] = _db(signal[k], noise[k]) if layer.get("tensor") else None
+        layer["sqnr_db"] = sqnr_db(signal[k], noise[k]) if layer.get("tensor") else None
         if 0 <= layer.get("index", -1) < len(compiled.observers):  # which observer, and why
             layer["observer"] = compiled.observers[layer["index"]]
     return layers
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return math.inf
-    if signal == 0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
 
 
 def _plot(layers: list[dict], path: Path) -> None:

@@ -17,7 +17,12 @@ from qcompiler.errors import QCompileError
 from qcompiler.frontend.qdq_import import WeightTable
 from qcompiler.graph_meta import LayerRecord
 from qcompiler.numerics import nibbles
-from qcompiler.numerics.qparams import QParams, dtype_range, symmetric_weight_scales
+from qcompiler.numerics.qparams import (
+    QParams,
+    dtype_range,
+    symmetric_weight_scales,
+    weight_absmax,
+)
 from qcompiler.numerics.requantize import quantize_multipliers
 
 
@@ -60,10 +65,7 @@ class WeightQuantizer:
             self.note = "weights re-quantized: they differ from the model's (BN folded in)"
         bits = self.bits_used = self.layer_weight_bits()
         w = w.astype(np.float32)
-        red = tuple(i for i in range(w.ndim) if i != axis)
-        absmax = np.abs(w).max(axis=red) if self.per_channel else \
-            np.full(w.shape[axis], np.abs(w).max())
-        s_w = symmetric_weight_scales(absmax, bits)
+        s_w = symmetric_weight_scales(weight_absmax(w, axis, self.per_channel), bits)
         bias_floor = (np.abs(bias.astype(np.float64)) / (np.float64(s_x) * 2.0**30))
         s_w = np.maximum(s_w, bias_floor.astype(np.float32) * np.float32(1 + 2**-20))
         shape = [1] * w.ndim

@@ -27,7 +27,7 @@ from tvm import relax
 
 from qcompiler.numerics.calibrate import probe_batches, tensor_bindings
 from qcompiler.numerics.mixed_precision import weighted_layers
-from qcompiler.numerics.qparams import symmetric_weight_scales
+from qcompiler.numerics.qparams import symmetric_weight_scales, weight_absmax
 from qcompiler.relax_access import bound_values, const_array, op_name
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
@@ -59,9 +59,8 @@ class LearnedRounding:
 
 def weight_scales(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
     """The quantizer's scales of an (out, ...) weight, shaped to broadcast against it."""
-    absmax = np.abs(w).max(axis=tuple(range(1, w.ndim))) if per_channel else \
-        np.full(w.shape[0], np.abs(w).max())
-    return symmetric_weight_scales(absmax, bits).reshape(-1, *([1] * (w.ndim - 1)))
+    return symmetric_weight_scales(weight_absmax(w, 0, per_channel), bits).reshape(
+        -1, *([1] * (w.ndim - 1)))
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], strides: list[int], padding: list[int],

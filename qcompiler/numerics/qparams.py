@@ -72,6 +72,13 @@ def with_dtype(qp: QParams, dtype: str) -> QParams:
     return QParams(qp.scale, qp.zero_point + shifts[(qp.dtype, dtype)], dtype)
 
 
+def weight_absmax(w: np.ndarray, axis: int, per_channel: bool) -> np.ndarray:
+    """max|w| per slice along `axis` (the output channels), or the tensor's max repeated."""
+    if not per_channel:
+        return np.full(w.shape[axis], np.abs(w).max())
+    return np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+
+
 def symmetric_weight_scales(w_absmax: np.ndarray, bits: int = 8) -> np.ndarray:
     """Per-channel symmetric weight scales `s_w[c] = max|w[c]| / (2^(bits-1) - 1)`, float32.
 
