@@ -19,7 +19,7 @@ from qcompiler.schedules.hexagon.vector import HVX_VECTOR, VectorRule
 from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
 from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
-from qcompiler.schedules.x86.dot import X86_VNNI
+from qcompiler.schedules.x86.dot import X86_AVX2, X86_VNNI
 from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
 from qcompiler.targets.target import Target
 from tvm import relax
@@ -46,10 +46,10 @@ def rules_for(target: Target) -> list:
         return [ARM_SDOT]
     if target.name == "hexagon" and target.has("hvxv68"):
         return [HEXAGON_VRMPY, HVX_VECTOR]
-    if target.name == "x86":  # depthwise has a plain vector form for AVX2
+    if target.name == "x86":
         if target.has("avx512vnni"):
             return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI]
-        return [DEPTHWISE]
+        return [X86_AVX2, DEPTHWISE]
     return []
 
 

@@ -42,48 +42,54 @@ from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 from qcompiler.numerics.weight_layout import folded_bias, pack, packed_shape
 
 
-def _ceil4(n: int) -> int:
-    return ceil_div(n, 4)
+def _as(value: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    """`value` in `dtype`, with no cast node where it already is (same kernel text)."""
+    return value if str(value.dtype) == dtype else value.astype(dtype)
 
 
-def packed_params(w_shape: tuple, lanes: int, attrs: dict) -> tuple:
+def packed_params(w_shape: tuple, lanes: int, attrs: dict, depth: int = 4) -> tuple:
     """(operands, weights read): the constant operands of a packed kernel, its weights in
     `weight_layout.pack` order (int8, or nibbles of that order: `kernels.weight_operand`) and
     per output channel the folded bias (`b - zp_x sum w`), Q31 multiplier and shift; and the
     int8 packed weights."""
-    w, read = kernels.weight_operand(packed_shape(w_shape, lanes), attrs, "w_packed")
+    w, read = kernels.weight_operand(packed_shape(w_shape, lanes, depth), attrs, "w_packed")
     return (w, *(te.placeholder((w_shape[0],), "int32", name=n)
                  for n in ("bias", "m0", "shift"))), read
 
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                   lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
+                   lanes: int = 4, epilogue: Callable = kernels._requantize_channels,
+                   depth: int = 4, packed_dtype: str | None = None) -> list:
+    """`depth` (K): reduction values per lane; `packed_dtype`: the packed activations' type
+    (default the input's; int16 where the instruction multiplies 16-bit pairs)."""
     n, cin, h, w_ = x_shape
     cout, cin_w, kh, kw = w_shape
     sh, sw = attrs["strides"]
     pt, pl, pb, pr = attrs["padding"]
     dh, dw = attrs["dilation"]
     oh, ow = conv2d_out_hw(x_shape, w_shape, attrs)
-    c4, o4, L = _ceil4(cin), ceil_div(cout, lanes), lanes
+    K, L = depth, lanes
+    c4, o4 = ceil_div(cin, K), ceil_div(cout, L)
     zp = attrs["zp_x"]
+    p_dtype = packed_dtype or x_dtype
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = packed_params(w_shape, L, attrs)
+    params, wp = packed_params(w_shape, L, attrs, K)
 
     def packed(b, cb, i, j, ci):  # noqa: ANN001, ANN202
         # One condition and one constant (zp_x, also in the channel tail, where the packed
         # weights are 0): the padding pattern `schedule_acc` splits into fill and copy.
         inside = [i >= pt, i < h + pt, j >= pl, j < w_ + pl]
-        if cin % 4:
-            inside.append(cb * 4 + ci < cin)
-        return tirx.if_then_else(tirx.all(*inside),
-                                 x[b, tirx.min(cb * 4 + ci, cin - 1), i - pt, j - pl],
-                                 tirx.const(zp, x_dtype))
+        if cin % K:
+            inside.append(cb * K + ci < cin)
+        value = x[b, tirx.min(cb * K + ci, cin - 1), i - pt, j - pl]
+        return tirx.if_then_else(tirx.all(*inside), _as(value, p_dtype),
+                                 tirx.const(zp, p_dtype))
 
-    xp = te.compute((n, c4, h + pt + pb, w_ + pl + pr, 4), packed, name="x_packed")
+    xp = te.compute((n, c4, h + pt + pb, w_ + pl + pr, K), packed, name="x_packed")
     rcb = te.reduce_axis((0, c4), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
-    rci = te.reduce_axis((0, 4), name="rci")
+    rci = te.reduce_axis((0, K), name="rci")
     acc = te.compute(
         (n, o4, oh, ow, L),
         lambda b, ob, i, j, oi: te.sum(
@@ -97,18 +103,21 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
 
 
 def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                  lanes: int = 4, epilogue: Callable = kernels._requantize_channels) -> list:
-    """`acc[n, o/L, o%L] = sum_{k/4, k%4} xp[n, k/4, k%4] * wp[o/L, k/4, o%L, k%4]`."""
+                  lanes: int = 4, epilogue: Callable = kernels._requantize_channels,
+                  depth: int = 4, packed_dtype: str | None = None) -> list:
+    """`acc[n, o/L, o%L] = sum_{k/K, k%K} xp[n, k/K, k%K] * wp[o/L, k/K, o%L, k%K]`."""
     n, k = x_shape
     cout, _ = w_shape
-    k4, o4, L = _ceil4(k), ceil_div(cout, lanes), lanes
+    K, L = depth, lanes
+    k4, o4 = ceil_div(k, K), ceil_div(cout, L)
+    p_dtype = packed_dtype or x_dtype
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = packed_params(w_shape, L, attrs)
-    xp = te.compute((n, k4, 4), lambda b, kb, ki: tirx.if_then_else(
-        kb * 4 + ki < k, x[b, tirx.min(kb * 4 + ki, k - 1)], tirx.const(0, x_dtype)),
-        name="x_packed")
+    params, wp = packed_params(w_shape, L, attrs, K)
+    xp = te.compute((n, k4, K), lambda b, kb, ki: tirx.if_then_else(
+        kb * K + ki < k, _as(x[b, tirx.min(kb * K + ki, k - 1)], p_dtype),
+        tirx.const(0, p_dtype)), name="x_packed")
     rkb = te.reduce_axis((0, k4), name="rkb")
-    rki = te.reduce_axis((0, 4), name="rki")
+    rki = te.reduce_axis((0, K), name="rki")
     acc = te.compute((n, o4, L), lambda b, ob, oi: te.sum(
         xp[b, rkb, rki].astype("int32") * wp[ob, rkb, oi, rki].astype("int32"),
         axis=[rkb, rki]), name="acc")
@@ -139,12 +148,13 @@ def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: boo
     return sch.split(loop, factors)
 
 
-def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
-    """Move the output lanes and the 4-deep reduction innermost and map them to the
+def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
+                 columns: int = BLOCK_COLUMNS) -> None:
+    """Move the output lanes and the K-deep reduction innermost and map them to the
     instruction.
 
     Convolutions are register-blocked: J output columns (by default the largest divisor of
-    the width up to BLOCK_COLUMNS) times R rows times K output-channel blocks (by default 1
+    the width up to `columns`, which the register file bounds) times R rows times K output-channel blocks (by default 1
     each) are computed together, the reduction outside them, so each weight vector is loaded
     once per J x R products and the accumulators stay in registers; the requantize epilogue runs on each block
     right after it is complete, while it is in cache. `tunable` turns J, R and K into sampled
@@ -154,7 +164,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
     """
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
-    conv = len(loops) == 9  # n, o/L, y, x, o%L | c/4, ky, kx, c%4
+    conv = len(loops) == 9  # n, o/L, y, x, o%L | c/K, ky, kx, c%K
     n_spatial = len(loops) - (4 if conv else 2)
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     lane = spatial[-1]
@@ -162,8 +172,8 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) ->
     if conv:
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
-        cols = max(d for d in range(1, BLOCK_COLUMNS + 1) if width % d == 0)
-        jo, ji = split_tile(sch, j, cols, tunable, BLOCK_COLUMNS)
+        cols = max(d for d in range(1, columns + 1) if width % d == 0)
+        jo, ji = split_tile(sch, j, cols, tunable, columns)
         obo, obi = split_tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
         io, ii = split_tile(sch, i, 1, tunable, BLOCK_ROWS)
         outer = list(reduction[:-1])  # c/4, ky, kx
@@ -254,6 +264,9 @@ class DotProduct:
     # lanes: `hexagon.stages`); None: the portable int64 epilogue, nothing more.
     epilogue: Callable | None = None
     stages: Callable[[tvm.s_tir.Schedule, int], None] | None = None
+    depth: int = 4  # K: reduction values per lane (4 bytes; 2 for int16 pairs)
+    packed_dtype: str | None = None  # the packed activations' type (None: `x_dtype`)
+    columns: int = BLOCK_COLUMNS  # most output columns per register block
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
@@ -268,14 +281,15 @@ class DotProduct:
         requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
         epilogue = (kernels._requantize_channels if self.epilogue is None
                     else functools.partial(self.epilogue, shifts=shifts))
-        return te.create_prim_func(COMPUTES[op](x_shape, x_dtype, w_shape, attrs,
-                                                lanes=self.lanes, epilogue=epilogue))
+        return te.create_prim_func(COMPUTES[op](
+            x_shape, x_dtype, w_shape, attrs, lanes=self.lanes, epilogue=epilogue,
+            depth=self.depth, packed_dtype=self.packed_dtype))
 
     def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
         """The whole schedule of a workload: the dot product (`schedule_acc`, the part tuning
         samples), then the target's stages around it. Tuning's design space and its traces
         are this function, so a record replays all of it."""
-        schedule_acc(sch, self.intrinsic(), tunable)
+        schedule_acc(sch, self.intrinsic(), tunable, self.columns)
         if self.stages is not None:
             self.stages(sch, self.lanes)
 
@@ -292,7 +306,8 @@ class DotProduct:
         func = sch.mod["main"]
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         if nibbles.is_nibbles(attrs):
-            packed_attrs.update(nibbles.storage_attrs(packed_shape(w_shape, self.lanes)))
+            packed_attrs.update(nibbles.storage_attrs(
+                packed_shape(w_shape, self.lanes, self.depth)))
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
 
@@ -300,6 +315,6 @@ class DotProduct:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """(packed weights, folded bias) for the portable kernel's int8 (weights, bias); the
         packed weights as nibbles where the kernel stores them so (`attrs`)."""
-        wp = pack(w, self.lanes)
+        wp = pack(w, self.lanes, self.depth)
         return nibbles.pack(wp) if nibbles.is_nibbles(attrs) else wp, \
             folded_bias(w, bias, attrs["zp_x"])

@@ -36,6 +36,7 @@ def load_intrinsics(module: str) -> types.ModuleType:
 OURS = {
     "qcompiler_requantize_": "qcompiler.schedules.x86.requantize",
     "qcompiler_dot_16x4_u8i8i32_vnni": "qcompiler.schedules.x86.vnni",
+    "qcompiler_dot_8x2_i16i8i32_avx2": "qcompiler.schedules.x86.avx2",
     "qcompiler_window_": "qcompiler.schedules.x86.vnni",
     "qcompiler_taps_": "qcompiler.schedules.x86.vnni",
     "qcompiler_dot_32x4_u8i8i32_vrmpy": "qcompiler.schedules.hexagon.vrmpy",

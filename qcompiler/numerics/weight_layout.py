@@ -1,7 +1,8 @@
 """Weights packed at compile time for the dot-product kernels, and the way back.
 
-A dot-product instruction multiplies L output lanes by 4 reduction bytes at once, so the
-kernels read weights as `wp[o/L, c/4, (ky, kx,) o%L, c%4]` (channels padded with zeros).
+A dot-product instruction multiplies L output lanes by K reduction values at once (K = 4
+bytes, or 2 for `vpmaddwd`'s int16 pairs), so the kernels read weights as
+`wp[o/L, c/K, (ky, kx,) o%L, c%K]` (channels padded with zeros).
 Packing once here, instead of in the kernel on every call, is what makes the layout free at
 run time. The zero point leaves the dot product through the bias:
 
@@ -19,30 +20,32 @@ from qcompiler.numerics import nibbles
 from qcompiler.numerics.shapes import ceil_div
 
 
-def packed_shape(w_shape: tuple, lanes: int) -> tuple[int, ...]:
-    """(cout, cin[, kh, kw]) -> (cout/L, cin/4[, kh, kw], L, 4), each quotient rounded up."""
-    return (ceil_div(w_shape[0], lanes), ceil_div(w_shape[1], 4), *w_shape[2:], lanes, 4)
+def packed_shape(w_shape: tuple, lanes: int, depth: int = 4) -> tuple[int, ...]:
+    """(cout, cin[, kh, kw]) -> (cout/L, cin/K[, kh, kw], L, K), each quotient rounded up
+    (K = `depth`, the reduction values per lane)."""
+    return (ceil_div(w_shape[0], lanes), ceil_div(w_shape[1], depth), *w_shape[2:], lanes,
+            depth)
 
 
-def pack(w: np.ndarray, lanes: int) -> np.ndarray:
-    """(cout, cin[, kh, kw]) int8 -> (cout/L, cin/4[, kh, kw], L, 4), zero padded."""
+def pack(w: np.ndarray, lanes: int, depth: int = 4) -> np.ndarray:
+    """(cout, cin[, kh, kw]) int8 -> (cout/L, cin/K[, kh, kw], L, K), zero padded."""
     cout, cin = w.shape[:2]
     spatial = w.shape[2:]
-    o4, c4 = packed_shape(w.shape, lanes)[:2]
-    padded = np.zeros((o4 * lanes, c4 * 4, *spatial), np.int8)
+    o4, c4 = packed_shape(w.shape, lanes, depth)[:2]
+    padded = np.zeros((o4 * lanes, c4 * depth, *spatial), np.int8)
     padded[:cout, :cin] = w
-    blocks = padded.reshape(o4, lanes, c4, 4, *spatial)
+    blocks = padded.reshape(o4, lanes, c4, depth, *spatial)
     order = (0, 2, *range(4, 4 + len(spatial)), 1, 3)
     return np.ascontiguousarray(blocks.transpose(order))
 
 
 def unpack(wp: np.ndarray, w_shape: tuple) -> np.ndarray:
-    """The inverse of `pack` for weights of shape `w_shape`."""
+    """The inverse of `pack` for weights of shape `w_shape` (L and K read from `wp`'s shape)."""
     cout, cin = w_shape[:2]
     n_spatial = len(w_shape) - 2
-    o4, c4, lanes = wp.shape[0], wp.shape[1], wp.shape[-2]
+    o4, c4, lanes, depth = wp.shape[0], wp.shape[1], wp.shape[-2], wp.shape[-1]
     order = (0, 2 + n_spatial, 1, 3 + n_spatial, *range(2, 2 + n_spatial))
-    full = wp.transpose(order).reshape(o4 * lanes, c4 * 4, *w_shape[2:])
+    full = wp.transpose(order).reshape(o4 * lanes, c4 * depth, *w_shape[2:])
     return np.ascontiguousarray(full[:cout, :cin])
 
 

@@ -1,5 +1,5 @@
-"""x86 kernels: conv/dense on `vpdpbusd` where the target has AVX-512 VNNI, and the portable
-kernels on the AVX2 (x86-64-v3) fallback; both bit-exact against the reference.
+"""x86 kernels: conv/dense on `vpdpbusd` where the target has AVX-512 VNNI, and on `vpmaddwd`
+(int16 pairs) on AVX2 (x86-64-v3); both bit-exact against the reference.
 
 These are the NCHW kernels (graphs compiled with `blocked_layout=False`; on VNNI they also run
 the layers a blocked graph leaves in NCHW, such as RGB stems). The blocked (NCHW16c) kernels
@@ -63,7 +63,8 @@ def _compile(model, shape, tmp_path, rng, target, batch=2):
 def test_bit_exact_on_both_isa_levels(target, tmp_path, rng):
     model, shape = _model(rng)
     compiled, inputs = _compile(model, shape, tmp_path, rng, TARGETS[target])
-    assert ("x86_vnni" in _schedules(compiled)) == (target == "vnni")
+    # the conv and the dense layer on the ISA's dot product
+    assert _schedules(compiled).count(f"x86_{target}") == 2
     _check_exact(compiled, inputs, rng)
 
 
@@ -97,6 +98,61 @@ def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
     conv = [b for b in bodies if "conv2d_compute_>:" in b]
     dense = [b for b in bodies if "dense_compute_>:" in b]
     assert conv and dense and all("vpdpbusd" in b for b in conv + dense)
+
+
+def test_avx2_conv_kernel_uses_vpmaddwd(tmp_path, rng):
+    model, shape = _model(rng)
+    compiled, _ = _compile(model, shape, tmp_path, rng, AVX2)
+    emit(compiled, None, tmp_path / "out")
+    dis = subprocess.run(["objdump", "-d", str(tmp_path / "out" / "libmodel.a")],
+                         capture_output=True, text=True, check=True).stdout
+    bodies = dis.split("\n\n")
+    conv = [b for b in bodies if "conv2d_compute_>:" in b]
+    dense = [b for b in bodies if "dense_compute_>:" in b]
+    assert conv and dense and all("vpmaddwd" in b and "zmm" not in b for b in conv + dense)
+
+
+# AVX2 conv/dense on `vpmaddwd`: (cin, cout, kernel, stride, dilation, pads, size, batch);
+# channels no multiple of 2 or 8, 1x1 and non-square kernels, asymmetric padding, widths
+# with no divisor up to the register block (13) and one column.
+AVX2_CASES = [
+    (3, 16, (3, 3), 2, 1, (1, 1, 1, 1), (17, 13), 1),
+    (13, 40, (3, 3), 1, 1, (1, 1, 1, 1), (9, 9), 2),
+    (64, 24, (1, 1), 1, 1, (0, 0, 0, 0), (14, 14), 1),
+    (7, 9, (1, 3), 1, 2, (0, 2, 1, 0), (6, 11), 1),
+    (32, 8, (3, 3), 3, 1, (1, 1, 1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", AVX2_CASES,
+                         ids=lambda c: f"c{c[0]}o{c[1]}k{c[2][0]}{c[2][1]}s{c[3]}")
+def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, rng):
+    """Activations and weights at the ends of their ranges (255 x -128 pairs, whose 16-bit
+    pair sums `vpmaddubsw` would saturate) as well as random ones: bit-exact."""
+    from qcompiler.reference import conv2d as ref_conv2d
+    from qcompiler.schedules.x86.dot import X86_AVX2
+
+    cin, cout, k, s, d, pads, hw, batch = case
+    x_shape, w_shape = (batch, cin, *hw), (cout, cin, *k)
+    attrs = {"strides": [s, s], "padding": list(pads), "dilation": [d, d], "groups": 1,
+             "zp_x": 7, "zp_y": 0, "lo": -128, "hi": 127, "out_dtype": "int8"}
+    x = rng.integers(0, 256, x_shape).astype(np.uint8)
+    x[..., ::2] = 255
+    w = rng.integers(-128, 128, w_shape).astype(np.int8)
+    w[::2] = -128
+    bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+    ops = [x, w, bias, rng.integers(2**30, 2**31 - 1, cout).astype(np.int32),
+           np.full(cout, -14, np.int32)]
+    want = ref_conv2d(*ops, attrs)
+    wp, folded = X86_AVX2.pack_operands(w, bias, attrs)
+    func = X86_AVX2.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         tvm.target.Target(AVX2.tvm_target))
+    requires_cpu_for(AVX2.tvm_target)
+    out = tvm.runtime.tensor(np.zeros(want.shape, np.int8))
+    lib["main"](*[tvm.runtime.tensor(a) for a in (x, wp, folded, *ops[3:])], out)
+    assert 0.2 < np.mean((want > -128) & (want < 127))  # the clamp does not hide the sums
+    np.testing.assert_array_equal(out.numpy(), want)
 
 
 def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
@@ -194,7 +250,9 @@ def test_depthwise_rule_takes_only_depthwise_convs():
     from qcompiler.schedules import rules_for
     from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 
-    assert DEPTHWISE_VNNI in rules_for(VNNI) and rules_for(AVX2) == [DEPTHWISE]
+    from qcompiler.schedules.x86.dot import X86_AVX2
+
+    assert DEPTHWISE_VNNI in rules_for(VNNI) and rules_for(AVX2) == [X86_AVX2, DEPTHWISE]
     assert not DEPTHWISE.applies("conv2d", {"groups": 1}, "uint8")
     assert not DEPTHWISE.applies("dense", {}, "uint8")
     assert DEPTHWISE.fits((1, 8, 5, 5), (8, 1, 3, 3), {})
@@ -226,7 +284,7 @@ def test_depthwise_block_bit_exact_on_both_isa_levels(target, tmp_path, rng):
     compiled, inputs = _compile(model, shape, tmp_path, rng, TARGETS[target])
     # the 14-wide expansion has columns in the lanes, the 7-wide projection channels
     want = ["x86_vnni", "x86_vnni_columns", "x86_vnni_depthwise"] if target == "vnni" \
-        else ["depthwise"]
+        else ["depthwise", "x86_avx2", "x86_avx2"]
     assert sorted(s for s in _schedules(compiled) if s != "portable") == want
     _check_exact(compiled, inputs, rng, runs=2)
     emit(compiled, None, tmp_path / "out")  # the runtime-free C library runs them too
