@@ -126,6 +126,7 @@ def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     return [x, *params, y]
 
 
+BIASED = "acc_biased"  # the int32 `acc + bias` stage of an epilogue that has one
 NIBBLE_UNPACK = "w_packed_unpack"  # 4-bit weights unpacked (`kernels.weight_operand`)
 BLOCK_COLUMNS = 16  # output columns per register block (accumulators live across the reduction)
 BLOCK_CHANNELS = 4  # at most this many output-channel blocks per register block (tuning only)
@@ -181,6 +182,8 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
         sch.parallel(sch.fuse(b, obo, io))
         # Unit loops kept: the loop count (which traces record) must not depend on the tiles.
+        if has_block(sch, BIASED):  # an epilogue's int32 stage goes first (`x86.epilogue`)
+            sch.reverse_compute_at(sch.get_sblock(BIASED), jo, preserve_unit_loops=True)
         sch.reverse_compute_at(sch.get_sblock("requantize"), jo, preserve_unit_loops=True)
         sch.decompose_reduction(block, outer[0])
         for loop in (ji, ii, obi):

@@ -6,6 +6,7 @@ first use."""
 from __future__ import annotations
 
 from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.x86.epilogue import dot_product_epilogue, schedule_dot_product_epilogue
 
 
 def vpdpbusd_intrinsic() -> str:
@@ -30,7 +31,9 @@ def vpmaddwd_intrinsic() -> str:
 
 
 # 16 ymm registers: 12 accumulators, the weights, the activation pair and the product.
+# The epilogue's int32 `acc + bias` stage lets LLVM multiply with `vpmuldq` (`x86.epilogue`).
 X86_AVX2 = DotProduct("x86_avx2", 8, "uint8", vpmaddwd_intrinsic, depth=2,
-                      packed_dtype="int16", columns=12)
+                      packed_dtype="int16", columns=12, epilogue=dot_product_epilogue,
+                      stages=schedule_dot_product_epilogue)
 """Accepts what `DotProduct` does on uint8 activations (as `X86_VNNI`), on any x86-64-v3 CPU:
 the activations packed as int16 pairs, so every pair sum is exact."""

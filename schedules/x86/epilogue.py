@@ -1,6 +1,6 @@
-"""The requantize epilogue of the x86 row kernels (depthwise, columns): per output row, the
-int32 accumulators plus their per-channel constant, then the contract's fixed-point multiply,
-vectorized along the row.
+"""The requantize epilogue of the x86 row kernels (depthwise, columns, the AVX2 dot product):
+per output row, the int32 accumulators plus their per-channel constant, then the contract's
+fixed-point multiply, vectorized along the row.
 
 The constant is added in int32 in a stage of its own (the reference wraps `acc + bias` to
 int32 too): the multiply then widens an int32 load, which LLVM does with `vpmuldq` (one uop).
@@ -15,6 +15,7 @@ import tvm
 from tvm import te
 
 from qcompiler import kernels
+from qcompiler.schedules.dot_product import BIASED, has_block
 from qcompiler.numerics.requantize import RequantizeAttrs
 
 LANES = 16  # int32 lanes of one AVX-512 register
@@ -26,8 +27,7 @@ def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tu
     accumulators' padded rows), through the int32 stage `acc_biased`."""
     rq = RequantizeAttrs.from_attrs(attrs)
     _, _, m0, shift = params
-    biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c),
-                        name="acc_biased")
+    biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c), name=BIASED)
     return te.compute(shape, lambda b, c, i, j: kernels.clamp_cast(
         kernels.fixed_point_multiply(biased[b, c, i, j], m0[c], shift[c]),
         rq.zp_y, rq.lo, rq.hi, rq.out_dtype), name="requantize")
@@ -36,7 +36,7 @@ def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tu
 def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:
     """Both epilogue stages under the accumulators' row loop, vectorized along the row, the
     int32 stage one channel's row at a time (it stays under TVM's 1 KiB for stack buffers)."""
-    biased, rq = sch.get_sblock("acc_biased"), sch.get_sblock("requantize")
+    biased, rq = sch.get_sblock(BIASED), sch.get_sblock("requantize")
     sch.reverse_compute_at(biased, row)
     sch.reverse_compute_at(rq, row)
     loops, anchor = sch.get_loops(rq), sch.get(row)
@@ -62,3 +62,28 @@ def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV, lanes: int = L
         sch.vectorize(sch.split(body, [None, lanes])[1])
     if tail is not None:
         sch.vectorize(tail)
+
+
+def dot_product_epilogue(centered: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
+                         shifts: str = "any") -> te.Tensor:
+    """A `DotProduct` rule's epilogue (`x86.dot.X86_AVX2`): a convolution's NCHW view of the
+    accumulators through `requantize_rows` (the bias is the kernel's folded one); a dense
+    layer's few outputs through the portable epilogue. `shifts` is not needed: the int64
+    multiply is exact for every shift."""
+    if len(centered.shape) != 4:
+        return kernels._requantize_channels(centered, channel_axis, params, attrs)
+    bias = params[1]
+    return requantize_rows(centered, tuple(centered.shape), lambda c: bias[c], params, attrs)
+
+
+def schedule_dot_product_epilogue(sch: tvm.s_tir.Schedule, lanes: int) -> None:
+    """After `dot_product.schedule_acc`, which put both epilogue stages under the block of
+    columns: the int32 stage one channel's columns at a time, both vectorized along them
+    (int32 lanes of one AVX2 register: `lanes`)."""
+    if not has_block(sch, BIASED):  # dense
+        return
+    biased, rq = sch.get_sblock(BIASED), sch.get_sblock("requantize")
+    # (.., channel, row, columns): unit loops kept, so each block's last loop is its columns
+    sch.compute_at(biased, sch.get_loops(rq)[-3], preserve_unit_loops=True)
+    for block in (biased, rq):
+        vectorize_row(sch, sch.get_loops(block)[-1], lanes)
