@@ -11,6 +11,8 @@ import importlib.util
 import sys
 import types
 
+import tvm
+
 PACKAGE = "tvm.s_tir.tensor_intrin"
 
 
@@ -65,3 +67,28 @@ def register_named(name: str, target: str) -> bool:
     for module in TVM_MODULES.get(target, ()):
         load_intrinsics(module)
     return _registered(name)
+
+
+def lane_dot_description(lanes: int, depth: int, a_dtype: str,
+                         offset_factors: tuple[int, int, int] = (1, 1, 1)) -> tvm.tirx.PrimFunc:
+    """The description every dot-product instruction's tensor intrinsic shares:
+    `C[i] += sum_k A[k] * B[i, k]` (i < lanes, k < depth), A broadcast over the lanes, B int8,
+    C int32; `offset_factors` of A, B and C (the alignment the implementation may assume)."""
+    from tvm.script import tirx as T
+
+    fa, fb, fc = offset_factors
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((depth,), a_dtype, offset_factor=fa),
+             B: T.Buffer((lanes, depth), "int8", offset_factor=fb),
+             C: T.Buffer((lanes,), "int32", offset_factor=fc)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:depth], B[0:lanes, 0:depth])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, depth):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc

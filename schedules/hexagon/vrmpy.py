@@ -11,24 +11,14 @@ no named temporaries (each became a workspace allocation per parallel task).
 """
 from __future__ import annotations
 
+from qcompiler.schedules.intrinsics import lane_dot_description
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 NAME = "qcompiler_dot_32x4_u8i8i32_vrmpy_aligned"
 
 
-@T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((4,), "uint8", offset_factor=4),
-          B: T.Buffer((32, 4), "int8", offset_factor=128),
-          C: T.Buffer((32,), "int32", offset_factor=32)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:32], A[0:4], B[0:32, 0:4])
-        T.writes(C[0:32])
-        for i in T.serial(0, 32):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+_desc = lane_dot_description(32, 4, "uint8", (4, 128, 32))
 
 
 @T.prim_func(s_tir=True)

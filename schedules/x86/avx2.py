@@ -11,24 +11,14 @@ and are sign-extended by the intrinsic (`vpmovsxbw`).
 """
 from __future__ import annotations
 
+from qcompiler.schedules.intrinsics import lane_dot_description
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 NAME = "qcompiler_dot_8x2_i16i8i32_avx2"
 
 
-@T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((2,), "int16", offset_factor=1),
-          B: T.Buffer((8, 2), "int8", offset_factor=1),
-          C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+_desc = lane_dot_description(8, 2, "int16")
 
 
 @T.prim_func(s_tir=True)

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import re
 
+from qcompiler.schedules.intrinsics import lane_dot_description
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 NAME = "qcompiler_dot_16x4_u8i8i32_vnni"
 
 
-@T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((4,), "uint8", offset_factor=1),
-          B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+_desc = lane_dot_description(16, 4, "uint8")
 
 
 @T.prim_func(s_tir=True)

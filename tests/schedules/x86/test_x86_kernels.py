@@ -88,28 +88,26 @@ def _check_exact(compiled, inputs, rng, runs=3) -> None:
                                       ref.run(q)[0])
 
 
-def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
+def _dot_kernel_code(target, tmp_path, rng) -> list[str]:
+    """The disassembled conv and dense kernels of `_model` compiled for `target`."""
     model, shape = _model(rng)
-    compiled, _ = _compile(model, shape, tmp_path, rng, VNNI)
+    compiled, _ = _compile(model, shape, tmp_path, rng, target)
     emit(compiled, None, tmp_path / "out")
     dis = subprocess.run(["objdump", "-d", str(tmp_path / "out" / "libmodel.a")],
                          capture_output=True, text=True, check=True).stdout
     bodies = dis.split("\n\n")
     conv = [b for b in bodies if "conv2d_compute_>:" in b]
     dense = [b for b in bodies if "dense_compute_>:" in b]
-    assert conv and dense and all("vpdpbusd" in b for b in conv + dense)
+    assert conv and dense
+    return conv + dense
+
+
+def test_vnni_conv_kernel_uses_vpdpbusd(tmp_path, rng):
+    assert all("vpdpbusd" in b for b in _dot_kernel_code(VNNI, tmp_path, rng))
 
 
 def test_avx2_conv_kernel_uses_vpmaddwd(tmp_path, rng):
-    model, shape = _model(rng)
-    compiled, _ = _compile(model, shape, tmp_path, rng, AVX2)
-    emit(compiled, None, tmp_path / "out")
-    dis = subprocess.run(["objdump", "-d", str(tmp_path / "out" / "libmodel.a")],
-                         capture_output=True, text=True, check=True).stdout
-    bodies = dis.split("\n\n")
-    conv = [b for b in bodies if "conv2d_compute_>:" in b]
-    dense = [b for b in bodies if "dense_compute_>:" in b]
-    assert conv and dense and all("vpmaddwd" in b and "zmm" not in b for b in conv + dense)
+    assert all("vpmaddwd" in b and "zmm" not in b for b in _dot_kernel_code(AVX2, tmp_path, rng))
 
 
 # AVX2 conv/dense on `vpmaddwd`: (cin, cout, kernel, stride, dilation, pads, size, batch);
