@@ -1,9 +1,12 @@
 """Integer kernels with the inner product on a dot-product instruction: L output lanes, each the
-sum of 4 byte products, one activation operand broadcast over the lanes.
+sum of K products (K = 4 bytes, or 2 int16 values), one activation operand broadcast over the
+lanes.
 
-    ARM  `sdot`:     L = 4,  s8 x s8 -> s32  (`arm.dot.ARM_SDOT`)
-    x86  `vpdpbusd`: L = 16, u8 x s8 -> s32  (`x86.dot.X86_VNNI`, AVX-512 VNNI)
-    HVX  `vrmpy`:    L = 32, u8 x s8 -> s32  (`hexagon.dot.HEXAGON_VRMPY`, 128-byte vectors)
+    ARM  `sdot`:     L = 4,  K = 4, s8 x s8 -> s32   (`arm.dot.ARM_SDOT`)
+    x86  `vpdpbusd`: L = 16, K = 4, u8 x s8 -> s32   (`x86.dot.X86_VNNI`, AVX-512 VNNI)
+    x86  `vpmaddwd`: L = 8,  K = 2, s16 x s16 -> s32 (`x86.dot.X86_AVX2`: u8 activations packed
+                                                      as int16, the weights widened in registers)
+    HVX  `vrmpy`:    L = 32, K = 4, u8 x s8 -> s32   (`hexagon.dot.HEXAGON_VRMPY`, 128-byte HVX)
 
 This module is the machinery they share; each instruction's row (`DotProduct`: its lanes,
 activation dtype, tensor intrinsic and any stages of its own) lives with its target.
@@ -11,9 +14,9 @@ activation dtype, tensor intrinsic and any stages of its own) lives with its tar
 Same operands and attributes as the portable kernels in `qcompiler.kernels` (so the reference
 and the graph are unchanged); inside, the computation is re-laid for the instruction:
 
-    acc[n, o/L, y, x, o%L] = sum_{c/4, ky, kx, c%4} xp[n, c/4, y', x', c%4] * wp[o/L, c/4, ky, kx, o%L, c%4]
+    acc[n, o/L, y, x, o%L] = sum_{c/K, ky, kx, c%K} xp[n, c/K, y', x', c%K] * wp[o/L, c/K, ky, kx, o%L, c%K]
 
-with activations packed to 4-channel blocks in the kernel (spatial padding = zp_x, channel
+with activations packed to K-channel blocks in the kernel (spatial padding = zp_x, channel
 padding = 0) and weights packed to L x 4 blocks once, at compile time
 (`qcompiler.numerics.weight_layout`). Raw byte products need the zero point out of the dot product,
 which the packed bias carries:
@@ -154,14 +157,14 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     """Move the output lanes and the K-deep reduction innermost and map them to the
     instruction.
 
-    Convolutions are register-blocked: J output columns (by default the largest divisor of
-    the width up to `columns`, which the register file bounds) times R rows times K output-channel blocks (by default 1
-    each) are computed together, the reduction outside them, so each weight vector is loaded
-    once per J x R products and the accumulators stay in registers; the requantize epilogue runs on each block
-    right after it is complete, while it is in cache. `tunable` turns J, R and K into sampled
-    tiles (the design space of `qcompiler.tuning.tune`: tile decisions are what a trace can replay
-    with new values; a choice of loop order made in Python could not be); their first values
-    are the fixed schedule's.
+    Convolutions are register-blocked: J output columns (by default the largest divisor of the
+    width up to `columns`, which the register file bounds) times R rows times O output-channel
+    blocks (by default 1 each) are computed together, the reduction outside them, so each
+    weight vector is loaded once per J x R products and the accumulators stay in registers; the
+    requantize epilogue runs on each block right after it is complete, while it is in cache.
+    `tunable` turns J, R and O into sampled tiles (the design space of `qcompiler.tuning.tune`:
+    tile decisions are what a trace can replay with new values; a choice of loop order made in
+    Python could not be); their first values are the fixed schedule's.
     """
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
@@ -177,7 +180,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         jo, ji = split_tile(sch, j, cols, tunable, columns)
         obo, obi = split_tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
         io, ii = split_tile(sch, i, 1, tunable, BLOCK_ROWS)
-        outer = list(reduction[:-1])  # c/4, ky, kx
+        outer = list(reduction[:-1])  # c/K, ky, kx
         sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
         # Threads split the batch x output-channel-block x row space: disjoint outputs.
         sch.parallel(sch.fuse(b, obo, io))
