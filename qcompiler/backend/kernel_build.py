@@ -6,7 +6,8 @@ and emitting machine code is most of a compile's time, so `build_vm` does what `
 does but keeps the kernels it built (`VMBuild.kernels`): the C library takes their object
 code when it needs exactly those functions, and `export_vm` links `model.so` from the same
 object code instead of emitting it a second time. The files are byte for byte what
-`tvm.compile` and `export_library` write (TVM's LLVM codegen orders functions by name).
+`tvm.compile`, `export_library` and a build of the library's own kernels write
+(tests/backend/test_kernel_build.py).
 """
 from __future__ import annotations
 
