@@ -1,15 +1,19 @@
 """Evaluate every subgraph whose inputs are all constants (bias reshapes, weight transposes,
 the frontend's NaN guards on Clip bounds), so later patterns see plain constants.
 
-TVM does this well; the pass exists here so the pipeline names it and tests pin it.
+TVM does this well but builds every call it folds with LLVM; `fold_exact` folds the
+calls numpy computes exactly first. The pass exists here so the pipeline names it and tests
+pin it.
 """
 from __future__ import annotations
 
 import tvm
 from tvm import relax
 
+from qcompiler.passes.fold_exact import fold_exact
+
 
 def fold_constants() -> tvm.transform.Pass:
     return tvm.transform.Sequential(
-        [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()],
+        [fold_exact(), relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()],
         name="qcompiler.fold_constants")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tvm
 
+from qcompiler.backend.kernel_build import build_vm, export_vm
 from qcompiler.backend.standalone import build_standalone
 from qcompiler.errors import QCompileError
 from qcompiler.graph_meta import graph_meta
@@ -41,12 +42,12 @@ def prepare_out_dir(out: Path) -> None:
         raise QCompileError(f"{out}: output folder is not writable")
 
 
-def build(compiled: Compiled) -> tvm.runtime.Module | None:
-    """The TVM runtime module (`model.so`), for targets that run on this machine."""
+def build(compiled: Compiled) -> tvm.runtime.Executable | None:
+    """The TVM runtime module (`model.so`), for targets that run on this machine; `emit`
+    reuses its kernels for the C library."""
     if not compiled.target.runs_natively:
         return None
-    with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(compiled.quantized, compiled.tvm_target)
+    return build_vm(compiled.quantized, compiled.tvm_target)
 
 
 def manifest(compiled: Compiled, standalone: dict) -> dict:
@@ -60,7 +61,7 @@ def manifest(compiled: Compiled, standalone: dict) -> dict:
             "inputs": meta["inputs"], "outputs": meta["outputs"], "layers": meta["layers"]}
 
 
-def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path, name: str = "model",
+def emit(compiled: Compiled, exe: tvm.runtime.Executable | None, out: Path, name: str = "model",
          sources: Path | None = None) -> dict:
     """Build everything in a temporary folder next to OUT, then rename each file into place.
     `name`: the C library's (NAME.h, libNAME.a, libNAME.so); `sources`: a folder to keep its
@@ -68,9 +69,10 @@ def emit(compiled: Compiled, exe: tvm.runtime.Module | None, out: Path, name: st
     prepare_out_dir(out)
     with tempfile.TemporaryDirectory(prefix=".qcompile-", dir=out) as tmp:
         tmp = Path(tmp)
-        info = manifest(compiled, build_standalone(compiled, tmp, name, sources))
+        built = getattr(exe, "kernels", None)  # build()'s, for the C library to reuse
+        info = manifest(compiled, build_standalone(compiled, tmp, name, sources, built))
         if exe is not None:
-            exe.export_library(str(tmp / "model.so"))
+            export_vm(exe, tmp / "model.so")
         (tmp / "model.json").write_text(json.dumps(info, indent=2) + "\n")
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == "model.json"):
             os.replace(f, out / f.name)  # the manifest last: it marks a complete output

@@ -21,6 +21,7 @@ from tvm import relax
 
 from qcompiler.backend.c_header import generate_header
 from qcompiler.backend.c_source import WEIGHTS_ASM, exported_symbols, generate_c
+from qcompiler.backend.kernel_build import KernelBuild
 from qcompiler.backend.memory_plan import COPY, align, float_boundary, plan, weights_blob
 from qcompiler.backend.toolchain import compile_library
 from qcompiler.graph_meta import graph_meta
@@ -30,9 +31,10 @@ SOURCES = ("kernels.o", "weights.bin", "weights.S")  # with <prefix>.c and <pref
 
 
 def build_standalone(compiled: Compiled, folder: Path, prefix: str,
-                     sources: Path | None = None) -> dict:
+                     sources: Path | None = None, built: KernelBuild | None = None) -> dict:
     """Write lib<prefix>.a, lib<prefix>.so, <prefix>.h and the example runner into `folder`;
-    the library's sources too into `sources` if given (to rebuild it with other flags)."""
+    the library's sources too into `sources` if given (to rebuild it with other flags).
+    `built`: model.so's kernels, whose object code serves if they are exactly these."""
     lowered = relax.transform.LegalizeOps()(compiled.quantized)
     p = plan(lowered)
     boundary = float_boundary(lowered, p)
@@ -44,8 +46,12 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str,
     kernels = tvm.IRModule({n: lowered[n].with_attr("global_symbol", n) for n in names})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with tvm.transform.PassContext(opt_level=3):
-            tvm.tirx.build(kernels, compiled.tvm_target).write_to_file(str(tmp / "kernels.o"))
+        if built is not None and built.serves(kernels):
+            built.write_object(tmp / "kernels.o")
+        else:
+            with tvm.transform.PassContext(opt_level=3):
+                tvm.tirx.build(kernels, compiled.tvm_target).write_to_file(
+                    str(tmp / "kernels.o"))
         (tmp / "weights.bin").write_bytes(blob)
         (tmp / "weights.S").write_text(WEIGHTS_ASM)
         (tmp / f"{prefix}.c").write_text(code)

@@ -8,11 +8,13 @@ they apply to the graph built at the deployment batch.
 from __future__ import annotations
 
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tqdm import tqdm
 from tvm import relax
 
@@ -104,12 +106,33 @@ def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     return relax.transform.Normalize()(mod), len(outs)
 
 
+_BUILT: OrderedDict = OrderedDict()  # (hash, target, pass context) -> (probe, executable)
+_KEEP = 4
+
+
+def _compiled_probe(probe: tvm.IRModule, target: tvm.target.Target) -> tvm.runtime.Executable:
+    """`tvm.compile(probe, target)`, kept for the last few graphs: building the float graph
+    is most of calibration's time, and a process often calibrates one graph again (another
+    target or option, bias correction's second pass); a graph is found again by structural
+    equality, so what runs is the same code."""
+    ctx = tvm.transform.PassContext.current()
+    key = (tvm_ffi.structural_hash(probe), str(target), ctx.opt_level, str(ctx.config))
+    hit = _BUILT.get(key)
+    if hit is not None and tvm_ffi.structural_equal(hit[0], probe):
+        _BUILT.move_to_end(key)
+        return hit[1]
+    _BUILT[key] = (probe, tvm.compile(probe, target))
+    while len(_BUILT) > _KEEP:
+        _BUILT.popitem(last=False)
+    return _BUILT[key][1]
+
+
 def probe_batches(float_mod: tvm.IRModule, data: dict[str, np.ndarray],
                    target: tvm.target.Target, progress: bool
                    ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
     """(graph inputs, tensor bindings of main) of the float graph, one batch at a time."""
     probe, _ = probe_module(float_mod)
-    vm = relax.VirtualMachine(tvm.compile(probe, target), tvm.cpu())
+    vm = relax.VirtualMachine(_compiled_probe(probe, target), tvm.cpu())
     names = [p.name for p in float_mod["main"].params]
     batch = int(float_mod["main"].params[0].ty.shape[0])
     n = next(iter(data.values())).shape[0]

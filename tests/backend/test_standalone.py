@@ -203,6 +203,18 @@ def test_missing_cross_tools_are_named_with_the_install_line(tmp_path, monkeypat
         check_toolchain(ARM)
 
 
+def test_zig_steps_run_the_binary_python_m_ziglang_execs():
+    from qcompiler.backend.toolchain import _zig_binary
+
+    via_python = [sys.executable, "-m", "ziglang", "version"]
+    direct = _zig_binary(via_python)
+    assert direct[0].endswith("/ziglang/zig") and direct[1:] == ["version"]
+    assert _zig_binary(["cc", "-c", "x.c"]) == ["cc", "-c", "x.c"]
+    outputs = [subprocess.run(c, capture_output=True, text=True, check=True).stdout
+               for c in (via_python, direct)]
+    assert outputs[0] == outputs[1]
+
+
 def test_missing_qemu_is_a_one_line_cli_error_before_any_output(tmp_path):
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
     res = subprocess.run([sys.executable, "-m", "qcompiler.cli", str(BUNDLED_MODEL), "--calib",
