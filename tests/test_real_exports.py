@@ -12,8 +12,9 @@ honest bar there. mobilenet_v3_small also for arm and hexagon, bit for bit under
 The spatial size is CALIB_SIZE (the exports' H and W are dynamic; the calibration data's
 sample shape fixes them). The exports need torch + torchvision in `QCOMPILER_EXPORT_PYTHON`
 (default this interpreter; `pip install -e '.[export]'`); without them the tests skip.
-A compile takes 2-10 minutes here (LLVM code generation of ~100 kernels, twice: model.so and
-the C library), nearly independent of the spatial size, so CI (2 cores, a 40-minute budget)
+A compile takes 1-5 minutes here (calibration's float probe and the LLVM code generation of
+~100 kernels, shared by model.so and the C library), nearly independent of the spatial size,
+so CI (2 cores, a 40-minute budget)
 runs two x86 cases at opset 17 (mobilenet_v3_small with hard-swish written out as
 `x * relu6(x + 3) / 6`, shufflenet_v2_x1_0 for the exporter's shape arithmetic behind its
 channel shuffles) and mobilenet_v3_small on the two cross targets; `QCOMPILER_ZOO_FULL=1`
