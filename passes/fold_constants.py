@@ -8,9 +8,8 @@ pin it.
 from __future__ import annotations
 
 import tvm
-from tvm import relax
-
 from qcompiler.passes.fold_exact import fold_exact
+from tvm import relax
 
 
 def fold_constants() -> tvm.transform.Pass:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Callable
 
 import tvm
+from qcompiler.schedules.dot_product import BIASED, has_block
 from tvm import te
 
 from qcompiler import kernels
-from qcompiler.schedules.dot_product import BIASED, has_block
 from qcompiler.numerics.requantize import RequantizeAttrs
 
 LANES = 16  # int32 lanes of one AVX-512 register

@@ -53,10 +53,10 @@ def test_a_graph_calibrated_again_is_not_compiled_again(rng, monkeypatch):
     import tvm
     from conftest import make_model
     from onnx import helper
+    from qcompiler.targets.x86 import x86_target
 
     from qcompiler.numerics.calibrate import calibrate
     from qcompiler.pipeline import float_graph
-    from qcompiler.targets.x86 import x86_target
 
     w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     model = make_model([helper.make_node("Conv", ["image", "w"], ["y"], kernel_shape=[3, 3])],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax
-
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fold_exact import fold_exact
+from tvm import relax
+
 from qcompiler.relax_access import bindings, op_name
 
 BUILD = "tirx.build"  # what FoldConstant calls for every PrimFunc it evaluates

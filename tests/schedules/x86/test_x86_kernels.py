@@ -127,8 +127,9 @@ AVX2_CASES = [
 def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, rng):
     """Activations and weights at the ends of their ranges (255 x -128 pairs, whose 16-bit
     pair sums `vpmaddubsw` would saturate) as well as random ones: bit-exact."""
-    from qcompiler.reference import conv2d as ref_conv2d
     from qcompiler.schedules.x86.dot import X86_AVX2
+
+    from qcompiler.reference import conv2d as ref_conv2d
 
     cin, cout, k, s, d, pads, hw, batch = case
     x_shape, w_shape = (batch, cin, *hw), (cout, cin, *k)
@@ -247,7 +248,6 @@ def test_depthwise_kernel_equals_reference(case, isa, rng):
 def test_depthwise_rule_takes_only_depthwise_convs():
     from qcompiler.schedules import rules_for
     from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
-
     from qcompiler.schedules.x86.dot import X86_AVX2
 
     assert DEPTHWISE_VNNI in rules_for(VNNI) and rules_for(AVX2) == [X86_AVX2, DEPTHWISE]
