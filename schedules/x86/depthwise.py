@@ -144,9 +144,10 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> No
     for loop in (*unrolled, sch.get_loops(init)[-2]):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])
-    pad = sch.get_sblock("x_pad")
-    fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
-    sch.vectorize(sch.get_loops(fill)[-1])
+    pad, loop = sch.get_sblock("x_pad"), sch.get_loops(sch.get_sblock("x_pad"))[1]
+    if sch.can_decompose_padding(pad, loop):  # (a layer with no padding at all has none)
+        fill = sch.decompose_padding(pad, loop)
+        sch.vectorize(sch.get_loops(fill)[-1])
     if has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
         axes = _axis_loops(sch, sch.get_sblock("x_phase"))  # interleaved load
         p = axes.get(2)
