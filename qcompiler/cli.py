@@ -210,9 +210,12 @@ def run(args: argparse.Namespace) -> int:
           f"({w_float / max(w_int, 1):.1f}x smaller)")
     sa = info["standalone"]
     print(f"  library:    {sa['static']} {_fmt_bytes(os.path.getsize(out / sa['static']))}, "
-          f"{sa['shared']} {_fmt_bytes(os.path.getsize(out / sa['shared']))}; workspace "
-          f"{_fmt_bytes(sa['workspace_bytes'])} (activations {_fmt_bytes(sa['activation_bytes'])}"
-          f", kernel scratch {_fmt_bytes(sa['scratch_bytes'])}); {sa['kernels']} kernels")
+          f"{sa['shared']} {_fmt_bytes(os.path.getsize(out / sa['shared']))}; "
+          f"{sa['kernels']} kernels")
+    print(f"  workspace:  {_fmt_bytes(sa['workspace_bytes'])} at 1 thread, "
+          f"{sa['workspace_bytes'] / max(sa['live_activation_bytes'], 1):.2f}x the peak of live "
+          f"activations ({_fmt_bytes(sa['live_activation_bytes'])}); each further thread "
+          f"+{_fmt_bytes(sa['thread_scratch_bytes'])}")
 
     name = inputs[0].name
     sample_kind = "calibration" if calib else "random"

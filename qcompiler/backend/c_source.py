@@ -65,7 +65,7 @@ def _tensor_expr(t: Tensor, data: str) -> str:
 def _defines(p: Plan, prefix: str, base_bytes: int) -> str:
     """What library.inc takes from the plan and the header."""
     P = prefix.upper()
-    values = {"ALIGN": ALIGN, "HEADER_BYTES": HEADER_BYTES, "SCRATCH_OFFSET": p.act_bytes,
+    values = {"ALIGN": ALIGN, "HEADER_BYTES": HEADER_BYTES,
               "SCRATCH_BYTES": align(p.scratch_bytes), "BASE_BYTES": base_bytes,
               "NUM_INPUTS": len(p.inputs), "NUM_OUTPUTS": len(p.outputs),
               "MAX_THREADS": MAX_THREADS, "THREADS": f"{prefix}_threads",
@@ -133,22 +133,23 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
             body.append(f"  if ({t.name}_a != {t.name}) memcpy({t.name}, {t.name}_a, "
                         f"{t.nbytes});")
 
-    def call(kernel: str, args: list[Tensor], code: int) -> str:
+    def call(kernel: str, args: list[Tensor], code: int, scratch: Tensor | None) -> str:
         ts = ", ".join(_tensor_expr(a, data_of(a)) for a in args)
+        at, cap = (scratch.offset, scratch.nbytes) if scratch else (0, 0)
         return (f"  {{ qc_DLTensor t[] = {{{ts}}};  /* {kernel} */\n"
+                f"    qc_scratch(ws + {at}, {cap});\n"
                 f"    if (qc_call(__tvm_ffi_{kernel}, t, {len(args)})) return {code}; }}")
 
     sig = "(uint8_t *ws, const void *const *in, void *const *out)"
     body: list[str] = []
     unpack(p.inputs, p.outputs, None, body)
-    staging = p.act_bytes + align(p.scratch_bytes)
-    float_base = stage([*p.inputs, *p.outputs], staging, body)
+    float_base = stage([*p.inputs, *p.outputs], align(p.act_bytes), body)
     for i, c in enumerate(p.calls):
         if c.kernel == COPY:
             src, dst = c.args
             body.append(f"  memcpy((void *)({data_of(dst)}), {data_of(src)}, {dst.nbytes});")
         else:
-            body.append(call(c.kernel, c.args, i + 1))
+            body.append(call(c.kernel, c.args, i + 1, c.scratch))
     unstage(p.outputs, body)
     out.append(f"static int qc_int{sig} {{\n" + "\n".join(body) + "\n  return 0;\n}")
     # Float entry: quantize into the top of the workspace, run, dequantize.
@@ -165,12 +166,14 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
                 t.offset = offset
                 offset += align(t.nbytes)
     codes = iter(range(len(p.calls) + 1, len(p.calls) + 1 + len(boundary)))
-    fbody += [call(k, [a, b], next(codes)) for k, a, b in boundary if a.kind == "input"]
+    arena = Tensor("arena", (p.act_bytes,), "uint8", "scratch")  # free outside the network
+    fbody += [call(k, [a, b], next(codes), arena) for k, a, b in boundary if a.kind == "input"]
     ins = ", ".join(f"ws + {t.offset}" for _, a, t in boundary if a.kind == "input")
     outs = ", ".join(f"ws + {a.offset}" for _, a, b in boundary if b.kind == "output")
     fbody += [f"  const void *q_in[] = {{{ins}}};", f"  void *q_out[] = {{{outs}}};",
               "  int rc = qc_int(ws, q_in, q_out);", "  if (rc) return rc;"]
-    fbody += [call(k, [a, b], next(codes)) for k, a, b in boundary if b.kind == "output"]
+    fbody += [call(k, [a, b], next(codes), arena) for k, a, b in boundary
+              if b.kind == "output"]
     unstage(f_out, fbody)
     out.append(f"static int qc_float{sig} {{\n" + "\n".join(fbody) + "\n  return 0;\n}")
     out.append("static int qc_body(uint8_t *ws, const void *const *in, void *const *out, "

@@ -23,13 +23,17 @@ from tvm.relax import vm_build
 from tvm.runtime import _ffi_api as runtime_api
 from tvm.support import cc
 
+from qcompiler.backend.kernel_scratch import Scratch, measured_build
+
 
 class KernelBuild:
     """PrimFuncs and their LLVM module; the object code is emitted on first use, once."""
 
-    def __init__(self, tir: tvm.IRModule, lib: tvm.runtime.Module) -> None:
+    def __init__(self, tir: tvm.IRModule, lib: tvm.runtime.Module,
+                 scratch: dict[str, Scratch]) -> None:
         self.tir = tir
         self.lib = lib
+        self.scratch = scratch  # per kernel, as its built code allocates it
         self._object: bytes | None = None
 
     def serves(self, kernels: tvm.IRModule) -> bool:
@@ -63,7 +67,7 @@ def build_vm(mod: tvm.IRModule, target: tvm.target.Target) -> VMBuild:
         kernels = None
         if tir is not None and len(tir.get_global_vars()) > 0:
             tir = vm_build._auto_attach_system_lib_prefix(tir, target, None)
-            kernels = KernelBuild(tir, tvm.tirx.build(tir, target=target))
+            kernels = KernelBuild(tir, *measured_build(tir, target))
         linked = relax_api.VMLink(builder, target, kernels.lib if kernels else None,
                                   list(attrs.get("external_mods", [])),
                                   dict(attrs.get("const_name_to_constant", {})))

@@ -1,13 +1,16 @@
 """The static memory plan of the runtime-free library: the kernels in call order and where
 every tensor lives.
 
-Activations get fixed offsets in one caller-provided workspace, chosen by liveness (first fit);
-kernel scratch comes after them; the weights are one aligned constant blob. Offsets are
-multiples of ALIGN.
+Activations get fixed offsets in one caller-provided workspace, chosen by liveness (first fit).
+A kernel's scratch (what its generated code allocates, `kernel_scratch`) is one more tensor of
+that plan, live during its call only, so it reuses the bytes of tensors that are dead by then.
+Only what the tasks of a parallel loop allocate on other threads is kept per thread. The
+weights are one aligned constant blob. Offsets are multiples of ALIGN.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
@@ -15,6 +18,9 @@ from tvm import relax
 
 from qcompiler.errors import TargetError
 from qcompiler.relax_access import bindings, const_array, is_const, op_name, output_exprs, shape_of
+
+if TYPE_CHECKING:
+    from qcompiler.backend.kernel_scratch import Scratch
 
 ALIGN = 128  # bytes: HVX vectors; also a cache line multiple on x86 and ARM
 
@@ -44,6 +50,7 @@ COPY = "<copy>"  # a plain memcpy step in the driver, not a kernel
 class KernelCall:
     kernel: str
     args: list[Tensor]
+    scratch: Tensor | None = None  # the calling thread's scratch during this call
 
 
 @dataclass
@@ -54,35 +61,15 @@ class Plan:
     inputs: list[Tensor] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)
     consts: list[Tensor] = field(default_factory=list)
-    act_bytes: int = 0
-    scratch_bytes: int = 0
+    act_bytes: int = 0  # the arena: activations and the calling thread's kernel scratch
+    scratch_bytes: int = 0  # each further thread's scratch (its parallel tasks')
+    live_bytes: int = 0  # the most bytes of tensors live at once, the network's in and out too
 
 
-SCRATCH_RESERVE = 4096  # small temporaries lowering adds (seen: 16-byte vector spills on ARM)
-
-
-def _kernel_scratch(func: tvm.tirx.PrimFunc) -> int:
-    """What one kernel may ask the workspace allocator for: all its intermediate buffers at
-    once, each aligned, twice over, plus a reserve for the temporaries TVM's lowering adds.
-    Generous on purpose: running out is reported as a kernel error, never a wild write."""
-    total = 0
-    stack = [func.body]
-    while stack:
-        node = stack.pop()
-        for buf in getattr(node, "alloc_buffers", []) or []:
-            n = int(np.prod([int(d) for d in buf.shape], dtype=np.int64))
-            total += align(n * tvm.runtime.DataType(str(buf.dtype)).bits // 8 + 64)
-        for name in ("block", "body"):
-            child = getattr(node, name, None)
-            if child is not None:
-                stack.append(child)
-        if isinstance(node, tvm.tirx.SeqStmt):
-            stack.extend(node.seq)
-    return 2 * total + SCRATCH_RESERVE
-
-
-def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
-    """Walk the legalized integer graph; place activations by liveness (first fit)."""
+def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "main_int"
+         ) -> Plan:
+    """Walk the legalized integer graph; place activations and each call's scratch by
+    liveness (first fit). `scratch`: every kernel's, measured on its built code."""
     func = lowered[func_name]
     p = Plan()
     env: dict = {}
@@ -122,7 +109,7 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
     for v in out_vars:  # an output copied at the end stays live until then
         last_use[root(v)] = len(bound)
     live: list[tuple[int, int, object]] = []  # (offset, size, var)
-    n_const = 0
+    n_const = done_out = 0
 
     def place(t: Tensor, var: object) -> None:
         """First fit among the live tensors."""
@@ -141,8 +128,9 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
         if op_name(b.value) != "relax.call_tir":
             raise TargetError(f"binding {b.var.name}: {op_name(b.value)} has no kernel in the "
                               "standalone library")
-        prim = lowered[b.value.args[0]]
-        p.scratch_bytes = max(p.scratch_bytes, _kernel_scratch(prim))
+        kernel = str(b.value.args[0].name_hint)
+        need = scratch[kernel]
+        p.scratch_bytes = max(p.scratch_bytes, need.task)
         args = []
         for a in b.value.args[1].fields:
             if is_const(a):
@@ -154,17 +142,26 @@ def plan(lowered: tvm.IRModule, func_name: str = "main_int") -> Plan:
             else:
                 args.append(lookup(a))
         var = b.var
+        live = [x for x in live if last_use.get(x[2], -1) >= idx]  # free what died
         if var in out_of:
             outs = [p.outputs[out_of[var]]]
         else:
             fields = var.ty.fields if isinstance(var.ty, relax.TupleType) else [var.ty]
             outs = [Tensor(f"t{idx}_{k}", tuple(int(d) for d in f.shape), str(f.dtype), "act")
                     for k, f in enumerate(fields)]
-            live = [x for x in live if last_use.get(x[2], -1) >= idx]  # free what died
             for t in outs:
                 place(t, var)
         env[var] = outs if isinstance(var.ty, relax.TupleType) else outs[0]
-        p.calls.append(KernelCall(str(b.value.args[0].name_hint), [*args, *outs]))
+        done_out += sum(t.nbytes for t in outs if t.kind == "output")
+        p.live_bytes = max(p.live_bytes, done_out + sum(
+            t.nbytes for v, t in zip(func.params, p.inputs) if last_use.get(v, -1) >= idx) + sum(
+            size for _, size, _ in live))
+        work = None
+        if need.caller:
+            work = Tensor(f"s{idx}", (need.caller,), "uint8", "scratch")
+            last_use[work.name] = idx  # freed at the next call
+            place(work, work.name)
+        p.calls.append(KernelCall(kernel, [*args, *outs], work))
     # An output no kernel writes (the graph returns an input, or one tensor twice) is copied.
     for i, v in enumerate(out_vars):
         src = lookup(v)
@@ -183,24 +180,43 @@ def weights_blob(p: Plan) -> bytes:
     return bytes(blob)
 
 
-def float_boundary(lowered: tvm.IRModule, p: Plan) -> list[tuple[str, Tensor, Tensor]]:
-    """(kernel, from, to) of the float entry's quantize and dequantize calls, in order."""
+def _boundary_calls(lowered: tvm.IRModule) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(kernel, "quantize" or "dequantize", shape) of the float entry, in order."""
+    out = []
+    for b in bindings(lowered["main"]):
+        if op_name(b.value) == "relax.call_tir":
+            gv = b.value.args[0]
+            kind = str(lowered[gv].attrs["qcompiler.op"])
+            if kind in ("quantize", "dequantize"):
+                out.append((gv.name_hint, kind, shape_of(b.var)))
+    return out
+
+
+def kernel_names(lowered: tvm.IRModule) -> list[str]:
+    """The kernels the library calls: the integer network's and the float entry's."""
+    return sorted({str(b.value.args[0].name_hint) for b in bindings(lowered["main_int"])
+                   if op_name(b.value) == "relax.call_tir"}
+                  | {k for k, _, _ in _boundary_calls(lowered)})
+
+
+def float_boundary(lowered: tvm.IRModule, p: Plan, scratch: dict[str, Scratch]
+                   ) -> list[tuple[str, Tensor, Tensor]]:
+    """(kernel, from, to) of the float entry's quantize and dequantize calls, in order. They
+    run outside the integer network, when the whole arena is free: their scratch starts at
+    its first byte (the arena grows if it is smaller)."""
     out = []
     n_in = n_out = 0
-    for b in bindings(lowered["main"]):
-        if op_name(b.value) != "relax.call_tir":
-            continue
-        gv = b.value.args[0]
-        kind = str(lowered[gv].attrs["qcompiler.op"])
-        shape = shape_of(b.var)
+    for kernel, kind, shape in _boundary_calls(lowered):
         if kind == "quantize":
             q = p.inputs[n_in]
-            out.append((gv.name_hint, Tensor(f"in{n_in}", shape, "float32", "input"),
+            out.append((kernel, Tensor(f"in{n_in}", shape, "float32", "input"),
                         Tensor(f"q{q.name}", shape, q.dtype, "act")))
             n_in += 1
-        elif kind == "dequantize":
+        else:
             q = p.outputs[n_out]
-            out.append((gv.name_hint, Tensor(f"q{q.name}", shape, q.dtype, "act"),
+            out.append((kernel, Tensor(f"q{q.name}", shape, q.dtype, "act"),
                         Tensor(f"out{n_out}", shape, "float32", "output")))
             n_out += 1
+        p.act_bytes = max(p.act_bytes, align(scratch[kernel].caller))
+        p.scratch_bytes = max(p.scratch_bytes, scratch[kernel].task)
     return out

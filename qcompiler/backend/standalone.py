@@ -22,7 +22,8 @@ from tvm import relax
 from qcompiler.backend.c_header import generate_header
 from qcompiler.backend.c_source import WEIGHTS_ASM, exported_symbols, generate_c
 from qcompiler.backend.kernel_build import KernelBuild
-from qcompiler.backend.memory_plan import COPY, align, float_boundary, plan, weights_blob
+from qcompiler.backend.kernel_scratch import measured_build
+from qcompiler.backend.memory_plan import align, float_boundary, kernel_names, plan, weights_blob
 from qcompiler.backend.toolchain import compile_library
 from qcompiler.graph_meta import graph_meta
 from qcompiler.pipeline import Compiled
@@ -36,22 +37,19 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str,
     the library's sources too into `sources` if given (to rebuild it with other flags).
     `built`: model.so's kernels, whose object code serves if they are exactly these."""
     lowered = relax.transform.LegalizeOps()(compiled.quantized)
-    p = plan(lowered)
-    boundary = float_boundary(lowered, p)
+    names = kernel_names(lowered)
+    kernels = tvm.IRModule({n: lowered[n].with_attr("global_symbol", n) for n in names})
+    if built is None or not built.serves(kernels):
+        with tvm.transform.PassContext(opt_level=3):
+            built = KernelBuild(kernels, *measured_build(kernels, compiled.tvm_target))
+    p = plan(lowered, built.scratch)  # each call's scratch as its built code allocates it
+    boundary = float_boundary(lowered, p, built.scratch)
     blob = weights_blob(p)  # places the constants: before the code that points at them
     code, workspace = generate_c(p, boundary, prefix)  # places the boundary tensors
     meta = graph_meta(compiled.quantized)
-    names = sorted({c.kernel for c in p.calls if c.kernel != COPY}
-                   | {k for k, _, _ in boundary})
-    kernels = tvm.IRModule({n: lowered[n].with_attr("global_symbol", n) for n in names})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if built is not None and built.serves(kernels):
-            built.write_object(tmp / "kernels.o")
-        else:
-            with tvm.transform.PassContext(opt_level=3):
-                tvm.tirx.build(kernels, compiled.tvm_target).write_to_file(
-                    str(tmp / "kernels.o"))
+        built.write_object(tmp / "kernels.o")
         (tmp / "weights.bin").write_bytes(blob)
         (tmp / "weights.S").write_text(WEIGHTS_ASM)
         (tmp / f"{prefix}.c").write_text(code)
@@ -62,6 +60,7 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str,
         for name in (*SOURCES, f"{prefix}.c", f"{prefix}.h") if sources else ():
             shutil.copy(tmp / name, sources / name)
     return {"name": prefix, "static": f"lib{prefix}.a", "shared": f"lib{prefix}.so",
-            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace, "activation_bytes": p.act_bytes,
-            "scratch_bytes": align(p.scratch_bytes), "kernels": len(names),
+            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace, "live_activation_bytes": p.live_bytes,
+            "arena_bytes": p.act_bytes, "thread_scratch_bytes": align(p.scratch_bytes),
+            "kernels": len(names),
             "weights_bytes": sum(t.nbytes for t in p.consts)}
