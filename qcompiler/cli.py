@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  workspace:  {_fmt_bytes(sa['workspace_bytes'])} at 1 thread, "
           f"{sa['workspace_bytes'] / max(sa['live_activation_bytes'], 1):.2f}x the peak of live "
           f"activations ({_fmt_bytes(sa['live_activation_bytes'])}); each further thread "
-          f"+{_fmt_bytes(sa['thread_scratch_bytes'])}")
+          f"+{_fmt_bytes(sa['thread_bytes'])}")
 
     name = inputs[0].name
     sample_kind = "calibration" if calib else "random"

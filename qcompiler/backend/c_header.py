@@ -10,7 +10,13 @@ import json
 
 import numpy as np
 
-from qcompiler.backend.c_source import ABI_VERSION, C_TYPES, ERRORS, MAX_THREADS
+from qcompiler.backend.c_source import (
+    ABI_VERSION,
+    C_TYPES,
+    ERRORS,
+    MAX_THREADS,
+    THREAD_STATE_BYTES,
+)
 from qcompiler.backend.memory_plan import ALIGN, Plan, Tensor, align
 
 
@@ -41,7 +47,7 @@ def generate_header(p: Plan, meta: dict, prefix: str, workspace: int) -> str:
              (f"/* The workspace of a call on `threads` threads: this many bytes, aligned to "
               f"{P}_WORKSPACE_ALIGN. */"),
              f"#define {P}_WORKSPACE_BYTES {workspace}",
-             f"#define {P}_THREAD_WORKSPACE_BYTES {align(p.scratch_bytes)}",
+             f"#define {P}_THREAD_WORKSPACE_BYTES {THREAD_STATE_BYTES + align(p.scratch_bytes)}",
              (f"#define {P}_WORKSPACE_BYTES_FOR(threads) ({P}_WORKSPACE_BYTES + "
               f"((size_t)(threads) - 1) * {P}_THREAD_WORKSPACE_BYTES)"),
              f"#define {P}_WORKSPACE_ALIGN {ALIGN}",

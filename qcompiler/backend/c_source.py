@@ -29,7 +29,8 @@ def _dl_dtype(dtype: str) -> tuple[int, int]:
     return DL_CODES[m.group(1)], int(m.group(2))
 
 
-HEADER_BYTES = 8192  # the workspace header: error text, per-task state, the pool (library.inc)
+HEADER_BYTES = 2048  # the workspace header: error text, worker 0's state, the pool (library.inc)
+THREAD_STATE_BYTES = 256  # each further worker's state and error text, before its scratch
 MAX_THREADS = 32
 ERRORS = {"ARGUMENT": -1, "WORKSPACE": -2, "THREADS": -3}  # the entries' negative return codes
 
@@ -65,7 +66,7 @@ def _tensor_expr(t: Tensor, data: str) -> str:
 def _defines(p: Plan, prefix: str, base_bytes: int) -> str:
     """What library.inc takes from the plan and the header."""
     P = prefix.upper()
-    values = {"ALIGN": ALIGN, "HEADER_BYTES": HEADER_BYTES,
+    values = {"ALIGN": ALIGN, "HEADER_BYTES": HEADER_BYTES, "THREAD_STATE": THREAD_STATE_BYTES,
               "SCRATCH_BYTES": align(p.scratch_bytes), "BASE_BYTES": base_bytes,
               "NUM_INPUTS": len(p.inputs), "NUM_OUTPUTS": len(p.outputs),
               "MAX_THREADS": MAX_THREADS, "THREADS": f"{prefix}_threads",
@@ -141,9 +142,17 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
                 f"    if (qc_call(__tvm_ffi_{kernel}, t, {len(args)})) return {code}; }}")
 
     sig = "(uint8_t *ws, const void *const *in, void *const *out)"
+    # The float entry's float buffers (aligned copies of the caller's) are in use only before
+    # and after the network, when the arena is free: they take its first bytes, the boundary
+    # kernels' scratch follows them. The integer entry's aligned copies of the caller's
+    # buffers and the float entry's quantized in- and outputs (never both) follow the arena.
+    f_in = [a for _, a, _ in boundary if a.kind == "input"]
+    f_out = [b for _, _, b in boundary if b.kind == "output"]
+    f_bytes = align(max(sum(align(t.nbytes) for t in ts) for ts in (f_in, f_out)))
+    arena = align(max(p.act_bytes, f_bytes + p.boundary_scratch))
     body: list[str] = []
     unpack(p.inputs, p.outputs, None, body)
-    float_base = stage([*p.inputs, *p.outputs], align(p.act_bytes), body)
+    end = stage([*p.inputs, *p.outputs], arena, body)
     for i, c in enumerate(p.calls):
         if c.kernel == COPY:
             src, dst = c.args
@@ -152,12 +161,12 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
             body.append(call(c.kernel, c.args, i + 1, c.scratch))
     unstage(p.outputs, body)
     out.append(f"static int qc_int{sig} {{\n" + "\n".join(body) + "\n  return 0;\n}")
-    # Float entry: quantize into the top of the workspace, run, dequantize.
-    f_in = [a for _, a, _ in boundary if a.kind == "input"]
-    f_out = [b for _, _, b in boundary if b.kind == "output"]
+    # Float entry: quantize after the arena, run, dequantize.
     fbody: list[str] = []
     unpack(f_in, f_out, "float", fbody)
-    offset = stage([*f_in, *f_out], float_base, fbody)
+    stage(f_in, 0, fbody)
+    stage(f_out, 0, fbody)
+    offset = arena
     qnames = {}
     for k, a, b in boundary:
         for t in (a, b):
@@ -165,14 +174,15 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
                 qnames[t.name] = offset
                 t.offset = offset
                 offset += align(t.nbytes)
+    offset = max(offset, end)
     codes = iter(range(len(p.calls) + 1, len(p.calls) + 1 + len(boundary)))
-    arena = Tensor("arena", (p.act_bytes,), "uint8", "scratch")  # free outside the network
-    fbody += [call(k, [a, b], next(codes), arena) for k, a, b in boundary if a.kind == "input"]
+    work = Tensor("boundary", (p.boundary_scratch,), "uint8", "scratch", offset=f_bytes)
+    fbody += [call(k, [a, b], next(codes), work) for k, a, b in boundary if a.kind == "input"]
     ins = ", ".join(f"ws + {t.offset}" for _, a, t in boundary if a.kind == "input")
     outs = ", ".join(f"ws + {a.offset}" for _, a, b in boundary if b.kind == "output")
     fbody += [f"  const void *q_in[] = {{{ins}}};", f"  void *q_out[] = {{{outs}}};",
               "  int rc = qc_int(ws, q_in, q_out);", "  if (rc) return rc;"]
-    fbody += [call(k, [a, b], next(codes), arena) for k, a, b in boundary
+    fbody += [call(k, [a, b], next(codes), work) for k, a, b in boundary
               if b.kind == "output"]
     unstage(f_out, fbody)
     out.append(f"static int qc_float{sig} {{\n" + "\n".join(fbody) + "\n  return 0;\n}")
@@ -208,7 +218,7 @@ def _entries(p: Plan, prefix: str) -> str:
     out.append(f"size_t {prefix}_workspace_size(int num_threads) {{\n"
                "  if (num_threads < 1) num_threads = 1;\n"
                "  return QC_HEADER_BYTES + QC_BASE_BYTES + "
-               "(size_t)(num_threads - 1) * QC_SCRATCH_BYTES;\n}")
+               "(size_t)(num_threads - 1) * QC_THREAD_BYTES;\n}")
     return "\n\n".join(out)
 
 

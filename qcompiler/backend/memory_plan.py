@@ -64,6 +64,7 @@ class Plan:
     act_bytes: int = 0  # the arena: activations and the calling thread's kernel scratch
     scratch_bytes: int = 0  # each further thread's scratch (its parallel tasks')
     live_bytes: int = 0  # the most bytes of tensors live at once, the network's in and out too
+    boundary_scratch: int = 0  # the float entry's quantize and dequantize kernels' (c_source)
 
 
 def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "main_int"
@@ -108,19 +109,9 @@ def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "m
                     last_use[root(a)] = idx
     for v in out_vars:  # an output copied at the end stays live until then
         last_use[root(v)] = len(bound)
-    live: list[tuple[int, int, object]] = []  # (offset, size, var)
+    live: list[tuple[int, object]] = []  # (bytes, var) of the intermediates live now
+    spans: list[tuple[Tensor, int, object]] = []  # (tensor, first call, var), for placing
     n_const = done_out = 0
-
-    def place(t: Tensor, var: object) -> None:
-        """First fit among the live tensors."""
-        need, offset = align(t.nbytes), 0
-        for off, size, _ in sorted(live, key=lambda x: x[0]):
-            if offset + need <= off:
-                break
-            offset = max(offset, off + size)
-        t.offset = offset
-        live.append((offset, need, var))
-        p.act_bytes = max(p.act_bytes, offset + need)
 
     for idx, b in enumerate(bound):
         if isinstance(b.value, (relax.Var, relax.TupleGetItem, relax.Tuple)):
@@ -142,7 +133,7 @@ def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "m
             else:
                 args.append(lookup(a))
         var = b.var
-        live = [x for x in live if last_use.get(x[2], -1) >= idx]  # free what died
+        live = [x for x in live if last_use.get(x[1], -1) >= idx]  # free what died
         if var in out_of:
             outs = [p.outputs[out_of[var]]]
         else:
@@ -150,24 +141,43 @@ def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "m
             outs = [Tensor(f"t{idx}_{k}", tuple(int(d) for d in f.shape), str(f.dtype), "act")
                     for k, f in enumerate(fields)]
             for t in outs:
-                place(t, var)
+                live.append((align(t.nbytes), var))
+                spans.append((t, idx, var))
         env[var] = outs if isinstance(var.ty, relax.TupleType) else outs[0]
         done_out += sum(t.nbytes for t in outs if t.kind == "output")
         p.live_bytes = max(p.live_bytes, done_out + sum(
             t.nbytes for v, t in zip(func.params, p.inputs) if last_use.get(v, -1) >= idx) + sum(
-            size for _, size, _ in live))
+            size for size, _ in live))
         work = None
         if need.caller:
             work = Tensor(f"s{idx}", (need.caller,), "uint8", "scratch")
             last_use[work.name] = idx  # freed at the next call
-            place(work, work.name)
+            spans.append((work, idx, work.name))
         p.calls.append(KernelCall(kernel, [*args, *outs], work))
     # An output no kernel writes (the graph returns an input, or one tensor twice) is copied.
     for i, v in enumerate(out_vars):
         src = lookup(v)
         if src is not p.outputs[i]:
             p.calls.append(KernelCall(COPY, [src, p.outputs[i]]))
+    p.act_bytes = _place([(t, first, last_use.get(var, first)) for t, first, var in spans])
     return p
+
+
+def _place(spans: list[tuple[Tensor, int, int]]) -> int:
+    """Offsets for tensors live from call `first` to call `last`: greedy by size (largest
+    first, each at the lowest offset clear of the placed tensors whose lives overlap it), as
+    TFLite's arena planner does; the plan is known whole, so it need not be first fit in
+    call order. Returns the arena's bytes."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, bytes, first, last)
+    for t, first, last in sorted(spans, key=lambda x: (-align(x[0].nbytes), x[1])):
+        need, offset = align(t.nbytes), 0
+        for off, size, f, la in sorted(x for x in placed if x[2] <= last and first <= x[3]):
+            if offset + need <= off:
+                break
+            offset = max(offset, off + size)
+        t.offset = offset
+        placed.append((offset, need, first, last))
+    return max((off + size for off, size, _, _ in placed), default=0)
 
 
 def weights_blob(p: Plan) -> bytes:
@@ -202,8 +212,8 @@ def kernel_names(lowered: tvm.IRModule) -> list[str]:
 def float_boundary(lowered: tvm.IRModule, p: Plan, scratch: dict[str, Scratch]
                    ) -> list[tuple[str, Tensor, Tensor]]:
     """(kernel, from, to) of the float entry's quantize and dequantize calls, in order. They
-    run outside the integer network, when the whole arena is free: their scratch starts at
-    its first byte (the arena grows if it is smaller)."""
+    run outside the integer network, when the arena is free (c_source places their scratch
+    there)."""
     out = []
     n_in = n_out = 0
     for kernel, kind, shape in _boundary_calls(lowered):
@@ -217,6 +227,6 @@ def float_boundary(lowered: tvm.IRModule, p: Plan, scratch: dict[str, Scratch]
             out.append((kernel, Tensor(f"q{q.name}", shape, q.dtype, "act"),
                         Tensor(f"out{n_out}", shape, "float32", "output")))
             n_out += 1
-        p.act_bytes = max(p.act_bytes, align(scratch[kernel].caller))
+        p.boundary_scratch = max(p.boundary_scratch, align(scratch[kernel].caller))
         p.scratch_bytes = max(p.scratch_bytes, scratch[kernel].task)
     return out

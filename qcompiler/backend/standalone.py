@@ -20,7 +20,12 @@ import tvm
 from tvm import relax
 
 from qcompiler.backend.c_header import generate_header
-from qcompiler.backend.c_source import WEIGHTS_ASM, exported_symbols, generate_c
+from qcompiler.backend.c_source import (
+    THREAD_STATE_BYTES,
+    WEIGHTS_ASM,
+    exported_symbols,
+    generate_c,
+)
 from qcompiler.backend.kernel_build import KernelBuild
 from qcompiler.backend.kernel_scratch import measured_build
 from qcompiler.backend.memory_plan import align, float_boundary, kernel_names, plan, weights_blob
@@ -60,7 +65,7 @@ def build_standalone(compiled: Compiled, folder: Path, prefix: str,
         for name in (*SOURCES, f"{prefix}.c", f"{prefix}.h") if sources else ():
             shutil.copy(tmp / name, sources / name)
     return {"name": prefix, "static": f"lib{prefix}.a", "shared": f"lib{prefix}.so",
-            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace, "live_activation_bytes": p.live_bytes,
-            "arena_bytes": p.act_bytes, "thread_scratch_bytes": align(p.scratch_bytes),
-            "kernels": len(names),
+            "header": f"{prefix}.h", "runner": "run_model", "workspace_bytes": workspace,
+            "live_activation_bytes": p.live_bytes, "arena_bytes": p.act_bytes,
+            "thread_bytes": THREAD_STATE_BYTES + align(p.scratch_bytes), "kernels": len(names),
             "weights_bytes": sum(t.nbytes for t in p.consts)}

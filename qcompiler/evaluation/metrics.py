@@ -25,6 +25,23 @@ def median_latency_ms(fn: Callable[[], object], runs: int = 50, warmup: int = 5)
     return float(np.median(times) * 1e3)
 
 
+def median_latencies_ms(fns: dict[str, Callable[[], object]], runs: int = 50,
+                        block: int = 5) -> dict[str, float]:
+    """The median latency of each of `fns`, measured in turns: blocks of `block` runs, each
+    after one untimed run, cycling through the functions until each has `runs`. A slow spell
+    of a shared machine then falls on every function alike, so their ratios hold; the
+    untimed run lets the previous runtime's idle threads stop spinning."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    while any(len(t) < runs for t in times.values()):
+        for k, fn in fns.items():
+            fn()
+            for _ in range(min(block, runs - len(times[k]))):
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(t) * 1e3) for k, t in times.items()}
+
+
 def batches(x: np.ndarray, size: int) -> list[np.ndarray]:
     """Full batches of `size` (a compiled library has a fixed batch); a remainder is dropped."""
     return [x[i:i + size] for i in range(0, len(x) - size + 1, size)]
