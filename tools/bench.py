@@ -17,6 +17,9 @@ with random weights, its opset-17 TorchScript export, exported on first use into
 `QCOMPILER_EXPORT_PYTHON`, default this interpreter, which then needs the `[export]` extra),
 or a path to any ONNX file (calibration: --calib, else 16 standard-normal samples). Symbolic
 input dims are fixed to batch 1 and --size x --size. Ratios > 1 mean qcompiler is faster.
+Runtimes are timed in turns (`metrics.median_latencies_ms`), so a slow spell of a shared
+machine falls on all of them. "workspace" is the C library's at 1 thread, "/ live" its ratio
+to the peak of live activation bytes.
 
 OpenVINO (`pip install -e '.[bench]'`; the columns read n/a without it) compiles each file for
 "CPU" with INFERENCE_NUM_THREADS = the thread count, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1,
@@ -287,7 +290,9 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
             timed.update({k: (lambda c=c: c.run_int(*q)) for k, c in clibs.items()})
         got = median_latencies_ms({k: f for k, f in timed.items() if f is not None}, runs)
         ms = [got.get(k) for k in ("f32", "i8", "ov_f32", "ov_i8", "ours", "tuned", "flat")]
-        rows.append((name, n, *ms, compile_s))
+        sa = json.loads((tmp / f"{name}_q" / "model.json").read_text())["standalone"]
+        workspace = sa["workspace_bytes"] / max(sa["live_activation_bytes"], 1)
+        rows.append((name, n, *ms, compile_s, sa["workspace_bytes"], workspace))
         if c_rows is not None:
             c_rows.append((name, n, got["ours"], got["c"], got.get("c1", got["c"])))
     if layers:
@@ -361,13 +366,13 @@ def main() -> int:
           "ORT = ONNX Runtime, OV = OpenVINO)")
     print(f"  {'model':18s} {'threads':>7s} {'ORT f32':>9s} {'ORT int8':>9s} {'OV f32':>9s} "
           f"{'OV int8':>9s} {'qcompiler':>9s} {'ORT f32':>8s} {'ORT int8':>8s} {'OV f32':>8s} "
-          f"{'OV int8':>8s} {'compile s':>9s}"
+          f"{'OV int8':>8s} {'compile s':>9s} {'workspace':>10s} {'/ live':>6s}"
           + (f" {'tuned':>8s} {'vs float':>9s} {'vs int8':>8s}" if tuning else "")
           + (f" {'NCHW':>8s} {'layout gain':>11s}" if args.nchw else ""))
-    for name, n, f32, i8, ov_f32, ov_i8, ours, tuned, flat, compile_s in rows:
+    for name, n, f32, i8, ov_f32, ov_i8, ours, tuned, flat, compile_s, ws, ws_live in rows:
         print(f"  {name:18s} {n:7d} {ms(f32)} {ms(i8)} {ms(ov_f32)} {ms(ov_i8)} {ms(ours)} "
               f"{ratio(f32, ours)} {ratio(i8, ours)} {ratio(ov_f32, ours)} "
-              f"{ratio(ov_i8, ours)} {compile_s:9.1f}"
+              f"{ratio(ov_i8, ours)} {compile_s:9.1f} {ws / 2**20:7.2f} MiB {ws_live:5.2f}x"
               + (f" {tuned:8.3f} {f32 / tuned:8.2f}x {i8 / tuned:7.2f}x" if tuned else "")
               + (f" {flat:8.3f} {flat / ours:10.2f}x" if flat else ""))
     if c_rows:
