@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import support.real_exports as real_exports  # noqa: E402
-from export_zoo import DEFAULT_OUT, ZOO, calib_path, onnx_path  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+from export_zoo import DEFAULT_OUT, ZOO, calib_path, onnx_path
+from support import real_exports
 
-from qcompiler.backend.runtime import load  # noqa: E402
+from qcompiler.backend.runtime import load
 
 
 def _as_written(model: Path, xs: list) -> list:
