@@ -8,21 +8,20 @@ parallel loop allocates on top of them) and the most one task of a parallel loop
 (`task`: what every other worker thread needs). The memory plan gives each call exactly
 that, so the figure in the summary is what the library really uses.
 
-The figures are taken while the kernels are built: `measured_build` runs TVM's own build
-with a pipeline that adds one read-only pass after TVM's host finalization, so nothing is
-lowered twice.
+`measured_build` builds the kernels with TVM's own build and measures a copy lowered the
+same way.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import tvm
 from tvm import tirx
+from tvm.tirx.build import split_host_device_mods
 
 from qcompiler.backend.memory_plan import align
 from qcompiler.errors import TargetError
-
-PIPELINE = "qcompiler_measured"
 
 
 @dataclass(frozen=True)
@@ -31,110 +30,62 @@ class Scratch:
     task: int = 0  # bytes of one parallel task on another thread, at the most
 
 
-_FIELDS = ("a", "b", "value", "condition", "true_value", "false_value")
-
-
-def _calls(node: object, name: str) -> list[tvm.ir.Call]:
-    """The calls of intrinsic `name` in an expression (the statement fields walked here hold
-    TVM's allocation and free calls: a DeclBuffer's data, an if's or a bind's expression)."""
-    found, stack = [], [node]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, tvm.ir.Call):
-            if isinstance(x.op, tvm.ir.Op) and x.op.name == name:
-                found.append(x)
-            stack.extend(x.args)
-        elif isinstance(x, tvm.ir.expr.Expr):
-            stack.extend(v for f in _FIELDS if isinstance(v := getattr(x, f, None), tvm.ir.expr.Expr))
-    return found
-
-
-class _Walk:
-    """Program order: + at an allocation, - at its free; a parallel loop's body is walked
-    from zero (one task) and sits on top of the caller's bytes for the calling thread."""
-
-    def __init__(self, kernel: str) -> None:
-        self.kernel = kernel
-        self.size: list = []  # (the allocation's pointer var, aligned bytes); a Var's == is IR
-        self.task = 0
-
-    def alloc(self, s: tirx.DeclBuffer) -> int:
-        data = getattr(s, "data", None)
-        if data is None or not _calls(data, "tirx.TVMBackendAllocWorkspace"):
-            return 0
-        nbytes = _calls(data, "tirx.TVMBackendAllocWorkspace")[0].args[2]
-        if not isinstance(nbytes, tirx.IntImm):
-            raise TargetError(f"kernel {self.kernel}: scratch of a size known only at run "
-                              f"time ({nbytes}); the C library needs static sizes")
-        self.size.append((s.buffer.data, align(int(nbytes.value))))  # aligned starts
-        return self.size[-1][1]
-
-    def freed(self, node: object) -> int:
-        return sum(n for c in _calls(node, "tirx.TVMBackendFreeWorkspace")
-                   for var, n in self.size if var.same_as(c.args[2]))
-
-    def stmt(self, s: tirx.Stmt, cur: int) -> tuple[int, int]:
-        """(bytes held after s, the most held during s)."""
-        if isinstance(s, tirx.SeqStmt):
-            peak = cur
-            for c in s.seq:
-                cur, p = self.stmt(c, cur)
-                peak = max(peak, p)
-            return cur, peak
-        if isinstance(s, tirx.For) and s.kind == tirx.ForKind.PARALLEL:
-            _, body = self.stmt(s.body, 0)
-            self.task = max(self.task, body)
-            return cur, cur + body
-        if isinstance(s, tirx.IfThenElse):
-            cur -= self.freed(s.condition)
-            a = self.stmt(s.then_case, cur)
-            b = self.stmt(s.else_case, cur) if s.else_case is not None else (cur, cur)
-            return max(a[0], b[0]), max(a[1], b[1])
-        if isinstance(s, tirx.DeclBuffer):
-            cur += self.alloc(s)
-        for name in ("value", "condition"):  # the statement's own expressions
-            if isinstance(getattr(s, name, None), tvm.ir.expr.Expr):
-                cur -= self.freed(getattr(s, name))
-        body = getattr(s, "body", None)
-        return self.stmt(body, cur) if isinstance(body, tirx.Stmt) else (cur, cur)
+_ALLOC = re.compile(r"(\w+) = T\.decl_buffer\(.*data=T\.TVMBackendAllocWorkspace\("
+                    r"[^,]+, [^,]+, ([^,]+), ")
+_CONST = re.compile(r"T\.uint64\((\d+)\)|(\d+)")
+_FREE = re.compile(r"T\.TVMBackendFreeWorkspace\([^,]+, [^,]+, (\w+)\.data\)")
+_PARALLEL = re.compile(r"for .* in T\.parallel\(")
 
 
 def scratch_of(func: tirx.PrimFunc, kernel: str) -> Scratch:
-    """The scratch of one lowered (host-finalized) kernel."""
-    walk = _Walk(kernel)
-    _, peak = walk.stmt(func.body, 0)
-    return Scratch(peak, walk.task)
-
-
-_measured: list[dict[str, Scratch]] = []  # the build in progress records here
-
-
-def _pipeline(**kwargs: object) -> tuple:
-    run, finalize_host, finalize_device = tirx.get_tir_pipeline("s_tir", **kwargs)
-
-    def measure_after_finalize() -> tvm.transform.Pass:
-        @tvm.transform.module_pass(opt_level=0, name="qcompiler.MeasureScratch")
-        def measure(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-            if _measured:
-                for gv, f in mod.functions.items():
-                    if isinstance(f, tirx.PrimFunc):
-                        _measured[-1][gv.name_hint] = scratch_of(f, gv.name_hint)
-            return mod
-        return tvm.transform.Sequential([finalize_host(), measure])
-
-    return run, measure_after_finalize, finalize_device
-
-
-tirx.register_tir_pipeline(PIPELINE, _pipeline)
+    """The scratch of one lowered (host-finalized) kernel, read from its TVMScript text: an
+    allocation and its free are one line each, a parallel loop's body is indented under it.
+    (Text, not the IR objects: walking the lowered IR from Python corrupted memory that
+    TVM's code generation used next; see the closing notes of the eleventh session.)"""
+    caller = task = root = inside = 0
+    held: dict[str, tuple[int, bool]] = {}  # buffer -> (bytes, allocated inside a loop)
+    loop_indent: int | None = None  # the parallel loop being walked, if any
+    for line in func.script().splitlines():
+        indent = len(line) - len(line.lstrip())
+        if loop_indent is not None and line.strip() and indent <= loop_indent:
+            loop_indent = None  # left the loop body: a task's buffers are all freed
+        if m := _ALLOC.search(line):
+            size = _CONST.fullmatch(m.group(2))
+            if size is None:
+                raise TargetError(f"kernel {kernel}: scratch of a size known only at run "
+                                  f"time ({m.group(2)}); the C library needs static sizes")
+            n = align(int(size.group(1) or size.group(2)))  # each start is aligned
+            held[m.group(1)] = (n, loop_indent is not None)
+            if loop_indent is None:
+                root += n
+            else:
+                inside += n
+                task = max(task, inside)
+            caller = max(caller, root + inside)
+        elif m := _FREE.search(line):
+            n, in_loop = held.pop(m.group(1), (0, False))
+            if in_loop:
+                inside -= n
+            else:
+                root -= n
+        elif loop_indent is None and _PARALLEL.search(line):
+            loop_indent, inside = indent, 0
+    return Scratch(caller, task)
 
 
 def measured_build(tir: tvm.IRModule, target: tvm.target.Target
                    ) -> tuple[tvm.runtime.Module, dict[str, Scratch]]:
-    """`tvm.tirx.build(tir, target)` (TVM's default pipeline for CPU targets), and every
-    kernel's scratch as the built code asks for it."""
-    _measured.append({})
-    try:
-        lib = tirx.build(tir, target=target, pipeline=PIPELINE)
-        return lib, _measured[-1]
-    finally:
-        _measured.pop()
+    """`tvm.tirx.build(tir, target)`, and every kernel's scratch as the built code asks for
+    it: measured on a deep copy lowered the same way (TVM's default pipeline for CPU targets
+    and its host finalization), after the build. A Python pass inside the build, or a
+    lowering sharing nodes with `tir` before it, made TVM's Hexagon code generation crash now
+    and then (eleventh session's notes); the copy shares nothing."""
+    lib = tirx.build(tir, target=target)
+    target = tvm.target.Target(target)
+    copy = tvm.ir.load_json(tvm.ir.save_json(tir))
+    copy = tirx.transform.BindTarget(target.with_host(target))(copy)
+    run, finalize_host, _ = tirx.get_default_tir_pipeline(target)
+    host, _ = split_host_device_mods(run(copy))
+    host = finalize_host()(host)
+    return lib, {gv.name_hint: scratch_of(f, gv.name_hint) for gv, f in host.functions.items()
+                 if isinstance(f, tirx.PrimFunc)}

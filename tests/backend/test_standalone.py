@@ -36,7 +36,8 @@ LIBC_LIBM = {"memcpy", "memset", "memmove", "abort", "__stack_chk_fail", "expf",
              *(f"pthread_{f}" for f in ("create", "join", "mutex_init", "mutex_destroy",
                                         "mutex_lock", "mutex_unlock", "cond_init",
                                         "cond_destroy", "cond_wait", "cond_signal",
-                                        "cond_broadcast"))}  # the kernels' thread pool
+                                        "cond_broadcast")),  # the kernels' thread pool
+             "clock_gettime"}  # how long the pool's threads poll before they sleep
 
 
 def _compile(model_path, calib_path, out, target, **kw):
