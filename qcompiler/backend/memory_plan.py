@@ -1,7 +1,8 @@
 """The static memory plan of the runtime-free library: the kernels in call order and where
 every tensor lives.
 
-Activations get fixed offsets in one caller-provided workspace, chosen by liveness (first fit).
+Activations get fixed offsets in one caller-provided workspace, chosen by liveness (`_place`:
+greedy by size over the known lifetimes).
 A kernel's scratch (what its generated code allocates, `kernel_scratch`) is one more tensor of
 that plan, live during its call only, so it reuses the bytes of tensors that are dead by then.
 Only what the tasks of a parallel loop allocate on other threads is kept per thread. The
@@ -70,7 +71,7 @@ class Plan:
 def plan(lowered: tvm.IRModule, scratch: dict[str, Scratch], func_name: str = "main_int"
          ) -> Plan:
     """Walk the legalized integer graph; place activations and each call's scratch by
-    liveness (first fit). `scratch`: every kernel's, measured on its built code."""
+    liveness (`_place`). `scratch`: every kernel's, measured on its built code."""
     func = lowered[func_name]
     p = Plan()
     env: dict = {}
