@@ -17,6 +17,7 @@ from support.fuzz_graphs import (
     base_model,
     check_case,
     cnn_graphs,
+    found_on,
     load_case,
     mutate,
     save_case,
@@ -141,13 +142,20 @@ def test_a_case_round_trips_through_save_and_load(tmp_path):
     assert check_case(back) is None
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-def test_regression_fixture_matches_reference(path):
-    """Each saved fuzz finding compiles for this machine and equals the reference bit for bit
-    (depthwise_1x1_stride2_dilation2: a 1x1 depthwise conv whose taps all read one column
-    phase, which once broke the x86 depthwise schedule; depthwise_1x3_one_output_column: one
-    output column, where the x86 depthwise epilogue vectorized the row loop)."""
-    assert check_case(load_case(path)) is None, path.name
+FIXTURE_RUNS = [(path, target) for path in FIXTURES
+                for target in dict.fromkeys(("x86", found_on(path)))]
+
+
+@pytest.mark.parametrize(("path", "target"), FIXTURE_RUNS,
+                         ids=[f"{p.stem}-{t}" for p, t in FIXTURE_RUNS])
+def test_regression_fixture_matches_reference(path, target):
+    """Each saved fuzz finding compiles for this machine, and for the target it was found on,
+    and equals the reference bit for bit (depthwise_1x1_stride2_dilation2: a 1x1 depthwise
+    conv whose taps all read one column phase, which once broke the x86 depthwise schedule;
+    depthwise_1x3_one_output_column: one output column, where the x86 depthwise epilogue
+    vectorized the row loop; dense_batch2_input_not_whole_vectors: a batch-2 dense layer whose
+    packed input, vectorized across the batch, became an HVX table lookup LLVM rejected)."""
+    assert check_case(load_case(path), target=target) is None, path.name
 
 
 def test_generator_covers_the_supported_ops():

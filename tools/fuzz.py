@@ -80,7 +80,7 @@ def main() -> int:
     except AssertionError as exc:
         case = failing[-1]  # hypothesis re-runs the shrunk example last
         stem = args.save / f"mismatch_{case.seed}"
-        save_case(case, stem)
+        save_case(case, stem, found_on=args.target)
         print(f"\nmismatch: {exc}; minimized graph saved to {stem}.onnx", file=sys.stderr)
     bar.close()
     what = "compared" if run_it else "built (not run: this CPU lacks the ISA)"

@@ -70,7 +70,10 @@ def schedule_stages(sch: tvm.s_tir.Schedule, lanes: int) -> None:
     _vectorize_epilogue(sch, lanes)
     pack = sch.get_sblock("x_packed")
     if len(sch.get(pack).iter_vars) == 3:  # dense: a copy (a plain one when K % 4 == 0)
-        vectorize_loop(sch, sch.fuse(*sch.get_loops(pack)), VECTOR_BYTES)
+        # A row at a time: with the batch fused in, the row index is a division per lane
+        # (a gather), which TVM's HVX codegen turns into a table lookup on the whole input
+        # that LLVM rejects when the input is not a whole number of vectors.
+        vectorize_loop(sch, sch.fuse(*sch.get_loops(pack)[1:]), VECTOR_BYTES)
 
 
 def _vectorize_epilogue(sch: tvm.s_tir.Schedule, lanes: int) -> None:

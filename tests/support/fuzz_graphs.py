@@ -199,14 +199,21 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
     return build()
 
 
-def save_case(case: GraphCase, stem: Path) -> None:
-    """A regression fixture: `<stem>.onnx` and `<stem>.npz` (calibration, batch, seed)."""
+def save_case(case: GraphCase, stem: Path, found_on: str = "x86") -> None:
+    """A regression fixture: `<stem>.onnx` and `<stem>.npz` (calibration, batch, seed, and the
+    target it failed on: the fixture test checks it there as well as on x86)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(stem.with_suffix(".onnx")))
     np.savez(stem.with_suffix(".npz"), x=case.calib, batch=np.array(case.batch),
              seed=np.array(case.seed), weight_bits=np.array(case.weight_bits),
              activation_bits=np.array(case.activation_bits),
-             per_channel=np.array(case.per_channel))
+             per_channel=np.array(case.per_channel), found_on=np.array(found_on))
+
+
+def found_on(path: Path) -> str:
+    """The target a saved case failed on (x86 for fixtures saved before this was kept)."""
+    data = np.load(path.with_suffix(".npz"))
+    return str(data["found_on"]) if "found_on" in data else "x86"
 
 
 def load_case(path: Path) -> GraphCase:
