@@ -15,12 +15,14 @@ import tvm
 from qcompiler.schedules.arm.dot import ARM_SDOT
 from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
-from qcompiler.schedules.hexagon.vector import HVX_VECTOR, VectorRule
+from qcompiler.schedules.hexagon.vector import HVX_VECTOR
+from qcompiler.schedules.vector_rule import VectorRule
 from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
 from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.x86.dot import X86_AVX2, X86_VNNI
 from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
+from qcompiler.schedules.x86.rows import X86_ROWS
 from qcompiler.targets.target import Target
 from tvm import relax
 
@@ -48,8 +50,8 @@ def rules_for(target: Target) -> list:
         return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86":
         if target.has("avx512vnni"):
-            return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI]
-        return [X86_AVX2, DEPTHWISE]
+            return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI, X86_ROWS]
+        return [X86_AVX2, DEPTHWISE, X86_ROWS]
     return []
 
 

@@ -69,6 +69,21 @@ def test_unsupported_ops_listed_in_one_error(tmp_path, out):
                            r"op Floor at node\(s\) floor_1$", out)
 
 
+def test_window_larger_than_its_input_named(tmp_path, out):
+    """ONNX's shape inference rounds this pool's output up to 1x1 (the checker passes it);
+    TVM makes it 0x0, and the mean after it once divided by zero in a later pass."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="pool_7", kernel_shape=[7, 7],
+                              strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["y"], name="gap")]
+    path = tmp_path / "window.onnx"
+    onnx.save(make_model(nodes, {"x": (1, 2, 6, 6)}, {"y": None}), str(path))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.zeros((2, 2, 6, 6), np.float32))
+    res = qcompile(path, "--calib", calib, "-o", out, cwd=tmp_path)
+    assert_user_error(res, r"node 'pool_7' \(MaxPool\): its output has shape \[1, 2, 0, 0\], "
+                           r"with no elements", out)
+
+
 def test_unsupported_attribute_named(tmp_path, out):
     node = helper.make_node("MaxPool", ["x"], ["y"], name="pool_9", kernel_shape=[2, 2],
                             ceil_mode=1, auto_pad="SAME_UPPER")

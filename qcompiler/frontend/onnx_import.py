@@ -307,12 +307,39 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
                             dtype_dict={i.name: i.dtype for i in inputs},
                             keep_params_in_input=False, sanitize_input_names=False)
             # the ONNX node names layers are reported by (`frontend.layer_origin`)
-            return with_onnx_nodes(tag_nodes(mod, model, importer[0]._nodes), model)
+            mod = with_onnx_nodes(tag_nodes(mod, model, importer[0]._nodes), model)
         except Exception as exc:  # the frontend raises bare TVM errors on shape problems
             text = str(exc).strip()
             problem = text.splitlines()[-1] if text else type(exc).__name__
             del exc
-    raise QCompileError(f"ONNX import failed: {problem}")
+    if problem is not None:
+        raise QCompileError(f"ONNX import failed: {problem}")
+    _check_nonempty(mod, model)
+    return mod
+
+
+def _check_nonempty(mod, model: onnx.ModelProto) -> None:  # mod: the imported tvm.IRModule
+    """A tensor with a dimension of 0 (e.g. a pool window larger than its padded input,
+    which ONNX's shape inference rounds to 1) is an error in the file, named by its node;
+    later passes would divide by its element count."""
+    import tvm
+    from tvm import relax
+
+    from qcompiler.frontend.node_names import node_of
+    from qcompiler.relax_access import bindings
+
+    op_types = {n.name: n.op_type for n in model.graph.node}
+    for b in bindings(mod["main"]):
+        ty = b.var.ty
+        if not isinstance(ty, relax.TensorType) or ty.shape is None \
+                or not str(ty.dtype).startswith("float"):  # activations (not shape values)
+            continue
+        dims = [int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in ty.shape]
+        if 0 in dims:
+            node = node_of(b.value)
+            where = f"node '{node}' ({op_types.get(node, '?')})" if node else "a node"
+            raise QCompileError(f"{where}: its output has shape {dims}, with no elements "
+                                "(a window larger than its padded input?)")
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:

@@ -24,7 +24,8 @@ from qcompiler.schedules.hexagon.loops import (
     vectorize_loop,
 )
 from qcompiler.schedules.hexagon.stages import requantize_lanes32
-from qcompiler.schedules.hexagon.vector import HVX_VECTOR, VectorRule
+from qcompiler.schedules.hexagon.vector import HVX_VECTOR
+from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
 
 INT32_LANES = lanes("int32")

@@ -14,9 +14,7 @@ pools (a strided read is a gather, lane by lane) and pools whose rows are under 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,13 +28,12 @@ from qcompiler.schedules.hexagon.loops import (
     params,
     vectorize_loop,
 )
+from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
 
 from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
 from qcompiler.numerics.shapes import pool2d_out_hw
-
-Builder = Callable[[tirx.PrimFunc, dict, list], "tirx.PrimFunc | None"]
 
 
 def _term_bound(dtype: str, zp: int, m0: int, shift: int) -> int | None:
@@ -172,31 +169,6 @@ def avg_pool2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc 
         rq.zp_y, rq.lo, rq.hi, out_dtype), name="avg_pool")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, m0, sh, y]))
     return _vectorize_rows(sch, "pool_sum", "avg_pool", lanes(dtype))
-
-
-@dataclass(frozen=True)
-class VectorRule:
-    """Kernels rebuilt with the same operands and vectorized, as a rule for
-    `qcompiler.schedules` (nothing is packed: the graph keeps its constants).
-
-    Accepts the ops in `builders`; each builder says which of their kernels it takes (None:
-    the portable kernel stays): see `HVX_VECTOR`, `plain.HVX_PLAIN`."""
-
-    name: str
-    builders: dict[str, Builder] = field(hash=False)
-
-    def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
-        return op in self.builders
-
-    def rebuild(self, func: tirx.PrimFunc, consts: list) -> tirx.PrimFunc | None:
-        """The vector kernel, or None to keep `func`. `consts[i]`: parameter i's value when
-        it is a graph constant (None otherwise)."""
-        op = str(func.attrs["qcompiler.op"])
-        new = self.builders[op](func, json.loads(str(func.attrs["qcompiler.attrs"])), consts)
-        if new is None:
-            return None
-        return new.with_attr({"qcompiler.op": op, "qcompiler.attrs": func.attrs["qcompiler.attrs"],
-                              "qcompiler.schedule": self.name})
 
 
 HVX_VECTOR = VectorRule("hvx_vector", {"add": add, "requantize": requantize,

@@ -1,0 +1,76 @@
+"""x86 kernels for the NCHW integer ops without a dot product (the residual add, requantize,
+pools, the mean, tables, the gate multiply, resize, and convolutions no dot-product rule
+takes), split across threads and vectorized along their rows.
+
+The portable kernels are one loop nest each, run on the calling thread: at 2 threads they
+were the serial part of a ResNet-50 run (its 16 residual adds and the max pool). Here each
+kernel keeps its computation (the portable kernel's blocks; the add in the exact 32-bit
+arithmetic of the blocked kernels, `blocked.add_body`, which falls back to the portable
+64-bit form where that is not exact) and gets a schedule: every root block's leading output
+loops (batch x channel) in parallel, and, in a block with no reduction, the innermost output
+loop vectorized. A schedule does not change the numbers; the blocked layout has its own
+kernels (`x86.blocked`).
+"""
+from __future__ import annotations
+
+import tvm
+from qcompiler.schedules.vector_rule import VectorRule
+from qcompiler.schedules.x86.blocked import add_body
+from tvm import te, tirx
+
+from qcompiler.numerics import nibbles
+
+MIN_VECTOR = 8  # a shorter innermost loop is left to LLVM (part-vectors cost more than they save)
+PARALLEL_LOOPS = 2  # batch x channel: rows of whole planes per task
+
+
+def schedule_rows(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Every root block: leading output loops in parallel, the innermost vectorized where the
+    block reduces nothing."""
+    sch = tvm.s_tir.Schedule(func)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = sch.get_loops(block)
+        kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+        spatial = loops[:next((k for k, t in enumerate(kinds) if t != 0), len(kinds))]
+        if len(loops) != len(kinds) or not spatial:
+            continue  # not one loop per block variable: left as it is
+        if len(spatial) == len(loops) and len(spatial) >= 2 \
+                and int(sch.get(spatial[-1]).extent) >= MIN_VECTOR:
+            sch.vectorize(spatial[-1])
+            spatial = spatial[:-1]
+        outer = spatial[:PARALLEL_LOOPS]
+        if outer and _extent(sch, outer) > 1:
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    return sch.mod["main"]
+
+
+def _extent(sch: tvm.s_tir.Schedule, loops: list) -> int:
+    n = 1
+    for loop in loops:
+        n *= int(sch.get(loop).extent)
+    return n
+
+
+def _scheduled(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
+    if nibbles.is_nibbles(attrs):  # the weight unpack stage is scheduled already
+        return None
+    return schedule_rows(func)
+
+
+def _add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
+    (a_buf, b_buf, y_buf) = func.params
+    shape = tuple(int(d) for d in y_buf.shape)
+    a = te.placeholder(shape, str(a_buf.dtype), name="a")
+    b = te.placeholder(shape, str(b_buf.dtype), name="b")
+    y = te.compute(shape, add_body(a, b, attrs), name="add")
+    return schedule_rows(te.create_prim_func([a, b, y]))
+
+
+X86_ROWS = VectorRule("x86_rows", {
+    "add": _add, **{op: _scheduled for op in (
+        "requantize", "max_pool2d", "avg_pool2d", "reduce_mean", "lut", "mul",
+        "resize_nearest", "resize_bilinear", "conv2d", "dense", "conv2d_transpose")}})
+"""Accepts every kernel of those ops on NCHW (any shape, batch, dtype, padding, stride) that
+no earlier x86 rule took, except 4-bit weights (their unpack stage is scheduled already):
+grouped and depthwise convolutions the depthwise rule declines, int16 activations, 8-bit
+transposed convolutions. The add on two tensors of one shape."""
