@@ -16,8 +16,10 @@ import onnx
 
 from qcompiler.backend.c_name import name_from_stem
 from qcompiler.backend.emit import build, check_out_dir, emit
+from qcompiler.backend.kernel_build import failing_kernels
 from qcompiler.backend.runtime import CompiledModel
 from qcompiler.config import CompileConfig
+from qcompiler.errors import QCompileError
 from qcompiler.frontend.onnx_import import ModelInput, graph_inputs, load_onnx
 from qcompiler.frontend.static_shapes import resolve_inputs
 from qcompiler.numerics.calibrate import load_calibration
@@ -36,6 +38,24 @@ class Job:
 
     def compile(self, progress: bool = False) -> Compiled:
         return compile_model(self.model, self.calib, self.config, progress)
+
+    def emit(self, compiled: Compiled, out: Path, progress: bool = False
+             ) -> tuple[Compiled, dict]:
+        """`write_outputs`, and the compile it wrote (with its manifest). Where LLVM rejects
+        the code of a scheduled kernel (a bug in the target's rule, which the fuzzers hunt),
+        that kernel is found by building each alone and the compile is redone with it on its
+        portable kernel: the library is written, exact, and the summary names the layer."""
+        try:
+            return compiled, write_outputs(compiled, out, self.config.name)
+        except QCompileError:
+            raise  # a user's mistake (an output folder, a toolchain): no kernel to blame
+        except Exception:
+            failing = failing_kernels(compiled.quantized, compiled.tvm_target)
+            if not failing:
+                raise
+        compiled = compile_model(self.model, self.calib, self.config, progress,
+                                 portable=failing)
+        return compiled, write_outputs(compiled, out, self.config.name)
 
 
 class CompileResult(NamedTuple):
@@ -77,6 +97,5 @@ def write_outputs(compiled: Compiled, out: Path, name: str = "model") -> dict:
 def compile_to_dir(model_path: Path, calib_path: Path | None, out: Path, progress: bool = False,
                    **options: object) -> CompileResult:
     job = prepare(model_path, calib_path, out, **options)
-    compiled = job.compile(progress)
-    write_outputs(compiled, out, job.config.name)
+    compiled, _ = job.emit(job.compile(progress), out, progress)
     return CompileResult(CompiledModel(out), compiled)

@@ -121,7 +121,7 @@ def config_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qcompiler.api import prepare, write_outputs
+    from qcompiler.api import prepare
     from qcompiler.backend.runtime import load
     from qcompiler.evaluation.metrics import (
         float_predictions,
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(compiled.float_mod)
     if args.dump_ir == "quantized":
         print(compiled.quantized)
-    info = write_outputs(compiled, out, config.name)
+    compiled, info = job.emit(compiled, out, progress=not args.quiet)
     compile_s = time.perf_counter() - t0
     native = compiled.target.runs_natively
     lib = load(out, threads=args.threads if native else None)

@@ -8,6 +8,7 @@ calibration runs only for tensors the model left unquantized (if data is given).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,9 +135,11 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
 
 def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
                   config: CompileConfig, progress: bool = True,
-                  target: Target | None = None) -> Compiled:
+                  target: Target | None = None,
+                  portable: Mapping[str, Exception] | None = None) -> Compiled:
     """`target` overrides the config's target (e.g. a variant without HVX, for comparisons).
-    `calib` may be None for a QDQ model that quantizes every tensor it needs."""
+    `calib` may be None for a QDQ model that quantizes every tensor it needs. `portable`:
+    kernels to leave on their portable form (`api.Job.emit`: their built code failed)."""
     target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     if config.schedules and config.tuning_root() is not None:
@@ -198,7 +201,8 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if config.schedules and config.blocked_layout:
         qmod = plan_layout(target)(qmod)  # NCHW16c between the layers that have blocked kernels
     if config.schedules:
-        qmod = apply_schedules(qmod, target)  # target kernels (sdot, vnni, vrmpy), same operands
+        # target kernels (sdot, vnni, vrmpy), same operands
+        qmod = apply_schedules(qmod, target, portable=portable)
     timings["schedule"] = time.perf_counter() - t
     t = time.perf_counter()
     tuning = []

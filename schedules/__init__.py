@@ -9,6 +9,7 @@ is all the reference needs to read the same numbers back. The graph is otherwise
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import tvm
@@ -69,14 +70,17 @@ def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:
 
 
 def _plan(mod: tvm.IRModule, call: relax.Call, rules: list, tensor: str = "",
-          fallbacks: list | None = None) -> tuple | None:
+          fallbacks: list | None = None, portable: Mapping[str, Exception] | None = None
+          ) -> tuple | None:
     """(packed PrimFunc, new constant operands) for one kernel call, or None to keep it.
 
     A rule that raises while packing, building or scheduling the kernel (a TVM ScheduleError or
     TVMError, or our own exception) leaves the portable kernel in place, which computes the same
     numbers, and is recorded in `fallbacks` (`graph_meta.ScheduleFallback`; `tensor`: the
     binding's name): the compile goes on, its summary names the layer, and the fuzz and zoo
-    tests fail on it. Only an interrupt (not an Exception) stops the compile."""
+    tests fail on it. Only an interrupt (not an Exception) stops the compile. `portable`:
+    kernels (by symbol) whose built code failed before, with the error: kept portable and
+    recorded the same way."""
     func = mod[call.args[0]]
     if not isinstance(func, tvm.tirx.PrimFunc) or "qcompiler.op" not in func.attrs \
             or "qcompiler.schedule" in func.attrs:  # portable kernels only (not `blocked`'s)
@@ -85,17 +89,22 @@ def _plan(mod: tvm.IRModule, call: relax.Call, rules: list, tensor: str = "",
     attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
     args = list(call.args[1].fields)
     x_shape, x_dtype = _shape(func, 0)
+    symbol = str(func.attrs["global_symbol"])
     for rule in rules:
         if not rule.applies(op, attrs, x_dtype):
             continue
+        if portable and symbol in portable:  # LLVM rejected this rule's code for it
+            if fallbacks is not None:
+                fallbacks.append(schedule_fallback(tensor, op, symbol, rule.name,
+                                                   portable[symbol]))
+            return None
         try:
             return _plan_rule(rule, func, op, attrs, args, x_shape, x_dtype)
         except _Declined:
             continue
         except Exception as exc:  # noqa: BLE001 - any failure of a rule: the portable kernel
             if fallbacks is not None:
-                fallbacks.append(schedule_fallback(tensor, op, str(func.attrs["global_symbol"]),
-                                                   rule.name, exc))
+                fallbacks.append(schedule_fallback(tensor, op, symbol, rule.name, exc))
             return None
     return None
 
@@ -133,19 +142,20 @@ def _plan_rule(rule: object, func: tvm.tirx.PrimFunc, op: str, attrs: dict, args
     return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
 
 
-def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None
-                    ) -> tvm.IRModule:
+def apply_schedules(mod: tvm.IRModule, target: Target, rules: list | None = None,
+                    portable: Mapping[str, Exception] | None = None) -> tvm.IRModule:
     """The module rebuilt with every kernel a target has a rule for replaced by its packed,
     tensorized or vectorized version (others untouched). `rules`: instead of the target's
     (e.g. `hexagon.plain.PLAIN_VECTOR_RULES`, for comparisons). A kernel whose rule raises
-    stays portable and is listed in the graph metadata (`graph_meta.schedule_fallbacks`)."""
+    stays portable and is listed in the graph metadata (`graph_meta.schedule_fallbacks`), as
+    is each kernel named in `portable` (symbol -> the error its built code gave)."""
     rules = rules_for(target) if rules is None else rules
     if not rules:
         return mod
     plans, fallbacks = {}, []
     for b in bindings(mod["main_int"]):
         if isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir":
-            plan = _plan(mod, b.value, rules, b.var.name, fallbacks)
+            plan = _plan(mod, b.value, rules, b.var.name, fallbacks, portable)
             if plan is not None:
                 plans[b.value.args[0]] = plan
     return record_schedule_fallbacks(_rebuild(mod, plans) if plans else mod, fallbacks)

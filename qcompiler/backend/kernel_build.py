@@ -91,3 +91,25 @@ def export_vm(exe: tvm.runtime.Executable, path: Path) -> None:
         runtime_api.ModulePackImportsToLLVM(exe.mod, False, llvm_target, prefix).write_to_file(
             objects[1])
         cc.create_shared(str(path), objects)
+
+
+class CodegenError(RuntimeError):
+    """LLVM rejected the code a target rule generated for one kernel (a bug in the rule)."""
+
+
+def failing_kernels(mod: tvm.IRModule, target: tvm.target.Target) -> dict[str, CodegenError]:
+    """The scheduled kernels of `mod` whose code does not build, each built alone: after a
+    failed build of the whole module, which kernel to put back on its portable form."""
+    failing = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is None \
+                or "qcompiler.schedule" not in func.attrs:
+            continue
+        symbol = str(func.attrs.get("global_symbol", gv.name_hint))
+        try:
+            with tvm.transform.PassContext(opt_level=3):
+                tvm.tirx.build(tvm.IRModule({symbol: func}), target=target)
+        except Exception as exc:  # noqa: BLE001 - whatever TVM or LLVM raise: this kernel
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            failing[symbol] = CodegenError(" ".join(lines[:2])[:300] or type(exc).__name__)
+    return failing

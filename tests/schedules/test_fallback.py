@@ -103,3 +103,39 @@ def test_an_interrupt_is_not_a_fallback(monkeypatch):
     rng = np.random.default_rng(3)
     with pytest.raises(KeyboardInterrupt):
         _compile(_model(rng), rng, None)
+
+
+def _code_llvm_rejects(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """`func` and a call LLVM's verifier rejects (an intrinsic given the wrong types: what a
+    rule with a bug in its vector code emits, as the HVX dense packing once did)."""
+    bad = tvm.tirx.Evaluate(tvm.tirx.call_llvm_intrin(
+        "int32x8", "llvm.x86.avx2.pmadd.wd", tvm.tirx.const(0, "int32"),
+        tvm.tirx.const(0, "int32")))
+    return func.with_body(tvm.tirx.SeqStmt([func.body, bad]))
+
+
+def test_a_kernel_llvm_rejects_is_rebuilt_portable_and_named(tmp_path, monkeypatch):
+    """The error comes only when the whole module is built, after the rules ran: the API
+    finds the kernel by building each alone and compiles again with it portable."""
+    from qcompiler.api import compile_to_dir
+    from qcompiler.reference import Reference
+    from qcompiler.schedules.x86 import rows
+
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "x"], ["y"], name="residual")]
+    inits = {"w": rng.standard_normal((8, 8, 1, 1)) / 3, "b": rng.standard_normal(8) * .1}
+    model = save_model(make_model(nodes, {"x": ("N", 8, 6, 6)}, {"y": None}, inits), tmp_path)
+    calib = save_calib({"x": rng.standard_normal((8, 8, 6, 6)).astype(np.float32)}, tmp_path)
+    real = rows.schedule_rows
+    monkeypatch.setattr(rows, "schedule_rows", lambda f: _code_llvm_rejects(real(f)))
+    out = tmp_path / "out"
+    lib, compiled = compile_to_dir(model, calib, out, blocked_layout=False)
+    found = schedule_fallbacks(compiled.quantized)
+    assert [(f.layer, f.op, f.rule) for f in found] == [("residual (Add)", "add", "x86_rows")]
+    assert found[0].error.startswith("CodegenError: LLVM module verification failed")
+    layer = next(x for x in json.loads((out / "model.json").read_text())["layers"]
+                 if x["op"] == "add")
+    assert "portable kernel" in layer["detail"]
+    q = rng.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8)
+    np.testing.assert_array_equal(lib.run_int(q)[0], Reference(compiled.quantized).run(q)[0])
