@@ -18,7 +18,8 @@ class VectorRule:
     `qcompiler.schedules` (nothing is packed: the graph keeps its constants).
 
     Accepts the ops in `builders`; each builder says which of their kernels it takes (None:
-    the portable kernel stays): see `HVX_VECTOR`, `plain.HVX_PLAIN`."""
+    the portable kernel stays): see `hexagon.vector.HVX_VECTOR`, `hexagon.plain.HVX_PLAIN`,
+    `x86.rows.X86_ROWS`."""
 
     name: str
     builders: dict[str, Builder] = field(hash=False)
