@@ -1,6 +1,7 @@
 """Shared helpers: build small ONNX graphs, compile them, compare with the reference."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,20 @@ def run_relax(mod, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def no_torch_in_subprocesses(tmp_path_factory: pytest.TempPathFactory,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes the test starts (TVM's RPC tracker and servers, MetaSchedule's builder and
+    runner workers, a compile in a new process) find a `torch` that cannot be imported: TVM's
+    FFI imports torch at start-up wherever it is installed (the export extra installs it),
+    5-10 s a process on the CI machine, and none of them uses it (`qcompile` hides it the same
+    way: `cli._import_tvm_without_torch`)."""
+    stub = tmp_path_factory.getbasetemp() / "no_torch"
+    (stub / "torch").mkdir(parents=True, exist_ok=True)
+    (stub / "torch" / "__init__.py").write_text(
+        "raise ImportError('torch is hidden from the processes of this test "
+        "(tests/conftest.py)')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(stub), *filter(None, [os.environ.get("PYTHONPATH")])]))

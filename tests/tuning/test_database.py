@@ -26,6 +26,9 @@ from qcompiler.reference import Reference
 from qcompiler.tuning.database import open_database
 from qcompiler.tuning.tasks import extract_tasks
 
+# TVM's worker processes and a compile in a new process start without torch (5-10 s each
+# where it is installed)
+pytestmark = pytest.mark.usefixtures("no_torch_in_subprocesses")
 TESTS = Path(__file__).resolve().parents[1]
 
 # The second compile, in a new Python process: the kernels it built (by layer, the sha1 of

@@ -36,6 +36,9 @@ from qcompiler.reference import Reference
 from qcompiler.tuning.tasks import Task, extract_tasks
 from qcompiler.tuning.tune import Tuner, apply_tuned, database_dir, open_database
 
+# TVM's worker and RPC processes start without torch (5-10 s each where it is installed)
+pytestmark = pytest.mark.usefixtures("no_torch_in_subprocesses")
+
 MODEL, CALIB = BUNDLED_MODEL, BUNDLED_CALIB
 
 
