@@ -8,7 +8,7 @@ kernel keeps its computation (the portable kernel's blocks; the add in the exact
 arithmetic of the blocked kernels, `blocked.add_body`, which falls back to the portable
 64-bit form where that is not exact) and gets a schedule: every root block's leading output
 loops (batch x channel) in parallel, and, in a block with no reduction, the innermost output
-loop vectorized. A schedule does not change the numbers; the blocked layout has its own
+loop vectorized (in pieces of at most MAX_VECTOR lanes). A schedule does not change the numbers; the blocked layout has its own
 kernels (`x86.blocked`).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tvm import te, tirx
 from qcompiler.numerics import nibbles
 
 MIN_VECTOR = 8  # a shorter innermost loop is left to LLVM (part-vectors cost more than they save)
+MAX_VECTOR = 32  # lanes: a longer loop is split (LLVM's time grows fast with the vector width)
 PARALLEL_LOOPS = 2  # batch x channel: rows of whole planes per task
 
 
@@ -34,14 +35,24 @@ def schedule_rows(func: tirx.PrimFunc) -> tirx.PrimFunc:
         spatial = loops[:next((k for k, t in enumerate(kinds) if t != 0), len(kinds))]
         if len(loops) != len(kinds) or not spatial:
             continue  # not one loop per block variable: left as it is
-        if len(spatial) == len(loops) and len(spatial) >= 2 \
-                and int(sch.get(spatial[-1]).extent) >= MIN_VECTOR:
-            sch.vectorize(spatial[-1])
-            spatial = spatial[:-1]
+        lanes = _lanes(int(sch.get(spatial[-1]).extent))
+        if len(spatial) == len(loops) and len(spatial) >= 2 and lanes:
+            *spatial, inner = [*spatial[:-1], *sch.split(spatial[-1], [None, lanes])]
+            sch.vectorize(inner)
         outer = spatial[:PARALLEL_LOOPS]
         if outer and _extent(sch, outer) > 1:
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     return sch.mod["main"]
+
+
+def _lanes(extent: int) -> int | None:
+    """Lanes of the innermost loop's vectors: the whole loop up to MAX_VECTOR, else the
+    largest of 32, 16, 8 that divides it (a longer vector, e.g. a 1024-wide table lookup,
+    took LLVM 100 s to compile), else none (a tail would be scalar anyway)."""
+    if MIN_VECTOR <= extent <= MAX_VECTOR:
+        return extent
+    return next((v for v in (32, 16, MIN_VECTOR) if extent % v == 0), None) \
+        if extent > MAX_VECTOR else None
 
 
 def _extent(sch: tvm.s_tir.Schedule, loops: list) -> int:
