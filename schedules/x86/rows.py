@@ -13,6 +13,8 @@ kernels (`x86.blocked`).
 """
 from __future__ import annotations
 
+import math
+
 import tvm
 from qcompiler.schedules.vector_rule import VectorRule
 from qcompiler.schedules.x86.blocked import add_body
@@ -40,7 +42,7 @@ def schedule_rows(func: tirx.PrimFunc) -> tirx.PrimFunc:
             *spatial, inner = [*spatial[:-1], *sch.split(spatial[-1], [None, lanes])]
             sch.vectorize(inner)
         outer = spatial[:PARALLEL_LOOPS]
-        if outer and _extent(sch, outer) > 1:
+        if math.prod(int(sch.get(loop).extent) for loop in outer) > 1:
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     return sch.mod["main"]
 
@@ -51,15 +53,8 @@ def _lanes(extent: int) -> int | None:
     took LLVM 100 s to compile), else none (a tail would be scalar anyway)."""
     if MIN_VECTOR <= extent <= MAX_VECTOR:
         return extent
-    return next((v for v in (32, 16, MIN_VECTOR) if extent % v == 0), None) \
+    return next((v for v in (MAX_VECTOR, 16, MIN_VECTOR) if extent % v == 0), None) \
         if extent > MAX_VECTOR else None
-
-
-def _extent(sch: tvm.s_tir.Schedule, loops: list) -> int:
-    n = 1
-    for loop in loops:
-        n *= int(sch.get(loop).extent)
-    return n
 
 
 def _scheduled(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
