@@ -13,6 +13,8 @@ from conftest import AVX2_TARGET, VNNI_TARGET, cpu_has, requires_cpu_for, vnni_t
 from hypothesis import HealthCheck, given, settings
 from qcompiler.targets.x86 import x86_target
 from support.fuzz_graphs import (
+    EXPORTED_KINDS,
+    KINDS,
     GraphCase,
     base_model,
     check_case,
@@ -34,8 +36,11 @@ CI = dict(FUZZ, derandomize=True)
 
 
 # The CI graphs hold every layer kind the rules claim (`test_generator_draws_what_the_rules_
-# accept` checks these very graphs); more cost 4 s each on 2 cores.
+# accept` checks these very graphs); more cost 4 s each on 2 cores. The CNN graphs are those
+# of the sessions before the exported layers (the same draws); the exported ones add tables,
+# written-out chains, SE gates, Resize and ConvTranspose among convs and adds.
 CI_GRAPHS = 60
+CI_EXPORTED_GRAPHS = 24
 
 
 @functools.cache
@@ -53,11 +58,32 @@ def ci_cases() -> list[GraphCase]:
     return cases
 
 
+@functools.cache
+def ci_exported_cases() -> list[GraphCase]:
+    """The CI graphs of exported layers, drawn as `ci_cases`."""
+    cases: list[GraphCase] = []
+
+    @settings(max_examples=CI_EXPORTED_GRAPHS, **CI)
+    @given(cnn_graphs(max_layers=4, max_channels=64, kinds=EXPORTED_KINDS))
+    def draw(case: GraphCase) -> None:
+        cases.append(case)
+
+    draw()
+    return cases
+
+
 @pytest.mark.parametrize("index", range(CI_GRAPHS))
 def test_random_graph_matches_reference(index):
     """On this machine's x86 target (AVX2 or VNNI, blocked layout where it has one); a
     schedule fallback fails too (`check_case`). One test a graph: the workers share them."""
     assert check_case(ci_cases()[index]) is None
+
+
+@pytest.mark.parametrize("index", range(CI_EXPORTED_GRAPHS))
+def test_random_exported_graph_matches_reference(index):
+    """Graphs of the layers real exports add (tables, written-out chains, SE gates, Resize,
+    ConvTranspose), on this machine's x86 target."""
+    assert check_case(ci_exported_cases()[index]) is None
 
 
 def _vnni_runs() -> bool:
@@ -106,7 +132,7 @@ def test_20_random_graphs_match_reference_on_hexagon_under_qemu(case):
 
 @pytest.mark.fuzz_long
 @settings(max_examples=2000, **FUZZ)
-@given(cnn_graphs())
+@given(cnn_graphs(kinds=KINDS))
 def test_2000_random_graphs_match_reference(case):
     assert check_case(case) is None
 
@@ -166,9 +192,10 @@ def test_generator_covers_the_supported_ops():
     def covers(case: GraphCase) -> bool:
         ops_seen.update(n.op_type for n in case.model.graph.node)
         return {"Conv", "Add", "Concat", "MaxPool", "AveragePool", "Gemm",
-                "BatchNormalization", "Clip", "Relu"} <= ops_seen
+                "BatchNormalization", "Clip", "Relu", "Mul", "Div", "Sigmoid", "Tanh",
+                "HardSigmoid", "HardSwish", "LeakyRelu", "Resize", "ConvTranspose"} <= ops_seen
 
-    find(cnn_graphs(), covers, settings=settings(max_examples=2000, **CI))
+    find(cnn_graphs(kinds=KINDS), covers, settings=settings(max_examples=2000, **CI))
 
 
 def _features(case: GraphCase) -> set[str]:
@@ -191,17 +218,28 @@ def _features(case: GraphCase) -> set[str]:
             seen |= {f"{node.op_type} sh!=sw"} if sh != sw else set()
             seen |= {f"{node.op_type} asymmetric pads"} if pads[:2] != pads[2:] else set()
         if node.op_type == "Conv":
-            dh, dw = a["dilations"]
-            seen |= {f"dilation {max(dh, dw)}", f"stride {max(a['strides'])}",
+            dh, dw = a.get("dilations", [1, 1])
+            seen |= {f"dilation {max(dh, dw)}", f"stride {max(a.get('strides', [1, 1]))}",
                      f"kernel {max(a['kernel_shape'])}"}
             seen |= {"dh!=dw"} if dh != dw else set()
             cout, cin_g = inits[node.input[1]].dims[:2]
-            g = a["group"]
+            g = a.get("group", 1)
             seen |= {"depthwise x2" if cout == 2 * g and cin_g == 1 else
                      "depthwise" if cout == g and cin_g == 1 and g > 1 else
                      "grouped" if g > 1 else "groups 1"}
         if node.op_type == "Flatten" and node.input[0] != "gap":
             seen.add("dense on a flattened map")
+        if node.op_type == "ConvTranspose":
+            seen |= {"ConvTranspose"} | ({"ConvTranspose stride > 1"}
+                                         if max(a["strides"]) > 1 else set())
+        if node.op_type == "Resize":
+            seen.add(f"Resize {a['mode'].decode()}")
+        if node.op_type in ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu"):
+            seen.add("table")
+        if node.op_type == "Div" or node.op_type == "Mul" and node.input[1].endswith("_s"):
+            seen.add("written-out chain")  # hard-swish or SiLU as elementwise ops
+        if node.op_type == "Mul" and node.input[1].endswith("_g"):
+            seen.add("SE gate")
     return seen
 
 
@@ -217,6 +255,14 @@ def test_generator_draws_what_the_rules_accept():
     # since the ceil_mode draw moved the fixed seed's graphs)
     assert len(ci_cases()) == CI_GRAPHS
     seen = set().union(*map(_features, ci_cases()))
+    assert wanted <= seen, sorted(wanted - seen)
+
+
+def test_exported_graphs_draw_every_exported_layer():
+    wanted = {"ConvTranspose", "ConvTranspose stride > 1", "Resize nearest", "Resize linear",
+              "table", "written-out chain", "SE gate", "activation_bits=16"}
+    assert len(ci_exported_cases()) == CI_EXPORTED_GRAPHS
+    seen = set().union(*map(_features, ci_exported_cases()))
     assert wanted <= seen, sorted(wanted - seen)
 
 

@@ -5,8 +5,9 @@
 
 New graphs on every run (the CI tests in tests/test_fuzz.py draw a fixed set); the run prints
 its seed, and `--seed` with it draws the same graphs again. Each graph (hypothesis strategy
-`support.fuzz_graphs.cnn_graphs`) is compiled, run, and compared with `qcompiler.reference`
-bit for bit; a layer a target rule failed on (the compile falls back to the portable kernel,
+`support.fuzz_graphs.cnn_graphs`, with the layers real exports add: tables, written-out
+chains, SE gates, Resize, ConvTranspose) is compiled, run, and compared with
+`qcompiler.reference` bit for bit; a layer a target rule failed on (the compile falls back to the portable kernel,
 `graph_meta.schedule_fallbacks`) is a finding too. `--isa vnni` compiles x86 for AVX-512 VNNI
 whatever this CPU is (built only, not run, where it lacks VNNI); `--nchw`: no blocked layout.
 A mismatch is shrunk by hypothesis to a minimal graph and saved
@@ -33,7 +34,7 @@ ISA_TARGETS = {"vnni": {"kind": "llvm", "mcpu": "x86-64-v4",
                "avx2": {"kind": "llvm", "mcpu": "x86-64-v3"}}
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
-from support.fuzz_graphs import GraphCase, check_case, cnn_graphs, save_case  # noqa: E402
+from support.fuzz_graphs import KINDS, GraphCase, check_case, cnn_graphs, save_case  # noqa: E402
 
 
 def main() -> int:
@@ -60,7 +61,7 @@ def main() -> int:
     @seed(run_seed)
     @settings(max_examples=args.n, deadline=None, database=None, derandomize=False,
               print_blob=False, suppress_health_check=list(HealthCheck))
-    @given(cnn_graphs())
+    @given(cnn_graphs(kinds=KINDS))  # the CNN layers and those of real exports
     def run(case: GraphCase) -> None:
         stats["graphs"] += 1
         bar.update(1)

@@ -16,13 +16,15 @@ Two inner products:
   along the width, stride 1 or 2.
 - plain vector code otherwise (AVX2, other strides): taps unrolled, raw u8 x s8 products
   (LLVM maps them to `vpmaddwd`: both fit in 16 bits); a strided row is first split by
-  column phase so each tap is a contiguous load.
+  column phase so each tap is a contiguous load (at stride 2 by a vector deinterleave,
+  `deinterleave_intrin`: done byte by byte it was 60% of a stride-2 layer's time).
 
 Same operands and attributes as the portable kernel (`qcompiler.kernels.conv2d`), so the
 reference reads it unchanged.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -31,11 +33,60 @@ import tvm
 from qcompiler.schedules.dot_product import has_block
 from qcompiler.schedules.x86.epilogue import LANES, requantize_rows, schedule_rows
 from tvm import te, tirx
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
 
 from qcompiler import kernels
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 
 WINDOW_READ = 64  # bytes the window intrinsic loads from a window's start
+DEINTERLEAVE = 16  # columns of each phase one deinterleave writes (from 32 bytes of a row)
+
+
+@functools.cache
+def deinterleave_intrin(width: int) -> str:
+    """`B[p, j] = A[2 j + p]` (p < 2, j < width): a row's even and odd bytes into two rows,
+    16 of each per 32-byte load and byte shuffle (LLVM's generic `shufflevector`: `vpshufb`/
+    `vpackuswb` on any x86 ISA), the last `width % 16` a byte at a time. TVM makes a
+    stride-2 vector load 16 single-byte inserts. Reads `2 width` bytes of A, rounded up to
+    whole 32-byte loads (the kernel's padded row has them)."""
+    name = f"qcompiler_deinterleave_2x{width}_u8"
+    whole = width // DEINTERLEAVE
+    even = [2 * k for k in range(DEINTERLEAVE)]
+    odd = [2 * k + 1 for k in range(DEINTERLEAVE)]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle) -> None:
+        A = T.match_buffer(a, (2 * width,), "uint8", offset_factor=1)
+        s = T.int32()
+        B = T.match_buffer(b, (2, width), "uint8", offset_factor=1, strides=[s, 1])
+        with T.sblock("root"):
+            T.reads(A[0:2 * width])
+            T.writes(B[0:2, 0:width])
+            for p, j in T.grid(2, width):
+                with T.sblock("x_phase"):
+                    vp, vj = T.axis.remap("SS", [p, j])
+                    B[vp, vj] = A[vj * 2 + vp]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle) -> None:
+        A = T.match_buffer(a, (2 * width,), "uint8", offset_factor=1)
+        s = T.int32()
+        B = T.match_buffer(b, (2, width), "uint8", offset_factor=1, strides=[s, 1])
+        with T.sblock("root"):
+            T.reads(A[0:2 * width])
+            T.writes(B[0:2, 0:width])
+            for k in T.unroll(whole):
+                B[0, T.ramp(k * DEINTERLEAVE, 1, DEINTERLEAVE)] = T.Shuffle(
+                    [A.vload([k * 2 * DEINTERLEAVE], "uint8x32")], even)
+                B[1, T.ramp(k * DEINTERLEAVE, 1, DEINTERLEAVE)] = T.Shuffle(
+                    [A.vload([k * 2 * DEINTERLEAVE], "uint8x32")], odd)
+            for j in T.unroll(whole * DEINTERLEAVE, width):
+                B[0, j] = A[2 * j]
+                B[1, j] = A[2 * j + 1]
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
 
 
 
@@ -56,8 +107,7 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     if window or sw == 1:
         width = max(w_ + pl + pr, (ow_v - 1) * sw + (taps - 1) * dw + 1)
     else:
-        phase_w = ow_v + (kw - 1) * dw // sw
-        width = max(w_ + pl + pr, phase_w * sw)
+        width = max(w_ + pl + pr, _phase_width(ow_v, kw, dw, sw) * sw)
     # Rows past the input, all zp_x, for the window load's 64 bytes after the last window.
     rows = h + pt + pb + (ceil_div(WINDOW_READ, width) if window else 0)
     x = te.placeholder(x_shape, x_dtype, name="x")
@@ -101,16 +151,20 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     return [x, *params, y]
 
 
+def _phase_width(ow_v: int, kw: int, dw: int, sw: int) -> int:
+    """Columns of one phase: what the taps read."""
+    return ow_v + (kw - 1) * dw // sw
+
+
 def _tap(xp: te.Tensor, shape: tuple, sw: int, kw: int, dw: int, ow_v: int):  # noqa: ANN202
     """`tap(b, c, i, j, kx)` = xp[b, c, i, j sw + kx dw], through the columns split by phase
     when strided (`col = jj sw + phase`), so each tap of a row is a contiguous load."""
     if sw == 1:
         return lambda b, ch, i, j, kx: xp[b, ch, i, j + kx * dw]
     n, c, rows, _ = shape
-    phase_w = ow_v + (kw - 1) * dw // sw
-    phases = te.compute((n, c, sw, rows, phase_w),
-                        lambda b, ch, p, i, jj: xp[b, ch, i, jj * sw + p], name="x_phase")
-    return lambda b, ch, i, j, kx: phases[b, ch, kx * dw % sw, i, j + kx * dw // sw]
+    phases = te.compute((n, c, rows, sw, _phase_width(ow_v, kw, dw, sw)),
+                        lambda b, ch, i, p, jj: xp[b, ch, i, jj * sw + p], name="x_phase")
+    return lambda b, ch, i, j, kx: phases[b, ch, i, kx * dw % sw, j + kx * dw // sw]
 
 
 def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> None:
@@ -148,14 +202,27 @@ def schedule_depthwise(sch: tvm.s_tir.Schedule, intrin: str | None = None) -> No
     if sch.can_decompose_padding(pad, loop):  # (a layer with no padding at all has none)
         fill = sch.decompose_padding(pad, loop)
         sch.vectorize(sch.get_loops(fill)[-1])
-    if has_block(sch, "x_phase"):  # (row, column, phase): LLVM vectorizes it as an
-        axes = _axis_loops(sch, sch.get_sblock("x_phase"))  # interleaved load
-        p = axes.get(2)
-        if p is not None:  # (no loop where every tap reads one phase: dw % sw == 0, kw 1)
-            present = [axes[k] for k in (3, 4, 2) if k in axes]
-            if len(present) > 1:
-                sch.reorder(*present)
-            sch.unroll(p)
+    if has_block(sch, "x_phase"):
+        _schedule_phases(sch, sch.get_sblock("x_phase"))
+
+
+def _schedule_phases(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None:
+    """The column split: at stride 2, both phases read, a row at a time by the vector
+    deinterleave (`deinterleave_intrin`); else (row, column, phase), each phase a byte copy
+    (LLVM leaves it scalar)."""
+    axes = _axis_loops(sch, block)
+    p = axes.get(3)
+    if p is None:  # no loop where every tap reads one phase (dw % sw == 0, kw 1)
+        return
+    if int(sch.get(p).extent) == 2 and 4 in axes \
+            and int(sch.get(axes[4]).extent) >= DEINTERLEAVE:
+        sch.reorder(p, axes[4])
+        sch.tensorize(p, deinterleave_intrin(int(sch.get(axes[4]).extent)))
+        return
+    present = [axes[k] for k in (2, 4, 3) if k in axes]
+    if len(present) > 1:
+        sch.reorder(*present)
+    sch.unroll(p)
 
 
 def _axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV

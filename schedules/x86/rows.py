@@ -1,5 +1,6 @@
 """x86 kernels for the NCHW integer ops without a dot product (the residual add, requantize,
-pools, the mean, tables, the gate multiply, and convolutions no dot-product rule takes),
+pools, the mean, tables, the gate multiply, resize, and convolutions no dot-product rule
+takes: grouped, transposed),
 split across threads and vectorized along their rows.
 
 The portable kernels are one loop nest each, run on the calling thread: at 2 threads they
@@ -75,9 +76,9 @@ def _add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
 X86_ROWS = VectorRule("x86_rows", {
     "add": _add, **{op: _scheduled for op in (
         "requantize", "max_pool2d", "avg_pool2d", "reduce_mean", "lut", "mul", "conv2d",
-        "dense")}})
+        "dense", "resize_nearest", "resize_bilinear", "conv2d_transpose")}})
 """Accepts every kernel of those ops on NCHW (any shape, batch, 8- or 16-bit dtype, padding,
 stride) that no earlier x86 rule took, except 4-bit weights (their unpack stage is scheduled
 already): grouped convolutions and the depthwise ones the depthwise rule declines, layers on
-16-bit activations; the add of two tensors of one shape. (Resize and ConvTranspose keep the
-portable kernel: the random graphs of the fuzzer do not draw them yet.)"""
+16-bit activations; the add of two tensors of one shape; resize (nearest and bilinear) and
+transposed convolutions."""

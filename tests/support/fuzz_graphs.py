@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,133 @@ WIDE = (14, 15, 16, 17, 28, 30, 31, 32, 33, 64, 66)
 MAX_INT16_TAPS = 256
 
 
-def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrategy[GraphCase]
+# Upsampled or transposed-conv maps stay at most this many pixels (the targets under qemu).
+MAX_PIXELS = 2048
+
+
+def _table_layer(draw: Callable, rng: np.random.Generator, i: int, src: str, chw: tuple,
+                 nodes: list, inits: dict) -> tuple | None:
+    """One op with a lookup table, or a chain of elementwise math on one tensor written out
+    as exporters write it (hard-swish `x * Clip(x + 3, 0, 6) / 6`, SiLU `x * Sigmoid(x)`,
+    an affine `x * a + b`): one table either way (`passes.fuse_elementwise`)."""
+    from hypothesis import strategies as st
+
+    out, op = f"t{i}", draw(st.sampled_from(
+        ["Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "hswish", "silu",
+         "affine"]))
+    if op == "hswish":
+        inits[f"k3_{i}"], inits[f"k0_{i}"], inits[f"k6_{i}"] = (np.array(v) for v in (3, 0, 6))
+        nodes += [helper.make_node("Add", [src, f"k3_{i}"], [f"{out}_a"]),
+                  helper.make_node("Clip", [f"{out}_a", f"k0_{i}", f"k6_{i}"], [f"{out}_c"]),
+                  helper.make_node("Mul", [src, f"{out}_c"], [f"{out}_m"]),
+                  helper.make_node("Div", [f"{out}_m", f"k6_{i}"], [out])]
+    elif op == "silu":
+        nodes += [helper.make_node("Sigmoid", [src], [f"{out}_s"]),
+                  helper.make_node("Mul", [src, f"{out}_s"], [out])]
+    elif op == "affine":
+        inits[f"ka_{i}"], inits[f"kb_{i}"] = np.array(rng.uniform(-2, 2)), \
+            np.array(rng.uniform(-1, 1))
+        nodes += [helper.make_node("Mul", [src, f"ka_{i}"], [f"{out}_m"]),
+                  helper.make_node("Add", [f"{out}_m", f"kb_{i}"], [out])]
+    else:
+        extra = {"alpha": float(rng.uniform(0.01, 0.3))} if op == "LeakyRelu" else {}
+        nodes.append(helper.make_node(op, [src], [out], **extra))
+    return chw, 0
+
+
+def _se_layer(draw: Callable, rng: np.random.Generator, i: int, src: str, chw: tuple,
+              nodes: list, inits: dict) -> tuple | None:
+    """A squeeze-and-excitation block: global pool, two 1x1 convs, a sigmoid gate (as a table)
+    and the gate's Mul of the map (two tensors: an integer kernel, broadcast over h x w)."""
+    from hypothesis import strategies as st
+
+    c, out = chw[0], f"t{i}"
+    r = max(1, c // draw(st.sampled_from([2, 4])))
+    for name, shape in ((f"se_w1_{i}", (r, c, 1, 1)), (f"se_w2_{i}", (c, r, 1, 1))):
+        inits[name] = rng.standard_normal(shape) / np.sqrt(shape[1])
+    inits[f"se_b1_{i}"], inits[f"se_b2_{i}"] = rng.normal(0, .1, r), rng.normal(0, .1, c)
+    gate = draw(st.sampled_from(["Sigmoid", "HardSigmoid"]))
+    nodes += [helper.make_node("GlobalAveragePool", [src], [f"{out}_p"]),
+              helper.make_node("Conv", [f"{out}_p", f"se_w1_{i}", f"se_b1_{i}"], [f"{out}_r"],
+                               kernel_shape=[1, 1]),
+              helper.make_node("Relu", [f"{out}_r"], [f"{out}_q"]),
+              helper.make_node("Conv", [f"{out}_q", f"se_w2_{i}", f"se_b2_{i}"], [f"{out}_e"],
+                               kernel_shape=[1, 1]),
+              helper.make_node(gate, [f"{out}_e"], [f"{out}_g"]),
+              helper.make_node("Mul", [src, f"{out}_g"], [out])]
+    return chw, max(c, r)
+
+
+def _resize_layer(draw: Callable, rng: np.random.Generator, i: int, src: str, chw: tuple,
+                  nodes: list, inits: dict) -> tuple | None:
+    """Resize by scales, the same or apart per axis, up or down (each exact in binary, so
+    every reader's floor(n x scale) agrees); nearest (each rounding) or linear, under each
+    coordinate mode the kernels take. (Sizes need the batch in opset 17: not drawn.)"""
+    from hypothesis import strategies as st
+
+    c, h, w = chw
+    mode = draw(st.sampled_from(["nearest", "nearest", "linear"]))
+    coords = draw(st.sampled_from(["asymmetric", "half_pixel", "pytorch_half_pixel",
+                                   "align_corners"]))
+    extra = {"nearest_mode": draw(st.sampled_from(
+        ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))} if mode == "nearest" \
+        else {}
+    scales = st.sampled_from([2.0, 2.0, 3.0, 0.5, 0.75, 1.25, 1.5])
+    fh = draw(scales)
+    fw = fh if draw(st.booleans()) else draw(scales)
+    oh, ow = int(h * fh), int(w * fw)
+    inits[f"rs_{i}"] = np.array([1, 1, fh, fw])
+    inputs = [src, "", f"rs_{i}"]
+    if oh < 1 or ow < 1 or oh * ow > MAX_PIXELS:
+        return None
+    nodes.append(helper.make_node("Resize", inputs, [f"t{i}"], mode=mode,
+                                  coordinate_transformation_mode=coords, **extra))
+    return (c, oh, ow), 0
+
+
+def _conv_transpose_layer(draw: Callable, rng: np.random.Generator, i: int, src: str, chw: tuple,
+                          nodes: list, inits: dict) -> tuple | None:
+    """ConvTranspose (a detector's or segmenter's upsampling): kernels 1 to 4, strides and
+    dilations 1 or 2 (apart per axis), padding and output padding, groups 1 or a divisor."""
+    from hypothesis import strategies as st
+
+    c, h, w = chw
+    k = [draw(st.sampled_from([1, 2, 2, 3, 4])) for _ in range(2)]
+    s = [draw(st.sampled_from([1, 2, 2, 3])) for _ in range(2)]
+    d = [draw(st.sampled_from([1, 1, 2])) for _ in range(2)]
+    pads = [draw(st.integers(0, d[a] * (k[a] - 1))) for a in (0, 1, 0, 1)]
+    opad = [draw(st.integers(0, max(s[a], d[a]) - 1)) for a in (0, 1)]
+    cout = draw(st.integers(1, 32))
+    groups = _conv_groups(c, cout, draw(st.integers(0, 300)))
+    oh, ow = ((n - 1) * s[a] - pads[a] - pads[a + 2] + d[a] * (k[a] - 1) + opad[a] + 1
+              for a, n in enumerate((h, w)))
+    if oh < 1 or ow < 1 or oh * ow > MAX_PIXELS:
+        return None
+    fan_in = c // groups * k[0] * k[1]
+    inits[f"w{i}"] = rng.standard_normal((c, cout // groups, *k)) / np.sqrt(fan_in)
+    inits[f"b{i}"] = rng.standard_normal(cout) * 0.1
+    nodes.append(helper.make_node(
+        "ConvTranspose", [src, f"w{i}", f"b{i}"], [f"t{i}"], kernel_shape=k, strides=s,
+        pads=pads, dilations=d, output_padding=opad, group=groups))
+    return (cout, oh, ow), fan_in
+
+
+# Each appends its nodes (output `t<i>`) and constants and returns the output's (c, h, w) and
+# its largest fan-in (for the int16 accumulator bound), or None where it does not fit.
+EXPORTED_LAYERS = {"table": _table_layer, "se": _se_layer, "resize": _resize_layer,
+                   "conv_transpose": _conv_transpose_layer}
+
+
+# Layer kinds, drawn with these weights: a CNN's (CNN_KINDS, the default: the derandomized
+# CI graphs stay those drawn before the exported layers came) and what real exports add
+# (`EXPORTED_LAYERS`, one kind among them; `tools/fuzz.py` draws KINDS).
+CNN_KINDS = ("conv", "conv", "conv", "pool", "add", "concat")
+KINDS = (*CNN_KINDS, "exported")
+EXPORTED_KINDS = ("conv", "exported", "exported", "add")  # mostly exported layers
+
+
+def cnn_graphs(max_layers: int = 6, max_channels: int = 300, kinds: tuple = CNN_KINDS):
+    # -> SearchStrategy[GraphCase]
     """Small valid ONNX CNNs from the supported ops, shrinking toward fewer, simpler layers.
 
     Draws what the schedule rules accept (their docstrings in `qcompiler.schedules`): batch 1
@@ -59,7 +186,9 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
     padding, groups 1, a common divisor, or depthwise (multiplier 1 or 2); pools with
     kh != kw, strides apart, asymmetric padding; add, concat; a dense head after a global
     pool or on the flattened map; 4-bit weights, int16 activations and per-tensor weights
-    (the case's precision options), 8-bit per-channel most often.
+    (the case's precision options), 8-bit per-channel most often. `kinds` adds the layers of
+    real exports (`EXPORTED_LAYERS`): tables and written-out elementwise chains, SE gates,
+    Resize, ConvTranspose.
     """
     from hypothesis import strategies as st
 
@@ -85,11 +214,18 @@ def cnn_graphs(max_layers: int = 6, max_channels: int = 300):  # -> SearchStrate
         order = ["x"]
         taps = 0  # the largest fan-in of a conv or dense layer
         for i in range(draw(st.integers(1, max_layers))):
-            kind = draw(st.sampled_from(["conv", "conv", "conv", "pool", "add", "concat"]))
+            kind = draw(st.sampled_from(list(kinds)))
             src = draw(st.sampled_from(order))
             c, h, w = tensors[src]
             out = f"t{i}"
-            if kind == "conv":
+            if kind == "exported":  # what real exports add: tables, SE gates, upsampling
+                layer = draw(st.sampled_from(list(EXPORTED_LAYERS)))
+                made = EXPORTED_LAYERS[layer](draw, rng, i, src, (c, h, w), nodes, inits)
+                if made is None:
+                    continue
+                tensors[out], fan_in = made
+                taps = max(taps, fan_in)
+            elif kind == "conv":
                 (kh, kw), (sh, sw), (dh, dw) = pair(draw, sizes), pair(draw, steps), \
                     pair(draw, steps)
                 shape = draw(st.sampled_from(["same", "any", "any", "depthwise"]))

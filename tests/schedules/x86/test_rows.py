@@ -58,7 +58,7 @@ def test_reduction_block_parallel_over_batch_and_channel_only():
 
 
 def _graph(rng):
-    """Each op the rule takes that a CNN has between its convolutions, on NCHW."""
+    """Each op the rule takes that a CNN has between (or after) its convolutions, on NCHW."""
     c, hw = 16, 12
     w = (rng.standard_normal((c, c // 2, 3, 3)) * 0.3).astype(np.float32)  # groups 2
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
@@ -69,8 +69,16 @@ def _graph(rng):
              helper.make_node("GlobalAveragePool", ["p"], ["g"]),
              helper.make_node("HardSigmoid", ["g"], ["h"]),
              helper.make_node("Mul", ["p", "h"], ["m"]),  # a squeeze-excite gate
-             helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[2, 2])]
-    inits = {"w": w, "b": rng.standard_normal(c).astype(np.float32)}
+             helper.make_node("AveragePool", ["m"], ["v"], kernel_shape=[2, 2]),
+             # a detector's neck: upsample, transposed conv, resample
+             helper.make_node("Resize", ["v", "", "up"], ["u"], mode="nearest"),
+             helper.make_node("ConvTranspose", ["u", "wt", "bt"], ["t"], kernel_shape=[3, 3],
+                              strides=[2, 2], pads=[1] * 4, output_padding=[1, 1]),
+             helper.make_node("Resize", ["t", "", "down"], ["y"], mode="linear")]
+    inits = {"w": w, "b": rng.standard_normal(c).astype(np.float32),
+             "up": np.array([1, 1, 2, 2], np.float32), "down": np.array([1, 1, .5, .5], np.float32),
+             "wt": (rng.standard_normal((c, 8, 3, 3)) * 0.2).astype(np.float32),
+             "bt": rng.standard_normal(8).astype(np.float32)}
     return make_model(nodes, {"x": ("N", c, hw, hw)}, {"y": None}, inits), (c, hw, hw)
 
 
@@ -86,7 +94,8 @@ def test_ops_between_convolutions_take_the_rule_and_stay_bit_exact(target, tmp_p
     taken = {str(f.attrs["qcompiler.op"]) for f in compiled.quantized.functions.values()
              if isinstance(f, tvm.tirx.PrimFunc)
              and str(f.attrs.get("qcompiler.schedule", "")) == X86_ROWS.name}
-    assert {"conv2d", "add", "max_pool2d", "avg_pool2d", "lut", "mul", "reduce_mean"} <= taken
+    assert {"conv2d", "add", "max_pool2d", "avg_pool2d", "lut", "mul", "reduce_mean",
+            "resize_nearest", "conv2d_transpose", "resize_bilinear"} <= taken
     lib = build(compiled)
     if target is not AVX2:  # built for VNNI whatever this CPU is; run where it can
         return

@@ -212,6 +212,9 @@ DEPTHWISE_CASES = [
     (2, 8, 1, 2, 2, (0, 0, 0, 0), 1, 255),
     (5, 9, 1, 2, 1, (0, 0, 0, 0), 2, 255),
     (6, 12, 3, 2, 2, (2, 2, 2, 2), 1, 255),
+    # stride 2, phases of 33 and 18 columns (whole 16-byte deinterleaves and a tail)
+    (16, 57, 3, 2, 1, (1, 1, 1, 1), 1, 255),
+    (24, 14, 5, 2, 1, (1, 2, 2, 1), 1, 255),
 ]
 
 
@@ -243,6 +246,21 @@ def test_depthwise_kernel_equals_reference(case, isa, rng):
     lib["main"](*[tvm.runtime.tensor(a) for a in ops], out)
     assert np.mean((want > 3) & (want < hi)) > 0.5  # the clamp does not hide the arithmetic
     np.testing.assert_array_equal(out.numpy(), want)
+
+
+@pytest.mark.parametrize(("k", "stride", "dilation", "split"),
+                         [(3, 2, 1, True), (5, 2, 1, True), (3, 3, 1, False), (1, 2, 1, False)])
+def test_depthwise_stride2_rows_split_by_vector_deinterleave(k, stride, dilation, split):
+    """At stride 2 with both column phases read, each padded row is split into its phases by
+    the vector deinterleave (16 bytes per shuffle), not byte by byte; other strides and a
+    1x1 (one phase) keep the byte copy."""
+    from qcompiler.schedules.x86.depthwise import DEPTHWISE
+
+    attrs = {"strides": [stride, stride], "padding": [1, 1, 1, 1],
+             "dilation": [dilation, dilation], "groups": 8, "zp_x": 3, "zp_y": 0, "lo": 0,
+             "hi": 255, "out_dtype": "uint8"}
+    text = DEPTHWISE.build("conv2d", (1, 8, 56, 56), "uint8", (8, 1, k, k), attrs).script()
+    assert ("T.Shuffle" in text) == split
 
 
 def test_depthwise_rule_takes_only_depthwise_convs():
