@@ -133,11 +133,8 @@ def _plan_rule(rule: object, func: tvm.tirx.PrimFunc, op: str, attrs: dict, args
         wp, bias = rule.pack_operands(w, const_array(args[2]), attrs)
     except OverflowError:
         return None  # keep the portable kernel: its int64 epilogue cannot wrap
-    if isinstance(rule, DotProduct):
-        new = rule.build(op, x_shape, x_dtype, w.shape, attrs, shifts=shift_kind(
-            const_array(args[4]) if is_const(args[4]) else None))
-    else:
-        new = rule.build(op, x_shape, x_dtype, w.shape, attrs)
+    new = rule.build(op, x_shape, x_dtype, w.shape, attrs, shifts=shift_kind(
+        const_array(args[4]) if is_const(args[4]) else None))
     new = new.with_attr("global_symbol", func.attrs["global_symbol"])
     return new, [args[0], relax.const(wp), relax.const(bias), *args[3:]]
 

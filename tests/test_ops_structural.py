@@ -274,6 +274,21 @@ def test_unsupported_conv_transpose_output_shape_is_named():
         check_supported(model)
 
 
+def test_conv_transpose_output_padding_not_below_stride_is_named():
+    """PyTorch allows output padding below the dilation too; TVM's importer takes only less
+    than the stride (its error named no node): refused by name (a fuzz finding)."""
+    from qcompiler.errors import UnsupportedModelError
+    from qcompiler.frontend.onnx_import import check_supported
+
+    w = np.zeros((2, 2, 3, 3), np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[1, 2],
+                            dilations=[2, 2], output_padding=[1, 1], name="up2")
+    model = make_model([node], {"x": (1, 2, 3, 3)}, {"y": None}, {"w": w})
+    with pytest.raises(UnsupportedModelError,
+                       match=r"up2 \(ConvTranspose\): output_padding=\[1, 1\] not below strides"):
+        check_supported(model)
+
+
 @pytest.mark.parametrize("opset", [2, 11])
 def test_pad_old_opsets_import_as_relax_pad(opset, tmp_path, rng):
     """Opset 2 takes pads as an attribute, 11 as an input: both become an integer nn.pad."""

@@ -163,6 +163,11 @@ def _attribute_problems(node: onnx.NodeProto, initializers: set[str],
             bad.append(f"{where}: only 2-D convolution is supported")
     if node.op_type == "ConvTranspose" and _attr(node, "output_shape") is not None:
         bad.append(f"{where}: output_shape (give pads and output_padding instead)")
+    if node.op_type == "ConvTranspose":
+        strides = list(_attr(node, "strides", []) or [1, 1])
+        extra = list(_attr(node, "output_padding", []) or [0] * len(strides))
+        if any(o >= s for o, s in zip(extra, strides)):
+            bad.append(f"{where}: output_padding={extra} not below strides={strides}")
     if node.op_type in ("MaxPool", "AveragePool"):
         auto_pad = _attr(node, "auto_pad", b"NOTSET")
         if _attr(node, "ceil_mode", 0) and auto_pad != b"NOTSET":  # ONNX leaves it undefined

@@ -64,7 +64,8 @@ def _geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> dict:
             "width": width, "row_step": row_step, "col_step": col_step}
 
 
-def columns_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> list:
+def columns_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+                    shifts: str = "any") -> list:
     n, cin, h, w_ = x_shape
     cout, _, kh, kw = w_shape
     (sh, _), (dh, dw) = attrs["strides"], attrs["dilation"]
@@ -97,7 +98,7 @@ def columns_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -
             * wp[o, rcb, rky, rkx, 0, rci].astype("int32"), axis=[rcb, rky, rkx, rci]),
         name="acc")
     y = requantize_rows(acc, (n, cout, g["oh"], g["ow"]), lambda o: params[1][o], params,
-                        attrs)
+                        attrs, shifts)
     return [x, *params, y]
 
 
@@ -153,12 +154,13 @@ class Columns:
         strided_1x1 = tuple(w_shape[2:]) == (1, 1) and max(attrs["strides"]) > 1
         return (macs <= MAX_MACS or strided_1x1) and g["ow_v"] <= MAX_WASTE * g["ow"]
 
-    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-              ) -> tirx.PrimFunc:
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              shifts: str = "any") -> tirx.PrimFunc:
+        """`shifts`: `schedules.shift_kind` of the layer (the epilogue's form)."""
         from qcompiler.schedules.x86.vnni import VNNI_COLUMNS_INTRIN
 
         sch = tvm.s_tir.Schedule(te.create_prim_func(
-            columns_compute(x_shape, x_dtype, w_shape, attrs)))
+            columns_compute(x_shape, x_dtype, w_shape, attrs, shifts)))
         schedule_columns(sch, VNNI_COLUMNS_INTRIN)
         packed_attrs = {**attrs, "packed_lanes": 1, "w_shape": list(w_shape)}
         return sch.mod["main"].with_attr({"qcompiler.op": op,

@@ -44,22 +44,23 @@ DEINTERLEAVE = 16  # columns of each phase one deinterleave writes (from 32 byte
 
 
 @functools.cache
-def deinterleave_intrin(width: int) -> str:
-    """`B[p, j] = A[2 j + p]` (p < 2, j < width): a row's even and odd bytes into two rows,
-    16 of each per 32-byte load and byte shuffle (LLVM's generic `shufflevector`: `vpshufb`/
-    `vpackuswb` on any x86 ISA), the last `width % 16` a byte at a time. TVM makes a
-    stride-2 vector load 16 single-byte inserts. Reads `2 width` bytes of A, rounded up to
-    whole 32-byte loads (the kernel's padded row has them)."""
-    name = f"qcompiler_deinterleave_2x{width}_u8"
+def deinterleave_intrin(width: int, dtype: str) -> str:
+    """`B[p, j] = A[2 j + p]` (p < 2, j < width): a row's even and odd values into two rows,
+    16 of each per 32-value load and shuffle (LLVM's generic `shufflevector`: for bytes
+    `vpshufb`/`vpackuswb` on any x86 ISA), the last `width % 16` one at a time. TVM makes a
+    stride-2 vector load 16 single-element inserts. Reads `2 width` values of A, rounded up
+    to whole 32-value loads (the kernel's padded row has them)."""
+    name = f"qcompiler_deinterleave_2x{width}_{dtype}"
+    vector = f"{dtype}x{2 * DEINTERLEAVE}"
     whole = width // DEINTERLEAVE
     even = [2 * k for k in range(DEINTERLEAVE)]
     odd = [2 * k + 1 for k in range(DEINTERLEAVE)]
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle) -> None:
-        A = T.match_buffer(a, (2 * width,), "uint8", offset_factor=1)
+        A = T.match_buffer(a, (2 * width,), dtype, offset_factor=1)
         s = T.int32()
-        B = T.match_buffer(b, (2, width), "uint8", offset_factor=1, strides=[s, 1])
+        B = T.match_buffer(b, (2, width), dtype, offset_factor=1, strides=[s, 1])
         with T.sblock("root"):
             T.reads(A[0:2 * width])
             T.writes(B[0:2, 0:width])
@@ -70,17 +71,17 @@ def deinterleave_intrin(width: int) -> str:
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle) -> None:
-        A = T.match_buffer(a, (2 * width,), "uint8", offset_factor=1)
+        A = T.match_buffer(a, (2 * width,), dtype, offset_factor=1)
         s = T.int32()
-        B = T.match_buffer(b, (2, width), "uint8", offset_factor=1, strides=[s, 1])
+        B = T.match_buffer(b, (2, width), dtype, offset_factor=1, strides=[s, 1])
         with T.sblock("root"):
             T.reads(A[0:2 * width])
             T.writes(B[0:2, 0:width])
             for k in T.unroll(whole):
                 B[0, T.ramp(k * DEINTERLEAVE, 1, DEINTERLEAVE)] = T.Shuffle(
-                    [A.vload([k * 2 * DEINTERLEAVE], "uint8x32")], even)
+                    [A.vload([k * 2 * DEINTERLEAVE], vector)], even)
                 B[1, T.ramp(k * DEINTERLEAVE, 1, DEINTERLEAVE)] = T.Shuffle(
-                    [A.vload([k * 2 * DEINTERLEAVE], "uint8x32")], odd)
+                    [A.vload([k * 2 * DEINTERLEAVE], vector)], odd)
             for j in T.unroll(whole * DEINTERLEAVE, width):
                 B[0, j] = A[2 * j]
                 B[1, j] = A[2 * j + 1]
@@ -91,8 +92,9 @@ def deinterleave_intrin(width: int) -> str:
 
 
 def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-                      window: bool = False) -> list:
-    """The kernel's tensors; `window`: the taps of a row in groups of 4 for `vpdpbusd`."""
+                      window: bool = False, shifts: str = "any") -> list:
+    """The kernel's tensors; `window`: the taps of a row in groups of 4 for `vpdpbusd`;
+    `shifts`: `schedules.shift_kind` of the layer (the epilogue's form)."""
     n, c, h, w_ = x_shape
     _, _, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -147,7 +149,7 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         wsum = sum(wt[ch, 0, ky, kx].astype("int32") for ky in range(kh) for kx in range(kw))
         return params[1][ch] - zp * wsum
 
-    y = requantize_rows(raw, (n, c, oh, ow), constant, params, attrs)
+    y = requantize_rows(raw, (n, c, oh, ow), constant, params, attrs, shifts)
     return [x, *params, y]
 
 
@@ -217,7 +219,8 @@ def _schedule_phases(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None
     if int(sch.get(p).extent) == 2 and 4 in axes \
             and int(sch.get(axes[4]).extent) >= DEINTERLEAVE:
         sch.reorder(p, axes[4])
-        sch.tensorize(p, deinterleave_intrin(int(sch.get(axes[4]).extent)))
+        dtype = str(sch.get(block).writes[0].source.dtype)
+        sch.tensorize(p, deinterleave_intrin(int(sch.get(axes[4]).extent), dtype))
         return
     present = [axes[k] for k in (2, 4, 3) if k in axes]
     if len(present) > 1:
@@ -269,13 +272,14 @@ class Depthwise:
         """One input and one output channel per group (depth multiplier 1)."""
         return w_shape[1] == 1 and w_shape[0] == x_shape[1]
 
-    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict
-              ) -> tirx.PrimFunc:
+    def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+              shifts: str = "any") -> tirx.PrimFunc:
+        """`shifts`: `schedules.shift_kind` of the layer (the epilogue's form)."""
         stride = attrs["strides"][1]
         window = (self.window and x_dtype == "uint8" and attrs["dilation"][1] == 1
                   and stride in (1, 2))
         sch = tvm.s_tir.Schedule(te.create_prim_func(
-            depthwise_compute(x_shape, x_dtype, w_shape, attrs, window)))
+            depthwise_compute(x_shape, x_dtype, w_shape, attrs, window, shifts)))
         intrin = None
         if window:
             from qcompiler.schedules.x86.vnni import VNNI_WINDOW_INTRIN

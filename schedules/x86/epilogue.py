@@ -9,11 +9,11 @@ Inlined, TVM rewrites the widened sum as a sum of widened terms and LLVM needs `
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import tvm
 from qcompiler.schedules.dot_product import BIASED, has_block
-from tvm import te
+from tvm import te, tirx
 
 from qcompiler import kernels
 from qcompiler.numerics.requantize import RequantizeAttrs
@@ -22,15 +22,35 @@ LANES = 16  # int32 lanes of one AVX-512 register
 
 
 def requantize_rows(acc: te.Tensor, shape: tuple, constant: Callable, params: tuple,
-                    attrs: dict) -> te.Tensor:
+                    attrs: dict, shifts: str = "any") -> te.Tensor:
     """`clamp(zp_y + qms(acc + constant(c), M0[c], n[c]))` over `shape` (which may crop the
-    accumulators' padded rows), through the int32 stage `acc_biased`."""
+    accumulators' padded rows), through the int32 stage `acc_biased`. `shifts`: "right"
+    when every shift is in `requantize.RIGHT_SHIFTS` (`schedules.shift_kind`): then the
+    high-word form (`right_shift_rows`)."""
     rq = RequantizeAttrs.from_attrs(attrs)
     _, _, m0, shift = params
     biased = te.compute(shape, lambda b, c, i, j: acc[b, c, i, j] + constant(c), name=BIASED)
+    if shifts == "right":
+        return te.compute(shape, lambda b, c, i, j: right_shift_rows(
+            biased[b, c, i, j], m0[c], shift[c], rq), name="requantize")
     return te.compute(shape, lambda b, c, i, j: kernels.clamp_cast(
         kernels.fixed_point_multiply(biased[b, c, i, j], m0[c], shift[c]),
         rq.zp_y, rq.lo, rq.hi, rq.out_dtype), name="requantize")
+
+
+def right_shift_rows(x: Any, m0: Any, shift: Any, rq: RequantizeAttrs) -> Any:
+    """The contract's `clamp(zp_y + qms(x, M0, n))` for a right shift of 2 to 22 bits, as
+    `(h + 2^(k-33) + zp_y 2^(k-32)) >> (k - 32)`, `h = (x M0) >> 32`, `k = 31 - n`: the
+    identity and ranges of `requantize` (its AVX-512 intrinsic), here as a scalar
+    expression. The only 64-bit value is the product's high word, which LLVM computes as a
+    vector multiply-high (`vpmuldq` of even and odd lanes, 8 int32 lanes on AVX2) where the
+    int64 form widens every lane: the rest, shift and clamp, is int32."""
+    h = ((x.astype("int64") * m0.astype("int64")) >> tirx.const(32, "int64")).astype("int32")
+    rest = tirx.const(-1, "int32") - shift  # k - 32, 1 to 21
+    one = tirx.const(1, "int32")
+    y = (h + (one << (rest - one)) + (tirx.const(rq.zp_y, "int32") << rest)) >> rest
+    return tvm.te.min(tvm.te.max(y, tirx.const(rq.lo, "int32")),
+                      tirx.const(rq.hi, "int32")).astype(rq.out_dtype)
 
 
 def schedule_rows(sch: tvm.s_tir.Schedule, row: tvm.s_tir.LoopRV) -> None:
@@ -67,13 +87,13 @@ def vectorize_row(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV, lanes: int = L
 def dot_product_epilogue(centered: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
                          shifts: str = "any") -> te.Tensor:
     """A `DotProduct` rule's epilogue (`x86.dot.X86_AVX2`): a convolution's NCHW view of the
-    accumulators through `requantize_rows` (the bias is the kernel's folded one); a dense
-    layer's few outputs through the portable epilogue. `shifts` is not needed: the int64
-    multiply is exact for every shift."""
+    accumulators through `requantize_rows` (the bias is the kernel's folded one; `shifts`
+    picks its form); a dense layer's few outputs through the portable epilogue."""
     if len(centered.shape) != 4:
         return kernels._requantize_channels(centered, channel_axis, params, attrs)
     bias = params[1]
-    return requantize_rows(centered, tuple(centered.shape), lambda c: bias[c], params, attrs)
+    return requantize_rows(centered, tuple(centered.shape), lambda c: bias[c], params, attrs,
+                           shifts)
 
 
 def schedule_dot_product_epilogue(sch: tvm.s_tir.Schedule, lanes: int) -> None:

@@ -263,6 +263,34 @@ def test_depthwise_stride2_rows_split_by_vector_deinterleave(k, stride, dilation
     assert ("T.Shuffle" in text) == split
 
 
+@pytest.mark.parametrize("x_dtype", ["int16", "int8"])
+def test_depthwise_stride2_deinterleave_of_other_dtypes_equals_reference(x_dtype, rng):
+    """16-bit activations (a 16-bit layer) and int8 ones split by the same deinterleave."""
+    from qcompiler.schedules.x86.depthwise import DEPTHWISE
+
+    from qcompiler.reference import conv2d as ref_conv2d
+
+    c, hw = 6, 37
+    attrs = {"strides": [2, 2], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": c,
+             "zp_x": 11, "zp_y": 5, "lo": -100, "hi": 120, "out_dtype": "int8"}
+    info = np.iinfo(x_dtype)
+    ops = [rng.integers(info.min // 2 if x_dtype == "int16" else info.min, info.max,
+                        (1, c, hw, hw)).astype(x_dtype),
+           rng.integers(-127, 128, (c, 1, 3, 3)).astype(np.int8),
+           rng.integers(-20000, 20000, c).astype(np.int32),
+           rng.integers(2**30, 2**31 - 1, c).astype(np.int32),
+           np.full(c, -18 if x_dtype == "int16" else -10, np.int32)]
+    want = ref_conv2d(*ops, attrs)
+    func = DEPTHWISE.build("conv2d", ops[0].shape, x_dtype, (c, 1, 3, 3), attrs)
+    assert "T.Shuffle" in func.script()
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         tvm.target.Target(TARGETS["avx2"].tvm_target))
+    out = tvm.runtime.tensor(np.zeros(want.shape, np.int8))
+    lib["main"](*[tvm.runtime.tensor(a) for a in ops], out)
+    assert np.mean((want > -100) & (want < 120)) > 0.5
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
 def test_depthwise_rule_takes_only_depthwise_convs():
     from qcompiler.schedules import rules_for
     from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI

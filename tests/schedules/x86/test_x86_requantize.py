@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from conftest import VNNI_TARGET, requires_cpu_for
+from conftest import AVX2_TARGET, VNNI_TARGET, requires_cpu_for
 from qcompiler.schedules.x86.requantize import (
     LANES,
     RIGHT_SHIFTS,
@@ -93,3 +93,38 @@ def test_only_shifts_of_2_to_22_bits_take_the_right_shift_form():
     for outside in (-1, -23, 0, 3):
         assert shift_kind(np.array([-2, outside, -9])) == "any"
     assert shift_kind(None) == "any"
+
+
+@pytest.mark.parametrize("out", [("uint8", 90, 0, 255), ("uint8", 0, 3, 140),
+                                 ("int8", -5, -128, 127), ("int16", 7, -32768, 32767)],
+                         ids=lambda o: "{}_zp{}_{}_{}".format(*o))
+def test_row_epilogue_right_shift_form_equals_contract(out, rng):
+    """The row kernels' (AVX2 dot product, depthwise) high-word form, `epilogue.
+    right_shift_rows`, vectorized along a row as they schedule it, on the same edge operands
+    (built for this machine's AVX2, so it runs everywhere CI does)."""
+    from qcompiler.schedules.x86.epilogue import right_shift_rows
+    from qcompiler.schedules.x86.epilogue import vectorize_row
+
+    from qcompiler.numerics.requantize import RequantizeAttrs
+
+    dtype, zp, lo, hi = out
+    attrs = {"zp_y": zp, "lo": lo, "hi": hi, "out_dtype": dtype}
+    acc, bias, m0, shift = _operands(rng, lo - zp, hi - zp)
+    rows = len(acc)
+    # channels on the outer axis, as in NCHW: each row is one channel's multiplier and shift
+    x = te.placeholder((LANES, rows), "int32", name="x")
+    m, s = (te.placeholder((LANES,), "int32", name=n) for n in ("m0", "shift"))
+    y = te.compute((LANES, rows), lambda c, j: right_shift_rows(
+        x[c, j], m[c], s[c], RequantizeAttrs.from_attrs(attrs)), name="requantize")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, m, s, y]))
+    vectorize_row(sch, sch.get_loops(sch.get_sblock("requantize"))[-1], 8)
+    lib = tvm.tirx.build(tvm.IRModule({"main": sch.mod["main"].with_attr(
+        "global_symbol", "main")}), tvm.target.Target(AVX2_TARGET))
+    requires_cpu_for(AVX2_TARGET)
+    got = tvm.runtime.tensor(np.zeros((LANES, rows), dtype))
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in
+                  ((acc + bias).T, m0, shift)], got)
+    exact = q_multiply_shift(acc + bias, m0, shift) + zp
+    np.testing.assert_array_equal(got.numpy().T, np.clip(exact, lo, hi).astype(dtype))
+    inside = (exact > lo) & (exact < hi)
+    assert inside[:, 1:].any(axis=0).all() and inside.mean() > 0.3
