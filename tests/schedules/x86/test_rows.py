@@ -57,6 +57,16 @@ def test_reduction_block_parallel_over_batch_and_channel_only():
     assert kinds[0] == "parallel" and "vectorized" not in kinds
 
 
+def test_table_lookup_parallel_but_not_vectorized():
+    """A table's (and resize's) loads are gathers: as vectors, an insert a lane (3x the
+    scalar loop's time), so the rule gives it threads only."""
+    from qcompiler import kernels
+
+    func = kernels.lut((1, 96, 7, 32), "uint8", (1, 256), {"axis": -1, "out_dtype": "uint8"})
+    kinds = _loops(X86_ROWS.rebuild(func, [None, None, None]), "lut")
+    assert kinds[0] == "parallel" and "vectorized" not in kinds
+
+
 def _graph(rng):
     """Each op the rule takes that a CNN has between (or after) its convolutions, on NCHW."""
     c, hw = 16, 12
