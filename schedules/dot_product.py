@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,6 +139,11 @@ BLOCK_ROWS = 4  # at most this many output rows per register block (tuning only)
 # One block alone waits out the dot instruction's latency at every step of its reduction
 # (MobileNetV2's 1280 -> 1000 with vpdpbusd, in L2: 38 us; 7 blocks: 19 us).
 DENSE_BLOCKS = 8
+# Row packing (`schedule_acc`): at most this many packed weight bytes (each row block reads
+# them all: from L2), and at least this many output rows (tasks for the threads).
+ROW_PACKING_WEIGHTS = 64 * 1024
+ROW_PACKED = "qcompiler.row_packed"  # the annotation of a row-packed x_packed block
+ROW_PACKING_ROWS = 4
 
 
 def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
@@ -152,8 +158,18 @@ def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: boo
     return sch.split(loop, factors)
 
 
+def packs_rows(sch: tvm.s_tir.Schedule) -> bool:
+    """Whether a conv packs its input a row block at a time (`schedule_acc`'s `row_packing`):
+    where the weights are small (ROW_PACKING_WEIGHTS: every row block sweeps them all, from
+    cache) and the output has rows for the threads to share."""
+    wp = sch.get(sch.get_sblock("acc")).reads[-1].source  # the packed weights
+    acc_loops = sch.get_loops(sch.get_sblock("acc"))
+    return len(acc_loops) == 9 and int(sch.get(acc_loops[2]).extent) >= ROW_PACKING_ROWS \
+        and math.prod(int(d) for d in wp.shape) <= ROW_PACKING_WEIGHTS
+
+
 def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
-                 columns: int = BLOCK_COLUMNS) -> None:
+                 columns: int = BLOCK_COLUMNS, row_packing: bool = False) -> None:
     """Move the output lanes and the K-deep reduction innermost and map them to the
     instruction.
 
@@ -165,6 +181,11 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     `tunable` turns J, R and O into sampled tiles (the design space of `qcompiler.tuning.tune`:
     tile decisions are what a trace can replay with new values; a choice of loop order made in
     Python could not be); their first values are the fixed schedule's.
+
+    `row_packing` (where `packs_rows`): threads take row blocks, each packing the input rows
+    it reads into its own buffer and then computing every output channel of them, instead of
+    the whole input packed first; the packed copy (2x the input on AVX2) is no longer the
+    largest part of the workspace.
     """
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
@@ -173,6 +194,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     lane = spatial[-1]
     sch.compute_inline(sch.get_sblock("acc_centered"))
+    rows = conv and row_packing and packs_rows(sch)
     if conv:
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
@@ -181,9 +203,16 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         obo, obi = split_tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
         io, ii = split_tile(sch, i, 1, tunable, BLOCK_ROWS)
         outer = list(reduction[:-1])  # c/K, ky, kx
-        sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
-        # Threads split the batch x output-channel-block x row space: disjoint outputs.
-        sch.parallel(sch.fuse(b, obo, io))
+        if rows:
+            sch.reorder(b, io, obo, jo, *outer, obi, ii, ji, lane, reduction[-1])
+            tasks = sch.fuse(b, io)
+            sch.parallel(tasks)
+            sch.compute_at(sch.get_sblock("x_packed"), tasks)
+            sch.annotate(sch.get_sblock("x_packed"), ROW_PACKED, 1)  # (for `split_padding`)
+        else:
+            sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
+            # Threads split the batch x output-channel-block x row space: disjoint outputs.
+            sch.parallel(sch.fuse(b, obo, io))
         # Unit loops kept: the loop count (which traces record) must not depend on the tiles.
         if has_block(sch, BIASED):  # an epilogue's int32 stage goes first (`x86.epilogue`)
             sch.reverse_compute_at(sch.get_sblock(BIASED), jo, preserve_unit_loops=True)
@@ -203,7 +232,8 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
     sch.tensorize(lane, intrin)
-    _schedule_packing(sch)
+    if not rows:
+        _schedule_packing(sch)
     if NIBBLE_UNPACK in _block_names(sch):  # 4-bit weights: the unpack stage stays at the root,
         kernels.unpack_in_pairs(sch, NIBBLE_UNPACK)  # tensorize reads a plain buffer
 
@@ -237,7 +267,12 @@ def split_padding(sch: tvm.s_tir.Schedule) -> None:
     block = sch.get_sblock("x_packed")
     if len(sch.get(block).iter_vars) != 5:  # dense: a plain copy
         return
-    fused = sch.get_loops(block)[0]
+    loops = sch.get_loops(block)
+    # the root's fused (batch, channel block) loop, or a row block's first loop in its task
+    row_packed = ROW_PACKED in sch.get(block).annotations
+    if row_packed and len(loops) < 2:
+        return  # (one loop, the task's: nothing to split inside it)
+    fused = loops[1] if row_packed else loops[0]
     if sch.can_decompose_padding(block, fused):
         sch.decompose_padding(block, fused)
 
@@ -273,6 +308,7 @@ class DotProduct:
     depth: int = 4  # K: reduction values per lane (4 bytes; 2 for int16 pairs)
     packed_dtype: str | None = None  # the packed activations' type (None: `x_dtype`)
     columns: int = BLOCK_COLUMNS  # most output columns per register block
+    row_packing: bool = False  # convs with small weights pack a row block at a time
 
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
@@ -295,7 +331,7 @@ class DotProduct:
         """The whole schedule of a workload: the dot product (`schedule_acc`, the part tuning
         samples), then the target's stages around it. Tuning's design space and its traces
         are this function, so a record replays all of it."""
-        schedule_acc(sch, self.intrinsic(), tunable, self.columns)
+        schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing)
         if self.stages is not None:
             self.stages(sch, self.lanes)
 

@@ -119,19 +119,26 @@ AVX2_CASES = [
     (64, 24, (1, 1), 1, 1, (0, 0, 0, 0), (14, 14), 1),
     (7, 9, (1, 3), 1, 2, (0, 2, 1, 0), (6, 11), 1),
     (32, 8, (3, 3), 3, 1, (1, 1, 1, 1), (1, 1), 1),
+    (1, 16, (3, 3), 1, 1, (1, 1, 1, 1), (28, 28), 1),  # one channel block: a row's packing
+    (96, 130, (3, 3), 1, 1, (1, 1, 1, 1), (8, 8), 1),  # weights past ROW_PACKING_WEIGHTS
 ]
 
 
+@pytest.mark.parametrize("row_packing", [True, False], ids=["rows", "whole"])
 @pytest.mark.parametrize("case", AVX2_CASES,
                          ids=lambda c: f"c{c[0]}o{c[1]}k{c[2][0]}{c[2][1]}s{c[3]}")
-def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, rng):
+def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, row_packing, rng):
     """Activations and weights at the ends of their ranges (255 x -128 pairs, whose 16-bit
-    pair sums `vpmaddubsw` would saturate) as well as random ones: bit-exact."""
+    pair sums `vpmaddubsw` would saturate) as well as random ones: bit-exact at 1 and 2
+    threads, with the input packed a row block at a time (where `packs_rows`: inside the
+    threads' loop) or whole."""
+    from qcompiler.backend.runtime import set_threads
     from qcompiler.schedules.x86.dot import X86_AVX2
 
     from qcompiler.reference import conv2d as ref_conv2d
 
     cin, cout, k, s, d, pads, hw, batch = case
+    rule = dataclasses.replace(X86_AVX2, row_packing=row_packing)
     x_shape, w_shape = (batch, cin, *hw), (cout, cin, *k)
     attrs = {"strides": [s, s], "padding": list(pads), "dilation": [d, d], "groups": 1,
              "zp_x": 7, "zp_y": 0, "lo": -128, "hi": 127, "out_dtype": "int8"}
@@ -143,15 +150,24 @@ def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, rng):
     ops = [x, w, bias, rng.integers(2**30, 2**31 - 1, cout).astype(np.int32),
            np.full(cout, -14, np.int32)]
     want = ref_conv2d(*ops, attrs)
-    wp, folded = X86_AVX2.pack_operands(w, bias, attrs)
-    func = X86_AVX2.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    wp, folded = rule.pack_operands(w, bias, attrs)
+    func = rule.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    packs = row_packing and hw[0] > 4 and cout * cin * k[0] * k[1] < 64 * 1024
+    sch = tvm.s_tir.Schedule(func)  # row packing: the packing inside the threads' loop
+    outer = [sch.get(sch.get_loops(sch.get_sblock(b))[0]) for b in ("x_packed", "acc_init")]
+    assert outer[0].same_as(outer[1]) == packs
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          tvm.target.Target(AVX2.tvm_target))
     requires_cpu_for(AVX2.tvm_target)
-    out = tvm.runtime.tensor(np.zeros(want.shape, np.int8))
-    lib["main"](*[tvm.runtime.tensor(a) for a in (x, wp, folded, *ops[3:])], out)
     assert 0.2 < np.mean((want > -128) & (want < 127))  # the clamp does not hide the sums
-    np.testing.assert_array_equal(out.numpy(), want)
+    try:
+        for n in (1, 2):
+            set_threads(n)
+            out = tvm.runtime.tensor(np.zeros(want.shape, np.int8))
+            lib["main"](*[tvm.runtime.tensor(a) for a in (x, wp, folded, *ops[3:])], out)
+            np.testing.assert_array_equal(out.numpy(), want)
+    finally:
+        set_threads(None)
 
 
 def test_threads_split_the_work_and_keep_every_bit(tmp_path, rng):
