@@ -42,6 +42,7 @@ OURS = {
     "qcompiler_window_": "qcompiler.schedules.x86.vnni",
     "qcompiler_taps_": "qcompiler.schedules.x86.vnni",
     "qcompiler_dot_32x4_u8i8i32_vrmpy": "qcompiler.schedules.hexagon.vrmpy",
+    "qcompiler_deinterleave_": "qcompiler.schedules.x86.depthwise",
 }
 TVM_MODULES = {"arm": ("arm_cpu",), "hexagon": ("hexagon",), "x86": ("x86",)}  # per target
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,14 @@ def deinterleave_intrin(width: int, dtype: str) -> str:
 
     TensorIntrin.register(name, desc, impl, override=True)
     return name
+
+
+def register_named(name: str) -> None:
+    """Register the intrinsic `deinterleave_intrin` names `name` (`intrinsics.
+    register_named`: a trace that names it replays in any process); others are left alone."""
+    m = re.fullmatch(r"qcompiler_deinterleave_2x(\d+)_(u?int(?:8|16))", name)
+    if m is not None:
+        deinterleave_intrin(int(m[1]), m[2])
 
 
 

@@ -279,6 +279,18 @@ def test_depthwise_stride2_rows_split_by_vector_deinterleave(k, stride, dilation
     assert ("T.Shuffle" in text) == split
 
 
+def test_deinterleave_intrinsic_registers_from_its_name_in_a_new_process():
+    """As every intrinsic a schedule names (`intrinsics.register_named`): a trace naming it
+    replays anywhere."""
+    script = ("from qcompiler.schedules.intrinsics import register_named as r\n"
+              "print(r('qcompiler_deinterleave_2x33_uint8', 'x86'),"
+              " r('qcompiler_deinterleave_2x9_int16', 'x86'),"
+              " r('qcompiler_deinterleave_2x9_float32', 'x86'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True", "False"]
+
+
 @pytest.mark.parametrize("x_dtype", ["int16", "int8"])
 def test_depthwise_stride2_deinterleave_of_other_dtypes_equals_reference(x_dtype, rng):
     """16-bit activations (a 16-bit layer) and int8 ones split by the same deinterleave."""
