@@ -192,7 +192,9 @@ def test_regression_fixture_matches_reference(path, target):
     conv whose taps all read one column phase, which once broke the x86 depthwise schedule;
     depthwise_1x3_one_output_column: one output column, where the x86 depthwise epilogue
     vectorized the row loop; dense_batch2_input_not_whole_vectors: a batch-2 dense layer whose
-    packed input, vectorized across the batch, became an HVX table lookup LLVM rejected)."""
+    packed input, vectorized across the batch, became an HVX table lookup LLVM rejected;
+    resize_align_corners_to_one_pixel: a 1x1 map resized to 1x1 under align_corners, whose
+    (in - 1) / (out - 1) TVM divided by zero: `normalize.resize_align_corners_to_one`)."""
     assert check_case(load_case(path), target=target) is None, path.name
 
 

@@ -289,6 +289,27 @@ def test_conv_transpose_output_padding_not_below_stride_is_named():
         check_supported(model)
 
 
+def test_resize_align_corners_to_a_side_of_one_beside_a_resized_side_is_named(tmp_path):
+    """A 4x4 map to 1x8 under align_corners: ONNX reads the side of 1 at 0, TVM divides by
+    zero; with the other side resized no other mode equals it: a one-line error by name.
+    Where every side is 1 or kept, `asymmetric` is the same map: rewritten (and compiled:
+    the fuzz fixture `resize_align_corners_to_one_pixel`)."""
+    from qcompiler.errors import UnsupportedModelError
+    from qcompiler.frontend.normalize import resize_align_corners_to_one
+
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", name="up3",
+                            coordinate_transformation_mode="align_corners")
+    model = make_model([node], {"x": (1, 2, 4, 4)}, {"y": None},
+                       {"s": np.array([1, 1, 0.25, 2], np.float32)})
+    shapes = {"x": (1, 2, 4, 4), "y": (1, 2, 1, 8)}
+    with pytest.raises(UnsupportedModelError, match=r"up3 \(Resize\): align_corners from "
+                                                    r"\[4, 4\] to \[1, 8\]"):
+        resize_align_corners_to_one(model, shapes)
+    kept = resize_align_corners_to_one(model, {"x": (1, 2, 1, 4), "y": (1, 2, 1, 4)})
+    modes = {a.name: a.s for a in kept.graph.node[0].attribute}
+    assert modes["coordinate_transformation_mode"] == b"asymmetric"  # (the same map here)
+
+
 @pytest.mark.parametrize("opset", [2, 11])
 def test_pad_old_opsets_import_as_relax_pad(opset, tmp_path, rng):
     """Opset 2 takes pads as an attribute, 11 as an input: both become an integer nn.pad."""

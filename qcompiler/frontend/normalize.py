@@ -131,3 +131,36 @@ def fold_onnx_constants(model: onnx.ModelProto,
     del out.graph.input[:]
     out.graph.input.extend(keep_inputs)
     return out
+
+
+def resize_align_corners_to_one(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
+                                ) -> onnx.ModelProto:
+    """A Resize under `align_corners` to an output side of 1 divides by zero in TVM (`(in - 1)
+    / (out - 1)`); ONNX reads such a side at coordinate 0. Where every resized side is 1 or
+    keeps its size, `asymmetric` maps each output exactly as ONNX's `align_corners` does (0,
+    and the identity): the node is rewritten so. Any other is a one-line error naming it."""
+    from qcompiler.errors import UnsupportedModelError
+
+    nodes, changed = [], False
+    for node in model.graph.node:
+        mode = next((a for a in node.attribute
+                     if a.name == "coordinate_transformation_mode"), None)
+        x, y = shapes.get(node.input[0]) if node.input else None, \
+            shapes.get(node.output[0])
+        if node.op_type != "Resize" or mode is None or mode.s != b"align_corners" \
+                or x is None or y is None or 1 not in y[2:]:
+            nodes.append(node)
+            continue
+        if any(o != 1 and o != i for i, o in zip(x[2:], y[2:])):
+            raise UnsupportedModelError(
+                f"unsupported: attribute {node.name or node.output[0]} (Resize): "
+                f"align_corners from {list(x[2:])} to {list(y[2:])} (a side of 1 beside a "
+                "resized one)")
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        next(a for a in new.attribute if a.name == "coordinate_transformation_mode").s = \
+            b"asymmetric"
+        nodes.append(new)
+        changed = True
+    return _with_nodes(model, nodes) if changed else model
+

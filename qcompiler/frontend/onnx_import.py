@@ -19,10 +19,11 @@ from onnx import numpy_helper
 from qcompiler.errors import QCompileError, UnsupportedModelError
 from qcompiler.frontend.layer_origin import with_onnx_nodes
 from qcompiler.frontend.node_names import capture_importer, name_nodes, tag_nodes
-from qcompiler.frontend.normalize import normalize_onnx
+from qcompiler.frontend.normalize import normalize_onnx, resize_align_corners_to_one
 from qcompiler.frontend.static_shapes import (
     ModelInput,
     fold_shape_arithmetic,
+    known_shapes,
     resolve_inputs,
     with_static_inputs,
 )
@@ -305,6 +306,7 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
     # Static inputs make the exporter's shape arithmetic constants: fold it before judging ops.
     model = fold_shape_arithmetic(with_static_inputs(name_nodes(model), inputs))
     check_supported(model)
+    model = resize_align_corners_to_one(model, known_shapes(model))
     problem = None
     with _quiet_frontend(), _our_converters(), capture_importer() as importer:
         try:

@@ -142,7 +142,7 @@ def with_static_inputs(model: onnx.ModelProto, inputs: list[ModelInput]) -> onnx
     return out
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every tensor whose shape onnx's inference knows in full."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -165,7 +165,7 @@ def fold_shape_arithmetic(model: onnx.ModelProto) -> onnx.ModelProto:
     # shapes below it (ShuffleNet's 16 channel shuffles take 17 rounds). Each round folds at
     # least one node, so the graph's size bounds them.
     for _ in range(len(model.graph.node) + 1):
-        folded = fold_onnx_constants(model, _static_shapes(model))
+        folded = fold_onnx_constants(model, known_shapes(model))
         if folded is model:
             break
         model = folded

@@ -130,6 +130,8 @@ def _resize_layer(draw: Callable, rng: np.random.Generator, i: int, src: str, ch
     inputs = [src, "", f"rs_{i}"]
     if oh < 1 or ow < 1 or oh * ow > MAX_PIXELS:
         return None
+    if coords == "align_corners" and 1 in (oh, ow) and (oh not in (1, h) or ow not in (1, w)):
+        return None  # refused by name (`normalize.resize_align_corners_to_one`)
     nodes.append(helper.make_node("Resize", inputs, [f"t{i}"], mode=mode,
                                   coordinate_transformation_mode=coords, **extra))
     return (c, oh, ow), 0
