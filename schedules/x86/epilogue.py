@@ -9,7 +9,8 @@ Inlined, TVM rewrites the widened sum as a sum of widened terms and LLVM needs `
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tvm
 from qcompiler.schedules.dot_product import BIASED, has_block

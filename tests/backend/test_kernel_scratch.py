@@ -8,6 +8,7 @@ import pytest
 import tvm
 from conftest import make_model, save_calib, save_model
 from onnx import helper
+from qcompiler.targets.x86 import x86_target
 from tvm import te
 
 from qcompiler.api import compile_only
@@ -15,7 +16,6 @@ from qcompiler.backend.c_binding import CLibrary
 from qcompiler.backend.emit import build, emit
 from qcompiler.backend.kernel_scratch import Scratch, measured_build
 from qcompiler.reference import Reference
-from qcompiler.targets.x86 import x86_target
 
 
 def _two_level() -> tvm.IRModule:

@@ -132,9 +132,9 @@ def test_avx2_conv_kernel_equals_reference_at_the_extremes(case, row_packing, rn
     pair sums `vpmaddubsw` would saturate) as well as random ones: bit-exact at 1 and 2
     threads, with the input packed a row block at a time (where `packs_rows`: inside the
     threads' loop) or whole."""
-    from qcompiler.backend.runtime import set_threads
     from qcompiler.schedules.x86.dot import X86_AVX2
 
+    from qcompiler.backend.runtime import set_threads
     from qcompiler.reference import conv2d as ref_conv2d
 
     cin, cout, k, s, d, pads, hw, batch = case

@@ -102,8 +102,7 @@ def test_row_epilogue_right_shift_form_equals_contract(out, rng):
     """The row kernels' (AVX2 dot product, depthwise) high-word form, `epilogue.
     right_shift_rows`, vectorized along a row as they schedule it, on the same edge operands
     (built for this machine's AVX2, so it runs everywhere CI does)."""
-    from qcompiler.schedules.x86.epilogue import right_shift_rows
-    from qcompiler.schedules.x86.epilogue import vectorize_row
+    from qcompiler.schedules.x86.epilogue import right_shift_rows, vectorize_row
 
     from qcompiler.numerics.requantize import RequantizeAttrs
 
