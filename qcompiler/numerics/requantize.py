@@ -16,7 +16,9 @@ Where the same multiply is written for each side of the compiler:
 - numpy, the oracle: `q_multiply_shift` here (`qcompiler.reference`);
 - TIR, the kernels' compute: `qcompiler.kernels.fixed_point_multiply` (int64, the same formula);
 - x86 vector forms: `schedules/x86/requantize.py` (16 int32 lanes, the high dword of `vpmuldq`),
-  `schedules/x86/epilogue.py` (the row kernels' int32 stage, then the int64 multiply),
+  `schedules/x86/epilogue.py` (the row kernels' int32 stage, then the int64 multiply, or
+  for right shifts `right_shift_rows`: x86/requantize.py's high-word identity as a scalar
+  expression),
   `schedules/x86/blocked/` (the blocked conv epilogue and its per-channel forms);
 - Hexagon: `schedules/hexagon/fixed_point32.py` (32-bit lanes, used by `schedules/hexagon/
   vector.py`, `stages.py`, `depthwise.py`).
