@@ -142,8 +142,8 @@ DENSE_BLOCKS = 8
 # Row packing (`schedule_acc`): at most this many packed weight bytes (each row block reads
 # them all: from L2), and at least this many output rows (tasks for the threads).
 ROW_PACKING_WEIGHTS = 64 * 1024
-ROW_PACKED = "qcompiler.row_packed"  # the annotation of a row-packed x_packed block
 ROW_PACKING_ROWS = 4
+ROW_PACKED = "qcompiler.row_packed"  # the annotation of a row-packed x_packed block
 
 
 def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: bool,
