@@ -1,6 +1,6 @@
 """Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
-that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, max pool, the
-mean over h and w kept 1x1) run on NCHW16c tensors, and the layout changes only where the
+that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, mul, lookup
+tables, max pool, the mean over h and w kept 1x1) run on NCHW16c tensors, and the layout changes only where the
 graph leaves them (the graph's inputs and outputs, and ops without a blocked form, e.g.
 reshapes, concat).
 
@@ -149,6 +149,9 @@ class _Planner:
         Accepts 4-D activations of any batch and spatial size, int8 weights (4-bit layers
         stay NCHW), and:
         - add of two tensors of one shape, one of them blocked already; any 8-bit dtypes;
+        - mul of two tensors, one of them blocked already, of one shape or one of them 1x1
+          per channel (an SE gate), with one multiplier; any 8-bit dtypes;
+        - a lookup table of one row (`lut`) on a blocked input;
         - max pool on a blocked input or one of >= 16 channels: any kernel, strides, padding;
         - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
         - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
@@ -172,6 +175,19 @@ class _Planner:
                                                       or shapes[0][1] >= MIN_STEM_CHANNELS):
             return (blocked.max_pool2d(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
                     [(acts[0], 0, blocked.BLOCK)], [])
+        if op == "lut" and len(acts) == 1 and is_blocked and int(func.params[1].shape[0]) == 1:
+            table_shape = tuple(int(d) for d in func.params[1].shape)
+            return (blocked.table(blocked.blocked_shape(shapes[0]), dtypes[0], table_shape,
+                                  battrs, self.vbmi), [(acts[0], 0, blocked.BLOCK)], [args[1]])
+        if op == "mul" and all(isinstance(a, relax.Var) for a in args[:2]) and is_blocked \
+                and _gate_shapes(*shapes) and all(is_const(a) for a in args[2:4]) \
+                and all(int(d) == 1 for d in func.params[2].shape):
+            m_shape = tuple(int(d) for d in func.params[2].shape)
+            return (blocked.mul(blocked.blocked_shape(max(shapes)),
+                                blocked.blocked_shape(shapes[0]), dtypes[0],
+                                blocked.blocked_shape(shapes[1]), dtypes[1], m_shape, battrs),
+                    [(acts[0], attrs["zp_a"], blocked.BLOCK),
+                     (acts[1], attrs["zp_b"], blocked.BLOCK)], list(args[2:4]))
         if op == "reduce_mean" and len(acts) == 1 and is_blocked \
                 and attrs["axes"] == [2, 3] and attrs["keepdims"]:
             return (blocked.global_mean(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
@@ -335,6 +351,12 @@ def _walk(expr: relax.Expr):
     elif isinstance(expr, relax.Call):
         for a in expr.args:
             yield from _walk(a)
+
+
+def _gate_shapes(a: tuple, b: tuple) -> bool:
+    """Two 4-D operands of one shape, or of one batch and channel count with one of them 1x1
+    (an SE block's gate over a map)."""
+    return a == b or (a[:2] == b[:2] and (a[2:] == (1, 1) or b[2:] == (1, 1)))
 
 
 def _shape(var: relax.Var) -> tuple[int, ...]:

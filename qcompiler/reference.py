@@ -235,7 +235,7 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "from_blocked": from_blocked, "conv2d_add": conv2d_add,
 }
 # The activation operands of a blocked kernel (the rest are constants): `_blocked`.
-BLOCKED_ACTIVATIONS = {"add": (0, 1), "conv2d_add": (0, 5)}
+BLOCKED_ACTIVATIONS = {"add": (0, 1), "mul": (0, 1), "conv2d_add": (0, 5)}
 
 
 def kernel_for(kind: str, attrs: dict) -> Callable[..., np.ndarray]:

@@ -22,6 +22,7 @@ from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
 from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.x86.dot import X86_AVX2, X86_VNNI
+from qcompiler.schedules.x86.lookup import X86_VBMI_LOOKUP
 from qcompiler.schedules.x86.requantize import RIGHT_SHIFTS
 from qcompiler.schedules.x86.rows import X86_ROWS
 from qcompiler.targets.target import Target
@@ -50,9 +51,10 @@ def rules_for(target: Target) -> list:
     if target.name == "hexagon" and target.has("hvxv68"):
         return [HEXAGON_VRMPY, HVX_VECTOR]
     if target.name == "x86":
+        lookup = [X86_VBMI_LOOKUP] if target.has("avx512vbmi") else []
         if target.has("avx512vnni"):
-            return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI, X86_ROWS]
-        return [X86_AVX2, DEPTHWISE, X86_ROWS]
+            return [X86_VNNI_COLUMNS, X86_VNNI, DEPTHWISE_VNNI, *lookup, X86_ROWS]
+        return [X86_AVX2, DEPTHWISE, *lookup, X86_ROWS]
     return []
 
 

@@ -34,7 +34,9 @@ from qcompiler.schedules.x86.blocked.elementwise import (
     add_body,
     global_mean,
     max_pool2d,
+    mul,
     rescale_form,
+    table,
 )
 from qcompiler.schedules.x86.blocked.layout import (
     BLOCK,
@@ -48,5 +50,5 @@ from qcompiler.schedules.x86.blocked.layout import (
 
 __all__ = ["BLOCK", "BLOCKED_VNNI", "CHUNKED_PLANE_BYTES", "LAYOUT", "STEM_BLOCK", "BlockedConv",
            "ByteRescale", "add", "add_body", "blocked_shape", "chunk_rows", "conv2d_compute",
-           "depthwise", "from_blocked", "global_mean", "max_pool2d", "padded_channels",
-           "rescale_form", "schedule_conv2d", "to_blocked"]
+           "depthwise", "from_blocked", "global_mean", "max_pool2d", "mul", "padded_channels",
+           "rescale_form", "schedule_conv2d", "table", "to_blocked"]

@@ -1,5 +1,6 @@
-"""The channel-wise blocked kernels: residual add (with its operands' rescale), max pool and
-global average pool, 16 channels as one vector."""
+"""The channel-wise blocked kernels: residual add (with its operands' rescale), the multiply
+of two tensors (an SE block's gate), table lookups, max pool and global average pool, 16
+channels as one vector."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,6 +11,8 @@ import numpy as np
 import tvm
 from qcompiler.schedules.x86.blocked.layout import BLOCK, LAYOUT, with_attrs
 from qcompiler.schedules.x86.blocked.stages import schedule_rows
+from qcompiler.schedules.x86.lookup import fits as lookup_fits
+from qcompiler.schedules.x86.lookup import lookup
 from tvm import te, tirx
 
 from qcompiler import kernels
@@ -88,6 +91,32 @@ def add(shape: tuple, a_dtype: str, b_dtype: str, attrs: dict) -> tirx.PrimFunc:
     sch = tvm.s_tir.Schedule(func)
     schedule_rows(sch, "add")
     return with_attrs(sch.mod["main"], "add", {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str,
+        m_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    """The multiply of two blocked tensors (`kernels.mul`: one may be 1x1 per channel, an SE
+    gate), on 16 lanes. Padded channels multiply padding: their output is padding too."""
+    sch = tvm.s_tir.Schedule(kernels.mul(shape, a_shape, a_dtype, b_shape, b_dtype, m_shape,
+                                         attrs))
+    schedule_rows(sch, "mul")
+    return with_attrs(sch.mod["main"], "mul", {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def table(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict, vbmi: bool
+          ) -> tirx.PrimFunc:
+    """A lookup table of one row on a blocked tensor (`kernels.lut`; the lookup is elementwise,
+    so the layout does not matter): `x86.lookup` where the target has AVX-512 VBMI, else the
+    portable kernel with its rows in parallel (a byte gather does not vectorize)."""
+    out_dtype = attrs["out_dtype"]
+    if vbmi and lookup_fits(x_dtype, out_dtype, table_shape):
+        func = lookup(shape, x_dtype, out_dtype)
+    else:
+        sch = tvm.s_tir.Schedule(kernels.lut(shape, x_dtype, table_shape, attrs))
+        loops = sch.get_loops(sch.get_sblock("lut"))
+        sch.parallel(sch.fuse(*loops[:3]))
+        func = sch.mod["main"]
+    return with_attrs(func, "lut", {**attrs, "layout": LAYOUT}, "x86_blocked")
 
 
 def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:

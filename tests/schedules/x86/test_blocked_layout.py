@@ -351,6 +351,64 @@ def test_add_of_two_convs_fuses_one(tmp_path, rng):
     assert len(np.unique(got)) > 20
 
 
+def _se_model(rng, c=24):
+    """An EfficientNet block as exported: conv -> SiLU written out (x * Sigmoid(x)) ->
+    depthwise -> hard-swish written out -> SE (global pool, 1x1 conv, ReLU, 1x1 conv,
+    Sigmoid, the gate's Mul of the map) -> 1x1 conv."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Sigmoid", ["c0"], ["g0"]),
+        helper.make_node("Mul", ["c0", "g0"], ["a0"]),
+        helper.make_node("Conv", ["a0", "wd", "bd"], ["cd"], kernel_shape=[3, 3], pads=[1] * 4,
+                         group=c),
+        helper.make_node("Add", ["cd", "three"], ["h0"]),
+        helper.make_node("Clip", ["h0", "zero", "six"], ["h1"]),
+        helper.make_node("Mul", ["cd", "h1"], ["h2"]),
+        helper.make_node("Div", ["h2", "six"], ["a1"]),
+        helper.make_node("GlobalAveragePool", ["a1"], ["p"]),
+        helper.make_node("Conv", ["p", "ws", "bs"], ["s0"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["s0"], ["s1"]),
+        helper.make_node("Conv", ["s1", "we", "be"], ["s2"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["s2"], ["gate"]),
+        helper.make_node("Mul", ["a1", "gate"], ["m"]),
+        helper.make_node("Conv", ["m", "w1", "b1"], ["y"], kernel_shape=[1, 1]),
+    ]
+    inits = {"w0": w(c, 16, 3, 3), "b0": w(c), "wd": w(c, 1, 3, 3), "bd": w(c),
+             "ws": w(8, c, 1, 1), "bs": w(8), "we": w(c, 8, 1, 1), "be": w(c),
+             "w1": w(40, c, 1, 1), "b1": w(40), "three": np.array(3.0), "zero": np.array(0.0),
+             "six": np.array(6.0)}
+    return make_model(nodes, {"x": ("N", 16, 16, 16)}, {"y": None}, inits)
+
+
+def test_tables_and_the_gate_stay_blocked(tmp_path, rng):
+    """Written-out activations (one table each) and an SE block's gate multiply run on the
+    blocked tensors: one conversion in, one out, and the output equals the reference's and
+    the NCHW build's bit for bit."""
+    model = _se_model(rng)
+    compiled, inputs = _compile(model, tmp_path, rng, 16)
+    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False)
+    kernels = _kernels(compiled.quantized)
+    ops = [op for op, _ in kernels]
+    assert ops.count("to_blocked") == 1 and ops.count("from_blocked") == 1, kernels
+    assert ops[0] == "to_blocked" and ops[-1] == "from_blocked", kernels
+    assert sorted(op for op, s in kernels if s == "x86_blocked" and op in ("lut", "mul")) \
+        == ["lut", "lut", "lut", "mul"], kernels
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for _ in range(3):
+        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
+        np.testing.assert_array_equal(got, ref.run(q)[0])
+        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
+    assert len(np.unique(got)) > 20
+
+
 def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
     """On AVX2 (no vpdpbusd) the pass returns the module unchanged."""
     import dataclasses
