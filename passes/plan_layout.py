@@ -29,7 +29,7 @@ from tvm import relax
 
 from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
-from qcompiler.numerics.weight_layout import canonical, folded_bias, pack_depthwise
+from qcompiler.numerics.weight_layout import block_groups, canonical, folded_bias, pack_depthwise
 from qcompiler.relax_access import bindings, const_array, is_const, op_name, reemit, substitute
 
 MIN_STEM_CHANNELS = 16  # fewer channels on an NCHW tensor: a stem (blocked by 4)
@@ -156,7 +156,9 @@ class _Planner:
         - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
         - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
           1 (`blocked.BLOCKED_VNNI`; a stem of < 16 channels on an NCHW input read by 4), or
-          depthwise with groups == channels == outputs (`blocked.depthwise`; not a stem), any
+          depthwise with groups == channels == outputs (`blocked.depthwise`; not a stem), or
+          grouped with as many channels in as out per group, a divisor or multiple of 16
+          (`weight_layout.block_groups`: RegNet's 8, ResNeXt's 4-32; not a stem), any
           kernel, strides, dilations and padding (height and width apart), fused with the add
           that takes its output (groups 1 only). Others stay NCHW."""
         acts = [a for a in args if isinstance(a, relax.Var)]
@@ -223,6 +225,12 @@ class _Planner:
                 wk = pack_depthwise(wp, blocked.BLOCK)
                 kernel = blocked.depthwise(x5, "uint8", wp.shape, {**battrs, "groups": c_out},
                                            shifts, self.vbmi)
+            elif (grouped := block_groups(w, attrs["groups"], c_out, blocked.BLOCK)) \
+                    is not None and c_in == c_out:
+                wg, battrs["groups"] = grouped
+                wk, fb = blocked.BLOCKED_VNNI.pack_operands(wg, _pad(bias, c_out), attrs)
+                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wg.shape, battrs,
+                                                    shifts=shifts)
             else:
                 return None
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue

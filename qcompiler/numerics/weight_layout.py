@@ -68,6 +68,24 @@ def layer_weights(w: np.ndarray, attrs: dict) -> np.ndarray:
     return w[:cout, :cin] if attrs["groups"] == 1 else w[:cout]  # (depthwise: one channel)
 
 
+def block_groups(w: np.ndarray, groups: int, channels: int, block: int
+                 ) -> tuple[np.ndarray, int] | None:
+    """A grouped conv's weights (cout, g, kh, kw), g channels in and out per group, as a conv
+    whose groups are whole blocks of `block` channels: (channels, max(g, block), kh, kw) and
+    its group count, or None where the groups do not tile the blocks (g neither divides nor
+    is a multiple of `block`). With g < block, each block holds block/g groups and its weights
+    are zero across them (block/g times the MACs, all in whole vectors); `channels`: the
+    channel-padded count (its padded outputs get zero weights)."""
+    cout, g = w.shape[:2]
+    if groups == 1 or cout != groups * g or not (block % g == 0 or g % block == 0):
+        return None
+    size = max(g, block)
+    out = np.zeros((channels, size, *w.shape[2:]), np.int8)
+    o = np.arange(cout)[:, None]
+    out[o, o // g * g - o // size * size + np.arange(g)] = w
+    return out, channels // size
+
+
 def pack_depthwise(w: np.ndarray, lanes: int) -> np.ndarray:
     """Depthwise (c, 1, kh, kw), c a multiple of L -> (c/L, kh, kw/4, L, 4): per filter row,
     groups of 4 taps for each of L channel lanes (taps padded with zeros)."""

@@ -1,5 +1,6 @@
-"""conv2d (groups 1) on `vpdpbusd` over NCHW16c: register blocks of columns x channel blocks,
-the reduction outside them, the epilogue on each block while it is in registers."""
+"""conv2d (groups 1, or groups of whole channel blocks) on `vpdpbusd` over NCHW16c: register
+blocks of columns x channel blocks, the reduction outside them, the epilogue on each block
+while it is in registers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,10 +48,14 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     `conv_side` "a" or "b" and `skip_dtype`): the conv's output added to a `skip` operand."""
     n, cb, h, w_, lanes = x_shape
     cout, cin, kh, kw = w_shape
-    assert cin == cb * lanes and lanes % 4 == 0 and cout % BLOCK == 0, (x_shape, w_shape)
+    # Grouped (`plan_layout.block_groups`): groups of whole blocks, `cin` channels each; output
+    # block ob reads the `cin / 16` input blocks of its group from block (ob // R) R on.
+    reach = cin // lanes if attrs["groups"] > 1 else None
+    assert (reach and cin % lanes == 0 and cb * lanes == attrs["groups"] * cin
+            or cin == cb * lanes) and lanes % 4 == 0 and cout % BLOCK == 0, (x_shape, w_shape)
     sh, sw = attrs["strides"]
     dh, dw = attrs["dilation"]
-    oh, ow = conv2d_out_hw((n, cin, h, w_), w_shape, attrs)
+    oh, ow = conv2d_out_hw((n, cb * lanes, h, w_), w_shape, attrs)
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = packed_params(w_shape, BLOCK, attrs)
     xp = padded_input(x, attrs)
@@ -58,9 +63,11 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     # A 1x1 conv whose channels end in a partly padded block reads only the groups with real
     # channels (their weights are 0 past them): one loop over the groups, blocks and all.
     groups = ceil_div(attrs.get("channels", [cin])[0], 4)
-    skip = kh * kw == 1 and groups < cb * per_block
+    skip = kh * kw == 1 and groups < cb * per_block and not reach
     if skip:
         cb, per_block = 1, groups
+    if reach:
+        cb = reach
     rcb = te.reduce_axis((0, cb), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, kw), name="rkx")
@@ -69,7 +76,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     acc = te.compute(
         (n, cout // BLOCK, oh, ow, BLOCK),
         lambda b, ob, i, j, oi: te.sum(
-            xp[b, rcb + rcq // (lanes // 4) if skip else rcb, i * sh + rky * dh,
+            xp[b, rcb + rcq // (lanes // 4) if skip else (ob // reach * reach + rcb if reach
+                                                           else rcb), i * sh + rky * dh,
                j * sw + rkx * dw, (rcq % (lanes // 4) if skip else rcq) * 4 + rci
                ].astype("int32")
             * wp[ob, rcb * per_block + rcq, rky, rkx, oi, rci].astype("int32"),
@@ -136,13 +144,15 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
 
 @dataclass(frozen=True)
 class BlockedConv(DotProduct):
-    """conv2d (groups 1) on NCHW16c activations. A `DotProduct` so that tuning finds its
-    kernels (`schedules.tunable_rules`) and samples the same register-block tiles; only
-    `plan_layout` builds blocked kernels.
+    """conv2d (groups 1, or groups of whole 16-channel blocks: `weight_layout.block_groups`)
+    on NCHW16c activations. A `DotProduct` so that tuning finds its kernels
+    (`schedules.tunable_rules`) and samples the same register-block tiles; only `plan_layout`
+    builds blocked kernels.
 
     Accepts: uint8 activations blocked by 16 (or by 4 for a stem of fewer than 16 channels on
     an NCHW input), any batch and spatial size, weights channel-padded to (16k, 16m or 4m, kh,
-    kw) (`plan_layout` pads them; zero weights), any kernel, strides and dilations (>= 1,
+    kw) (`plan_layout` pads them; zero weights; grouped: (16k, 16m, kh, kw) per group of m
+    blocks), any kernel, strides and dilations (>= 1,
     height and width apart), any padding; int8 weights (4-bit layers stay NCHW), int32 bias,
     any requantize shift, output per `out_dtype`; with attribute `add`, the conv's output
     added to a skip operand of either 8-bit dtype (`conv2d_compute`).

@@ -409,6 +409,51 @@ def test_tables_and_the_gate_stay_blocked(tmp_path, rng):
     assert len(np.unique(got)) > 20
 
 
+@pytest.mark.parametrize("width, channels, k, stride", [
+    (8, 104, 3, 1),  # RegNet-Y: 13 groups of 8 (7 blocks, the last half padding)
+    (4, 32, 3, 2),  # ResNeXt's narrowest groups, stride 2
+    (16, 48, 1, 1),  # one block per group
+    (32, 64, 3, 1),  # two blocks per group
+    (24, 48, 3, 1),  # groups across blocks: stays NCHW
+])
+def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, tmp_path, rng):
+    """A grouped conv (as many channels in as out per group) between two 1x1 convs runs on
+    the blocked layout where its groups tile the 16-channel blocks, bit-exact against the
+    reference and the NCHW build; other group widths keep their NCHW kernel."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "wg", "bg"], ["cg"], kernel_shape=[k, k],
+                         pads=[k // 2] * 4, strides=[stride] * 2, group=channels // width),
+        helper.make_node("Relu", ["cg"], ["rg"]),
+        helper.make_node("Conv", ["rg", "w1", "b1"], ["y"], kernel_shape=[1, 1]),
+    ]
+    inits = {"w0": w(channels, 16, 1, 1), "b0": w(channels), "wg": w(channels, width, k, k),
+             "bg": w(channels), "w1": w(24, channels, 1, 1), "b1": w(24)}
+    model = make_model(nodes, {"x": ("N", 16, 16, 16)}, {"y": None}, inits)
+    compiled, inputs = _compile(model, tmp_path, rng, 16)
+    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False)
+    ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
+    tiles = 16 % width == 0 or width % 16 == 0
+    assert ops == (["to_blocked", "conv2d", "conv2d", "conv2d", "from_blocked"] if tiles else
+                   ["to_blocked", "conv2d", "from_blocked", "to_blocked", "conv2d",
+                    "from_blocked"]), ops
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for _ in range(2):
+        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
+        np.testing.assert_array_equal(got, ref.run(q)[0])
+        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
+    assert len(np.unique(got)) > 20
+
+
 def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
     """On AVX2 (no vpdpbusd) the pass returns the module unchanged."""
     import dataclasses
