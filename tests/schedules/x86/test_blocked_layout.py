@@ -71,6 +71,7 @@ CONV_CASES = [
     (40, 144, 12, 1, 1, (0, 0, 0, 0), 2),  # 9 channel blocks: 3 x 4 columns
     (16, 96, 12, 1, 1, (0, 0, 0, 0), 1),  # one input block: 2 x 4 columns
     (48, 32, 16, 1, 1, (0, 0, 0, 0), 1),  # 2 channel blocks x 8 columns
+    (64, 64, 13, 3, 1, (1, 1, 1, 1), 1),  # 13 wide (no divisor 4-7): 1 block x 13 columns
 ]
 
 
