@@ -1,8 +1,9 @@
 """Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
 that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, mul, lookup
-tables, max pool, the mean over h and w kept 1x1) run on NCHW16c tensors, and the layout changes only where the
-graph leaves them (the graph's inputs and outputs, and ops without a blocked form, e.g.
-reshapes, concat).
+tables, requantize, max pool, the mean over h and w kept 1x1, and concat along channels of
+whole blocks) run on NCHW16c tensors, and the layout changes only where the graph leaves
+them (the graph's inputs and outputs, and ops without a blocked form, e.g. reshapes, a
+channel shuffle's transpose, a concat of channels that do not fill whole blocks).
 
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
 conv or max pool, when it has at least 16 input channels. A conv with fewer channels on an
@@ -151,7 +152,7 @@ class _Planner:
         - add of two tensors of one shape, one of them blocked already; any 8-bit dtypes;
         - mul of two tensors, one of them blocked already, of one shape or one of them 1x1
           per channel (an SE gate), with one multiplier; any 8-bit dtypes;
-        - a lookup table of one row (`lut`) on a blocked input;
+        - a lookup table of one row (`lut`), or a requantize, on a blocked input;
         - max pool on a blocked input or one of >= 16 channels: any kernel, strides, padding;
         - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
         - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
@@ -190,6 +191,9 @@ class _Planner:
                                 blocked.blocked_shape(shapes[1]), dtypes[1], m_shape, battrs),
                     [(acts[0], attrs["zp_a"], blocked.BLOCK),
                      (acts[1], attrs["zp_b"], blocked.BLOCK)], list(args[2:4]))
+        if op == "requantize" and len(acts) == 1 and is_blocked:
+            return (blocked.requantize(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
+                    [(acts[0], attrs["zp_x"], blocked.BLOCK)], [])
         if op == "reduce_mean" and len(acts) == 1 and is_blocked \
                 and attrs["axes"] == [2, 3] and attrs["keepdims"]:
             return (blocked.global_mean(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
@@ -253,6 +257,8 @@ class _Planner:
         """The binding in its blocked form if it has one, else as it was (in NCHW)."""
         if self._kernel(value) is not None and self._emit_blocked(var, value, None):
             return
+        if self._emit_concat(var, value):
+            return
         env = {v: self.as_nchw(v) for v in _vars(value) if v in self.nchw or v in self.blocked}
         env.update({gv: self._global(gv) for gv in _globals(value)})
         self.nchw[var] = self.bb.emit(substitute(value, env), var.name)  # names kept: reports
@@ -281,6 +287,24 @@ class _Planner:
         out = relax.TensorType(blocked.blocked_shape(shape), str(var.ty.dtype))
         self.blocked[var] = self.bb.emit(relax.call_tir(gv, operands, out), var.name)
         self.channels[var.name] = shape[1]
+        return True
+
+    def _emit_concat(self, var: relax.Var, value: relax.Expr) -> bool:
+        """A concat along the channels of 4-D tensors, one of them blocked, whose channels
+        (but the last's) fill whole blocks: the blocked tensors concatenated (SqueezeNet's
+        fire modules, Inception's branches); its padding is the last tensor's. Else False."""
+        if not (isinstance(value, relax.Call) and op_name(value) == "relax.concat"
+                and isinstance(value.args[0], relax.Tuple)):
+            return False
+        parts = list(value.args[0].fields)
+        if int(value.attrs.axis) not in (1, -3) or len(var.ty.shape) != 4 \
+                or not all(isinstance(p, relax.Var) and len(p.ty.shape) == 4 for p in parts) \
+                or not any(p in self.blocked for p in parts) \
+                or any(_shape(p)[1] % blocked.BLOCK for p in parts[:-1]):
+            return False
+        self.blocked[var] = self.bb.emit(relax.op.concat(
+            [self.as_blocked(p, 0) for p in parts], axis=1), var.name)
+        self.channels[var.name] = _shape(var)[1]
         return True
 
     # ---- a conv fused with the add that takes its output ----

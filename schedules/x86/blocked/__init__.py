@@ -35,6 +35,7 @@ from qcompiler.schedules.x86.blocked.elementwise import (
     global_mean,
     max_pool2d,
     mul,
+    requantize,
     rescale_form,
     table,
 )
@@ -51,4 +52,4 @@ from qcompiler.schedules.x86.blocked.layout import (
 __all__ = ["BLOCK", "BLOCKED_VNNI", "CHUNKED_PLANE_BYTES", "LAYOUT", "STEM_BLOCK", "BlockedConv",
            "ByteRescale", "add", "add_body", "blocked_shape", "chunk_rows", "conv2d_compute",
            "depthwise", "from_blocked", "global_mean", "max_pool2d", "mul", "padded_channels",
-           "rescale_form", "schedule_conv2d", "table", "to_blocked"]
+           "requantize", "rescale_form", "schedule_conv2d", "table", "to_blocked"]

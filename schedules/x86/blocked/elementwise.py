@@ -103,6 +103,15 @@ def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str
     return with_attrs(sch.mod["main"], "mul", {**attrs, "layout": LAYOUT}, "x86_blocked")
 
 
+def requantize(shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """A change of qparams (`kernels.requantize`: a concat's inputs to the output's) on a
+    blocked tensor, on 16 lanes."""
+    sch = tvm.s_tir.Schedule(kernels.requantize(shape, x_dtype, attrs))
+    schedule_rows(sch, "requantize")
+    return with_attrs(sch.mod["main"], "requantize", {**attrs, "layout": LAYOUT},
+                      "x86_blocked")
+
+
 def table(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict, vbmi: bool
           ) -> tirx.PrimFunc:
     """A lookup table of one row on a blocked tensor (`kernels.lut`; the lookup is elementwise,

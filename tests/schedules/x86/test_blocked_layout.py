@@ -455,6 +455,48 @@ def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, tmp_path,
     assert len(np.unique(got)) > 20
 
 
+@pytest.mark.parametrize("first, second", [(32, 24), (24, 16)])
+def test_concat_of_whole_blocks_stays_blocked(first, second, tmp_path, rng):
+    """A fire module: two convs of one input concatenated along channels (each requantized
+    to the concat's qparams), then a conv. Where the first branch's channels fill whole
+    blocks the concat joins the blocked tensors (no conversion); else it runs in NCHW.
+    Bit-exact against the reference and the NCHW build either way."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Concat", ["r0", "r1"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w2", "b2"], ["y"], kernel_shape=[1, 1]),
+    ]
+    inits = {"w0": w(first, 16, 1, 1), "b0": w(first), "w1": w(second, 16, 3, 3) * 2,
+             "b1": w(second), "w2": w(24, first + second, 1, 1), "b2": w(24)}
+    model = make_model(nodes, {"x": ("N", 16, 16, 16)}, {"y": None}, inits)
+    compiled, inputs = _compile(model, tmp_path, rng, 16)
+    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False)
+    kernels = _kernels(compiled.quantized)
+    ops = [op for op, _ in kernels]
+    whole = first % 16 == 0
+    assert ops.count("from_blocked") == (1 if whole else 3), kernels
+    assert ops.count("to_blocked") == (1 if whole else 2), kernels
+    if whole:
+        assert [s for op, s in kernels if op == "requantize"] == ["x86_blocked"] * 2, kernels
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for _ in range(2):
+        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
+        np.testing.assert_array_equal(got, ref.run(q)[0])
+        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
+    assert len(np.unique(got)) > 20
+
+
 def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
     """On AVX2 (no vpdpbusd) the pass returns the module unchanged."""
     import dataclasses
