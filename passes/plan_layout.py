@@ -188,7 +188,8 @@ class _Planner:
             m_shape = tuple(int(d) for d in func.params[2].shape)
             return (blocked.mul(blocked.blocked_shape(max(shapes)),
                                 blocked.blocked_shape(shapes[0]), dtypes[0],
-                                blocked.blocked_shape(shapes[1]), dtypes[1], m_shape, battrs),
+                                blocked.blocked_shape(shapes[1]), dtypes[1], m_shape, battrs,
+                                shift_kind(const_array(args[3]))),
                     [(acts[0], attrs["zp_a"], blocked.BLOCK),
                      (acts[1], attrs["zp_b"], blocked.BLOCK)], list(args[2:4]))
         if op == "requantize" and len(acts) == 1 and is_blocked:

@@ -313,12 +313,13 @@ def _broadcast(t: te.Tensor, out_index: tuple) -> Any:
 
 
 def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str,
-        m_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+        m_shape: tuple, attrs: dict, requant: Callable | None = None) -> tirx.PrimFunc:
     """`y = clamp(zp_y + qms((a - zp_a) * (b - zp_b), M0, n))`, `M = s_a s_b / s_y`, broadcasting.
 
     b is a tensor, or an int8 constant (zp_b = 0) with its multiplier per channel: M0 and n
     have their own shape `m_shape`, broadcast like a and b. The product is exact in int32
-    (|a - zp_a|, |b - zp_b| <= 255 for 8-bit operands, so |product| <= 65025).
+    (|a - zp_a|, |b - zp_b| <= 255 for 8-bit operands, so |product| <= 65025). `requant`:
+    another form of `clamp(zp_y + qms(product, M0, n))` (a schedule's cheaper one).
     """
     a = te.placeholder(a_shape, a_dtype, name="a")
     b = te.placeholder(b_shape, b_dtype, name="b")
@@ -328,6 +329,8 @@ def mul(shape: tuple, a_shape: tuple, a_dtype: str, b_shape: tuple, b_dtype: str
     def body(*i: Any) -> Any:
         prod = (_broadcast(a, i).astype("int32") - attrs["zp_a"]) \
             * (_broadcast(b, i).astype("int32") - attrs["zp_b"])
+        if requant is not None:
+            return requant(prod, _broadcast(m0, i), _broadcast(shift, i))
         return requantized(fixed_point_multiply(prod, _broadcast(m0, i), _broadcast(shift, i)),
                            attrs)
 

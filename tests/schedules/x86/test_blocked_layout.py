@@ -570,6 +570,33 @@ def test_blocked_add_equals_reference(case, rng):
         assert len(np.unique(want)) > 20  # the clamp does not hide the arithmetic
 
 
+@pytest.mark.parametrize("m0, shift, shifts", [(1518500250, -8, "right"),
+                                               (2147483647, -2, "right"),
+                                               (1073741824, -22, "right"),
+                                               (1518500250, 1, "any")])
+@pytest.mark.parametrize("gate", [True, False], ids=["gate", "same-shape"])
+def test_blocked_mul_equals_reference(m0, shift, shifts, gate, rng):
+    """Every pair of bytes through the multiply, in the right-shift form (the shift's range
+    ends included) and the general one, with a 1x1 gate broadcast over a map or two tensors
+    of one shape."""
+    from qcompiler.reference import mul as ref_mul
+
+    attrs = {"zp_a": 3, "zp_b": 131, "zp_y": 77, "lo": 0, "hi": 255, "out_dtype": "uint8",
+             "layout": blocked.LAYOUT}
+    shape = (1, 16, 16, 16, 16)  # b: every byte at every gate value
+    b = np.tile(np.arange(256), 256).astype(np.uint8).reshape(shape)
+    if gate:
+        a = np.arange(256).astype(np.uint8).reshape(1, 16, 1, 1, 16)
+    else:
+        a = np.repeat(np.arange(256), 256).astype(np.uint8).reshape(shape)
+    m = [np.array([[[[v]]]], np.int32) for v in (m0, shift)]
+    func = blocked.mul(shape, a.shape, "uint8", shape, "uint8", (1, 1, 1, 1), attrs, shifts)
+    want = to_blocked(ref_mul(unblocked(a), unblocked(b), *m, attrs), {"block": 16, "pad": 0})
+    np.testing.assert_array_equal(_run(func, [a, b, *m], shape), want)
+    if shift > -12:  # (a product of bytes times 2^-23 rounds to 0 everywhere)
+        assert len(np.unique(want)) > 20
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
 def test_blocked_global_mean_equals_reference(dtype, rng):
     """The mean over h and w (a global average pool) on NCHW16c, 7x5 planes of 3 channel
