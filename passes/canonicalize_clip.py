@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax, tirx
 
 from qcompiler.relax_access import const_array, is_const, prim_float, with_span
@@ -78,7 +79,7 @@ class _ClipRewriter(relax.PyExprMutator):
 
 
 def canonicalize_clip() -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.canonicalize_clip")
+    @module_pass("qcompiler.canonicalize_clip")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         rewriter = _ClipRewriter(mod)
         for gv, func in list(mod.functions.items()):

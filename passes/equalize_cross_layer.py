@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 
 from qcompiler.relax_access import (
@@ -145,7 +146,7 @@ def _rewrite(func: relax.Function) -> relax.Function:
 def equalize_cross_layer() -> tvm.transform.Pass:
     """The pass: every Relax function's equalizable conv pairs rescaled (float function kept)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.equalize_cross_layer")
+    @module_pass("qcompiler.equalize_cross_layer")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         funcs = {gv: _rewrite(f) if isinstance(f, relax.Function) else f
                  for gv, f in mod.functions.items()}  # a new module: the input stays as it was

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 
@@ -68,7 +69,7 @@ def _rewrite(conv_p, bias_p, bn_p):  # noqa: ANN001, ANN202
 
 
 def fold_batch_norm() -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fold_batch_norm")
+    @module_pass("qcompiler.fold_batch_norm")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         out, conv_p, bias_p, bn_p = _pattern()
         rewriter = _rewrite(conv_p, bias_p, bn_p)

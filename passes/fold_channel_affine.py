@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 
 from qcompiler.relax_access import (
@@ -191,7 +192,7 @@ class _Folder:
 def fold_channel_affine() -> tvm.transform.Pass:
     """The pass: every Relax function of the module rebuilt with its affine chains folded."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fold_channel_affine")
+    @module_pass("qcompiler.fold_channel_affine")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         for gv, func in list(mod.functions.items()):
             if isinstance(func, relax.Function) and not (func.attrs and

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 
 from qcompiler.relax_access import const_array, dtype_of, is_tensor_const, op_name, shape_of
@@ -61,7 +62,7 @@ class _ExactFolder(relax.PyExprMutator):
 
 
 def fold_exact() -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fold_exact")
+    @module_pass("qcompiler.fold_exact")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         folder = _ExactFolder(mod)
         for gv, func in list(mod.functions.items()):

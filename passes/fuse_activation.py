@@ -18,6 +18,7 @@ is a match whose intermediate value is also used outside it.
 from __future__ import annotations
 
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern, PatternCheckContext
@@ -80,7 +81,7 @@ def fuse_activation() -> tvm.transform.Pass:
     fuse = relax.transform.FuseOpsByPattern(_patterns(), bind_constants=True,
                                             annotate_codegen=False)
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fuse_activation")
+    @module_pass("qcompiler.fuse_activation")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         # each composite call keeps the ONNX node of the group it replaced (layer names)
         return spans_after_fusion(mod["main"], fuse(mod))

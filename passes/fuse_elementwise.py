@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 
 from qcompiler.relax_access import (
@@ -291,7 +292,7 @@ def _composite(values: dict, group: _Group, mod: tvm.IRModule) -> relax.Function
 def fuse_elementwise() -> tvm.transform.Pass:
     """The pass: each group of every non-composite Relax function -> one composite call."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.fuse_elementwise")
+    @module_pass("qcompiler.fuse_elementwise")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         bb = relax.BlockBuilder(mod)
         for gv, func in list(mod.functions.items()):

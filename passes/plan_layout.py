@@ -23,6 +23,7 @@ import json
 
 import numpy as np
 import tvm
+from qcompiler.passes import module_pass
 from qcompiler.schedules import shift_kind
 from qcompiler.schedules.x86 import blocked
 from qcompiler.targets.target import Target
@@ -47,7 +48,7 @@ def uses_blocked_layout(target: Target) -> bool:
 def plan_layout(target: Target) -> tvm.transform.Pass:
     """The pass (a no-op for targets without blocked kernels)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.plan_layout")
+    @module_pass("qcompiler.plan_layout")
     def run(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if not uses_blocked_layout(target):
             return mod

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tvm
+from qcompiler.passes import module_pass
 from tvm import relax
 
 from qcompiler import kernels
@@ -226,7 +227,7 @@ def quantize(in_qparams: list[QParams], binding_qparams: list[QParams],
              per_channel: bool = True) -> tvm.transform.Pass:
     """The realize pass: fused float graph + calibrated qparams -> integer graph."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompiler.quantize")
+    @module_pass("qcompiler.quantize")
     def transform(mod: tvm.IRModule, _ctx: object) -> tvm.IRModule:
         return realize(mod, in_qparams, binding_qparams, per_channel)
 

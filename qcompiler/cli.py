@@ -182,8 +182,13 @@ def run(args: argparse.Namespace) -> int:
           + (f"; float fallback: {', '.join(fallback)}" if fallback else "; no float fallback"))
     stuck = schedule_fallbacks(compiled.quantized)  # a rule that raised: a bug, still exact
     if stuck:
-        print(f"  schedules:  {len(stuck)} layer{'s' * (len(stuck) > 1)} on the portable "
-              f"kernel: {'; '.join(f.summary() for f in stuck)}")
+        layers_stuck: dict[tuple, list] = {}  # a layer's blocked form, then its NCHW rule
+        for f in stuck:
+            layers_stuck.setdefault((f.layer, f.op), []).append(f)
+        print(f"  schedules:  {len(layers_stuck)} layer{'s' * (len(layers_stuck) > 1)} off "
+              "their target kernel: " + "; ".join(
+                  f"{layer} {op} ({'; '.join(f.cause() for f in fs)})"
+                  for (layer, op), fs in layers_stuck.items()))
     if compiled.precision:
         _print_precision(compiled.precision, layers, args.mixed_precision)
     if compiled.tuning:

@@ -65,8 +65,11 @@ class ScheduleFallback:
     rule: str  # the rule that raised, e.g. "x86_vnni_depthwise"
     error: str  # "ExceptionType: first line of its message"
 
+    def cause(self) -> str:
+        return f"{self.rule}: schedule error: {self.error}"
+
     def summary(self) -> str:
-        return f"{self.layer} {self.op} ({self.rule}: schedule error: {self.error})"
+        return f"{self.layer} {self.op} ({self.cause()})"
 
 
 def schedule_fallback(tensor: str, op: str, kernel: str, rule: str,

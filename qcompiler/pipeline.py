@@ -31,6 +31,7 @@ from qcompiler.numerics.calibrate import (
 )
 from qcompiler.numerics.mixed_precision import LayerChoice, choose_bits, layer_sensitivity
 from qcompiler.numerics.qparams import QParams
+from qcompiler.passes import reraise_interrupt
 from qcompiler.passes.canonicalize_clip import canonicalize_clip
 from qcompiler.passes.equalize_cross_layer import equalize_cross_layer
 from qcompiler.passes.fold_batch_norm import fold_batch_norm
@@ -140,6 +141,16 @@ def compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     """`target` overrides the config's target (e.g. a variant without HVX, for comparisons).
     `calib` may be None for a QDQ model that quantizes every tensor it needs. `portable`:
     kernels to leave on their portable form (`api.Job.emit`: their built code failed)."""
+    try:
+        return _compile_model(model, calib, config, progress, target, portable)
+    except Exception:
+        reraise_interrupt()  # a Ctrl-C inside a pass, which TVM's FFI made a RuntimeError
+        raise
+
+
+def _compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
+                   config: CompileConfig, progress: bool, target: Target | None,
+                   portable: Mapping[str, Exception] | None) -> Compiled:
     target = target or get_target(config.target)
     tvm_target = tvm.target.Target(target.tvm_target)
     if config.schedules and config.tuning_root() is not None:
