@@ -318,6 +318,23 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
             np.testing.assert_array_equal(g, f)
 
 
+def _equals_reference_and_nchw(compiled, flat, inputs, rng, runs: int = 2) -> None:
+    """The blocked build's one output equals the reference's and the NCHW build's on `runs`
+    random inputs, and is not a constant the clamp made (built everywhere, run where the
+    CPU has VNNI)."""
+    lib, lib_flat = build(compiled), build(flat)
+    requires_cpu_for(VNNI_TARGET)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
+    ref = Reference(compiled.quantized, compiled.tvm_target)
+    for _ in range(runs):
+        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
+        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()  # one output: a tensor, no tuple
+        np.testing.assert_array_equal(got, ref.run(q)[0])
+        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
+    assert len(np.unique(got)) > 20
+
+
 def test_add_of_two_convs_fuses_one(tmp_path, rng):
     """A projection shortcut: both operands of the add are convs read by it alone. One is
     fused with the add, the other runs first; the output equals the reference's and the
@@ -340,16 +357,7 @@ def test_add_of_two_convs_fuses_one(tmp_path, rng):
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
     ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
     assert ops == ["to_blocked", "conv2d", "conv2d", "conv2d_add", "from_blocked"], ops
-    lib, lib_flat = build(compiled), build(flat)
-    requires_cpu_for(VNNI_TARGET)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
-    ref = Reference(compiled.quantized, compiled.tvm_target)
-    q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
-    got = vm["main_int"](tvm.runtime.tensor(q)).numpy()  # one output: a tensor, no tuple
-    np.testing.assert_array_equal(got, ref.run(q)[0])
-    np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
-    assert len(np.unique(got)) > 20
+    _equals_reference_and_nchw(compiled, flat, inputs, rng, 1)
 
 
 def _se_model(rng, c=24):
@@ -397,17 +405,7 @@ def test_tables_and_the_gate_stay_blocked(tmp_path, rng):
     assert ops[0] == "to_blocked" and ops[-1] == "from_blocked", kernels
     assert sorted(op for op, s in kernels if s == "x86_blocked" and op in ("lut", "mul")) \
         == ["lut", "lut", "lut", "mul"], kernels
-    lib, lib_flat = build(compiled), build(flat)
-    requires_cpu_for(VNNI_TARGET)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
-    ref = Reference(compiled.quantized, compiled.tvm_target)
-    for _ in range(3):
-        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
-        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
-        np.testing.assert_array_equal(got, ref.run(q)[0])
-        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
-    assert len(np.unique(got)) > 20
+    _equals_reference_and_nchw(compiled, flat, inputs, rng, 3)
 
 
 @pytest.mark.parametrize("width, channels, k, stride", [
@@ -442,17 +440,7 @@ def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, tmp_path,
     assert ops == (["to_blocked", "conv2d", "conv2d", "conv2d", "from_blocked"] if tiles else
                    ["to_blocked", "conv2d", "from_blocked", "to_blocked", "conv2d",
                     "from_blocked"]), ops
-    lib, lib_flat = build(compiled), build(flat)
-    requires_cpu_for(VNNI_TARGET)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
-    ref = Reference(compiled.quantized, compiled.tvm_target)
-    for _ in range(2):
-        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
-        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
-        np.testing.assert_array_equal(got, ref.run(q)[0])
-        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
-    assert len(np.unique(got)) > 20
+    _equals_reference_and_nchw(compiled, flat, inputs, rng, 2)
 
 
 @pytest.mark.parametrize("first, second", [(32, 24), (24, 16)])
@@ -484,17 +472,7 @@ def test_concat_of_whole_blocks_stays_blocked(first, second, tmp_path, rng):
     assert ops.count("to_blocked") == (1 if whole else 2), kernels
     if whole:
         assert [s for op, s in kernels if op == "requantize"] == ["x86_blocked"] * 2, kernels
-    lib, lib_flat = build(compiled), build(flat)
-    requires_cpu_for(VNNI_TARGET)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    vm_flat = relax.VirtualMachine(lib_flat, tvm.cpu())
-    ref = Reference(compiled.quantized, compiled.tvm_target)
-    for _ in range(2):
-        q = rng.integers(0, 256, inputs[0].shape).astype(np.uint8)
-        got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
-        np.testing.assert_array_equal(got, ref.run(q)[0])
-        np.testing.assert_array_equal(got, vm_flat["main_int"](tvm.runtime.tensor(q)).numpy())
-    assert len(np.unique(got)) > 20
+    _equals_reference_and_nchw(compiled, flat, inputs, rng, 2)
 
 
 def test_pass_leaves_graphs_without_vnni_alone(tmp_path, rng):
