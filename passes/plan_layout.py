@@ -26,11 +26,13 @@ import tvm
 from qcompiler.passes import module_pass
 from qcompiler.schedules import shift_kind
 from qcompiler.schedules.x86 import blocked
+from qcompiler.schedules.x86.lookup import fits as lookup_fits
 from qcompiler.targets.target import Target
 from tvm import relax
 
 from qcompiler.graph_meta import record_schedule_fallbacks, schedule_fallback
 from qcompiler.numerics import nibbles
+from qcompiler.numerics.lut import requantize_table
 from qcompiler.numerics.weight_layout import block_groups, canonical, folded_bias, pack_depthwise
 from qcompiler.relax_access import bindings, const_array, is_const, op_name, reemit, substitute
 
@@ -153,7 +155,9 @@ class _Planner:
         - add of two tensors of one shape, one of them blocked already; any 8-bit dtypes;
         - mul of two tensors, one of them blocked already, of one shape or one of them 1x1
           per channel (an SE gate), with one multiplier; any 8-bit dtypes;
-        - a lookup table of one row (`lut`), or a requantize, on a blocked input;
+        - a lookup table of one row (`lut`), or a requantize (8-bit to 8-bit with AVX-512
+          VBMI: a table of its 256 results, `numerics.lut.requantize_table`), on a blocked
+          input;
         - max pool on a blocked input or one of >= 16 channels: any kernel, strides, padding;
         - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
         - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
@@ -194,7 +198,14 @@ class _Planner:
                     [(acts[0], attrs["zp_a"], blocked.BLOCK),
                      (acts[1], attrs["zp_b"], blocked.BLOCK)], list(args[2:4]))
         if op == "requantize" and len(acts) == 1 and is_blocked:
-            return (blocked.requantize(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),
+            shape5 = blocked.blocked_shape(shapes[0])
+            if self.vbmi and lookup_fits(dtypes[0], attrs["out_dtype"], (1, 256)):
+                # 256 inputs: a table, looked up 64 bytes at a time (`x86.lookup`)
+                tattrs = {**battrs, "fn": "requantize", "x_dtype": dtypes[0], "axis": 1}
+                return (blocked.table(shape5, dtypes[0], (1, 256), tattrs, True),
+                        [(acts[0], attrs["zp_x"], blocked.BLOCK)],
+                        [relax.const(requantize_table(tattrs))])
+            return (blocked.requantize(shape5, dtypes[0], battrs),
                     [(acts[0], attrs["zp_x"], blocked.BLOCK)], [])
         if op == "reduce_mean" and len(acts) == 1 and is_blocked \
                 and attrs["axes"] == [2, 3] and attrs["keepdims"]:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qcompiler.numerics.qparams import QParams, dtype_range
+from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
 
 
 def _sigmoid(x: np.ndarray, p: dict) -> np.ndarray:
@@ -101,6 +102,8 @@ def lut_attrs(fn: str, channel_params: list[dict], axis: int, x: QParams, y: QPa
 def tables(a: dict) -> np.ndarray:
     """T[c, q - qmin] for every input integer q, shape (rows, 2^bits), in the output dtype."""
     qmin, qmax = dtype_range(a["x_dtype"])
+    if a["fn"] == "requantize":  # a change of qparams, in the contract's integers
+        return requantize_table(a)
     lo, hi = dtype_range(a["out_dtype"])
     real = np.float64(a["scale_x"]) * (np.arange(qmin, qmax + 1, dtype=np.float64) - a["zp_x"])
     f = ACTIVATIONS[a["fn"]]
@@ -112,3 +115,12 @@ def tables(a: dict) -> np.ndarray:
 def _finite(y: np.ndarray) -> np.ndarray:
     """NaN (log or sqrt of a negative, 0/0) -> 0, i.e. the output zero point; +-inf saturate."""
     return np.where(np.isnan(y), 0.0, y)
+
+
+def requantize_table(a: dict) -> np.ndarray:
+    """`clamp(zp_y + qms(q - zp_x, M0, n))` for every input integer q, as one table row: a
+    requantize kernel's attributes with `fn` "requantize" and `x_dtype` (a table kernel is a
+    cheaper form of it where the target looks bytes up in registers, `x86.lookup`)."""
+    qmin, qmax = dtype_range(a["x_dtype"])
+    q = np.arange(qmin, qmax + 1, dtype=np.int64) - a["zp_x"]
+    return RequantizeAttrs.from_attrs(a).clamp(q_multiply_shift(q, a["m0"], a["shift"]))[None]

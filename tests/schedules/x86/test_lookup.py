@@ -53,3 +53,27 @@ def test_only_targets_with_vbmi_get_the_rule():
     no_vbmi = dataclasses.replace(vbmi, tvm_target={**VNNI_TARGET, "mattr": ["+avx512vnni"]})
     assert X86_VBMI_LOOKUP in rules_for(vbmi)
     assert X86_VBMI_LOOKUP not in rules_for(avx2) and X86_VBMI_LOOKUP not in rules_for(no_vbmi)
+
+
+@pytest.mark.parametrize("x_dtype, out_dtype, m0, shift, zp_x, zp_y", [
+    ("uint8", "uint8", 1518500250, -1, 131, 7),  # a concat input's change of scale
+    ("uint8", "uint8", 2147483647, 0, 0, 0),  # near 1: every value kept
+    ("int8", "uint8", 1073741824, 1, -3, 128),  # a left shift, saturating
+    ("uint8", "int8", 1900000000, -1, 128, 3),
+])
+def test_requantize_table_equals_the_requantize_kernel(x_dtype, out_dtype, m0, shift, zp_x,
+                                                       zp_y):
+    """`numerics.lut.requantize_table` (what `plan_layout` looks up with VBMI instead of a
+    requantize kernel) holds the reference requantize of every input byte."""
+    from qcompiler.numerics.lut import requantize_table
+    from qcompiler.reference import requantize
+
+    lo, hi = np.iinfo(out_dtype).min, np.iinfo(out_dtype).max
+    attrs = {"zp_x": zp_x, "zp_y": zp_y, "m0": m0, "shift": shift, "lo": lo, "hi": hi,
+             "out_dtype": out_dtype}
+    x = np.arange(np.iinfo(x_dtype).min, np.iinfo(x_dtype).max + 1).astype(x_dtype)
+    table = requantize_table({**attrs, "fn": "requantize", "x_dtype": x_dtype})
+    assert table.shape == (1, 256) and table.dtype == np.dtype(out_dtype)
+    want = requantize(x.reshape(1, 1, 16, 16), attrs).reshape(-1)
+    np.testing.assert_array_equal(table[0], want)
+    assert len(np.unique(want)) > 50
