@@ -48,8 +48,9 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     `conv_side` "a" or "b" and `skip_dtype`): the conv's output added to a `skip` operand."""
     n, cb, h, w_, lanes = x_shape
     cout, cin, kh, kw = w_shape
-    # Grouped (`plan_layout.block_groups`): groups of whole blocks, `cin` channels each; output
-    # block ob reads the `cin / 16` input blocks of its group from block (ob // R) R on.
+    # Grouped (`weight_layout.block_groups`): groups of whole blocks, `cin` channels each;
+    # output block ob reads the `reach` = cin / 16 input blocks of its group, from block
+    # (ob // reach) reach on.
     reach = cin // lanes if attrs["groups"] > 1 else None
     assert (reach and cin % lanes == 0 and cb * lanes == attrs["groups"] * cin
             or cin == cb * lanes) and lanes % 4 == 0 and cout % BLOCK == 0, (x_shape, w_shape)
@@ -98,9 +99,8 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
     K 4 and J 4 where the blocks come in fours, K 2 and J 4 for a 1x1 conv of one input
     block; else K 2 where the blocks pair up and the width has a divisor from 4 to 7, J
     `register_columns` up to 7 (or 8); K 3 and J 4 for a 1x1 whose blocks come in threes;
-    else K 1 and J up to 15; R: 1; sampled tiles
-    when tuning), the reduction outside them, the epilogue on each block as soon as it is
-    complete."""
+    else K 1 and J up to 15; R: 1; sampled tiles when tuning), the reduction outside them,
+    the epilogue on each block as soon as it is complete."""
     block = sch.get_sblock("acc")
     b, ob, i, j, oi, rcb, rky, rkx, rcq, rci = sch.get_loops(block)
     width = int(sch.get(j).extent)
@@ -156,9 +156,8 @@ class BlockedConv(DotProduct):
 
     Accepts: uint8 activations blocked by 16 (or by 4 for a stem of fewer than 16 channels on
     an NCHW input), any batch and spatial size, weights channel-padded to (16k, 16m or 4m, kh,
-    kw) (`plan_layout` pads them; zero weights; grouped: (16k, 16m, kh, kw) per group of m
-    blocks), any kernel, strides and dilations (>= 1,
-    height and width apart), any padding; int8 weights (4-bit layers stay NCHW), int32 bias,
+    kw) (`plan_layout` pads them; zero weights; grouped: (16k, 16m, kh, kw), groups of m
+    blocks), any kernel, strides and dilations (>= 1, height and width apart), any padding; int8 weights (4-bit layers stay NCHW), int32 bias,
     any requantize shift, output per `out_dtype`; with attribute `add`, the conv's output
     added to a skip operand of either 8-bit dtype (`conv2d_compute`).
     """

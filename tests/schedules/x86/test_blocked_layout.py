@@ -255,14 +255,14 @@ def _residual_model(rng, cin=3, c=24):
     return make_model(nodes, {"x": ("N", cin, 16, 16)}, {"y": None, "r1": None}, inits)
 
 
-def _compile(model, tmp_path, rng, cin, **options):
+def _compile(model, tmp_path, rng, cin, target=None, **options):
     path = tmp_path / "c.npz"  # one calibration set for every build of the test
     if not path.exists():
         np.savez(path, x=rng.standard_normal((4, cin, 16, 16)).astype(np.float32))
     inputs = graph_inputs(model, 2)
     calib = load_calibration(path, inputs)
     return compile_model(model, calib, CompileConfig(batch=2, **options), progress=False,
-                         target=vnni_target()), inputs
+                         target=target or vnni_target()), inputs
 
 
 def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
@@ -392,13 +392,23 @@ def _se_model(rng, c=24):
     return make_model(nodes, {"x": ("N", 16, 16, 16)}, {"y": None}, inits)
 
 
-def test_tables_and_the_gate_stay_blocked(tmp_path, rng):
+@pytest.mark.parametrize("vbmi", [True, False], ids=["vbmi", "no-vbmi"])
+def test_tables_and_the_gate_stay_blocked(vbmi, tmp_path, rng):
     """Written-out activations (one table each) and an SE block's gate multiply run on the
     blocked tensors: one conversion in, one out, and the output equals the reference's and
-    the NCHW build's bit for bit."""
+    the NCHW build's bit for bit; the tables on `vpermi2b` with AVX-512 VBMI, else on the
+    portable lookup in parallel rows (VNNI without VBMI: Cascade Lake)."""
+    import dataclasses
+
     model = _se_model(rng)
-    compiled, inputs = _compile(model, tmp_path, rng, 16)
-    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False)
+    target = vnni_target() if vbmi else dataclasses.replace(
+        vnni_target(), tvm_target={**VNNI_TARGET, "mattr": ["+avx512vnni"]})
+    compiled, inputs = _compile(model, tmp_path, rng, 16, target=target)
+    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False, target=target)
+    tables = [f for f in compiled.quantized.functions.values()
+              if isinstance(f, tvm.tirx.PrimFunc) and str(f.attrs.get("qcompiler.op")) == "lut"]
+    assert len(tables) == 3
+    assert all(("vpermi2var" in f.script()) == vbmi for f in tables)
     kernels = _kernels(compiled.quantized)
     ops = [op for op, _ in kernels]
     assert ops.count("to_blocked") == 1 and ops.count("from_blocked") == 1, kernels
