@@ -318,7 +318,25 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
             frac = f"{100 * total_ops / total_t / peak:.1f}%" if peak else "n/a"
             print(f"  all conv/dense: {1e3 * total_t:.2f} ms, {total_ops / total_t / 1e9:.1f} "
                   f"GOPS, {frac} of peak")
+        print(f"\n{name}: every kernel by op at 1 thread (ms; layout conversions included)")
+        for op, (ms_op, calls) in sorted(op_times(compiled.quantized, per).items(),
+                                         key=lambda kv: -kv[1][0]):
+            print(f"  {op:16s} {ms_op:8.3f} ms in {calls} kernel(s)")
     return rows
+
+
+def op_times(quantized: tvm.IRModule, per: dict[str, float]) -> dict[str, tuple[float, int]]:
+    """op (`qcompiler.op`, "other" for kernels without one, e.g. a concat) -> (ms, kernels) of
+    `kernel_times`' medians (a kernel called twice counts once): where the time goes beyond
+    the convs."""
+    ops = {str(f.attrs["global_symbol"]): str(f.attrs.get("qcompiler.op", "other"))
+           for f in quantized.functions.values()
+           if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "global_symbol" in f.attrs}
+    out: dict[str, tuple[float, int]] = {}
+    for sym, s in per.items():
+        ms_op, calls = out.get(ops.get(sym, "other"), (0.0, 0))
+        out[ops.get(sym, "other")] = (ms_op + 1e3 * s, calls + 1)
+    return out
 
 
 def print_table(rows: list, runs: int, tuning: bool, nchw: bool) -> None:
