@@ -194,7 +194,10 @@ def test_regression_fixture_matches_reference(path, target):
     vectorized the row loop; dense_batch2_input_not_whole_vectors: a batch-2 dense layer whose
     packed input, vectorized across the batch, became an HVX table lookup LLVM rejected;
     resize_align_corners_to_one_pixel: a 1x1 map resized to 1x1 under align_corners, whose
-    (in - 1) / (out - 1) TVM divided by zero: `normalize.resize_align_corners_to_one`)."""
+    (in - 1) / (out - 1) TVM divided by zero: `normalize.resize_align_corners_to_one`;
+    depthwise_stride3_reads_two_phases: a 1x2 depthwise filter at width stride 3, whose taps
+    read 2 of the 3 column phases, which the x86 depthwise schedule took for stride 2's
+    deinterleave: a tensorize error, the layer left on its portable kernel)."""
     assert check_case(load_case(path), target=target) is None, path.name
 
 

@@ -225,8 +225,9 @@ def _schedule_phases(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None
     p = axes.get(3)
     if p is None:  # no loop where every tap reads one phase (dw % sw == 0, kw 1)
         return
-    if int(sch.get(p).extent) == 2 and 4 in axes \
-            and int(sch.get(axes[4]).extent) >= DEINTERLEAVE:
+    phases = int(sch.get(block).writes[0].source.shape[3])  # the stride: every phase
+    if phases == 2 and int(sch.get(p).extent) == 2 and 4 in axes \
+            and int(sch.get(axes[4]).extent) >= DEINTERLEAVE:  # (stride 3 may read 2 of 3)
         sch.reorder(p, axes[4])
         dtype = str(sch.get(block).writes[0].source.dtype)
         sch.tensorize(p, deinterleave_intrin(int(sch.get(axes[4]).extent), dtype))
