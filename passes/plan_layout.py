@@ -145,10 +145,12 @@ class _Planner:
                 func, list(call.args[1].fields))
 
     def _blocked_form(self, op: str, attrs: dict, func: tvm.tirx.PrimFunc, args: list,
-                      add: dict | None = None) -> tuple | None:
+                      add: dict | None = None, lut: tuple | None = None) -> tuple | None:
         """(PrimFunc, activation operands as (var, pad value, block), constant operands) of
         the kernel's blocked form, or None to keep it in NCHW. `add`: a conv's attributes
         for a fused add (`blocked.conv2d_compute`); only convs of one group take them.
+        `lut`: (attributes, table operand) of a one-row table that takes the conv's output
+        (`blocked.table_stage`), for any conv here.
 
         Accepts 4-D activations of any batch and spatial size, int8 weights (4-bit layers
         stay NCHW), and:
@@ -166,7 +168,7 @@ class _Planner:
           grouped with as many channels in as out per group, a divisor or multiple of 16
           (`weight_layout.block_groups`: RegNet's 8, ResNeXt's 4-32; not a stem), any
           kernel, strides, dilations and padding (height and width apart), fused with the add
-          that takes its output (groups 1 only). Others stay NCHW."""
+          that takes its output (groups 1 only) or the table. Others stay NCHW."""
         acts = [a for a in args if isinstance(a, relax.Var)]
         if not acts or any(len(a.ty.shape) != 4 for a in acts) or nibbles.is_nibbles(attrs):
             return None
@@ -230,12 +232,15 @@ class _Planner:
             if attrs["groups"] != 1:
                 return None
             battrs.update(add)
+        if lut is not None:
+            battrs.update(lut[0])
+        conv_op = "conv2d_add" if add else "conv2d_lut" if lut else "conv2d"
         try:
             if attrs["groups"] == 1:
                 wp = _padded_weights(w, c_out, c_in)
                 wk, fb = blocked.BLOCKED_VNNI.pack_operands(wp, _pad(bias, c_out), attrs)
-                kernel = blocked.BLOCKED_VNNI.build("conv2d_add" if add else "conv2d", x5,
-                                                    "uint8", wp.shape, battrs, shifts=shifts)
+                kernel = blocked.BLOCKED_VNNI.build(conv_op, x5, "uint8", wp.shape, battrs,
+                                                    shifts=shifts)
             elif attrs["groups"] == cin == cout and w.shape[1] == 1:
                 wp = _padded_weights(w, c_out, 1)
                 fb = folded_bias(wp, _pad(bias, c_out), attrs["zp_x"])
@@ -246,14 +251,14 @@ class _Planner:
                     is not None and c_in == c_out:
                 wg, battrs["groups"] = grouped
                 wk, fb = blocked.BLOCKED_VNNI.pack_operands(wg, _pad(bias, c_out), attrs)
-                kernel = blocked.BLOCKED_VNNI.build("conv2d", x5, "uint8", wg.shape, battrs,
+                kernel = blocked.BLOCKED_VNNI.build(conv_op, x5, "uint8", wg.shape, battrs,
                                                     shifts=shifts)
             else:
                 return None
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue
             return None
         consts = [relax.const(wk), relax.const(fb), *_channel_constants(args, c_out)]
-        return kernel, [(acts[0], attrs["zp_x"], block)], consts
+        return kernel, [(acts[0], attrs["zp_x"], block)], consts + ([lut[1]] if lut else [])
 
     def _binding(self, var: relax.Var, value: relax.Expr) -> None:
         kernel = self._kernel(value)
@@ -261,6 +266,8 @@ class _Planner:
             self.deferred[var] = value
             return
         if kernel is not None and kernel[0] == "add" and self._fuse_add(var, value, kernel):
+            return
+        if kernel is not None and kernel[0] == "lut" and self._fuse_lut(var, kernel):
             return
         for v in _vars(value) & self.deferred.keys():  # not fused after all: emitted here
             self._emit(v, self.deferred.pop(v))
@@ -276,22 +283,26 @@ class _Planner:
         env.update({gv: self._global(gv) for gv in _globals(value)})
         self.nchw[var] = self.bb.emit(substitute(value, env), var.name)  # names kept: reports
 
-    def _emit_blocked(self, var: relax.Var, value: relax.Call, add: tuple | None) -> bool:
+    def _emit_blocked(self, var: relax.Var, value: relax.Call, add: tuple | None,
+                      lut: tuple | None = None) -> bool:
         """Emit the blocked form of a kernel (with `add`: (its attributes, skip operand, pad),
-        the conv `value` fused with the add that binds `var`); False if it has none."""
+        the conv `value` fused with the add that binds `var`; with `lut`: (attributes, table),
+        fused with the table that binds `var`); False if it has none."""
         kernel = self._kernel(value)
+        fused = "_add" if add else "_lut" if lut else ""
         try:
-            form = self._blocked_form(*kernel, add[0] if add else None)
+            form = self._blocked_form(*kernel, add[0] if add else None, lut)
         except Exception as exc:  # noqa: BLE001 - a blocked form that raises: the layer in NCHW
-            tensor = add[0]["conv_tensor"] if add else var.name  # (then `apply_schedules`'s rules)
+            # (then `apply_schedules`'s rules)
+            tensor = (add or lut)[0]["conv_tensor"] if add or lut else var.name
             self.fallbacks.append(schedule_fallback(
                 tensor, kernel[0], str(kernel[2].attrs["global_symbol"]),
-                f"blocked_{kernel[0]}{'_add' if add else ''}", exc))
+                f"blocked_{kernel[0]}{fused}", exc))
             return False
         if form is None:
             return False
         func, acts, consts = form
-        name = f"{value.args[0].name_hint}{'_add' if add else ''}_nchw16c"
+        name = f"{value.args[0].name_hint}{fused}_nchw16c"
         gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
         operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
         if add:
@@ -320,20 +331,35 @@ class _Planner:
         self.channels[var.name] = _shape(var)[1]
         return True
 
-    # ---- a conv fused with the add that takes its output ----
+    # ---- a conv fused with the add or the table that takes its output ----
 
     def _defers(self, var: relax.Var, kernel: tuple) -> bool:
-        """A conv whose output only an add (of two tensors of one shape) reads: held back,
-        to be emitted with that add (`_fuse_add`)."""
+        """A conv whose output only an add (of two tensors of one shape; groups 1) or a
+        table of one row reads: held back, to be emitted with it (`_fuse_add`, `_fuse_lut`)."""
         op, attrs, _, args = kernel
         users = self.users.get(var, [])
-        if op != "conv2d" or attrs["groups"] != 1 or not isinstance(var, relax.DataflowVar) \
-                or len(users) != 1:
+        if op != "conv2d" or not isinstance(var, relax.DataflowVar) or len(users) != 1:
             return False
         user = self._kernel(users[0])
-        return user is not None and user[0] == "add" and len(user[3]) == 2 \
+        if user is not None and user[0] == "lut":
+            return int(user[2].params[1].shape[0]) == 1
+        return user is not None and user[0] == "add" and attrs["groups"] == 1 \
+            and len(user[3]) == 2 \
             and all(isinstance(a, relax.Var) and len(a.ty.shape) == 4 for a in user[3]) \
             and _shape(user[3][0]) == _shape(user[3][1]) and user[3][0] is not user[3][1]
+
+    def _fuse_lut(self, var: relax.Var, kernel: tuple) -> bool:
+        _, attrs, _, (conv, table) = kernel
+        if conv not in self.deferred:
+            return False
+        fused = {"lut": attrs, "conv_tensor": conv.name}
+        if self.vbmi:
+            fused["table_lookup"] = "vbmi"  # `blocked.table_stage`'s lookups by `x86.lookup`
+        if self._emit_blocked(var, self.deferred[conv], None, (fused, table)):
+            del self.deferred[conv]
+            self.channels[conv.name] = _shape(conv)[1]  # `Reference.run_all` gives it too
+            return True
+        return False
 
     def _fuse_add(self, var: relax.Var, value: relax.Call, kernel: tuple) -> bool:
         _, attrs, _, (a, b) = kernel

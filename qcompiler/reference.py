@@ -100,6 +100,13 @@ def conv2d_add(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
     return add(y, skip, a["add"]) if a["conv_side"] == "a" else add(skip, y, a["add"])
 
 
+def conv2d_lut(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndarray,
+               shift: np.ndarray, table: np.ndarray, a: dict) -> np.ndarray:
+    """A conv whose output goes only to a table of one row, fused by `plan_layout`: the conv
+    (its bytes, as the graph had them), then the table (attribute `lut`)."""
+    return lut(conv2d(x, w, bias, m0, shift, a), table, a["lut"])
+
+
 def requantize(x: np.ndarray, a: dict) -> np.ndarray:
     return _requant_one(x.astype(np.int64) - a["zp_x"], a)
 
@@ -232,7 +239,7 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "dequantize": dequantize, "lut": lut, "mul": mul, "reduce_mean": reduce_mean,
     "resize_nearest": resize_nearest, "resize_bilinear": resize_bilinear,
     "conv2d_transpose": conv2d_transpose, "to_blocked": to_blocked,
-    "from_blocked": from_blocked, "conv2d_add": conv2d_add,
+    "from_blocked": from_blocked, "conv2d_add": conv2d_add, "conv2d_lut": conv2d_lut,
 }
 # The activation operands of a blocked kernel (the rest are constants): `_blocked`.
 BLOCKED_ACTIVATIONS = {"add": (0, 1), "mul": (0, 1), "conv2d_add": (0, 5)}
@@ -309,11 +316,11 @@ class Reference:
         """Every tensor of `main_int`, by variable name (for per-layer error reports)."""
         env, value = self._walk(inputs)
         out = {v.name: x for v, x in env.items() if isinstance(x, np.ndarray)}
-        for b in bindings(self.mod["main_int"]):  # the convs fused with an add, too
+        for b in bindings(self.mod["main_int"]):  # the convs fused with an add or table, too
             prim = self.mod[b.value.args[0]] if op_name(b.value) == "relax.call_tir" \
                 else None
             if prim is not None and prim.attrs is not None \
-                    and str(prim.attrs.get("qcompiler.op", "")) == "conv2d_add":
+                    and str(prim.attrs.get("qcompiler.op", "")) in ("conv2d_add", "conv2d_lut"):
                 attrs = json.loads(str(prim.attrs["qcompiler.attrs"]))
                 args = [value(a) for a in b.value.args[1].fields[:5]]
                 out[attrs["conv_tensor"]] = kernel_for("conv2d", attrs)(*args, attrs)

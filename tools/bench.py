@@ -190,14 +190,14 @@ def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
 
 def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
     """kernel symbol -> (op, shape text, int8 ops per call) for conv2d and dense kernels (and
-    convs fused with an add, whose time includes the add's)."""
+    convs fused with an add or a table, whose time includes it)."""
     out = {}
     for b in bindings(quantized["main_int"]):
         if op_name(b.value) != "relax.call_tir":
             continue
         prim = quantized[b.value.args[0]]
         kind = str(prim.attrs["qcompiler.op"])
-        if kind not in ("conv2d", "conv2d_add", "dense"):  # (a fused add's time counts)
+        if kind not in ("conv2d", "conv2d_add", "conv2d_lut", "dense"):  # (fused: counted)
             continue
         args = b.value.args[1].fields
         if not is_const(args[1]):
@@ -211,7 +211,7 @@ def layer_ops(quantized: tvm.IRModule) -> dict[str, tuple[str, str, int]]:
             w_shape = (cout, 1 if attrs["groups"] > 1 else cin, *w_shape[2:])
         macs = int(np.prod(y)) * int(np.prod(w_shape[1:]))
         text = f"{tuple(x)} * {tuple(w_shape)} -> {tuple(y)}" \
-            + (" + add" if kind == "conv2d_add" else "")
+            + {"conv2d_add": " + add", "conv2d_lut": " + table"}.get(kind, "")
         out[str(prim.attrs["global_symbol"])] = (kind, text, 2 * macs)
     return out
 

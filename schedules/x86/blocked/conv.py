@@ -17,8 +17,10 @@ from qcompiler.schedules.x86.blocked.stages import (
     requantize,
     schedule_epilogue,
     schedule_pad,
+    table_stage,
 )
 from qcompiler.schedules.x86.dot import vpdpbusd_intrinsic
+from qcompiler.schedules.x86.lookup import lower_lookups
 from qcompiler.schedules.x86.requantize import COLUMNS, columns_apply, requantize_intrin
 from tvm import te, tirx
 
@@ -45,7 +47,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                    shifts: str = "any") -> list:
     """`x_shape`: the blocked input (by 16 channels, or by 4 for a stem); `w_shape`: the
     channel-padded (cout, cin, kh, kw). With attribute `add` (the add's attributes, with
-    `conv_side` "a" or "b" and `skip_dtype`): the conv's output added to a `skip` operand."""
+    `conv_side` "a" or "b" and `skip_dtype`): the conv's output added to a `skip` operand;
+    with attribute `lut`: a table applied to its output (`stages.table_stage`)."""
     n, cb, h, w_, lanes = x_shape
     cout, cin, kh, kw = w_shape
     # Grouped (`weight_layout.block_groups`): groups of whole blocks, `cin` channels each;
@@ -86,7 +89,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         name="acc")
     y = requantize(acc, params, attrs, shifts)
     if "add" not in attrs:
-        return [x, *params, y]
+        return [x, *params, *(table_stage(y, attrs) or [y])]
     # Fused residual add (`plan_layout`): the conv's bytes, then the add, in one loop nest.
     skip = te.placeholder(tuple(y.shape), attrs["skip_dtype"], name="skip")
     a, b = (y, skip) if attrs["conv_side"] == "a" else (skip, y)
@@ -182,9 +185,9 @@ class BlockedConv(DotProduct):
             trace.apply_to_schedule(sch, remove_postproc=False)
         schedule_pad(sch, attrs["padding"][1], x_shape[3])  # outside the trace: not tuned
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
-        # A fused add is not a tuning task (its workload has one more operand).
-        return with_attrs(sch.mod["main"], op, packed,
-                           self.name + ("_add" if "add" in attrs else ""))
+        # A fused add or table is not a tuning task (its workload has one more operand).
+        fused = "_add" if "add" in attrs else "_lut" if "lut" in attrs else ""
+        return with_attrs(lower_lookups(sch.mod["main"]), op, packed, self.name + fused)
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
                       ) -> tuple[np.ndarray, np.ndarray]:

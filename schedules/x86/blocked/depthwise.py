@@ -13,7 +13,9 @@ from qcompiler.schedules.x86.blocked.stages import (
     schedule_epilogue,
     schedule_plane_pad,
     shape_bytes,
+    table_stage,
 )
+from qcompiler.schedules.x86.lookup import lower_lookups
 from qcompiler.schedules.x86.requantize import columns_apply
 from tvm import te, tirx
 
@@ -71,14 +73,17 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                 * wt[ob, ry, rx // 4, oi, rx % 4].astype("int32"), axis=[ry, rx]),
             name="acc")
     y = requantize(acc, params, attrs, shifts)
-    sch = tvm.s_tir.Schedule(epilogue_func([x, *params, y], attrs, shifts))
+    sch = tvm.s_tir.Schedule(epilogue_func([x, *params, *(table_stage(y, attrs) or [y])],
+                                           attrs, shifts))
     chunk = chunk_rows(oh, sh, (kh - 1) * dh + 1) \
         if shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES else 0
     _schedule_depthwise(sch, window, ow, vbmi, chunk)
     if has_block(sch, "x_pad"):
         schedule_plane_pad(sch, attrs["padding"][1], w_)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
-    return with_attrs(sch.mod["main"], "conv2d", packed, "x86_blocked_depthwise")
+    return with_attrs(lower_lookups(sch.mod["main"]), "conv2d_lut" if "lut" in attrs
+                      else "conv2d", packed,
+                      "x86_blocked_depthwise")
 
 
 def chunk_rows(oh: int, stride: int, reach: int) -> int:

@@ -15,6 +15,7 @@ BLOCK = 16  # channels per block: the int32 lanes of one AVX-512 register
 STEM_BLOCK = 4
 LAYOUT = "NCHW16c"
 EPILOGUE_ATTR = "qcompiler.epilogue"  # a right-shift epilogue's zp_y, lo, hi, out_dtype
+LOOKUP_ATTR = "qcompiler.lookup"  # a table stage's [x_dtype, out_dtype] for `x86.lookup`
 # 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
 
 

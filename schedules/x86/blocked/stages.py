@@ -7,8 +7,10 @@ import json
 import numpy as np
 import tvm
 from qcompiler.schedules.dot_product import has_block
+from qcompiler.schedules.sblocks import map_blocks, with_body
 from qcompiler.schedules.x86.bias_init import bias_init
-from qcompiler.schedules.x86.blocked.layout import BLOCK, EPILOGUE_ATTR
+from qcompiler.schedules.x86.blocked.layout import BLOCK, EPILOGUE_ATTR, LOOKUP_ATTR
+from qcompiler.schedules.x86.lookup import fits, mark_lookup
 from qcompiler.schedules.x86.requantize import (
     COLUMNS,
     columns_apply,
@@ -16,8 +18,10 @@ from qcompiler.schedules.x86.requantize import (
     right_shift_epilogue,
 )
 from tvm import te, tirx
+from tvm.s_tir import SBlock
 
 from qcompiler import kernels
+from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs
 from qcompiler.numerics.shapes import ceil_div
 
@@ -65,11 +69,45 @@ def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Te
     return te.compute(tuple(acc.shape), body, name="requantize")
 
 
+def table_stage(y: te.Tensor, attrs: dict) -> list[te.Tensor]:
+    """With attribute `lut` (a one-row table's attributes, `numerics.lut.lut_attrs`; fused by
+    `plan_layout`): [the table operand, `table[0, y - qmin]`], the activation applied to the
+    conv's bytes while they are in registers (no pass of its own over memory); else []."""
+    if "lut" not in attrs:
+        return []
+    qmin, qmax = dtype_range(str(y.dtype))
+    table = te.placeholder((1, qmax - qmin + 1), attrs["lut"]["out_dtype"], name="table")
+    return [table, te.compute(tuple(y.shape), lambda *i: table[0, y[i].astype("int32") - qmin],
+                              name="lut")]
+
+
+def _table_reads(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """The table stage's block reading its index, then the whole table (TVM derives
+    [table[0, index], index]: the index is data), the reads `x86.lookup.lower_lookups`
+    expects."""
+    def explicit(block: SBlock) -> SBlock:
+        if block.name_hint != "lut":
+            return block
+        table, index = block.reads
+        whole = [tvm.ir.Range(0, d) for d in table.source.shape]
+        return with_body(block, block.body,
+                         [index, tvm.ir.TensorRegion(table.source, whole, table.ty)])
+
+    return map_blocks(func, explicit)
+
+
 def epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
     """The kernel's PrimFunc, its accumulators started at the bias (`bias_init`); a
     right-shift epilogue carries the attributes that name its intrinsic, so that a schedule
-    (or a tuning trace) can tensorize it."""
+    (or a tuning trace) can tensorize it, and a table stage that `x86.lookup` can take (with
+    attribute `table_lookup` "vbmi") its dtypes."""
     func = bias_init(te.create_prim_func(tensors), lambda at: at[1] * BLOCK + at[4])
+    if "lut" in attrs:
+        func = _table_reads(func)
+    if "lut" in attrs and attrs.get("table_lookup") == "vbmi" \
+            and fits(attrs["out_dtype"], attrs["lut"]["out_dtype"], (1, 256)):
+        func = func.with_attr(LOOKUP_ATTR, json.dumps([attrs["out_dtype"],
+                                                      attrs["lut"]["out_dtype"]]))
     if shifts != "right":
         return func
     return func.with_attr(EPILOGUE_ATTR, json.dumps(
@@ -95,9 +133,9 @@ def epilogue_attrs(sch: tvm.s_tir.Schedule) -> dict | None:
 def schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
     """The epilogue stages on the register block, right after its accumulators: tensorized
     with `x86.requantize` (right shifts; 4 columns at a time where they divide the block),
-    else vectorized; a fused add after them."""
+    else vectorized; a fused add after them, or a table (`table_stage`)."""
     epilogue = epilogue_attrs(sch)
-    names = [n for n in ("requantize", "add") if has_block(sch, n)]
+    names = [n for n in ("requantize", "add", "lut") if has_block(sch, n)]
     for name in names:  # all placed before any is tensorized (which replaces a block)
         sch.reverse_compute_at(sch.get_sblock(name), anchor, preserve_unit_loops=True)
     for name in names:
@@ -107,13 +145,28 @@ def schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None
         # A block of columns that does not divide the width (a tuning tile may) has a
         # predicate: its columns go one at a time.
         whole = int(sch.get(block).iter_vars[3].dom.extent) % cols == 0
-        if epilogue is None or name == "add":
+        if name == "lut":
+            schedule_table(sch, col if whole else lane, lane)
+        elif epilogue is None or name == "add":
             sch.vectorize(lane)
         elif columns_apply(epilogue, cols) and whole:
             _, four = sch.split(col, [None, COLUMNS])
             sch.tensorize(four, requantize_intrin(epilogue, COLUMNS))
         else:
             sch.tensorize(lane, requantize_intrin(epilogue))
+
+
+def schedule_table(sch: tvm.s_tir.Schedule, col: tvm.s_tir.LoopRV, lane: tvm.s_tir.LoopRV
+                   ) -> None:
+    """A table stage on a register block: with AVX-512 VBMI (`LOOKUP_ATTR`) the block's
+    columns of each channel block, contiguous bytes, looked up 64 at a time (`x86.lookup`,
+    after the schedule: `lower_lookups`); otherwise a gather of one byte at a time,
+    unrolled."""
+    attrs = sch.mod["main"].attrs
+    if not (attrs and LOOKUP_ATTR in attrs):
+        sch.unroll(lane)
+        return
+    mark_lookup(sch, col, *json.loads(str(attrs[LOOKUP_ATTR])))
 
 
 def schedule_plane_pad(sch: tvm.s_tir.Schedule, pl: int, w: int) -> None:

@@ -396,8 +396,9 @@ def _se_model(rng, c=24):
 def test_tables_and_the_gate_stay_blocked(vbmi, tmp_path, rng):
     """Written-out activations (one table each) and an SE block's gate multiply run on the
     blocked tensors: one conversion in, one out, and the output equals the reference's and
-    the NCHW build's bit for bit; the tables on `vpermi2b` with AVX-512 VBMI, else on the
-    portable lookup in parallel rows (VNNI without VBMI: Cascade Lake)."""
+    the NCHW build's bit for bit. Each table takes a conv's output (the 3x3, the depthwise,
+    the SE block's expanding 1x1), so it is applied in that conv's epilogue: on `vpermi2b`
+    with AVX-512 VBMI, else a byte gather (VNNI without VBMI: Cascade Lake)."""
     import dataclasses
 
     model = _se_model(rng)
@@ -405,16 +406,18 @@ def test_tables_and_the_gate_stay_blocked(vbmi, tmp_path, rng):
         vnni_target(), tvm_target={**VNNI_TARGET, "mattr": ["+avx512vnni"]})
     compiled, inputs = _compile(model, tmp_path, rng, 16, target=target)
     flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False, target=target)
-    tables = [f for f in compiled.quantized.functions.values()
-              if isinstance(f, tvm.tirx.PrimFunc) and str(f.attrs.get("qcompiler.op")) == "lut"]
-    assert len(tables) == 3
-    assert all(("vpermi2var" in f.script()) == vbmi for f in tables)
+    fused = [f for f in compiled.quantized.functions.values()
+             if isinstance(f, tvm.tirx.PrimFunc)
+             and str(f.attrs.get("qcompiler.op")) == "conv2d_lut"]
+    assert len(fused) == 3
+    assert all(("vpermi2var" in f.script()) == vbmi for f in fused)
+    assert sorted(json.loads(str(f.attrs["qcompiler.attrs"]))["lut"]["fn"] for f in fused) \
+        == ["elementwise", "elementwise", "sigmoid"]
     kernels = _kernels(compiled.quantized)
     ops = [op for op, _ in kernels]
     assert ops.count("to_blocked") == 1 and ops.count("from_blocked") == 1, kernels
     assert ops[0] == "to_blocked" and ops[-1] == "from_blocked", kernels
-    assert sorted(op for op, s in kernels if s == "x86_blocked" and op in ("lut", "mul")) \
-        == ["lut", "lut", "lut", "mul"], kernels
+    assert "lut" not in ops and ("mul", "x86_blocked") in kernels, kernels
     _equals_reference_and_nchw(compiled, flat, inputs, rng, 3)
 
 
@@ -657,3 +660,73 @@ def test_blocked_conv_fused_with_add_equals_reference(case, shifts, rng):
     np.testing.assert_array_equal(unblocked(got)[:, :cout], real)
     if add_case != 4:  # (the 64-bit case's result is too wide: it saturates)
         assert len(np.unique(real)) > 20  # the clamps do not hide the arithmetic
+
+
+# conv fused with the table that takes its output: (cin, cout, size, kernel, stride, groups)
+# with register blocks of 4 columns (whole 64-byte lookups), 7 (64 + 48 bytes), 13 (one block:
+# 3 x 64 + 16), a stem (RGB by 4), and depthwise convs of 14 and 7 columns.
+CONV_LUT_CASES = [
+    (32, 64, 16, 1, 1, 1),
+    (40, 48, 14, 3, 1, 1),
+    (64, 64, 13, 3, 1, 1),
+    (3, 32, 18, 3, 2, 1),
+    (48, 48, 14, 3, 1, 48),
+    (32, 32, 14, 5, 2, 32),
+]
+
+
+@pytest.mark.parametrize("case", CONV_LUT_CASES, ids=lambda c: "c{}o{}hw{}k{}s{}g{}".format(*c))
+@pytest.mark.parametrize("x_dtype, out_dtype", [("uint8", "uint8"), ("int8", "int8"),
+                                                ("uint8", "int8")])
+@pytest.mark.parametrize("lookup", ["vbmi", "gather"])
+def test_blocked_conv_fused_with_table_equals_reference(case, x_dtype, out_dtype, lookup, rng):
+    """The conv's bytes, then the table, in the conv's epilogue (`table_stage`): equal to the
+    blocked reference (padded channels included) and to the unfused reference's conv then
+    table; with VBMI the lookups are `vpermi2b` over whole and part-filled 64-byte runs."""
+    from qcompiler.numerics import lut
+    from qcompiler.numerics.qparams import QParams
+    from qcompiler.reference import lut as ref_lut
+
+    cin, cout, hw, k, s, groups = case
+    stem = cin < 16
+    block = blocked.STEM_BLOCK if stem else blocked.BLOCK
+    c_in, c_out = -(-cin // block) * block, blocked.padded_channels(cout)
+    depthwise = groups > 1
+    w, bias, m0, shift = _layer(rng, cout, 1 if depthwise else cin, k, c_out)
+    if depthwise:  # 9 or 25 taps: a larger multiplier spreads the outputs as widely
+        shift = np.full(c_out, -6, np.int32)
+    lo, hi = (-128, 127) if x_dtype == "int8" else (0, 255)
+    conv = {**_attrs(s, (k // 2,) * 4, 1, c_out if depthwise else 1, hi),
+            "zp_y": lo + 90, "lo": lo, "hi": hi, "out_dtype": x_dtype, "channels": [cin, cout]}
+    silu = {"steps": [{"op": "silu", "args": ["%0"]}]}
+    table_attrs = lut.lut_attrs("elementwise", [silu], 0, QParams(0.04, lo + 90, x_dtype),
+                                QParams(0.02, -100 if out_dtype == "int8" else 30, out_dtype))
+    attrs = {**conv, "lut": table_attrs, "conv_tensor": "c"}
+    if lookup == "vbmi":
+        attrs["table_lookup"] = "vbmi"
+    x4 = rng.integers(0, 256, (1, cin, hw, hw)).astype(np.uint8)
+    x = to_blocked(x4, {"block": block, "pad": 7})
+    if depthwise:
+        func = blocked.depthwise(x.shape, "uint8", w.shape, attrs, "right", True)
+        ops = [x, pack_depthwise(w, 16), folded_bias(w, bias, 121), m0, shift]
+    else:
+        wp = np.zeros((c_out, c_in, k, k), np.int8)
+        wp[:, :cin] = w
+        packed, fb = blocked.BLOCKED_VNNI.pack_operands(wp, bias, conv)
+        func = blocked.BLOCKED_VNNI.build("conv2d_lut", x.shape, "uint8", wp.shape, attrs,
+                                          shifts="right")
+        ops = [x, packed, fb]
+        ops += [m0, shift]
+    assert str(func.attrs["qcompiler.op"]) == "conv2d_lut"
+    assert ("vpermi2var" in func.script()) == (lookup == "vbmi")
+    ops.append(lut.tables(table_attrs))
+    fattrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+    want = kernel_for("conv2d_lut", fattrs)(*ops, fattrs)
+    np.testing.assert_array_equal(_run(func, ops, want.shape, want.dtype), want)
+    plain = {k: v for k, v in conv.items() if k != "layout"}
+    if depthwise:
+        plain["groups"] = cout
+    y = ref_conv2d(x4, w[:cout], bias[:cout], m0[:cout], shift[:cout], plain)
+    real = ref_lut(y, lut.tables(table_attrs), table_attrs)
+    np.testing.assert_array_equal(unblocked(want)[:, :cout], real)
+    assert len(np.unique(y)) > 100 and len(np.unique(real)) > 40  # every part of the table
