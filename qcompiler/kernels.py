@@ -111,28 +111,53 @@ def _requantize_channels(acc: te.Tensor, channel_axis: int, params: tuple, attrs
     return te.compute(acc.shape, body, name="requantize")
 
 
+def _flat(op: str, attrs: dict, shape: tuple, x_dtype: str, y_dtype: str,
+          element: Callable[[Any], Any]) -> tirx.PrimFunc:
+    """`y = element(x)` over a tensor walked flat, with no alignment asked of the float side
+    (4-byte elements): a caller's float buffer, however aligned, is read or written in
+    place by the library (`backend.c_source` stages no copy of it). The flat index's
+    unravelled form folds back to it when the buffers are flattened (one loop, vectorized)."""
+    from tvm.script import tirx as T
+
+    total = int(np.prod(shape, dtype=np.int64))
+    strides = [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
+    ax, ay = (4 if d == "float32" else 64 for d in (x_dtype, y_dtype))
+
+    def at(v: Any) -> tuple:
+        return tuple(v // s % d if k else v // s
+                     for k, (s, d) in enumerate(zip(strides, shape)))
+
+    @T.prim_func(s_tir=True)
+    def main(x: T.Buffer(shape, x_dtype, align=ax), y: T.Buffer(shape, y_dtype, align=ay)
+             ) -> None:
+        T.func_attr({"tirx.noalias": True})
+        for i in range(total):
+            with T.sblock(op):
+                v = T.axis.spatial(total, i)
+                y[at(v)] = element(x[at(v)])
+
+    return main.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs)})
+
+
 def quantize(shape: tuple, scale: float, zp: int, dtype: str, lo: int, hi: int) -> tirx.PrimFunc:
     """ONNX QuantizeLinear: `clamp(round_half_to_even(x / s) + zp)` in float32."""
-    x = te.placeholder(shape, "float32", name="x")
     s = tirx.const(scale, "float32")
 
-    def body(*i: Any) -> Any:
+    def element(x: Any) -> Any:
         # Clamp in float first so the cast to int32 is defined for any finite input.
-        r = tvm.te.min(tvm.te.max(tirx.nearbyint(x[i] / s), tirx.const(-2.0**30, "float32")),
+        r = tvm.te.min(tvm.te.max(tirx.nearbyint(x / s), tirx.const(-2.0**30, "float32")),
                        tirx.const(2.0**30, "float32")).astype("int32")
         return clamp_cast(r, zp, lo, hi, dtype)
 
-    y = te.compute(shape, body, name="quantize")
     attrs = {"scale": scale, "zero_point": zp, "dtype": dtype, "lo": lo, "hi": hi}
-    return _prim_func("quantize", attrs, [x, y])
+    return _flat("quantize", attrs, shape, "float32", dtype, element)
 
 
 def dequantize(shape: tuple, dtype: str, scale: float, zp: int) -> tirx.PrimFunc:
     """ONNX DequantizeLinear: `float32(q - zp) * s`."""
-    q = te.placeholder(shape, dtype, name="q")
-    y = te.compute(shape, lambda *i: (q[i].astype("int32") - zp).astype("float32")
-                   * tirx.const(scale, "float32"), name="dequantize")
-    return _prim_func("dequantize", {"scale": scale, "zero_point": zp}, [q, y])
+    return _flat("dequantize", {"scale": scale, "zero_point": zp}, shape, dtype, "float32",
+                 lambda q: (q.astype("int32") - zp).astype("float32")
+                 * tirx.const(scale, "float32"))
 
 
 def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:

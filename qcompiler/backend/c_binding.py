@@ -29,10 +29,12 @@ class CLibrary:
         self.inputs, self.outputs = meta["inputs"], meta["outputs"]
         self._lib = ctypes.CDLL(str(folder / sa["shared"]))
         name = sa["name"]
-        self._run = getattr(self._lib, f"{name}_run_v")
-        self._run.restype = ctypes.c_int
-        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                              ctypes.POINTER(_Threads)]
+        self._run, self._run_float = (getattr(self._lib, f"{name}_{e}")
+                                      for e in ("run_v", "run_float_v"))
+        for f in (self._run, self._run_float):
+            f.restype = ctypes.c_int
+            f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                          ctypes.POINTER(_Threads)]
         self._error = getattr(self._lib, f"{name}_last_error")
         self._error.restype, self._error.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
         size = getattr(self._lib, f"{name}_workspace_size")
@@ -47,17 +49,33 @@ class CLibrary:
 
     def run_int(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Quantized inputs (the manifest's dtype and shape) -> quantized outputs."""
+        self._call(self._run, inputs, None, self._out_ptrs)
+        return [o.copy() for o in self._out]
+
+    def run(self, *inputs: np.ndarray, out: list[np.ndarray] | None = None
+            ) -> list[np.ndarray]:
+        """Float inputs -> float outputs (`NAME_run_float_v`), written into `out` if given
+        (float32 arrays of the outputs' shapes, at any address, as a caller's buffers)."""
+        out = [np.empty(o["shape"], np.float32) for o in self.outputs] if out is None else out
+        self._call(self._run_float, inputs, "float32",
+                   (ctypes.c_void_p * len(out))(*[o.ctypes.data for o in out]))
+        return out
+
+    def _call(self, entry: object, inputs: tuple, dtype: str | None, out_ptrs: object
+              ) -> None:
+        """The inputs passed where they are (contiguous arrays are not copied: a test can
+        hand in a buffer at any address)."""
         if len(inputs) != len(self.inputs):
             raise QCompileError(f"expected {len(self.inputs)} input(s), got {len(inputs)}")
         arrays = [np.ascontiguousarray(a) for a in inputs]
         for a, spec in zip(arrays, self.inputs):
-            if a.dtype != spec["dtype"] or list(a.shape) != spec["shape"]:
-                raise QCompileError(f"input {spec['name']}: expected {spec['dtype']} "
+            want = dtype or spec["dtype"]
+            if a.dtype != want or list(a.shape) != spec["shape"]:
+                raise QCompileError(f"input {spec['name']}: expected {want} "
                                     f"{spec['shape']}, got {a.dtype} {list(a.shape)}")
         ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
-        rc = self._run(ptrs, self._out_ptrs, self._ws.ctypes.data, self._bytes,
-                       ctypes.byref(self._threads))
+        rc = entry(ptrs, out_ptrs, self._ws.ctypes.data, self._bytes,
+                   ctypes.byref(self._threads))
         if rc:
             raise QCompileError(f"C library error {rc}: "
                                 f"{self._error(self._ws.ctypes.data).decode()}")
-        return [o.copy() for o in self._out]

@@ -143,14 +143,14 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
                 f"    if (qc_call(__tvm_ffi_{kernel}, t, {len(args)})) return {code}; }}")
 
     sig = "(uint8_t *ws, const void *const *in, void *const *out)"
-    # The float entry's float buffers (aligned copies of the caller's) are in use only before
-    # and after the network, when the arena is free: they take its first bytes, the boundary
-    # kernels' scratch follows them. The integer entry's aligned copies of the caller's
-    # buffers and the float entry's quantized in- and outputs (never both) follow the arena.
+    # The float entry reads and writes the caller's float buffers in place (the quantize and
+    # dequantize kernels ask no alignment of them: `kernels._flat`); the boundary kernels'
+    # scratch, in use only before and after the network, takes the arena's first bytes. The
+    # integer entry's aligned copies of the caller's buffers and the float entry's quantized
+    # in- and outputs (never both) follow the arena.
     f_in = [a for _, a, _ in boundary if a.kind == "input"]
     f_out = [b for _, _, b in boundary if b.kind == "output"]
-    f_bytes = align(max(sum(align(t.nbytes) for t in ts) for ts in (f_in, f_out)))
-    arena = align(max(p.act_bytes, f_bytes + p.boundary_scratch))
+    arena = align(max(p.act_bytes, p.boundary_scratch))
     body: list[str] = []
     unpack(p.inputs, p.outputs, None, body)
     end = stage([*p.inputs, *p.outputs], arena, body)
@@ -165,8 +165,8 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
     # Float entry: quantize after the arena, run, dequantize.
     fbody: list[str] = []
     unpack(f_in, f_out, "float", fbody)
-    stage(f_in, 0, fbody)
-    stage(f_out, 0, fbody)
+    for t in (*f_in, *f_out):
+        fbody.append(f"  {'const ' if t.kind == 'input' else ''}float *{t.name}_a = {t.name};")
     offset = arena
     qnames = {}
     for k, a, b in boundary:
@@ -177,7 +177,7 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
                 offset += align(t.nbytes)
     offset = max(offset, end)
     codes = iter(range(len(p.calls) + 1, len(p.calls) + 1 + len(boundary)))
-    work = Tensor("boundary", (p.boundary_scratch,), "uint8", "scratch", offset=f_bytes)
+    work = Tensor("boundary", (p.boundary_scratch,), "uint8", "scratch", offset=0)
     fbody += [call(k, [a, b], next(codes), work) for k, a, b in boundary if a.kind == "input"]
     ins = ", ".join(f"ws + {t.offset}" for _, a, t in boundary if a.kind == "input")
     outs = ", ".join(f"ws + {a.offset}" for _, a, b in boundary if b.kind == "output")
@@ -185,7 +185,6 @@ def generate_c(p: Plan, boundary: list[tuple[str, Tensor, Tensor]], prefix: str
               "  int rc = qc_int(ws, q_in, q_out);", "  if (rc) return rc;"]
     fbody += [call(k, [a, b], next(codes), work) for k, a, b in boundary
               if b.kind == "output"]
-    unstage(f_out, fbody)
     out.append(f"static int qc_float{sig} {{\n" + "\n".join(fbody) + "\n  return 0;\n}")
     out.append("static int qc_body(uint8_t *ws, const void *const *in, void *const *out, "
                "int float_io) {\n  return float_io ? qc_float(ws, in, out) : "

@@ -188,3 +188,37 @@ def test_c_library_in_process_matches_the_reference(x86_three, threads, rng):
             np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
         with pytest.raises(QCompileError, match=r"^input .*: expected uint8"):
             lib.run_int(q.astype(np.float32))
+
+
+def test_float_entry_reads_and_writes_the_callers_buffers_at_any_address(tmp_path, rng):
+    """The float entry quantizes the caller's float input where it is and dequantizes into
+    the caller's output (no aligned copy in the workspace): buffers 4 bytes off any 64-byte
+    boundary give the bits of aligned ones and of the TVM module, and the workspace of a
+    graph whose float input is larger than all its activations is smaller than that input."""
+    from qcompiler.api import compile_to_dir
+    from qcompiler.backend.c_binding import CLibrary
+
+    w = (rng.standard_normal((8, 3, 4, 4)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[4, 4])]
+    model = save_model(make_model(nodes, {"x": (1, 3, 64, 64)}, {"y": None}, {"w": w}),
+                       tmp_path, "shrink.onnx")
+    calib = save_calib({"x": rng.standard_normal((4, 3, 64, 64)).astype(np.float32)},
+                       tmp_path, "shrink.npz")
+    result = compile_to_dir(model, calib, tmp_path / "out")
+    tvm_model = result[0]
+    lib = CLibrary(tmp_path / "out")
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    assert lib._bytes < x.nbytes  # no float copy of the input in the workspace
+    want = tvm_model.run(x)[0]
+
+    def off_aligned(shape: tuple) -> np.ndarray:
+        raw = np.zeros(int(np.prod(shape)) * 4 + 128, np.uint8)
+        start = -raw.ctypes.data % 64 + 4
+        return raw[start:start + int(np.prod(shape)) * 4].view(np.float32).reshape(shape)
+
+    xu, yu = off_aligned(x.shape), off_aligned(want.shape)
+    xu[...] = x
+    assert xu.ctypes.data % 64 == 4 and yu.ctypes.data % 64 == 4
+    np.testing.assert_array_equal(lib.run(x)[0], want)
+    np.testing.assert_array_equal(lib.run(xu, out=[yu])[0], want)
+    assert len(np.unique(want)) > 50
