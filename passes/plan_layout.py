@@ -8,8 +8,8 @@ channel shuffle's transpose, a concat of channels that do not fill whole blocks)
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
 conv or max pool, when it has at least 16 input channels. A conv with fewer channels on an
 NCHW tensor (an RGB stem) reads it blocked by 4 (`blocked.STEM_BLOCK`: 3 channels padded to
-4, not 16) and writes NCHW16c like the others. Each tensor is converted at most once in each
-direction.
+4, not 16), the conv's spatial padding added by that conversion, and writes NCHW16c like the
+others. Each tensor is converted at most once in each direction.
 
 Runs on the quantized graph before `apply_schedules`, which then schedules the kernels left
 in NCHW as before. The blocked kernels' constants are the layer's, channel-padded (see
@@ -114,18 +114,23 @@ class _Planner:
             self.nchw[var] = self.bb.emit(relax.call_tir(gv, [x], var.ty), f"{var.name}_nchw")
         return self.nchw[var]
 
-    def as_blocked(self, var: relax.Var, pad: int, block: int = blocked.BLOCK) -> relax.Expr:
-        cache = self.blocked if block == blocked.BLOCK else self.stem_inputs
-        if var not in cache:
+    def as_blocked(self, var: relax.Var, pad: int, block: int = blocked.BLOCK,
+                   spatial: tuple = (0, 0, 0, 0)) -> relax.Expr:
+        """`var` in NCHW16c (or, for a stem, NCHW4c with its conv's `spatial` padding)."""
+        cache, key = (self.blocked, var) if block == blocked.BLOCK \
+            else (self.stem_inputs, (var, spatial))
+        if key not in cache:
             x = self.as_nchw(var)
             shape = tuple(int(d) for d in var.ty.shape)
             dtype = str(var.ty.dtype)
-            gv = self._converter(("to_blocked", shape, dtype, pad, block),
-                                 lambda: blocked.to_blocked(shape, dtype, pad, block))
-            cache[var] = self.bb.emit(relax.call_tir(
-                gv, [x], relax.TensorType(blocked.blocked_shape(shape, block), dtype)),
+            gv = self._converter(("to_blocked", shape, dtype, pad, block, spatial),
+                                 lambda: blocked.to_blocked(shape, dtype, pad, block, spatial))
+            n, cb, h, w, lanes = blocked.blocked_shape(shape, block)
+            pt, pl, pb, pr = spatial
+            cache[key] = self.bb.emit(relax.call_tir(
+                gv, [x], relax.TensorType((n, cb, h + pt + pb, w + pl + pr, lanes), dtype)),
                 f"{var.name}_nchw{block}c")
-        return cache[var]
+        return cache[key]
 
     def _global(self, gv: relax.GlobalVar) -> relax.GlobalVar:
         if gv not in self.gmap:
@@ -226,6 +231,13 @@ class _Planner:
         shifts = shift_kind(const_array(args[4]))
         block = blocked.STEM_BLOCK if stem else blocked.BLOCK
         x5 = blocked.blocked_shape(shapes[0], block)
+        # A stem's conversion adds its padding (no padded copy of the input in the conv: the
+        # largest scratch of a graph whose first conv runs at full resolution).
+        spatial = tuple(attrs["padding"]) if stem else (0, 0, 0, 0)
+        if stem:
+            pt, pl, pb, pr = spatial
+            x5 = (x5[0], x5[1], x5[2] + pt + pb, x5[3] + pl + pr, x5[4])
+            battrs["padding"] = [0, 0, 0, 0]
         c_in, c_out = x5[1] * block, blocked.padded_channels(cout)
         battrs.update(channels=[cin, cout])  # the layer's own (for reports: padding is not work)
         if add is not None:
@@ -258,7 +270,8 @@ class _Planner:
         except OverflowError:  # the folded bias does not fit: the portable int64 epilogue
             return None
         consts = [relax.const(wk), relax.const(fb), *_channel_constants(args, c_out)]
-        return kernel, [(acts[0], attrs["zp_x"], block)], consts + ([lut[1]] if lut else [])
+        return kernel, [(acts[0], attrs["zp_x"], block, spatial)], \
+            consts + ([lut[1]] if lut else [])
 
     def _binding(self, var: relax.Var, value: relax.Expr) -> None:
         kernel = self._kernel(value)
@@ -304,7 +317,7 @@ class _Planner:
         func, acts, consts = form
         name = f"{value.args[0].name_hint}{fused}_nchw16c"
         gv = self.bb.add_func(func.with_attr("global_symbol", name), name)
-        operands = [self.as_blocked(a, pad, block) for a, pad, block in acts] + consts
+        operands = [self.as_blocked(*act) for act in acts] + consts
         if add:
             operands.append(self.as_blocked(add[1], add[2]))
         shape = tuple(int(d) for d in var.ty.shape)

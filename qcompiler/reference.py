@@ -193,12 +193,15 @@ def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndar
 
 
 def to_blocked(x: np.ndarray, a: dict) -> np.ndarray:
-    """NCHW -> NCHW16c (`schedules.blocked`), the padded channels filled with `pad`."""
+    """NCHW -> NCHW16c (`schedules.blocked`), the padded channels (and with `spatial`, the
+    border (top, left, bottom, right)) filled with `pad`."""
     n, c, h, w = x.shape
     lanes = a["block"]
     cb = -(-c // lanes)
-    full = np.full((n, cb * lanes, h, w), a["pad"], x.dtype)
-    full[:, :c] = x
+    pt, pl, pb, pr = a.get("spatial", (0, 0, 0, 0))
+    full = np.full((n, cb * lanes, h + pt + pb, w + pl + pr), a["pad"], x.dtype)
+    full[:, :c, pt:pt + h, pl:pl + w] = x
+    h, w = full.shape[2:]
     return np.ascontiguousarray(full.reshape(n, cb, lanes, h, w).transpose(0, 1, 3, 4, 2))
 
 

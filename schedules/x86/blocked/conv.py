@@ -13,6 +13,7 @@ from qcompiler.schedules.x86.blocked.layout import BLOCK, with_attrs
 from qcompiler.schedules.x86.blocked.stages import (
     epilogue_attrs,
     epilogue_func,
+    pad_by_task,
     padded_input,
     requantize,
     schedule_epilogue,
@@ -140,7 +141,9 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
     obo, obi = split_tile(sch, ob, chans, tunable, 4)
     io, ii = split_tile(sch, i, 1, tunable, 4)
     sch.reorder(b, obo, io, jo, rcb, rky, rkx, rcq, obi, ii, ji, oi, rci)
-    sch.parallel(sch.fuse(b, obo, io))
+    task = sch.fuse(b, obo, io)
+    pad_by_task(sch, task, int(sch.get(rcb).extent))
+    sch.parallel(task)
     schedule_epilogue(sch, jo)
     sch.decompose_reduction(block, rcb)
     for loop in (ji, ii, obi):

@@ -6,6 +6,7 @@ import tvm
 from qcompiler.schedules.dot_product import has_block
 from qcompiler.schedules.x86.blocked.layout import BLOCK, with_attrs
 from qcompiler.schedules.x86.blocked.stages import (
+    CHUNKED_PLANE_BYTES,
     epilogue_attrs,
     epilogue_func,
     padded_input,
@@ -22,12 +23,12 @@ from tvm import te, tirx
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 
 DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
-# A depthwise conv over a padded plane larger than this pads its input a chunk of output rows
-# at a time, in L1: the chunk's input rows up to `CHUNK_INPUT_ROWS` (measured on MobileNetV2's
-# layers against the whole plane: stride 1 at 112 and 56 wide, 8 output rows, 17-19% faster;
-# stride 2, 4 output rows, 7-9% faster than one output row at a time, which had gained 25-30%
-# over the whole plane; planes of 28 and 14, in L1 whole, gain nothing).
-CHUNKED_PLANE_BYTES = 32 * 1024
+# A depthwise conv over a padded plane larger than `CHUNKED_PLANE_BYTES` pads its input a
+# chunk of output rows at a time, in L1: the chunk's input rows up to `CHUNK_INPUT_ROWS`
+# (measured on MobileNetV2's layers against the whole plane: stride 1 at 112 and 56 wide, 8
+# output rows, 17-19% faster; stride 2, 4 output rows, 7-9% faster than one output row at a
+# time, which had gained 25-30% over the whole plane; planes of 28 and 14, in L1 whole, gain
+# nothing).
 CHUNK_INPUT_ROWS = 10
 
 

@@ -35,20 +35,28 @@ def with_attrs(func: tirx.PrimFunc, op: str, attrs: dict, schedule: str) -> tirx
                            "qcompiler.schedule": schedule})
 
 
-def to_blocked(shape: tuple, dtype: str, pad: int, block: int = BLOCK) -> tirx.PrimFunc:
+def to_blocked(shape: tuple, dtype: str, pad: int, block: int = BLOCK,
+               spatial: tuple = (0, 0, 0, 0)) -> tirx.PrimFunc:
     """NCHW -> NCHW16c (or NCHW4c), the padded channels filled with `pad` (the tensor's zero
-    point)."""
+    point); with `spatial` (top, left, bottom, right) also the border a conv's padding adds,
+    filled alike (a stem's input: its conv then pads nothing, `plan_layout`)."""
     n, c, h, w = shape
+    pt, pl, pb, pr = spatial
     x = te.placeholder(shape, dtype, name="x")
-    y = te.compute(blocked_shape(shape, block), lambda b, cb, i, j, ci: tirx.if_then_else(
-        cb * block + ci < c, x[b, tirx.min(cb * block + ci, c - 1), i, j],
-        tirx.const(pad, dtype)), name="to_blocked")
+    n, cb, _, _, lanes = blocked_shape(shape, block)
+    y = te.compute((n, cb, h + pt + pb, w + pl + pr, lanes), lambda b, k, i, j, ci:
+                   tirx.if_then_else(
+                       tirx.all(k * block + ci < c, i >= pt, i < h + pt, j >= pl, j < w + pl),
+                       x[b, tirx.min(k * block + ci, c - 1), tirx.max(tirx.min(i - pt, h - 1), 0),
+                         tirx.max(tirx.min(j - pl, w - 1), 0)], tirx.const(pad, dtype)),
+                   name="to_blocked")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
-    b, cb, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
-    sch.parallel(sch.fuse(b, cb, i))
+    b, k, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
+    sch.parallel(sch.fuse(b, k, i))
     sch.unroll(ci)
-    return with_attrs(sch.mod["main"], "to_blocked", {"channels": c, "block": block, "pad": pad},
-                       "blocked")
+    attrs = {"channels": c, "block": block, "pad": pad, **({"spatial": list(spatial)}
+                                                           if any(spatial) else {})}
+    return with_attrs(sch.mod["main"], "to_blocked", attrs, "blocked")
 
 
 def from_blocked(shape: tuple, dtype: str) -> tirx.PrimFunc:

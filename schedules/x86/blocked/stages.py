@@ -26,6 +26,11 @@ from qcompiler.numerics.requantize import RequantizeAttrs
 from qcompiler.numerics.shapes import ceil_div
 
 
+# A conv or depthwise conv over a padded plane (one channel block) larger than this pads its
+# input a few rows at a time (`pad_by_task`, `blocked.depthwise`).
+CHUNKED_PLANE_BYTES = 32 * 1024
+
+
 def shape_bytes(t: te.Tensor) -> int:
     return int(np.prod([int(d) for d in t.shape])) * tvm.DataType(t.dtype).bits // 8
 
@@ -116,12 +121,28 @@ def epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
 
 def schedule_pad(sch: tvm.s_tir.Schedule, pl: int, w: int) -> None:
     """The padded copy (of an input `w` wide, `pl` columns of left padding) in parallel over
-    (batch, channel block), row by row (`schedule_plane_pad`)."""
+    (batch, channel block), row by row (`schedule_plane_pad`); if the conv's schedule has put
+    it in its own parallel loop (`pad_by_task`), only row by row."""
     if not has_block(sch, "x_pad"):
         return
     loops = sch.get_loops(sch.get_sblock("x_pad"))
-    sch.parallel(sch.fuse(*loops[:2]))
+    if sch.get(loops[0]).kind != tirx.ForKind.PARALLEL:  # at the root
+        sch.parallel(sch.fuse(*loops[:2]))
     schedule_plane_pad(sch, pl, w)
+
+
+def pad_by_task(sch: tvm.s_tir.Schedule, task: tvm.s_tir.LoopRV, reach: int) -> None:
+    """A conv whose output blocks each read `reach` of the input's blocks (a grouped conv)
+    on a padded plane beyond `CHUNKED_PLANE_BYTES`: each parallel `task` pads the rows and
+    blocks it reads, which costs little and keeps the whole padded copy out of the workspace
+    (RegNet's first stage: 624 KiB, the graph's peak). Before any tensorize (which hides the
+    conv's reads from `compute_at`)."""
+    if not has_block(sch, "x_pad"):
+        return
+    pad = sch.get_sblock("x_pad")
+    shape = [int(d) for d in sch.get(pad).writes[0].source.shape]
+    if reach < shape[1] and shape[2] * shape[3] * shape[4] > CHUNKED_PLANE_BYTES:
+        sch.compute_at(pad, task, preserve_unit_loops=True)
 
 
 def epilogue_attrs(sch: tvm.s_tir.Schedule) -> dict | None:

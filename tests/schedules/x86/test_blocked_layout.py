@@ -255,10 +255,10 @@ def _residual_model(rng, cin=3, c=24):
     return make_model(nodes, {"x": ("N", cin, 16, 16)}, {"y": None, "r1": None}, inits)
 
 
-def _compile(model, tmp_path, rng, cin, target=None, **options):
+def _compile(model, tmp_path, rng, cin, target=None, size=16, **options):
     path = tmp_path / "c.npz"  # one calibration set for every build of the test
     if not path.exists():
-        np.savez(path, x=rng.standard_normal((4, cin, 16, 16)).astype(np.float32))
+        np.savez(path, x=rng.standard_normal((4, cin, size, size)).astype(np.float32))
     inputs = graph_inputs(model, 2)
     calib = load_calibration(path, inputs)
     return compile_model(model, calib, CompileConfig(batch=2, **options), progress=False,
@@ -278,7 +278,8 @@ def _kernels(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 
 def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path, rng):
-    """One conversion in (the RGB input, blocked by 4 for the stem); every conv, depthwise,
+    """One conversion in (the RGB input, blocked by 4 for the stem, with the stem conv's
+    padding: that conv makes no padded copy of its input); every conv, depthwise,
     add, max pool and the global average pool blocked, the 1x1 conv fused with the add it
     feeds; one conversion out for each tensor that leaves (the pool's 1x1 output, which the
     Gemm reads flat, and the graph's second output). The outputs equal the reference and the
@@ -293,7 +294,12 @@ def test_layout_changes_only_at_the_region_edges_and_every_bit_is_kept(tmp_path,
     stem_in = next(f for f in compiled.quantized.functions.values()
                    if isinstance(f, tvm.tirx.PrimFunc)
                    and str(f.attrs.get("qcompiler.op", "")) == "to_blocked")
-    assert json.loads(str(stem_in.attrs["qcompiler.attrs"]))["block"] == blocked.STEM_BLOCK
+    stem_attrs = json.loads(str(stem_in.attrs["qcompiler.attrs"]))
+    assert stem_attrs["block"] == blocked.STEM_BLOCK and stem_attrs["spatial"] == [1, 1, 1, 1]
+    stem_conv = next(f for f in compiled.quantized.functions.values()
+                     if isinstance(f, tvm.tirx.PrimFunc) and "qcompiler.attrs" in f.attrs
+                     and json.loads(str(f.attrs["qcompiler.attrs"])).get("channels") == [3, 24])
+    assert "x_pad" not in stem_conv.script()
     blocked_ops = [(op, s) for op, s in kernels if s.startswith("x86_") and "blocked" in s]
     assert sorted(op for op, _ in blocked_ops) == ["conv2d", "conv2d", "conv2d", "conv2d_add",
                                                    "max_pool2d", "max_pool2d",
@@ -421,17 +427,20 @@ def test_tables_and_the_gate_stay_blocked(vbmi, tmp_path, rng):
     _equals_reference_and_nchw(compiled, flat, inputs, rng, 3)
 
 
-@pytest.mark.parametrize("width, channels, k, stride", [
-    (8, 104, 3, 1),  # RegNet-Y: 13 groups of 8 (7 blocks, the last half padding)
-    (4, 32, 3, 2),  # ResNeXt's narrowest groups, stride 2
-    (16, 48, 1, 1),  # one block per group
-    (32, 64, 3, 1),  # two blocks per group
-    (24, 48, 3, 1),  # groups across blocks: stays NCHW
+@pytest.mark.parametrize("width, channels, k, stride, size", [
+    (8, 104, 3, 1, 16),  # RegNet-Y: 13 groups of 8 (7 blocks, the last half padding)
+    (4, 32, 3, 2, 16),  # ResNeXt's narrowest groups, stride 2
+    (16, 48, 1, 1, 16),  # one block per group
+    (32, 64, 3, 1, 16),  # two blocks per group
+    (24, 48, 3, 1, 16),  # groups across blocks: stays NCHW
+    (8, 48, 3, 2, 48),  # a plane beyond CHUNKED_PLANE_BYTES: each task pads its rows
+    (16, 32, 3, 1, 48),
 ])
-def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, tmp_path, rng):
+def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, size, tmp_path, rng):
     """A grouped conv (as many channels in as out per group) between two 1x1 convs runs on
     the blocked layout where its groups tile the 16-channel blocks, bit-exact against the
-    reference and the NCHW build; other group widths keep their NCHW kernel."""
+    reference and the NCHW build; other group widths keep their NCHW kernel. On a large
+    plane the padded input is made a few rows at a time by each parallel task."""
     def w(*shape):
         return (rng.standard_normal(shape) * 0.3).astype(np.float32)
 
@@ -445,10 +454,17 @@ def test_grouped_conv_runs_on_whole_blocks(width, channels, k, stride, tmp_path,
     ]
     inits = {"w0": w(channels, 16, 1, 1), "b0": w(channels), "wg": w(channels, width, k, k),
              "bg": w(channels), "w1": w(24, channels, 1, 1), "b1": w(24)}
-    model = make_model(nodes, {"x": ("N", 16, 16, 16)}, {"y": None}, inits)
-    compiled, inputs = _compile(model, tmp_path, rng, 16)
-    flat, _ = _compile(model, tmp_path, rng, 16, blocked_layout=False)
+    model = make_model(nodes, {"x": ("N", 16, size, size)}, {"y": None}, inits)
+    compiled, inputs = _compile(model, tmp_path, rng, 16, size=size)
+    flat, _ = _compile(model, tmp_path, rng, 16, size=size, blocked_layout=False)
     ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
+    grouped = [f for f in compiled.quantized.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+               and str(f.attrs.get("qcompiler.schedule", "")) == "x86_vnni_blocked"
+               and json.loads(str(f.attrs["qcompiler.attrs"])).get("groups", 1) > 1]
+    if k > 1 and grouped:  # the padded copy in a parallel loop of its own, or in the conv's
+        plane = (size + 2) ** 2 * 16 > blocked.CHUNKED_PLANE_BYTES
+        assert grouped[0].script().count("T.parallel(") == (1 if plane else 2)
     tiles = 16 % width == 0 or width % 16 == 0
     assert ops == (["to_blocked", "conv2d", "conv2d", "conv2d", "from_blocked"] if tiles else
                    ["to_blocked", "conv2d", "from_blocked", "to_blocked", "conv2d",
