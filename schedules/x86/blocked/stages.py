@@ -25,7 +25,6 @@ from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs
 from qcompiler.numerics.shapes import ceil_div
 
-
 # A conv or depthwise conv over a padded plane (one channel block) larger than this pads its
 # input a few rows at a time (`pad_by_task`, `blocked.depthwise`).
 CHUNKED_PLANE_BYTES = 32 * 1024
