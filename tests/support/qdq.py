@@ -24,10 +24,10 @@ def compile_qdq(model: onnx.ModelProto, tmp: Path, calib: dict | None = None):
     return compiled, CompiledModel(out)
 
 
-def weight_constants(compiled, ops: tuple = ("conv2d", "conv2d_add", "dense")
+def weight_constants(compiled, ops: tuple = ("conv2d", "conv2d_add", "conv2d_lut", "dense")
                      ) -> list[tuple[str, dict, np.ndarray]]:
     """(op, attributes, weight constant as stored) of each kernel of `ops`, in graph order (a
-    conv fused with an add, `conv2d_add`, is a weighted layer too)."""
+    conv fused with an add or a table, `conv2d_add`, `conv2d_lut`, is a weighted layer too)."""
     found = []
     for b in bindings(compiled.quantized["main_int"]):
         if op_name(b.value) == "relax.call_tir":
