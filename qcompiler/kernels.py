@@ -313,6 +313,12 @@ def avg_pool2d(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     return _prim_func("avg_pool2d", attrs, [x, m0, shift, y])
 
 
+def table_entry(table: te.Tensor, x: Any, row: Any = 0) -> Any:
+    """`T[row, x - qmin]`: the entry of a table (`numerics.lut.tables`) that byte `x` picks
+    (also a stage of a conv fused with its table, `blocked.stages.table_stage`)."""
+    return table[row, x.astype("int32") - dtype_range(str(x.dtype))[0]]
+
+
 def lut(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict) -> tirx.PrimFunc:
     """`y = T[c, x - qmin]`: a gather from a compile-time table (see `qcompiler.numerics.lut`).
 
@@ -320,12 +326,10 @@ def lut(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict) -> tirx.Pri
     """
     x = te.placeholder(shape, x_dtype, name="x")
     table = te.placeholder(table_shape, attrs["out_dtype"], name="table")
-    qmin = dtype_range(x_dtype)[0]
     axis = attrs["axis"]
 
     def body(*i: Any) -> Any:
-        row = i[axis] if table_shape[0] > 1 else 0
-        return table[row, x[i].astype("int32") - qmin]
+        return table_entry(table, x[i], i[axis] if table_shape[0] > 1 else 0)
 
     y = te.compute(shape, body, name="lut")
     return _prim_func("lut", attrs, [x, table, y])

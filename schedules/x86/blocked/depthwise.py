@@ -82,9 +82,8 @@ def depthwise(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     if has_block(sch, "x_pad"):
         schedule_plane_pad(sch, attrs["padding"][1], w_)
     packed = {**attrs, "depthwise_lanes": BLOCK, "w_shape": list(w_shape)}
-    return with_attrs(lower_lookups(sch.mod["main"]), "conv2d_lut" if "lut" in attrs
-                      else "conv2d", packed,
-                      "x86_blocked_depthwise")
+    op = "conv2d_lut" if "lut" in attrs else "conv2d"
+    return with_attrs(lower_lookups(sch.mod["main"]), op, packed, "x86_blocked_depthwise")
 
 
 def chunk_rows(oh: int, stride: int, reach: int) -> int:

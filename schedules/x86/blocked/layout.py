@@ -3,6 +3,8 @@ of a blocked region (see the package docstring for the layout and its contract).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import tvm
 from tvm import te, tirx
@@ -30,6 +32,17 @@ def padded_channels(c: int) -> int:
     return ceil_div(c, BLOCK) * BLOCK
 
 
+def bordered(read: Callable[[Any, Any], Any], i: Any, j: Any, hw: tuple, spatial: tuple,
+             fill: Any, inside: Any = True) -> Any:
+    """`read(i - top, j - left)` of an `hw` plane, or `fill` in the border `spatial` (top,
+    left, bottom, right) adds and wherever `inside` is false; the row and column clamped so
+    that no read leaves the plane."""
+    (h, w), (pt, pl) = hw, spatial[:2]
+    row, col = tirx.max(tirx.min(i - pt, h - 1), 0), tirx.max(tirx.min(j - pl, w - 1), 0)
+    return tirx.if_then_else(tirx.all(inside, i >= pt, i < h + pt, j >= pl, j < w + pl),
+                             read(row, col), fill)
+
+
 def with_attrs(func: tirx.PrimFunc, op: str, attrs: dict, schedule: str) -> tirx.PrimFunc:
     return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(attrs),
                            "qcompiler.schedule": schedule})
@@ -44,12 +57,9 @@ def to_blocked(shape: tuple, dtype: str, pad: int, block: int = BLOCK,
     pt, pl, pb, pr = spatial
     x = te.placeholder(shape, dtype, name="x")
     n, cb, _, _, lanes = blocked_shape(shape, block)
-    y = te.compute((n, cb, h + pt + pb, w + pl + pr, lanes), lambda b, k, i, j, ci:
-                   tirx.if_then_else(
-                       tirx.all(k * block + ci < c, i >= pt, i < h + pt, j >= pl, j < w + pl),
-                       x[b, tirx.min(k * block + ci, c - 1), tirx.max(tirx.min(i - pt, h - 1), 0),
-                         tirx.max(tirx.min(j - pl, w - 1), 0)], tirx.const(pad, dtype)),
-                   name="to_blocked")
+    y = te.compute((n, cb, h + pt + pb, w + pl + pr, lanes), lambda b, k, i, j, ci: bordered(
+        lambda r, q: x[b, tirx.min(k * block + ci, c - 1), r, q], i, j, (h, w), spatial,
+        tirx.const(pad, dtype), k * block + ci < c), name="to_blocked")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
     b, k, i, j, ci = sch.get_loops(sch.get_sblock("to_blocked"))
     sch.parallel(sch.fuse(b, k, i))

@@ -9,7 +9,7 @@ import tvm
 from qcompiler.schedules.dot_product import has_block
 from qcompiler.schedules.sblocks import map_blocks, with_body
 from qcompiler.schedules.x86.bias_init import bias_init
-from qcompiler.schedules.x86.blocked.layout import BLOCK, EPILOGUE_ATTR, LOOKUP_ATTR
+from qcompiler.schedules.x86.blocked.layout import BLOCK, EPILOGUE_ATTR, LOOKUP_ATTR, bordered
 from qcompiler.schedules.x86.lookup import fits, mark_lookup
 from qcompiler.schedules.x86.requantize import (
     COLUMNS,
@@ -43,12 +43,8 @@ def padded_input(x: te.Tensor, attrs: dict, width: int = 0) -> te.Tensor:
     if not any(attrs["padding"]) and width == w:
         return x
     zp = tirx.const(attrs["zp_x"], x.dtype)
-    return te.compute(
-        (n, cb, h + pt + pb, width, lanes),
-        lambda b, c, i, j, ci: tirx.if_then_else(
-            tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl),
-            x[b, c, tirx.max(tirx.min(i - pt, h - 1), 0), tirx.max(tirx.min(j - pl, w - 1), 0),
-              ci], zp), name="x_pad")
+    return te.compute((n, cb, h + pt + pb, width, lanes), lambda b, c, i, j, ci: bordered(
+        lambda r, q: x[b, c, r, q, ci], i, j, (h, w), attrs["padding"], zp), name="x_pad")
 
 
 def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Tensor:
@@ -81,7 +77,7 @@ def table_stage(y: te.Tensor, attrs: dict) -> list[te.Tensor]:
         return []
     qmin, qmax = dtype_range(str(y.dtype))
     table = te.placeholder((1, qmax - qmin + 1), attrs["lut"]["out_dtype"], name="table")
-    return [table, te.compute(tuple(y.shape), lambda *i: table[0, y[i].astype("int32") - qmin],
+    return [table, te.compute(tuple(y.shape), lambda *i: kernels.table_entry(table, y[i]),
                               name="lut")]
 
 
