@@ -18,7 +18,7 @@ from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
 from qcompiler.schedules.hexagon.vector import HVX_VECTOR
 from qcompiler.schedules.vector_rule import VectorRule
-from qcompiler.schedules.x86.blocked import BLOCKED_VNNI
+from qcompiler.schedules.x86.blocked import BLOCKED_VNNI, depthwise_rule
 from qcompiler.schedules.x86.columns import X86_VNNI_COLUMNS
 from qcompiler.schedules.x86.depthwise import DEPTHWISE, DEPTHWISE_VNNI
 from qcompiler.schedules.x86.dot import X86_AVX2, X86_VNNI
@@ -60,10 +60,12 @@ def rules_for(target: Target) -> list:
 
 def tunable_rules(target: Target) -> list[DotProduct]:
     """The dot-product rules whose kernels tuning can rebuild: the target's, and on x86 VNNI
-    the blocked conv (built by `passes.plan_layout`, not chosen by `apply_schedules`)."""
+    the blocked conv (alone or fused with an add or a table) and depthwise conv (built by
+    `passes.plan_layout`, not chosen by `apply_schedules`)."""
     rules = [r for r in rules_for(target) if isinstance(r, DotProduct)]
-    vnni = target.name == "x86" and target.has("avx512vnni")
-    return rules + [BLOCKED_VNNI] if vnni else rules
+    if target.name == "x86" and target.has("avx512vnni"):
+        rules += [BLOCKED_VNNI, depthwise_rule(target.has("avx512vbmi"))]
+    return rules
 
 
 def _shape(func: tvm.tirx.PrimFunc, i: int) -> tuple[tuple[int, ...], str]:

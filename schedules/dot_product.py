@@ -310,6 +310,12 @@ class DotProduct:
     columns: int = BLOCK_COLUMNS  # most output columns per register block
     row_packing: bool = False  # convs with small weights pack a row block at a time
 
+    @property
+    def kernel_names(self) -> tuple[str, ...]:
+        """The `qcompiler.schedule` attributes of the kernels this rule builds (tuning finds
+        its kernels by them)."""
+        return (self.name,)
+
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
         lanes); depthwise (a different activation per output channel) does not."""
@@ -335,6 +341,14 @@ class DotProduct:
         if self.stages is not None:
             self.stages(sch, self.lanes)
 
+    def design_spaces(self, sch: tvm.s_tir.Schedule) -> list[tvm.s_tir.Schedule]:
+        """Tuning's design spaces for a workload: schedules whose sampled decisions the
+        search varies, the first the fixed schedule's (`schedule(tunable=True)`). A choice
+        that changes which instructions a schedule has (a loop order) is one space per
+        option: a trace replays its instructions as recorded, only its decisions vary."""
+        self.schedule(sch, tunable=True)
+        return [sch]
+
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
         """The packed kernel; its operands are `pack_operands`' results. `trace`: a tuned
@@ -344,14 +358,20 @@ class DotProduct:
             self.schedule(sch)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
-        split_padding(sch)
-        func = sch.mod["main"]
+        func = self.finish(sch, x_shape, attrs)
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         if nibbles.is_nibbles(attrs):
             packed_attrs.update(nibbles.storage_attrs(
                 packed_shape(w_shape, self.lanes, self.depth)))
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
+
+    def finish(self, sch: tvm.s_tir.Schedule, x_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+        """What follows the schedule (or a trace) outside it, and outside tuning's traces:
+        here the padding split (`split_padding`). Tuning's builder applies it to every
+        candidate too, so candidates are measured as they will run."""
+        split_padding(sch)
+        return sch.mod["main"]
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
                       ) -> tuple[np.ndarray, np.ndarray]:

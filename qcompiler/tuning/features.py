@@ -4,8 +4,8 @@ else the design space's own coordinates.
 TVM 0.27's `PerStoreFeature` cannot read a `Let` expression ("Do not have a default for
 prim.Let"), and the HVX requantize epilogue binds one on purpose (`schedules/fixed_point32.py`:
 it keeps a 32 x 32 multiply from being widened). For such a task the features are the sampled
-tile factors (log2), which is what our design space varies: the cost model still ranks
-candidates, it just cannot transfer what it learns between tasks.
+tile factors (log2) and choices, which is what our design space varies: the cost model still
+ranks candidates, it just cannot transfer what it learns between tasks.
 """
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ from tvm.s_tir.meta_schedule.feature_extractor import PyFeatureExtractor
 
 
 def tile_features(trace: tvm.s_tir.Trace) -> np.ndarray:
-    """(1, n) float32: log2 of every sampled tile factor, in trace order."""
+    """(1, n) float32: log2 of every sampled tile factor and every categorical choice (loop
+    order, unrolling), in trace order."""
     values = []
     for inst in trace.insts:
-        if inst.kind.name == "SamplePerfectTile" and inst in trace.decisions:
+        if inst not in trace.decisions:
+            continue
+        if inst.kind.name == "SamplePerfectTile":
             values += [math.log2(int(v)) for v in trace.decisions[inst]]
+        elif inst.kind.name == "SampleCategorical":
+            values.append(float(int(trace.decisions[inst])))
     return np.array([values or [0.0]], dtype="float32")
 
 

@@ -1,6 +1,7 @@
 """MetaSchedule builders and runners for our kernels, one per way of measuring a target.
 
-    x86      in-process build, real executions timed by TVM's `time_evaluator` (1 thread)
+    x86      in-process build, real executions timed by TVM's `time_evaluator` (1 thread,
+             weights cold and the input warm, as in a model)
     hexagon  kernel object + `run_kernel.c` linked by zig, run under qemu-hexagon; the cost is
              the packets executed inside the kernel (the TCG plugin), so tuning is deterministic
     arm      the same under qemu-aarch64, counting instructions
@@ -26,7 +27,7 @@ from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerInput
 from qcompiler.backend.hexagon_cost import function_ranges, plugin_path
 from qcompiler.errors import TargetError
 from qcompiler.reference import kernel_for
-from qcompiler.tuning.tasks import Task
+from qcompiler.tuning.tasks import Activation, Task
 
 KERNEL_SYMBOL = "qc_kernel_under_test"
 RUN_KERNEL = Path(__file__).parent.parent / "backend" / "c" / "run_kernel.c"
@@ -34,17 +35,22 @@ COUNT_SECONDS = 1e-9  # a packet / instruction is one nanosecond in MetaSchedule
 
 
 def task_inputs(task: Task, seed: int) -> list[np.ndarray]:
-    """A random input and the task's constants (the kernel's operands, output excluded)."""
-    info = np.iinfo(task.x_dtype)
-    x = np.random.default_rng(seed).integers(info.min, info.max + 1, task.x_shape,
-                                             dtype=task.x_dtype)
-    return [x, *task.constants]
+    """The kernel's operands, output excluded: a random input, the task's constants, and
+    random values for its other activations."""
+    rng = np.random.default_rng(seed)
+
+    def draw(shape: tuple, dtype: str) -> np.ndarray:
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, shape, dtype=dtype)
+
+    return [draw(task.x_shape, task.x_dtype),
+            *(draw(a.shape, a.dtype) if isinstance(a, Activation) else a
+              for a in task.operands)]
 
 
 def expected(task: Task, inputs: list[np.ndarray]) -> np.ndarray:
     """The reference's output for the packed kernel (it unpacks the operands exactly)."""
-    attrs = {**task.attrs, "packed_lanes": task.rule.lanes, "w_shape": list(task.w_shape)}
-    return kernel_for(task.op, attrs)(*inputs, attrs)
+    return kernel_for(task.op, task.kernel_attrs)(*inputs, task.kernel_attrs)
 
 
 def _with_symbol(mod: tvm.IRModule) -> tvm.IRModule:
@@ -75,13 +81,23 @@ Done = derived_object(_Done)
 @derived_object
 class KernelBuilder(PyBuilder):
     """Builds candidates in this process into `folder` (x86: a shared library; emulated
-    targets: a static `run_kernel` executable)."""
+    targets: a static `run_kernel` executable). While `task` is set (a search), each
+    candidate is first finished as the task's rule finishes a kernel (`DotProduct.finish`:
+    what follows the trace), so it is measured as it would run."""
 
     def __init__(self, target: tvm.target.Target, folder: Path, cc: tuple[str, ...] = ()
                  ) -> None:
         super().__init__()
         self.target, self.folder, self.cc = target, Path(folder), tuple(cc)
         self.count = 0
+        self.task: Task | None = None
+
+    def _finished(self, mod: tvm.IRModule) -> tvm.IRModule:
+        if self.task is None:
+            return mod
+        sch = tvm.s_tir.Schedule(mod)
+        return tvm.IRModule({"main": self.task.rule.finish(sch, self.task.x_shape,
+                                                           self.task.attrs)})
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         out = []
@@ -90,7 +106,8 @@ class KernelBuilder(PyBuilder):
             path = self.folder / f"candidate{self.count}" / "kernel"  # a folder each: MetaSchedule
             path.parent.mkdir(parents=True, exist_ok=True)  # removes an artifact's folder
             try:
-                out.append(BuilderResult(str(self._build(_with_symbol(inp.mod), path)), None))
+                mod = _with_symbol(self._finished(inp.mod))
+                out.append(BuilderResult(str(self._build(mod, path)), None))
             except Exception as exc:  # noqa: BLE001 - a candidate that fails is reported
                 out.append(BuilderResult(None, f"{type(exc).__name__}: {exc}"))
         return out
@@ -148,12 +165,16 @@ class _CheckingRunner(PyRunner):
 
 @derived_object
 class TimingRunner(_CheckingRunner):
-    """x86: the candidate loaded here, timed with TVM's `time_evaluator` on one thread; the
-    fastest of `repeat` means (other work on the machine only ever adds time)."""
+    """x86: the candidate loaded here, timed with TVM's `time_evaluator` on one thread, in the
+    conditions of a model: before each run every operand but the input is flushed from the
+    caches (`cache_flush_cpu_non_first_arg`). In a model a kernel's input was just written
+    by the kernel before it, while its weights were last read a whole inference ago; timed
+    warm, a candidate that re-reads its weights from L1 looked as fast as one that streams
+    them once. The cost is the fastest of `repeat` runs (other work only ever adds time)."""
 
-    def __init__(self, number: int = 10, repeat: int = 5) -> None:
+    def __init__(self, repeat: int = 30) -> None:
         super().__init__()
-        self.number, self.repeat = number, repeat
+        self.repeat = repeat
 
     def measure(self, artifact: Path, inputs: list[np.ndarray], want: np.ndarray
                 ) -> tuple[np.ndarray, float]:
@@ -162,7 +183,8 @@ class TimingRunner(_CheckingRunner):
         args = [tvm.runtime.tensor(a, dev) for a in inputs]
         args.append(tvm.runtime.empty(want.shape, str(want.dtype), dev))
         lib[KERNEL_SYMBOL](*args)
-        timer = lib.time_evaluator(KERNEL_SYMBOL, dev, number=self.number, repeat=self.repeat)
+        timer = lib.time_evaluator(KERNEL_SYMBOL, dev, number=1, repeat=self.repeat,
+                                   f_preproc="cache_flush_cpu_non_first_arg")
         return args[-1].numpy(), float(min(timer(*args).results))
 
 

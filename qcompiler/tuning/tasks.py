@@ -2,9 +2,10 @@
 
 A task is the unscheduled packed kernel (`DotProduct.workload`), which is also its key in the
 tuning database: layers whose kernels compute the same thing (same shapes, strides, zero
-points, clamp) share one task and one record. Each task keeps the operands of its first layer
-(real packed weights, bias, multipliers), so candidates are measured and checked on the data
-they will run on.
+points, clamp, fused add or table) share one task and one record. Each task keeps the
+constant operands of its first layer (real packed weights, bias, multipliers, a fused table),
+so candidates are measured and checked on the data they will run on; its other operands (the
+input, a fused add's second operand) are drawn at random for each measurement.
 """
 from __future__ import annotations
 
@@ -16,13 +17,29 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from qcompiler.relax_access import bindings, const_array, op_name
+from qcompiler.relax_access import (
+    bindings,
+    const_array,
+    dtype_of,
+    is_tensor_const,
+    op_name,
+    shape_of,
+)
 from qcompiler.schedules import shift_kind, tunable_rules
 from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.fixed_point32 import unbound
 from qcompiler.targets.target import Target
 
-PACKED_KEYS = ("packed_lanes", "w_shape")  # added by the packed kernel; not the workload's
+# Added by the packed kernel; not the workload's.
+PACKED_KEYS = ("packed_lanes", "depthwise_lanes", "w_shape")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An operand that is not a constant (a fused add's second operand): drawn at random."""
+
+    shape: tuple
+    dtype: str
 
 
 @dataclass
@@ -36,9 +53,12 @@ class Task:
     x_dtype: str
     w_shape: tuple
     attrs: dict  # the portable kernel's attributes
-    constants: list[np.ndarray]  # packed weights, folded bias, m0, shift of the first layer
+    # The operands after the input: packed weights, folded bias, m0, shift of the first layer,
+    # then a fused add's second operand (`Activation`) or a fused table.
+    operands: list[np.ndarray | Activation]
     shifts: str = "any"  # `schedules.shift_kind` of the layers' shifts (part of the kernel)
     kernels: list = field(default_factory=list)  # the module's GlobalVars running it
+    kernel_attrs: dict = field(default_factory=dict)  # the built kernel's (the reference's)
 
     @property
     def calls(self) -> int:
@@ -82,13 +102,21 @@ def _describe(op: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
         return f"dense {shape} -> {w_shape[0]}"
     k = "x".join(map(str, w_shape[2:]))
     s = attrs["strides"][0]
-    return f"conv2d {shape} -> {w_shape[0]} k{k} s{s}"
+    kind = "dwconv" if w_shape[1] == 1 and attrs["groups"] == w_shape[0] > 1 else "conv2d"
+    fused = " +add" if op == "conv2d_add" else " +table" if op == "conv2d_lut" else ""
+    return f"{kind} {shape} -> {w_shape[0]} k{k} s{s}{fused}"
+
+
+def _operand(arg: relax.Expr) -> np.ndarray | Activation:
+    if is_tensor_const(arg):
+        return const_array(arg)
+    return Activation(shape_of(arg), dtype_of(arg))
 
 
 def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
     """The distinct dot-product kernels of a scheduled module (`apply_schedules`' output), in
     graph order, each with the kernels (GlobalVars) that compute it."""
-    rules = {r.name: r for r in tunable_rules(target)}
+    rules = {name: r for r in tunable_rules(target) for name in r.kernel_names}
     tasks: dict[int, Task] = {}
     for b in bindings(mod["main_int"]):
         if not (isinstance(b.value, relax.Call) and op_name(b.value) == "relax.call_tir"):
@@ -99,16 +127,16 @@ def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
         rule = rules.get(str(func.attrs["qcompiler.schedule"]))
         if rule is None:
             continue
-        attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
-        w_shape = tuple(attrs["w_shape"])
-        attrs = {k: v for k, v in attrs.items() if k not in PACKED_KEYS}
+        kernel_attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
+        w_shape = tuple(kernel_attrs["w_shape"])
+        attrs = {k: v for k, v in kernel_attrs.items() if k not in PACKED_KEYS}
         x = func.params[0]
         x_shape = tuple(int(d) for d in x.shape)
         op = str(func.attrs["qcompiler.op"])
-        args = list(b.value.args[1].fields)
-        constants = [const_array(a) for a in args[1:5]]
+        operands = [_operand(a) for a in list(b.value.args[1].fields)[1:]]
         task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
-                    str(x.dtype), w_shape, attrs, constants, shift_kind(constants[3]))
+                    str(x.dtype), w_shape, attrs, operands, shift_kind(operands[3]),
+                    kernel_attrs=kernel_attrs)
         task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
         task.kernels.append(b.value.args[0])
     return list(tasks.values())

@@ -1,10 +1,13 @@
 """Autotuning of the dot-product kernels with MetaSchedule and its XGBoost cost model.
 
     tasks (one per distinct kernel) -> for each task not in the database:
-        search: our tensorized schedule as the design space (`DotProduct.schedule(tunable=True)`:
-                register-block tiles, columns x rows x channel blocks), evolutionary search
-                guided by XGBoost, candidates built and measured by a runner (x86 time,
-                Hexagon packets or AArch64 instructions under qemu, or the RPC tracker)
+        search: our tensorized schedules as the design spaces (`DotProduct.design_spaces`:
+                register-block tiles, columns x rows x channel blocks; for the blocked
+                convs also the reduction's loop order and unrolling, a space each; for the
+                blocked depthwise convs the columns and padded rows), evolutionary search
+                guided by XGBoost, candidates built as kernels are (`DotProduct.finish`)
+                and measured by a runner (x86 time with the weights cold, Hexagon packets
+                or AArch64 instructions under qemu, or the RPC tracker)
         accept: the best candidates re-run here on a fresh random input, bit for bit against
                 `qcompiler.reference`; the first that agrees (or the fixed schedule, if it is
                 as fast) enters the database with its cost
@@ -15,12 +18,16 @@ by the unscheduled kernel: a second compile of the same model runs no new trials
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import tvm
 from tqdm import tqdm
@@ -92,7 +99,7 @@ def parse_tracker(spec: str | None) -> RpcTracker | None:
 def _unit(target: Target) -> tuple[str, float, str]:
     """(unit, scale from run_secs, format)."""
     if target.runs_natively:
-        return "ms", 1e3, ",.3f"
+        return "us", 1e6, ",.1f"
     return ("packets" if target.name == "hexagon" else "instrs"), 1e9, ",.0f"
 
 
@@ -101,11 +108,11 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
     (tqdm's, from the trials' pace; under a time budget, the budget bounds it)."""
 
     def __init__(self, label: str, total: int, unit: tuple[str, float, str], show: bool,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, stream: TextIO = sys.stderr) -> None:
         super().__init__()
         self.unit, self.deadline = unit, deadline
         self.done, self.best = 0, float("inf")
-        self.bar = tqdm(total=total, desc=f"  {label}", unit="trial", file=sys.stderr,
+        self.bar = tqdm(total=total, desc=f"  {label}", unit="trial", file=stream,
                         disable=not show, leave=True, dynamic_ncols=True,
                         bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
                                    "{postfix}")
@@ -131,12 +138,32 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 Progress = derived_object(_Progress)
 
 
+@contextlib.contextmanager
+def native_log(path: Path) -> Iterator[TextIO]:
+    """TVM's native log lines (MetaSchedule warns once for each sampled schedule that does
+    not apply, `Trace replay failed`: hundreds per task, expected where a sampled tile does
+    not fit the instruction) go to `path`, not to the terminal; yields a stream on the real
+    standard error for the progress bars."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        with os.fdopen(os.dup(saved), "w") as real:
+            yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Tuner:
     """Builder, runners and database for one target."""
 
     def __init__(self, target: Target, tvm_target: tvm.target.Target, db_root: Path,
                  folder: Path, rpc: RpcTracker | None = None, seed: int = 0) -> None:
         self.target, self.tvm_target, self.seed = target, tvm_target, seed
+        self.stream = sys.stderr  # where the progress bars go (`native_log`)
         self.db = open_database(db_root, target)
         emulated = not target.runs_natively
         self.builder = KernelBuilder(tvm_target, folder, target.cc if emulated else ())
@@ -144,7 +171,8 @@ class Tuner:
         self.search_runner = self.checker if rpc is None else ms.runner.RPCRunner(
             ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port,
                                 tracker_key=rpc.key, session_timeout_sec=120),
-            evaluator_config=ms.runner.EvaluatorConfig(number=5, repeat=3),
+            evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=30,
+                                                       enable_cpu_cache_flush=True),
             max_workers=1)
 
     def measure(self, task: Task, trace: tvm.s_tir.Trace | None, seed: int) -> float:
@@ -171,12 +199,13 @@ class Tuner:
         """Run MetaSchedule on one task, up to `trials` candidates (and, given a `deadline`
         on `time.monotonic()`, until then); its measured candidates, best first."""
         space = ms.space_generator.ScheduleFn(
-            lambda sch: task.rule.schedule(sch, tunable=True), sch_rules=[], postprocs=[],
+            task.rule.design_spaces, sch_rules=[], postprocs=[],
             mutator_probs={ms.mutator.MutateTileSize(): 1.0})
         self.checker.task, self.checker.seed = task, self.seed
+        self.builder.task = task  # candidates finished as kernels are (`DotProduct.finish`)
         scratch = ms.database.MemoryDatabase()  # (shared by the rounds: they start from it)
         model = ms.cost_model.XGBModel(extractor=Features(), num_tuning_cores=1)
-        bar = Progress(label, trials, _unit(self.target), progress, deadline)
+        bar = Progress(label, trials, _unit(self.target), progress, deadline, self.stream)
         try:
             # Without a deadline one search of `trials`; with one, rounds of a batch each
             # (MetaSchedule stops at a trial count, not a time), until either runs out.
@@ -203,6 +232,7 @@ class Tuner:
                     break  # the design space has nothing left to measure
         finally:
             bar.close()
+            self.builder.task = None
         self.trials = bar.done
         return scratch.get_top_k(scratch.commit_workload(task.search_workload), VERIFY_TOP)
 
@@ -241,8 +271,10 @@ def tune(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target, trial
     end = None if minutes is None else time.monotonic() + 60.0 * minutes
     set_threads(1)  # x86 kernels are timed on one core (the pool is per process)
     try:
-        with tempfile.TemporaryDirectory(prefix="qcompiler-tune-") as folder:
+        with tempfile.TemporaryDirectory(prefix="qcompiler-tune-") as folder, \
+                native_log(Path(folder) / "tvm.log") as stream:
             tuner = Tuner(target, tvm_target, db_root, Path(folder), rpc)
+            tuner.stream = stream
             results = []
             for i, t in enumerate(tasks):
                 deadline = None if end is None else \

@@ -57,8 +57,8 @@ print(json.dumps({{"kernels": kernels, "trials": [r.trials for r in c.tuning],
 """
 
 
-def _files(tmp: Path) -> tuple[Path, Path]:
-    model = save_model(_three_convs(), tmp)
+def _files(tmp: Path, model=None) -> tuple[Path, Path]:
+    model = save_model(model or _three_convs(), tmp)
     calib = np.random.default_rng(8).standard_normal((4, 16, 8, 8)).astype(np.float32)
     return model, save_calib({"x": calib}, tmp)
 
@@ -99,13 +99,23 @@ def _other_tiles(task) -> tvm.s_tir.Trace:
     raise AssertionError(f"{task.name}: no other tile decision builds")
 
 
-def test_vnni_record_replays_in_a_new_process(tmp_path, monkeypatch):
+def _other_schedule(task) -> tvm.s_tir.Trace:
+    """A schedule other than the fixed one: from the last design space where there are
+    several (another loop order or unrolling), else other tiles."""
+    spaces = task.rule.design_spaces(tvm.s_tir.Schedule(task.workload))
+    return spaces[-1].trace if len(spaces) > 1 else _other_tiles(task)
+
+
+@pytest.mark.parametrize("model", ["three_convs", "blocked_kinds"])
+def test_vnni_record_replays_in_a_new_process(tmp_path, monkeypatch, model):
     """x86 VNNI (built, not run, on any CPU): records committed by hand with a made-up cost
-    and tile decisions of their own; a new process builds exactly those kernels, 0 trials."""
+    and schedules of their own; a new process builds exactly those kernels, 0 trials. Every
+    kind of blocked kernel (conv, depthwise, conv + table, conv + add)."""
     import qcompiler.pipeline
+    from test_tuning import _blocked_kinds
 
     monkeypatch.setattr(qcompiler.pipeline, "get_target", lambda name: vnni_target())
-    model, calib = _files(tmp_path)
+    model, calib = _files(tmp_path, _blocked_kinds() if model == "blocked_kinds" else None)
     db = tmp_path / "db"
     first = compile_only(model, calib, tmp_path / "a")
     tasks = extract_tasks(first.quantized, first.target)
@@ -114,7 +124,7 @@ def test_vnni_record_replays_in_a_new_process(tmp_path, monkeypatch):
     want = {}
     database = open_database(db, first.target)
     for task in tasks:
-        trace = _other_tiles(task)
+        trace = _other_schedule(task)
         database.commit(task.workload, trace, 1e-3, first.tvm_target)
         built = task.build(trace)
         assert _sha1(built) != _sha1(task.build())

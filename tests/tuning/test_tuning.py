@@ -5,6 +5,7 @@ loopback."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import sys
@@ -70,6 +71,26 @@ def _three_convs(same: bool = True):
     return make_model(nodes, {"x": (1, 16, 8, 8)}, {"y": None}, ws)
 
 
+def _blocked_kinds():
+    """Each kind of blocked kernel a VNNI graph tunes: a 3x3 conv (-> ReLU), a depthwise 3x3
+    (-> ReLU), a 1x1 conv whose only reader is a table (sigmoid), and a 1x1 conv whose only
+    reader is an add (with the block's input). Fixed weights."""
+    rng = np.random.default_rng(9)
+    ws = {"w0": rng.standard_normal((32, 16, 3, 3)) * 0.2,
+          "w1": rng.standard_normal((32, 1, 3, 3)) * 0.5,
+          "w2": rng.standard_normal((16, 32, 1, 1)) * 0.3,
+          "w3": rng.standard_normal((16, 16, 1, 1)) * 0.3}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a0"], pads=[1] * 4),
+             helper.make_node("Relu", ["a0"], ["a"]),
+             helper.make_node("Conv", ["a", "w1"], ["b0"], pads=[1] * 4, group=32),
+             helper.make_node("Relu", ["b0"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c0"]),
+             helper.make_node("Sigmoid", ["c0"], ["c"]),
+             helper.make_node("Conv", ["c", "w3"], ["d"]),
+             helper.make_node("Add", ["d", "x"], ["y"])]
+    return make_model(nodes, {"x": (1, 16, 8, 8)}, {"y": None}, ws)
+
+
 def _compile(tmp: Path, model=None, **options):
     tmp.mkdir(parents=True, exist_ok=True)
     if model is None:
@@ -125,6 +146,57 @@ def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
     lib, ref = CompiledModel(tmp_path / "b" / "out"), Reference(second.quantized)
     q = np.random.default_rng(1).integers(0, 256, (1, 1, 28, 28)).astype(np.uint8)
     np.testing.assert_array_equal(lib.run_int(q)[0], ref.run(q)[0])
+
+
+def sampled(task: Task, space: tvm.s_tir.Trace) -> tvm.s_tir.Trace:
+    """A design space's trace with its decisions drawn anew (as the search's first
+    population draws them): the first draw that builds."""
+    for seed in range(1, 40):
+        sch = tvm.s_tir.Schedule(task.workload, seed=seed)
+        try:
+            tvm.s_tir.Trace(space.insts, {}).apply_to_schedule(sch, remove_postproc=False)
+            task.build(sch.trace)
+        except Exception:  # noqa: BLE001, S112 - a draw the instruction sequence cannot take
+            continue
+        return sch.trace
+    raise AssertionError(f"{task.name}: no draw of the design space builds")
+
+
+@pytest.mark.usefixtures("vnni_x86")
+def test_blocked_kernels_are_tasks_and_every_design_space_is_exact(tmp_path):
+    """Every kind of blocked kernel is a tuning task: conv, depthwise, and the convs fused
+    with a table or an add (a random second operand). The first design space is the fixed
+    kernel; the 3x3 conv has one space per loop order and unrolling (6), a 1x1 per unrolling
+    (2); a draw from every space is bit-exact (`Tuner.measure` checks it)."""
+    compiled = _compile(tmp_path, _blocked_kinds())
+    tasks = extract_tasks(compiled.quantized, compiled.target)
+    assert [(t.rule.name, t.op) for t in tasks] == [
+        ("x86_vnni_blocked", "conv2d"), ("x86_blocked_depthwise", "conv2d"),
+        ("x86_vnni_blocked", "conv2d_lut"), ("x86_vnni_blocked", "conv2d_add")]
+    spaces = [t.rule.design_spaces(tvm.s_tir.Schedule(t.workload)) for t in tasks]
+    assert [len(s) for s in spaces] == [6, 1, 2, 2]
+    for task, task_spaces in zip(tasks, spaces):
+        assert tvm_ffi.structural_equal(task.build(task_spaces[0].trace), task.build())
+    requires_cpu_for(VNNI_TARGET)  # (measuring runs the candidates)
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    for task, task_spaces in zip(tasks, spaces):
+        for k, space in enumerate(task_spaces):
+            assert tuner.measure(task, sampled(task, space.trace), seed=k) > 0
+
+
+def test_native_log_keeps_tvm_lines_off_the_terminal(tmp_path, capfd):
+    """MetaSchedule's warnings (one per sampled schedule that does not apply) go to the log
+    file; the progress bars' stream still reaches standard error."""
+    from qcompiler.tuning.tune import native_log
+
+    with native_log(tmp_path / "tvm.log") as stream:
+        os.write(2, b"Trace replay failed\n")
+        stream.write("task 1/1 best 3.0 us\n")
+    err = capfd.readouterr().err
+    assert "best 3.0 us" in err and "Trace replay failed" not in err
+    assert "Trace replay failed" in (tmp_path / "tvm.log").read_text()
+    os.write(2, b"after\n")
+    assert "after" in capfd.readouterr().err
 
 
 @pytest.mark.usefixtures("vnni_x86")

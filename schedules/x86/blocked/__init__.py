@@ -27,7 +27,13 @@ from qcompiler.schedules.x86.blocked.conv import (
     conv2d_compute,
     schedule_conv2d,
 )
-from qcompiler.schedules.x86.blocked.depthwise import CHUNKED_PLANE_BYTES, chunk_rows, depthwise
+from qcompiler.schedules.x86.blocked.depthwise import (
+    CHUNKED_PLANE_BYTES,
+    BlockedDepthwise,
+    chunk_rows,
+    depthwise,
+    depthwise_rule,
+)
 from qcompiler.schedules.x86.blocked.elementwise import (
     ByteRescale,
     add,
@@ -50,6 +56,7 @@ from qcompiler.schedules.x86.blocked.layout import (
 )
 
 __all__ = ["BLOCK", "BLOCKED_VNNI", "CHUNKED_PLANE_BYTES", "LAYOUT", "STEM_BLOCK", "BlockedConv",
-           "ByteRescale", "add", "add_body", "blocked_shape", "chunk_rows", "conv2d_compute",
-           "depthwise", "from_blocked", "global_mean", "max_pool2d", "mul", "padded_channels",
-           "requantize", "rescale_form", "schedule_conv2d", "table", "to_blocked"]
+           "BlockedDepthwise", "ByteRescale", "add", "add_body", "blocked_shape", "chunk_rows",
+           "conv2d_compute", "depthwise", "depthwise_rule", "from_blocked", "global_mean",
+           "max_pool2d", "mul", "padded_channels", "requantize", "rescale_form",
+           "schedule_conv2d", "table", "to_blocked"]

@@ -31,6 +31,7 @@ from qcompiler.numerics.weight_layout import folded_bias, pack
 # Output columns per register block of the conv: J x 16 int32 accumulators stay under TVM's
 # 1 KiB for stack buffers (a larger block comes from the workspace pool on every iteration).
 BLOCK_COLUMNS = 15
+FUSED = {"add": "_add", "lut": "_lut"}  # a fused conv's suffix to the rule's name
 PAIRED_COLUMNS = 7  # with two channel blocks: 14 accumulators (or 8 columns: `register_columns`)
 
 
@@ -98,13 +99,25 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                                          name="add")]
 
 
-def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False) -> None:
+def reduction_variants(sch: tvm.s_tir.Schedule) -> list[tuple[int, int]]:
+    """(order, unroll) of `schedule_conv2d` that tuning tries, each a design space of its own
+    (the fixed schedule's first): the input blocks outside the taps (0) or inside them (1),
+    for a kernel of more than one tap; the register block unrolled (0), also the 4-channel
+    groups of a block (1), also the taps along a row (2)."""
+    loops = sch.get_loops(sch.get_sblock("acc"))
+    taps = int(sch.get(loops[6]).extent) * int(sch.get(loops[7]).extent)
+    return [(o, u) for o in range(2 if taps > 1 else 1) for u in range(3 if taps > 1 else 2)]
+
+
+def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
+                    order: int = 0, unroll: int = 0) -> None:
     """Register blocks of J columns x R rows x K channel blocks (with the 4-column epilogue:
     K 4 and J 4 where the blocks come in fours, K 2 and J 4 for a 1x1 conv of one input
     block; else K 2 where the blocks pair up and the width has a divisor from 4 to 7, J
     `register_columns` up to 7 (or 8); K 3 and J 4 for a 1x1 whose blocks come in threes;
-    else K 1 and J up to 15; R: 1; sampled tiles when tuning), the reduction outside them,
-    the epilogue on each block as soon as it is complete."""
+    else K 1 and J up to 15; R: 1; sampled tiles when tuning), the reduction outside them
+    (`order` and `unroll`: `reduction_variants`), the epilogue on each block as soon as it
+    is complete."""
     block = sch.get_sblock("acc")
     b, ob, i, j, oi, rcb, rky, rkx, rcq, rci = sch.get_loops(block)
     width = int(sch.get(j).extent)
@@ -140,13 +153,14 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False)
     jo, ji = split_tile(sch, j, cols, tunable, BLOCK_COLUMNS)
     obo, obi = split_tile(sch, ob, chans, tunable, 4)
     io, ii = split_tile(sch, i, 1, tunable, 4)
-    sch.reorder(b, obo, io, jo, rcb, rky, rkx, rcq, obi, ii, ji, oi, rci)
+    reduction = [rcb, rky, rkx] if order == 0 else [rky, rkx, rcb]
+    sch.reorder(b, obo, io, jo, *reduction, rcq, obi, ii, ji, oi, rci)
     task = sch.fuse(b, obo, io)
     pad_by_task(sch, task, int(sch.get(rcb).extent))
     sch.parallel(task)
     schedule_epilogue(sch, jo)
-    sch.decompose_reduction(block, rcb)
-    for loop in (ji, ii, obi):
+    sch.decompose_reduction(block, reduction[0])
+    for loop in (ji, ii, obi, *[[], [rcq], [rcq, rkx]][unroll]):
         sch.unroll(loop)
     sch.tensorize(oi, intrin)
     init = sch.get_sblock("acc_init")
@@ -168,6 +182,10 @@ class BlockedConv(DotProduct):
     added to a skip operand of either 8-bit dtype (`conv2d_compute`).
     """
 
+    @property
+    def kernel_names(self) -> tuple[str, ...]:
+        return (self.name, self.name + FUSED["add"], self.name + FUSED["lut"])
+
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:
         return epilogue_func(conv2d_compute(x_shape, x_dtype, w_shape, attrs, shifts), attrs,
@@ -175,6 +193,14 @@ class BlockedConv(DotProduct):
 
     def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
         schedule_conv2d(sch, self.intrinsic(), tunable)
+
+    def design_spaces(self, sch: tvm.s_tir.Schedule) -> list[tvm.s_tir.Schedule]:
+        spaces = []
+        for order, unroll in reduction_variants(sch):
+            space = sch.copy()
+            schedule_conv2d(space, self.intrinsic(), True, order, unroll)
+            spaces.append(space)
+        return spaces
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
@@ -186,11 +212,14 @@ class BlockedConv(DotProduct):
                 requantize_intrin(attrs)
                 requantize_intrin(attrs, COLUMNS)
             trace.apply_to_schedule(sch, remove_postproc=False)
-        schedule_pad(sch, attrs["padding"][1], x_shape[3])  # outside the trace: not tuned
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
-        # A fused add or table is not a tuning task (its workload has one more operand).
-        fused = "_add" if "add" in attrs else "_lut" if "lut" in attrs else ""
-        return with_attrs(lower_lookups(sch.mod["main"]), op, packed, self.name + fused)
+        fused = next((FUSED[k] for k in FUSED if k in attrs), "")
+        return with_attrs(self.finish(sch, x_shape, attrs), op, packed, self.name + fused)
+
+    def finish(self, sch: tvm.s_tir.Schedule, x_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+        """The padded copy's schedule (not tuned) and the table lookups' bodies."""
+        schedule_pad(sch, attrs["padding"][1], x_shape[3])
+        return lower_lookups(sch.mod["main"])
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict
                       ) -> tuple[np.ndarray, np.ndarray]:
