@@ -16,17 +16,24 @@ import tvm
 PACKAGE = "tvm.s_tir.tensor_intrin"
 
 
-def load_intrinsics(module: str) -> types.ModuleType:
-    """Import `tvm.s_tir.tensor_intrin.<module>` alone (e.g. "arm_cpu", "x86", "hexagon")."""
-    name = f"{PACKAGE}.{module}"
-    if name in sys.modules:
-        return sys.modules[name]
+def stub_package() -> None:
+    """Make `tvm.s_tir.tensor_intrin` an empty package unless it is imported already: its
+    `__init__` parses every intrinsic TVM has, CUDA's included (27 s), and MetaSchedule's
+    `TuneContext` imports it; our schedules need only the modules `load_intrinsics` takes."""
     if PACKAGE not in sys.modules:
         spec = importlib.util.find_spec(PACKAGE)
         stub = types.ModuleType(PACKAGE)
         stub.__path__ = list(spec.submodule_search_locations)
         stub.__package__ = PACKAGE
         sys.modules[PACKAGE] = stub
+
+
+def load_intrinsics(module: str) -> types.ModuleType:
+    """Import `tvm.s_tir.tensor_intrin.<module>` alone (e.g. "arm_cpu", "x86", "hexagon")."""
+    name = f"{PACKAGE}.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    stub_package()
     return importlib.import_module(name)
 
 

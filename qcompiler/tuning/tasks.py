@@ -140,3 +140,12 @@ def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
         task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
         task.kernels.append(b.value.args[0])
     return list(tasks.values())
+
+
+def with_kernels(mod: tvm.IRModule, task: Task, func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+    """`mod` with every kernel of `task` replaced by `func` (same operands; each kernel keeps
+    its symbol)."""
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv in task.kernels:
+        out.update_func(gv, func.with_attr("global_symbol", mod[gv].attrs["global_symbol"]))
+    return out

@@ -9,8 +9,12 @@
                 and measured by a runner (x86 time with the weights cold, Hexagon packets
                 or AArch64 instructions under qemu, or the RPC tracker)
         accept: the best candidates re-run here on a fresh random input, bit for bit against
-                `qcompiler.reference`; the first that agrees (or the fixed schedule, if it is
-                as fast) enters the database with its cost
+                `qcompiler.reference`; those that agree and beat the fixed schedule alone
+                (the two fastest) are its options
+    -> choose: where candidates run here (x86, no RPC), the whole model is built once per
+               option and each task keeps the one fastest inside the model (`in_model`);
+               elsewhere the fastest alone (packet and instruction counts do not depend
+               on the kernels around). The choice enters the database with its cost.
     -> every kernel with a record in the database is rebuilt from the record's trace.
 
 The database is MetaSchedule's JSON database, one folder per target (its kind and ISA), keyed
@@ -36,19 +40,20 @@ from tvm.s_tir import meta_schedule as ms
 
 from qcompiler.backend.runtime import set_threads
 from qcompiler.errors import QCompileError
+from qcompiler.schedules.intrinsics import stub_package
 from qcompiler.targets.target import Target
+from qcompiler.tuning import in_model
 from qcompiler.tuning.database import database_dir, open_database
 from qcompiler.tuning.features import Features
 from qcompiler.tuning.runners import (
     CountingRunner,
     KernelBuilder,
     TimingRunner,
-    expected,
-    task_inputs,
 )
-from qcompiler.tuning.tasks import Task, extract_tasks
+from qcompiler.tuning.tasks import Task, extract_tasks, with_kernels
 
 VERIFY_TOP = 3  # candidates re-checked and re-measured before one is accepted
+MODEL_CANDIDATES = 2  # of those, the fastest alone that the model chooses between (+ fixed)
 
 
 @dataclass
@@ -60,6 +65,12 @@ class TaskResult:
     tuned: float
     trials: int  # new measurements this run (0: the database had the task)
     chosen: str  # "tuned", "fixed" (no candidate beat the fixed schedule) or "database"
+    choice: int = 0  # which of `Tuner.tune_task`'s options is chosen (0: the fixed schedule)
+    measured: str = "alone"  # where the costs were measured: "alone" or "in model"
+
+    def __post_init__(self) -> None:
+        if self.chosen == "tuned":
+            self.choice = 1  # the fastest candidate alone, until the model says otherwise
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,7 @@ class Tuner:
     def __init__(self, target: Target, tvm_target: tvm.target.Target, db_root: Path,
                  folder: Path, rpc: RpcTracker | None = None, seed: int = 0) -> None:
         self.target, self.tvm_target, self.seed = target, tvm_target, seed
+        stub_package()  # (MetaSchedule's TuneContext imports all of TVM's intrinsics)
         self.stream = sys.stderr  # where the progress bars go (`native_log`)
         self.db = open_database(db_root, target)
         emulated = not target.runs_natively
@@ -187,8 +199,7 @@ class Tuner:
         if built.error_msg:
             raise QCompileError(f"{task.name}: a candidate failed to build: {built.error_msg}")
         self.checker.task, self.checker.seed = task, seed
-        inputs = task_inputs(task, seed)
-        want = expected(task, inputs)  # the numpy reference: once, it is the slow part
+        inputs, want = self.checker.data(task, seed)
         got, cost = self.checker.measure(Path(built.artifact_path), inputs, want)
         if not (got.shape == want.shape and (got == want).all()):
             raise QCompileError(f"{task.name}: candidate differs from the reference")
@@ -237,24 +248,32 @@ class Tuner:
         return scratch.get_top_k(scratch.commit_workload(task.search_workload), VERIFY_TOP)
 
     def tune_task(self, task: Task, trials: int, progress: bool, label: str,
-                  deadline: float | None = None) -> TaskResult:
-        workload = task.workload
-        rec = self.db.query_tuning_record(workload, self.tvm_target)
+                  deadline: float | None = None) -> tuple[TaskResult, list]:
+        """Search a task the database does not know: its result (by the costs alone) and its
+        options, (trace, cost) pairs: the fixed schedule (trace None) first, then the
+        checked candidates faster than it alone, fastest first, at most
+        `MODEL_CANDIDATES`. Nothing is committed here (`commit`)."""
+        rec = self.db.query_tuning_record(task.workload, self.tvm_target)
         if rec is not None:
             cost = float(rec.run_secs[0]) if rec.run_secs else float("nan")
-            return TaskResult(task, cost, cost, 0, "database")
+            return TaskResult(task, cost, cost, 0, "database"), []
         untuned = self.measure(task, None, self.seed + 1)
-        best_trace, best = task.default_trace(), untuned
-        chosen = "fixed"
+        better = []
         for rec in self.search(task, trials, progress, label, deadline):
             try:
                 cost = self.measure(task, rec.trace, self.seed + 1)
             except QCompileError:
                 continue  # wrong or unbuildable: never enters the database
-            if cost < best:
-                best_trace, best, chosen = rec.trace, cost, "tuned"
-        self.db.commit(workload, best_trace, best, self.tvm_target)
-        return TaskResult(task, untuned, best, self.trials, chosen)
+            if cost < untuned:
+                better.append((cost, len(better), rec.trace))
+        better = sorted(better, key=lambda b: b[:2])[:MODEL_CANDIDATES]
+        best = better[0][0] if better else untuned
+        result = TaskResult(task, untuned, best, self.trials, "tuned" if better else "fixed")
+        return result, [(None, untuned), *((trace, cost) for cost, _, trace in better)]
+
+    def commit(self, task: Task, trace: tvm.s_tir.Trace | None, cost: float) -> None:
+        """Record a task's chosen schedule (None: the fixed one) with its cost."""
+        self.db.commit(task.workload, trace or task.default_trace(), cost, self.tvm_target)
 
 
 def tune(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target, trials: int,
@@ -275,15 +294,44 @@ def tune(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target, trial
                 native_log(Path(folder) / "tvm.log") as stream:
             tuner = Tuner(target, tvm_target, db_root, Path(folder), rpc)
             tuner.stream = stream
-            results = []
-            for i, t in enumerate(tasks):
-                deadline = None if end is None else \
-                    time.monotonic() + (end - time.monotonic()) / (len(tasks) - i)
-                results.append(tuner.tune_task(t, trials, progress,
-                                               f"task {i + 1}/{len(tasks)} {t.name}", deadline))
+            results, choices = [], []
+            try:
+                for i, t in enumerate(tasks):
+                    deadline = None if end is None else \
+                        time.monotonic() + (end - time.monotonic()) / (len(tasks) - i)
+                    result, options = tuner.tune_task(
+                        t, trials, progress, f"task {i + 1}/{len(tasks)} {t.name}", deadline)
+                    results.append(result)
+                    if options:
+                        choices.append((result, options))
+                # Where the candidates run here, the final choice is made in the model.
+                if rpc is None and target.runs_natively and \
+                        any(len(options) > 1 for _, options in choices):
+                    if progress:
+                        print("  choosing between the best candidates in the model",
+                              file=stream, flush=True)
+                    _choose_in_model(mod, tvm_target, choices)
+            finally:  # (an interrupted run keeps what it measured alone)
+                for result, options in choices:
+                    trace, cost = options[result.choice]
+                    tuner.commit(result.task, trace, cost)
             return results
     finally:
         set_threads(None)  # back to TVM's default, one worker per core
+
+
+def _choose_in_model(mod: tvm.IRModule, tvm_target: tvm.target.Target,
+                     choices: list[tuple[TaskResult, list]]) -> None:
+    """Each task's schedule that is fastest inside the model (`in_model.choose`): its result
+    and its options' costs become those times (seconds per call)."""
+    picks = in_model.choose(mod, tvm_target, [
+        in_model.Candidates(r.task, [trace for trace, _ in options]) for r, options in choices])
+    for (result, options), (k, per) in zip(choices, picks):
+        calls = result.task.calls
+        options[:] = [(trace, t / calls) for (trace, _), t in zip(options, per)]
+        result.choice, result.measured = k, "in model"
+        result.untuned, result.tuned = per[0] / calls, per[k] / calls
+        result.chosen = "tuned" if k else "fixed"
 
 
 def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target,
@@ -291,7 +339,7 @@ def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target
     """The module with every kernel that has a database record rebuilt from its trace (same
     operands, so the graph and the reference are unchanged)."""
     db = open_database(db_root, target, write=False)
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    out = mod
     for task in extract_tasks(mod, target):
         rec = db.query_tuning_record(task.workload, tvm_target)
         if rec is None:
@@ -302,14 +350,13 @@ def apply_tuned(mod: tvm.IRModule, target: Target, tvm_target: tvm.target.Target
             db.skip(f"{task.name}: its record does not rebuild the kernel "
                     f"({str(exc).strip().splitlines()[-1][:120]})")
             continue  # the fixed schedule stays
-        for gv in task.kernels:
-            symbol = mod[gv].attrs["global_symbol"]
-            out.update_func(gv, func.with_attr("global_symbol", symbol))
+        out = with_kernels(out, task, func)
     return out
 
 
 def table(results: list[TaskResult], target: Target) -> str:
-    """Per task: calls, untuned and tuned cost, speed-up; and the weighted whole."""
+    """Per task: calls, untuned and tuned cost, speed-up; and the weighted whole. The costs
+    of a task chosen in the model (`in_model`) are its kernels' times there."""
     name, scale, fmt = _unit(target)
     rows = [f"{'task':44s} {'calls':>5s} {'trials':>6s} {'untuned ' + name:>16s} "
             f"{'tuned ' + name:>16s} {'speed-up':>8s}  chosen"]
@@ -319,7 +366,8 @@ def table(results: list[TaskResult], target: Target) -> str:
         total_t += r.tuned * r.task.calls
         rows.append(f"{r.task.name[:44]:44s} {r.task.calls:5d} {r.trials:6d} "
                     f"{r.untuned * scale:16{fmt}} {r.tuned * scale:16{fmt}} "
-                    f"{r.untuned / r.tuned:7.2f}x  {r.chosen}")
+                    f"{r.untuned / r.tuned:7.2f}x  {r.chosen}"
+                    + (" (in model)" if r.measured == "in model" else ""))
     if results:
         rows.append(f"{'all kernels (x calls)':44s} {'':5s} {'':6s} {total_u * scale:16{fmt}} "
                     f"{total_t * scale:16{fmt}} {total_u / total_t:7.2f}x")

@@ -184,6 +184,46 @@ def test_blocked_kernels_are_tasks_and_every_design_space_is_exact(tmp_path):
             assert tuner.measure(task, sampled(task, space.trace), seed=k) > 0
 
 
+@pytest.mark.usefixtures("vnni_x86")
+def test_the_final_choice_is_made_in_the_model(tmp_path, monkeypatch):
+    """Candidates faster alone are built into the whole model, one variant each, and timed
+    there: a task keeps the schedule that is fastest in the model, which the database then
+    records. The model's times are rigged after a real run: the fixed schedule wins for the
+    first two tasks, the candidate for the other two."""
+    requires_cpu_for(VNNI_TARGET)  # (the model variants run)
+    from qcompiler.tuning import in_model
+    from qcompiler.tuning.tune import TaskResult, _choose_in_model
+
+    compiled = _compile(tmp_path, _blocked_kinds())
+    tasks = extract_tasks(compiled.quantized, compiled.target)
+    choices = []
+    for task in tasks:
+        space = task.rule.design_spaces(tvm.s_tir.Schedule(task.workload))[-1]
+        choices.append((TaskResult(task, 2e-6, 1e-6, 1, "tuned"),
+                        [(None, 2e-6), (sampled(task, space.trace), 1e-6)]))
+    real = in_model.kernel_times
+    ran = []
+
+    def rigged(exes: list, inputs: list) -> list:
+        times = real(exes, inputs)
+        ran.append([sorted(t) for t in times])
+        for i, task in enumerate(tasks):
+            for gv in task.kernels:
+                symbol = str(compiled.quantized[gv].attrs["global_symbol"])
+                assert symbol in times[0] and symbol in times[1]
+                times[0][symbol], times[1][symbol] = 3e-6, (4e-6 if i < 2 else 1e-6)
+        return times
+
+    monkeypatch.setattr(in_model, "kernel_times", rigged)
+    _choose_in_model(compiled.quantized, compiled.tvm_target, choices)
+    assert len(ran) == 1 and len(ran[0]) == 2  # one model per option, timed together
+    got = [(r.chosen, r.choice, r.measured, r.untuned, r.tuned) for r, _ in choices]
+    assert got == [("fixed", 0, "in model", 3e-6, 3e-6)] * 2 \
+        + [("tuned", 1, "in model", 3e-6, 1e-6)] * 2
+    assert [[cost for _, cost in options] for _, options in choices] == \
+        [[3e-6, 4e-6]] * 2 + [[3e-6, 1e-6]] * 2
+
+
 def test_native_log_keeps_tvm_lines_off_the_terminal(tmp_path, capfd):
     """MetaSchedule's warnings (one per sampled schedule that does not apply) go to the log
     file; the progress bars' stream still reaches standard error."""
@@ -215,8 +255,9 @@ def test_a_wrong_candidate_never_enters_the_database(tmp_path, rng, monkeypatch)
     tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
     with pytest.raises(QCompileError, match="differs from the reference"):
         tuner.measure(task, task.default_trace(), seed=3)
-    result = tuner.tune_task(task, 2, False, "t")
-    assert result.chosen == "fixed"
+    result, options = tuner.tune_task(task, 2, False, "t")
+    assert result.chosen == "fixed" and [trace for trace, _ in options] == [None]
+    tuner.commit(task, *options[result.choice])
     rec = open_database(tmp_path / "db", compiled.target).query_tuning_record(
         task.workload, compiled.tvm_target, "main")
     monkeypatch.setattr(Task, "build", right)
