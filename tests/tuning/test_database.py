@@ -111,8 +111,9 @@ def test_vnni_record_replays_in_a_new_process(tmp_path, monkeypatch, model):
     """x86 VNNI (built, not run, on any CPU): records committed by hand with a made-up cost
     and schedules of their own; a new process builds exactly those kernels, 0 trials. Every
     kind of blocked kernel (conv, depthwise, conv + table, conv + add)."""
-    import qcompiler.pipeline
     from test_tuning import _blocked_kinds
+
+    import qcompiler.pipeline
 
     monkeypatch.setattr(qcompiler.pipeline, "get_target", lambda name: vnni_target())
     model, calib = _files(tmp_path, _blocked_kinds() if model == "blocked_kinds" else None)

@@ -18,11 +18,12 @@ from qcompiler.schedules.x86.blocked.stages import (
     requantize,
     schedule_epilogue,
     schedule_pad,
+    scheduled,
     table_stage,
 )
 from qcompiler.schedules.x86.dot import vpdpbusd_intrinsic
 from qcompiler.schedules.x86.lookup import lower_lookups
-from qcompiler.schedules.x86.requantize import COLUMNS, columns_apply, requantize_intrin
+from qcompiler.schedules.x86.requantize import columns_apply
 from tvm import te, tirx
 
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
@@ -204,14 +205,7 @@ class BlockedConv(DotProduct):
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
-        sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))
-        if trace is None:
-            self.schedule(sch)
-        else:
-            if shifts == "right":  # the trace names the epilogue's intrinsics
-                requantize_intrin(attrs)
-                requantize_intrin(attrs, COLUMNS)
-            trace.apply_to_schedule(sch, remove_postproc=False)
+        sch = scheduled(self, op, x_shape, x_dtype, w_shape, attrs, trace, shifts)
         packed = {**attrs, "packed_lanes": BLOCK, "w_shape": list(w_shape)}
         fused = next((FUSED[k] for k in FUSED if k in attrs), "")
         return with_attrs(self.finish(sch, x_shape, attrs), op, packed, self.name + fused)

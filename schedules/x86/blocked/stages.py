@@ -114,6 +114,21 @@ def epilogue_func(tensors: list, attrs: dict, shifts: str) -> tirx.PrimFunc:
         {k: attrs[k] for k in ("zp_y", "lo", "hi", "out_dtype")}))
 
 
+def scheduled(rule: object, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple,
+              attrs: dict, trace: tvm.s_tir.Trace | None, shifts: str) -> tvm.s_tir.Schedule:
+    """A blocked rule's workload under its fixed schedule, or under a tuning record's trace
+    (which names the right-shift epilogue's intrinsics: registered first)."""
+    sch = tvm.s_tir.Schedule(rule.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))
+    if trace is None:
+        rule.schedule(sch)
+        return sch
+    if shifts == "right":
+        requantize_intrin(attrs)
+        requantize_intrin(attrs, COLUMNS)
+    trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch
+
+
 def schedule_pad(sch: tvm.s_tir.Schedule, pl: int, w: int) -> None:
     """The padded copy (of an input `w` wide, `pl` columns of left padding) in parallel over
     (batch, channel block), row by row (`schedule_plane_pad`); if the conv's schedule has put
