@@ -186,7 +186,8 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
     acc = _grouped_sum(xc, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (sh, sw), (dh, dw),
                        lambda o, c, ky, kx: wt[o, c, ky, kx])
     y = _requantize_channels(acc, 1, params, attrs)
-    return _prim_func("conv2d", attrs, [x, *params, y])
+    fused = table_stage(y, attrs)
+    return _prim_func("conv2d_lut" if fused else "conv2d", attrs, [x, *params, *(fused or [y])])
 
 
 def _grouped_sum(xc: te.Tensor, out_shape: tuple, groups_shape: tuple, strides: tuple,
@@ -317,6 +318,18 @@ def table_entry(table: te.Tensor, x: Any, row: Any = 0) -> Any:
     """`T[row, x - qmin]`: the entry of a table (`numerics.lut.tables`) that byte `x` picks
     (also a stage of a conv fused with its table, `blocked.stages.table_stage`)."""
     return table[row, x.astype("int32") - dtype_range(str(x.dtype))[0]]
+
+
+def table_stage(y: te.Tensor, attrs: dict) -> list[te.Tensor]:
+    """With attribute `lut` (a one-row table's attributes, `numerics.lut.lut_attrs`; a conv
+    fused with the table that takes its output): [the table operand, `table[0, y - qmin]`],
+    the activation applied to the conv's bytes in its epilogue (no pass of its own over
+    memory); else []."""
+    if "lut" not in attrs:
+        return []
+    qmin, qmax = dtype_range(str(y.dtype))
+    table = te.placeholder((1, qmax - qmin + 1), attrs["lut"]["out_dtype"], name="table")
+    return [table, te.compute(tuple(y.shape), lambda *i: table_entry(table, y[i]), name="lut")]
 
 
 def lut(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict) -> tirx.PrimFunc:

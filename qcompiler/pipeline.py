@@ -38,6 +38,7 @@ from qcompiler.passes.fold_batch_norm import fold_batch_norm
 from qcompiler.passes.fold_channel_affine import fold_channel_affine
 from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
+from qcompiler.passes.fuse_conv_table import fuse_conv_table
 from qcompiler.passes.fuse_elementwise import fuse_elementwise
 from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.passes.quantize import realize
@@ -212,6 +213,7 @@ def _compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
     if config.schedules and config.blocked_layout:
         qmod = plan_layout(target)(qmod)  # NCHW16c between the layers that have blocked kernels
     if config.schedules:
+        qmod = fuse_conv_table(target)(qmod)  # a conv and its table: one kernel (not x86 VNNI)
         # target kernels (sdot, vnni, vrmpy), same operands
         qmod = apply_schedules(qmod, target, portable=portable)
     timings["schedule"] = time.perf_counter() - t

@@ -79,7 +79,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     x = te.placeholder(x_shape, x_dtype, name="x")
     params, wp = packed_params(w_shape, L, attrs, K)
 
-    def packed(b, cb, i, j, ci):  # noqa: ANN001, ANN202
+    def packed(b, cb, i, j, ci):
         # One condition and one constant (zp_x, also in the channel tail, where the packed
         # weights are 0): the padding pattern `schedule_acc` splits into fill and copy.
         inside = [i >= pt, i < h + pt, j >= pl, j < w_ + pl]
@@ -103,7 +103,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
     y = epilogue(centered, 1, params, attrs)
-    return [x, *params, y]
+    return [x, *params, *(kernels.table_stage(y, attrs) or [y])]  # (a fused table: `lut`)
 
 
 def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
@@ -277,7 +277,14 @@ def split_padding(sch: tvm.s_tir.Schedule) -> None:
         sch.decompose_padding(block, fused)
 
 
-COMPUTES = {"conv2d": conv2d_compute, "dense": dense_compute}
+COMPUTES = {"conv2d": conv2d_compute, "conv2d_lut": conv2d_compute, "dense": dense_compute}
+
+
+def place_table(sch: tvm.s_tir.Schedule) -> None:
+    """A fused table (`kernels.table_stage`, the "lut" block) looked up by the epilogue's
+    last stage as it writes each byte (the requantize, or HVX's move of the lanes to their
+    planes): no pass of its own, no tensor between them."""
+    sch.reverse_compute_inline(sch.get_sblock("lut"))
 
 
 @dataclass(frozen=True)
@@ -309,6 +316,9 @@ class DotProduct:
     packed_dtype: str | None = None  # the packed activations' type (None: `x_dtype`)
     columns: int = BLOCK_COLUMNS  # most output columns per register block
     row_packing: bool = False  # convs with small weights pack a row block at a time
+    # Builds a conv fused with the one-row table that takes its output ("conv2d_lut",
+    # `passes.fuse_conv_table`), the lookups in the epilogue (`place_table`).
+    fuses_tables: bool = False
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -319,8 +329,9 @@ class DotProduct:
     def applies(self, op: str, attrs: dict, x_dtype: str) -> bool:
         """conv2d with groups == 1 and dense fit (one activation broadcast over the output
         lanes); depthwise (a different activation per output channel) does not."""
+        convs = ("conv2d", "conv2d_lut") if self.fuses_tables else ("conv2d",)
         return x_dtype == self.x_dtype and (
-            op == "dense" or (op == "conv2d" and attrs["groups"] == 1))
+            op == "dense" or (op in convs and attrs["groups"] == 1))
 
     def workload(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                  shifts: str = "any") -> tirx.PrimFunc:
@@ -340,6 +351,8 @@ class DotProduct:
         schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing)
         if self.stages is not None:
             self.stages(sch, self.lanes)
+        if has_block(sch, "lut"):
+            place_table(sch)
 
     def design_spaces(self, sch: tvm.s_tir.Schedule) -> list[tvm.s_tir.Schedule]:
         """Tuning's design spaces for a workload: schedules whose sampled decisions the
@@ -350,7 +363,7 @@ class DotProduct:
         return [sch]
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
-              trace: "tvm.s_tir.Trace | None" = None, shifts: str = "any") -> tirx.PrimFunc:
+              trace: tvm.s_tir.Trace | None = None, shifts: str = "any") -> tirx.PrimFunc:
         """The packed kernel; its operands are `pack_operands`' results. `trace`: a tuned
         schedule for `workload(...)` (from the tuning database) instead of the fixed one."""
         sch = tvm.s_tir.Schedule(self.workload(op, x_shape, x_dtype, w_shape, attrs, shifts))

@@ -1,8 +1,10 @@
-"""Packets executed under qemu-hexagon, per kernel and in total, for a model or one layer.
+"""Packets executed under qemu-hexagon (or instructions under qemu-aarch64), per kernel and
+in total, for a model or one layer.
 
     python tools/hexagon_cost.py MODEL.onnx --calib CALIB.npz [--compare]
     python tools/hexagon_cost.py --layer dense64|conv3x3 [--compare]
     ... [--tuning-db DIR]    # also a "tuned" column (records from qcompile --tune)
+    ... --target arm         # instructions of the aarch64 build (sdot), and its tuned column
 
 Variants (`--compare` runs them all; otherwise vrmpy only):
   vrmpy         the default compile: conv/dense on `vrmpy`, the other kernels HVX-vectorized
@@ -28,13 +30,16 @@ import onnx
 from onnx import helper, numpy_helper
 from qcompiler.schedules import apply_schedules
 from qcompiler.schedules.hexagon.plain import PLAIN_VECTOR_RULES
+from qcompiler.targets.arm import ARM
 from qcompiler.targets.hexagon import HEXAGON
 
 from qcompiler.backend.emit import emit
 from qcompiler.backend.hexagon_cost import count_packets, per_kernel
 from qcompiler.config import CompileConfig
 from qcompiler.frontend.onnx_import import graph_inputs
+from qcompiler.frontend.static_shapes import resolve_inputs
 from qcompiler.numerics.calibrate import load_calibration
+from qcompiler.numerics.qparams import dtype_range
 from qcompiler.pipeline import compile_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +52,9 @@ VARIANTS = {
     "vector": (False, PLAIN_VECTOR_RULES, HEXAGON),
     "vrmpy": (True, None, HEXAGON),
 }
+# per target: its variants, the first its default compile (also the "tuned" column's base)
+TARGET_VARIANTS = {"hexagon": {"vrmpy": VARIANTS["vrmpy"], **VARIANTS},
+                   "arm": {"sdot": (True, None, ARM)}}  # arm: instructions, not packets
 CONV_LAYER = ("/pool/MaxPool_output_0", "/conv2/conv2.2/Clip_output_0")  # conv2: BN, ReLU6
 
 
@@ -88,12 +96,14 @@ LAYERS = {"dense64": dense64, "conv3x3": conv3x3}
 
 
 def measure(model: onnx.ModelProto, calib: dict[str, np.ndarray], variant: str,
-            tuning_db: str | None = None) -> dict[str, int]:
+            tuning_db: str | None = None, target_name: str = "hexagon") -> dict[str, int]:
     """Packets per kernel (and "<total>") for one run on the first calibration sample(s).
-    `tuning_db`: the "tuned" variant's database (vrmpy kernels rebuilt from its records)."""
-    schedules, rules, target = VARIANTS["vrmpy" if variant == "tuned" else variant]
-    inputs = graph_inputs(model, None)
-    config = CompileConfig(target="hexagon", schedules=schedules,
+    `tuning_db`: the "tuned" variant's database (the default compile's dot-product kernels
+    rebuilt from its records)."""
+    variants = TARGET_VARIANTS[target_name]
+    schedules, rules, target = variants[next(iter(variants)) if variant == "tuned" else variant]
+    inputs = graph_inputs(model, None, samples=calib)
+    config = CompileConfig(target=target.name, schedules=schedules,
                            tuning_db=tuning_db if variant == "tuned" else None)
     compiled = compile_model(model, calib, config, progress=False, target=target)
     if rules is not None:
@@ -103,8 +113,9 @@ def measure(model: onnx.ModelProto, calib: dict[str, np.ndarray], variant: str,
         emit(compiled, None, out)
         x = next(iter(calib.values()))[: inputs[0].shape[0]]
         qp = compiled.in_qparams[0]
-        q = np.clip(np.rint(x / np.float32(qp.scale)) + qp.zero_point, 0, 255).astype("uint8")
-        return per_kernel(count_packets(out, q))
+        lo, hi = dtype_range(qp.dtype)
+        q = np.clip(np.rint(x / np.float32(qp.scale)) + qp.zero_point, lo, hi).astype(qp.dtype)
+        return per_kernel(count_packets(out, q, target.run_prefix))
 
 
 def table(results: dict[str, dict[str, int]], kernels_only: bool) -> str:
@@ -136,6 +147,8 @@ def main() -> int:
     ap.add_argument("--tuning-db", default=None, metavar="DIR",
                     help="add a 'tuned' column: vrmpy kernels from this tuning database "
                          "(qcompile --target hexagon --tune N --tuning-db DIR)")
+    ap.add_argument("--target", choices=sorted(TARGET_VARIANTS), default="hexagon",
+                    help="arm: instructions executed by the aarch64 build under qemu-aarch64")
     args = ap.parse_args()
     if (args.model is None) == (args.layer is None):
         ap.error("give a MODEL (with --calib) or --layer, not both")
@@ -145,11 +158,13 @@ def main() -> int:
         if args.calib is None:
             ap.error("a MODEL needs --calib")
         model = onnx.load(str(args.model))
-        calib = load_calibration(args.calib, graph_inputs(model, None))
-    variants = list(VARIANTS) if args.compare else ["vrmpy"]
+        # symbolic dims (a real export's) fixed by the calibration data, as qcompile does
+        calib = load_calibration(args.calib, resolve_inputs(model, None, partial=True))
+    variants = list(VARIANTS) if args.compare and args.target == "hexagon" \
+        else list(TARGET_VARIANTS[args.target])[:1]
     if args.tuning_db:
         variants.append("tuned")
-    results = {v: measure(model, calib, v, args.tuning_db) for v in variants}
+    results = {v: measure(model, calib, v, args.tuning_db, args.target) for v in variants}
     print(table(results, kernels_only=args.layer is not None))
     return 0
 

@@ -59,9 +59,15 @@ def function_ranges(elf: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def count_packets(folder: Path, q_input: np.ndarray) -> dict[str, int]:
+HEXAGON_QEMU = ("qemu-hexagon", "-cpu", "v67")
+
+
+def count_packets(folder: Path, q_input: np.ndarray,
+                  qemu: tuple[str, ...] = HEXAGON_QEMU) -> dict[str, int]:
     """Packets per library function for one run of `folder`'s runner on a quantized input;
-    key "<total>" sums the library (driver and kernels), excluding libc and the runner."""
+    key "<total>" sums the library (driver and kernels), excluding libc and the runner.
+    `qemu`: another target's emulator (`Target.run_prefix`; on aarch64 the plugin's counts
+    are instructions)."""
     runner = folder / "run_model"
     static = json.loads((folder / "model.json").read_text())["standalone"]["static"]
     lib_symbols = set(function_ranges(folder / static))
@@ -69,11 +75,11 @@ def count_packets(folder: Path, q_input: np.ndarray) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst, counts = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "pc.txt"
         np.ascontiguousarray(q_input).tofile(src)
-        cmd = ["qemu-hexagon", "-cpu", "v67", "-plugin", f"{plugin_path()},out={counts}",
+        cmd = [*qemu, "-plugin", f"{plugin_path()},out={counts}",
                str(runner), str(src), str(dst), "--int"]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if res.returncode != 0:
-            raise TargetError(f"qemu-hexagon run failed: {res.stderr.strip()[-300:]}")
+            raise TargetError(f"{qemu[0]} run failed: {res.stderr.strip()[-300:]}")
         blocks = [tuple(int(v, 16 if i == 0 else 10) for i, v in enumerate(line.split()))
                   for line in counts.read_text().splitlines()]
     starts = sorted((s, e, name) for name, (s, e) in ranges.items())

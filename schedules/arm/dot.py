@@ -12,7 +12,7 @@ def sdot_intrinsic() -> str:
     return load_intrinsics("arm_cpu").ARM_DOT_4x4_i8_SDOT_INTRIN
 
 
-ARM_SDOT = DotProduct("arm_sdot", 4, "int8", sdot_intrinsic)
+ARM_SDOT = DotProduct("arm_sdot", 4, "int8", sdot_intrinsic, fuses_tables=True)
 """Accepts what `DotProduct` does on int8 activations: conv2d (groups 1) and dense, any batch,
 channels, kernel, strides, dilations and padding, 8- or 4-bit weights. Depthwise and grouped
 convs, pools, adds and int16 activations keep the portable kernels on arm."""

@@ -16,7 +16,7 @@ def vrmpy_intrinsic() -> str:
 
 
 HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", vrmpy_intrinsic,
-                           epilogue=vector_epilogue, stages=schedule_stages)
+                           epilogue=vector_epilogue, stages=schedule_stages, fuses_tables=True)
 """Accepts what `DotProduct` does on uint8 activations: conv2d (groups 1) and dense, any batch,
 channels, kernel, strides, dilations and padding, 8- or 4-bit weights, any requantize shift
 (the 32-bit lane epilogue is exact for all: `hexagon.fixed_point32`). Only with HVX v68."""

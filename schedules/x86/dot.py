@@ -34,6 +34,7 @@ def vpmaddwd_intrinsic() -> str:
 # The epilogue's int32 `acc + bias` stage lets LLVM multiply with `vpmuldq` (`x86.epilogue`).
 X86_AVX2 = DotProduct("x86_avx2", 8, "uint8", vpmaddwd_intrinsic, depth=2,
                       packed_dtype="int16", columns=12, epilogue=dot_product_epilogue,
-                      stages=schedule_dot_product_epilogue, row_packing=True)
+                      stages=schedule_dot_product_epilogue, row_packing=True,
+                      fuses_tables=True)
 """Accepts what `DotProduct` does on uint8 activations (as `X86_VNNI`), on any x86-64-v3 CPU:
 the activations packed as int16 pairs, so every pair sum is exact."""

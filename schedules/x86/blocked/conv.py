@@ -19,13 +19,13 @@ from qcompiler.schedules.x86.blocked.stages import (
     schedule_epilogue,
     schedule_pad,
     scheduled,
-    table_stage,
 )
 from qcompiler.schedules.x86.dot import vpdpbusd_intrinsic
 from qcompiler.schedules.x86.lookup import lower_lookups
 from qcompiler.schedules.x86.requantize import columns_apply
 from tvm import te, tirx
 
+from qcompiler import kernels
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 from qcompiler.numerics.weight_layout import folded_bias, pack
 
@@ -92,7 +92,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         name="acc")
     y = requantize(acc, params, attrs, shifts)
     if "add" not in attrs:
-        return [x, *params, *(table_stage(y, attrs) or [y])]
+        return [x, *params, *(kernels.table_stage(y, attrs) or [y])]
     # Fused residual add (`plan_layout`): the conv's bytes, then the add, in one loop nest.
     skip = te.placeholder(tuple(y.shape), attrs["skip_dtype"], name="skip")
     a, b = (y, skip) if attrs["conv_side"] == "a" else (skip, y)

@@ -19,12 +19,12 @@ from qcompiler.schedules.x86.blocked.stages import (
     schedule_plane_pad,
     scheduled,
     shape_bytes,
-    table_stage,
 )
 from qcompiler.schedules.x86.lookup import lower_lookups
 from qcompiler.schedules.x86.requantize import columns_apply
 from tvm import te, tirx
 
+from qcompiler import kernels
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 
 DEPTHWISE_COLUMNS = 15  # output columns per register block (as the conv's)
@@ -83,7 +83,7 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     y = requantize(acc, params, attrs, shifts)
     chunk = chunk_rows(oh, sh, (kh - 1) * dh + 1) \
         if shape_bytes(xp) // cb > CHUNKED_PLANE_BYTES else 0
-    return epilogue_func([x, *params, *(table_stage(y, attrs) or [y])], attrs,
+    return epilogue_func([x, *params, *(kernels.table_stage(y, attrs) or [y])], attrs,
                          shifts).with_attr(CHUNK_ATTR, chunk)
 
 

@@ -21,7 +21,6 @@ from tvm import te, tirx
 from tvm.s_tir import SBlock
 
 from qcompiler import kernels
-from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs
 from qcompiler.numerics.shapes import ceil_div
 
@@ -67,18 +66,6 @@ def requantize(acc: te.Tensor, params: tuple, attrs: dict, shifts: str) -> te.Te
                                    rq.out_dtype)
 
     return te.compute(tuple(acc.shape), body, name="requantize")
-
-
-def table_stage(y: te.Tensor, attrs: dict) -> list[te.Tensor]:
-    """With attribute `lut` (a one-row table's attributes, `numerics.lut.lut_attrs`; fused by
-    `plan_layout`): [the table operand, `table[0, y - qmin]`], the activation applied to the
-    conv's bytes while they are in registers (no pass of its own over memory); else []."""
-    if "lut" not in attrs:
-        return []
-    qmin, qmax = dtype_range(str(y.dtype))
-    table = te.placeholder((1, qmax - qmin + 1), attrs["lut"]["out_dtype"], name="table")
-    return [table, te.compute(tuple(y.shape), lambda *i: kernels.table_entry(table, y[i]),
-                              name="lut")]
 
 
 def _table_reads(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -164,7 +151,7 @@ def epilogue_attrs(sch: tvm.s_tir.Schedule) -> dict | None:
 def schedule_epilogue(sch: tvm.s_tir.Schedule, anchor: tvm.s_tir.LoopRV) -> None:
     """The epilogue stages on the register block, right after its accumulators: tensorized
     with `x86.requantize` (right shifts; 4 columns at a time where they divide the block),
-    else vectorized; a fused add after them, or a table (`table_stage`)."""
+    else vectorized; a fused add after them, or a table (`kernels.table_stage`)."""
     epilogue = epilogue_attrs(sch)
     names = [n for n in ("requantize", "add", "lut") if has_block(sch, n)]
     for name in names:  # all placed before any is tensorized (which replaces a block)
