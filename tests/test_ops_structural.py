@@ -21,13 +21,13 @@ def _const(name: str, values: list, dtype: type = np.int64) -> helper.NodeProto:
 
 
 def _compile(nodes: list, shape: tuple, tmp_path, rng, outputs: tuple = ("y",),
-             inits: dict | None = None, opset: int = 17):
+             inits: dict | None = None, opset: int = 17, **options: object):
     """Compile a one-op graph; the TVM library and the C library both equal the reference."""
     model = make_model(nodes, {"x": shape}, {o: None for o in outputs}, inits, opset=opset)
     calib = {"x": rng.standard_normal((8, *shape[1:])).astype(np.float32)}
     # min/max calibration: no output saturates on calibration data, so the float comparisons
     # below measure the integer arithmetic alone.
-    compiled, lib = compile_and_compare(model, tmp_path, calib, observer="minmax")
+    compiled, lib = compile_and_compare(model, tmp_path, calib, observer="minmax", **options)
     c_lib = StandaloneModel(tmp_path / "out")
     ref = Reference(compiled.quantized, compiled.tvm_target)
     spec = lib.inputs[0]
@@ -144,6 +144,35 @@ def test_split_parts_feed_integer_ops(tmp_path, rng):
     _, lib, _ = _compile(nodes, (1, 4, 3, 3), tmp_path, rng)
     assert [op for op, _ in _ops(lib)] == ["split", "add", "concat"]
     assert all(status == "integer" for _, status in _ops(lib))
+
+
+def test_concat_inputs_take_the_concat_qparams(tmp_path, rng):
+    """A conv read only by a concat writes the concat's scale and zero point itself (no
+    requantize kernel between them, as TFLite's converter quantizes); a conv also read
+    elsewhere keeps its own, and is requantized for the concat. Bit-exact throughout."""
+    w = {f"w{i}": numpy_helper.from_array((rng.standard_normal((c, 3, 1, 1)) * s)
+                                          .astype(np.float32), f"w{i}")
+         for i, c, s in ((1, 5, 0.3), (2, 6, 2.0), (3, 4, 1.0))}
+    nodes = [*(helper.make_node("Constant", [], [k], value=v) for k, v in w.items()),
+             helper.make_node("Conv", ["x", "w1"], ["a"], name="conv_a"),
+             helper.make_node("Conv", ["x", "w2"], ["b"], name="conv_b"),
+             helper.make_node("Conv", ["x", "w3"], ["c"], name="conv_c"),
+             helper.make_node("Concat", ["a", "b", "c"], ["cat"], axis=1),
+             helper.make_node("Relu", ["c"], ["rc"]),  # (c has a second reader)
+             helper.make_node("Concat", ["cat", "rc"], ["y"], axis=1)]  # (a concat's input)
+    compiled, lib, _ = _compile(nodes, (1, 3, 5, 4), tmp_path, rng, blocked_layout=False)
+    main = compiled.quantized["main_int"]
+    values = {b.var: b.value for b in bindings(main)}
+    cat = [v for v in values.values() if op_name(v) == "relax.concat"][0]
+    producers = [str(compiled.quantized[values[p].args[0]].attrs["qcompiler.op"])
+                 for p in cat.args[0].fields]
+    assert producers == ["conv2d", "conv2d", "requantize"]  # a and b: straight from the conv
+    # the inner concat's grid is the outer one's (concats are resolved from the last)
+    layers = lib.meta["layers"]
+    grid = {(x["scale"], x["zero_point"]) for x in layers if x["op"] == "concat"}
+    convs = {x["name"]: (x["scale"], x["zero_point"]) for x in layers if x["op"] == "conv2d"}
+    assert len(grid) == 1 and {convs["conv_a"], convs["conv_b"]} == grid
+    assert convs["conv_c"] not in grid
 
 
 # ---- ReduceMean: integer sum, one fixed-point divide ------------------------------------------

@@ -116,6 +116,7 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     K 4 and J 4 where the blocks come in fours, K 2 and J 4 for a 1x1 conv of one input
     block; else K 2 where the blocks pair up and the width has a divisor from 4 to 7, J
     `register_columns` up to 7 (or 8); K 3 and J 4 for a 1x1 whose blocks come in threes;
+    K 4 where they come in fours and the width has no divisor from 4 to 15 (J 1 or 3);
     else K 1 and J up to 15; R: 1; sampled tiles when tuning), the reduction outside them
     (`order` and `unroll`: `reduction_variants`), the epilogue on each block as soon as it
     is complete."""
@@ -143,6 +144,11 @@ def schedule_conv2d(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         # Three blocks x 4 columns (MobileNetV2's 144 channels; measured 6-10% faster on
         # its 1x1 layers than 1 x 14, 6% slower on a 3x3, which keeps 1 x 14).
         chans, cols = 3, 4
+    elif blocks % 4 == 0 and register_columns(width, BLOCK_COLUMNS, None) < 4:
+        # A width with no divisor from 4 to 15 (SqueezeNet's stem: 111 = 3 x 37): four
+        # blocks share each broadcast of the 1 or 3 columns (3 x 4 blocks: 1.2x faster than
+        # 3 x 2 on that stem, alone, weights cold).
+        chans, cols = 4, register_columns(width, BLOCK_COLUMNS, None)
     elif chans == 1 or register_columns(width, PAIRED_COLUMNS, epilogue) < 4 \
             < register_columns(width, BLOCK_COLUMNS, None):
         # One block x up to 15 columns also where the width has no divisor from 4 to 7 (13,
