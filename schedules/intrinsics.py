@@ -41,7 +41,8 @@ def load_intrinsics(module: str) -> types.ModuleType:
 # registers it. A module that registers its intrinsics on import needs nothing more; one whose
 # intrinsics are made from parameters (`x86.requantize`, `x86.vnni`'s windows) also has
 # `register_named(name)`, which parses them back from the name (the name is their one
-# description). TVM's own intrinsics (`sdot`) are registered by importing `TVM_MODULES`.
+# description). TVM's own intrinsics (an older record may name its `sdot`) are registered by
+# importing `TVM_MODULES`.
 OURS = {
     "qcompiler_requantize_": "qcompiler.schedules.x86.requantize",
     "qcompiler_dot_16x4_u8i8i32_vnni": "qcompiler.schedules.x86.vnni",
@@ -49,6 +50,7 @@ OURS = {
     "qcompiler_window_": "qcompiler.schedules.x86.vnni",
     "qcompiler_taps_": "qcompiler.schedules.x86.vnni",
     "qcompiler_dot_32x4_u8i8i32_vrmpy": "qcompiler.schedules.hexagon.vrmpy",
+    "qcompiler_dot_4x4_i8i8i32_sdot": "qcompiler.schedules.arm.sdot",
     "qcompiler_deinterleave_": "qcompiler.schedules.x86.depthwise",
 }
 TVM_MODULES = {"arm": ("arm_cpu",), "hexagon": ("hexagon",), "x86": ("x86",)}  # per target

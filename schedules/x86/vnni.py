@@ -82,8 +82,10 @@ def _window_intrin(stride: int) -> str:
     activation bytes are gathered from one 64-byte load by `vpermd` (dwords to their 128-bit
     lane) and `vpshufb` (bytes within it): AVX-512 F/BW, which every VNNI CPU has.
 
-    The load reads 64 bytes from the window's start: the buffer must have that many bytes
-    there (the kernel pads its rows), though the description covers only `15 stride + 4`.
+    The load is masked to the `15 stride + 4` bytes the description covers (the rest read
+    as 0): a plain 64-byte load read past them, into memory the kernel may not own: where
+    `compute_at` compacts a padded row block to the bytes it declares, a small stack array,
+    LLVM takes the load as undefined (wrong outputs: tests/fixtures/fuzz/dw_window_one_row).
     """
     name = f"qcompiler_window_16x4_s{stride}_u8i8i32_vnni"
     span = 15 * stride + 4
@@ -109,6 +111,9 @@ def _window_intrin(stride: int) -> str:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:span], B[0:4])
             T.writes(C[0:16])
+            # (A's bytes seen through a plain buffer: TVM's match-buffer lowering refuses a
+            # predicated read of a matched buffer)
+            window = T.decl_buffer((span,), "uint8", data=A.data, elem_offset=A.elem_offset)
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 C.vload([0], dtype="int32x16"),
@@ -116,7 +121,10 @@ def _window_intrin(stride: int) -> str:
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pshuf.b.512"),
                     T.reinterpret(T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.si.512"),
-                        T.reinterpret(A.vload([0], "uint8x64"), dtype="int32x16"),
+                        T.reinterpret(T.masked_load(
+                            "uint8x64", window, T.ramp(T.int32(0), 1, 64),
+                            T.ramp(T.int32(0), 1, 64) < T.broadcast(T.int32(span), 64)),
+                            dtype="int32x16"),
                         # dword d of lane d/4: source dword stride (d/4) + d%4
                         T.ramp(T.int32(0), 1, 16) // 4 * stride + T.ramp(T.int32(0), 1, 16) % 4,
                         dtype="int32x16"), dtype="int8x64"),
