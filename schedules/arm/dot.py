@@ -15,5 +15,6 @@ def sdot_intrinsic() -> str:
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", sdot_intrinsic, fuses_tables=True)
 """Accepts what `DotProduct` does on int8 activations: conv2d (groups 1) and dense, any batch,
-channels, kernel, strides, dilations and padding, 8- or 4-bit weights. Depthwise and grouped
-convs, pools, adds and int16 activations keep the portable kernels on arm."""
+channels, kernel, strides, dilations and padding, 8- or 4-bit weights. Depthwise convs run
+the portable computation one channel at a time (`channel_local`); grouped convs, pools, adds
+and int16 activations keep the portable kernels on arm."""
