@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qcompiler.errors import TargetError
+from qcompiler.targets.hexagon import HEXAGON
 
 PLUGIN_SRC = Path(__file__).parent / "c" / "packet_count.c"
 
@@ -59,11 +60,8 @@ def function_ranges(elf: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-HEXAGON_QEMU = ("qemu-hexagon", "-cpu", "v67")
-
-
 def count_packets(folder: Path, q_input: np.ndarray,
-                  qemu: tuple[str, ...] = HEXAGON_QEMU) -> dict[str, int]:
+                  qemu: tuple[str, ...] = HEXAGON.run_prefix) -> dict[str, int]:
     """Packets per library function for one run of `folder`'s runner on a quantized input;
     key "<total>" sums the library (driver and kernels), excluding libc and the runner.
     `qemu`: another target's emulator (`Target.run_prefix`; on aarch64 the plugin's counts
