@@ -11,6 +11,7 @@ requantize, each small enough for the stack. Same computation, same numbers.
 from __future__ import annotations
 
 import tvm
+from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import tirx
 
@@ -35,7 +36,8 @@ def depthwise_by_channel(func: tirx.PrimFunc, attrs: dict, consts: list
     sch.compute_at(acc, channel, preserve_unit_loops=True)  # (one row, one column: a loop)
     sch.compute_at(sch.get_sblock("x_centered"), channel, preserve_unit_loops=True)
     # Each stage's row innermost (the taps outside it), for the vectorizer.
-    i, j, *taps = sch.get_loops(acc)[1:]
+    axes = axis_loops(sch, acc)  # (b, o, i, j, rc, ry, rx)
+    i, j, taps = axes[2], axes[3], [axes[k] for k in (4, 5, 6)]
     sch.reorder(i, *taps, j)
     sch.decompose_reduction(acc, taps[0])
     return sch.mod["main"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.dot_product import has_block
 from qcompiler.schedules.x86.epilogue import LANES, requantize_rows, schedule_rows
 from tvm import te, tirx
@@ -219,7 +220,7 @@ def _schedule_phases(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None
     """The column split: at stride 2, both phases read, a row at a time by the vector
     deinterleave (`deinterleave_intrin`); else (row, column, phase), each phase a byte copy
     (LLVM leaves it scalar)."""
-    axes = _axis_loops(sch, block)
+    axes = axis_loops(sch, block)
     p = axes.get(3)
     if p is None:  # no loop where every tap reads one phase (dw % sw == 0, kw 1)
         return
@@ -234,26 +235,6 @@ def _schedule_phases(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV) -> None
     if len(present) > 1:
         sch.reorder(*present)
     sch.unroll(p)
-
-
-def _axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV
-                ) -> dict[int, tvm.s_tir.LoopRV]:
-    """The loops of `block` by the index of the block iterator each one binds.
-
-    `compute_at` makes no loop for an iterator whose region has extent 1 (one phase read,
-    one row), so a loop's position in `get_loops` does not say which axis it is.
-    """
-    loops = sch.get_loops(block)
-    realize = sch.get(loops[-1]).body if loops else None
-    if not isinstance(realize, tvm.s_tir.SBlockRealize):
-        return {}
-    axes = {}
-    for loop in loops:
-        var = sch.get(loop).loop_var
-        for k, value in enumerate(realize.iter_values):
-            if any(v.same_as(var) for v in tirx.analysis.undefined_vars(value, [])):
-                axes[k] = loop
-    return axes
 
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.channel_local import depthwise_by_channel
 
 from qcompiler import kernels, reference
@@ -31,6 +32,10 @@ def test_depthwise_by_channel_equals_reference(case, rng):
     portable = kernels.conv2d((n, c, h, w), dtype, (c, 1, kh, kw), attrs)
     func = depthwise_by_channel(portable, attrs, [])
     assert func is not None
+    # the taps outside the row: a row of accumulators per tap, the columns innermost
+    sch = tvm.s_tir.Schedule(func)
+    update = sch.get_sblock("acc_update")
+    assert sch.get(sch.get_loops(update)[-1]).same_as(sch.get(axis_loops(sch, update)[3]))
     target = tvm.target.Target("llvm")
     lib, scratch = measured_build(tvm.IRModule({"k": func.with_attr("global_symbol", "k")}),
                                   target)
