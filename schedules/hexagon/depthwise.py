@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import tvm
-from qcompiler.schedules.hexagon.fixed_point32 import clamp_cast32, q_multiply_shift32
+from qcompiler.schedules.fixed_point32 import clamp_cast32, q_multiply_shift32
 from qcompiler.schedules.hexagon.loops import lanes, params, vectorize_loop
 from tvm import te, tirx
 

@@ -1,11 +1,12 @@
 """The Hexagon dot-product rule: `vrmpy` (HVX, u8 x s8 -> s32), 32 output channels x 4 bytes,
 on uint8 activations, with the requantize epilogue and the packing on HVX vector lanes
-(`hexagon.stages`: the int64 epilogue of the portable kernels is scalar code on HVX). The
+(`lanes32`, `hexagon.stages`: the int64 epilogue of the portable kernels is scalar code on HVX). The
 intrinsic is ours (`hexagon.vrmpy`, alignment declared), loaded on first use."""
 from __future__ import annotations
 
 from qcompiler.schedules.dot_product import DotProduct
-from qcompiler.schedules.hexagon.stages import schedule_stages, vector_epilogue
+from qcompiler.schedules.hexagon.stages import schedule_stages
+from qcompiler.schedules.lanes32 import vector_epilogue
 
 
 def vrmpy_intrinsic() -> str:
@@ -19,4 +20,4 @@ HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", vrmpy_intrinsic,
                            epilogue=vector_epilogue, stages=schedule_stages, fuses_tables=True)
 """Accepts what `DotProduct` does on uint8 activations: conv2d (groups 1) and dense, any batch,
 channels, kernel, strides, dilations and padding, 8- or 4-bit weights, any requantize shift
-(the 32-bit lane epilogue is exact for all: `hexagon.fixed_point32`). Only with HVX v68."""
+(the 32-bit lane epilogue is exact for all: `fixed_point32`). Only with HVX v68."""

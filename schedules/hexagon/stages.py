@@ -1,68 +1,11 @@
-"""The stages around a dot-product kernel's inner product, on HVX vector lanes.
-
-The accumulator comes out of the dot product with its L output channels innermost
-(`acc[.., o/L, .., o%L]`): the requantize epilogue runs on the same L lanes, with the multiply
-in 32-bit lanes (`fixed_point32`; the int64 formula of `kernels._requantize_channels` is
-scalar code on HVX). A dense layer's output is contiguous in the channels. A convolution's
-NCHW output takes the L results at a stride of one plane each: the epilogue computes all L
-lanes of every channel block (lanes past the last channel repeat its operands, so a channel
-count off the multiple, e.g. 16, still fills whole vectors: LLVM turns a part-vector into
-scalar code) into int32 scratch, and a scalar loop moves each byte to its plane (a transpose
-is a byte move per output on any schedule; LLVM splits vector stores to scattered bytes no
-better).
-"""
+"""The stages around a dot-product kernel's inner product, on HVX vector lanes: the requantize
+epilogue in 32-bit lanes (`lanes32`; the int64 formula of `kernels._requantize_channels` is
+scalar code on HVX) and a dense layer's packing copy in whole vectors."""
 from __future__ import annotations
 
-from typing import Any
-
 import tvm
-from qcompiler.schedules.hexagon.fixed_point32 import clamp_cast32, q_multiply_shift32
 from qcompiler.schedules.hexagon.loops import VECTOR_BYTES, row_chunk, vectorize_loop
-from tvm import te
-
-from qcompiler.numerics.requantize import RequantizeAttrs
-
-
-def vector_epilogue(centered: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
-                    shifts: str = "any") -> te.Tensor:
-    """The epilogue of a packed dot-product kernel (`dot_product`'s `epilogue` argument):
-    `centered` is its NCHW / NC view of the accumulator."""
-    rq = RequantizeAttrs.from_attrs(attrs)
-    if len(centered.shape) == 2:
-        return requantize_lanes32(centered, channel_axis, params, attrs, shifts)
-    acc = centered.op.input_tensors[0]  # (n, o/L, y, x, L)
-    n_lanes, cout = int(acc.shape[-1]), int(centered.shape[1])
-    _, bias, m0, shift = params
-
-    def body(b: Any, ob: Any, i: Any, j: Any, oi: Any) -> Any:
-        # Lanes past the last channel repeat its operands (the min() folds away when the
-        # channels fill whole blocks; else LLVM hoists the gather out of the columns' loop).
-        c = ob * n_lanes + oi  # centered[.., c, ..] is acc[.., c // L, .., c % L]: in bounds
-        o = tvm.te.min(c, cout - 1)
-        return clamp_cast32(q_multiply_shift32(centered[b, c, i, j] + bias[o], m0[o], shift[o],
-                                               shifts),
-                            rq.zp_y, rq.lo, rq.hi, "int32")
-
-    # Named "requantize": `schedule_acc` computes it per block of columns. Reading `centered`
-    # (inlined there) keeps the accumulator's block structure the schedule expects.
-    lanes = te.compute(acc.shape, body, name="requantize")
-    return te.compute(centered.shape, lambda b, o, i, j: lanes[
-        b, o // n_lanes, i, j, o % n_lanes].astype(rq.out_dtype), name="requantize_out")
-
-
-def requantize_lanes32(acc: te.Tensor, channel_axis: int, params: tuple, attrs: dict,
-                       shifts: str = "any") -> te.Tensor:
-    """`kernels._requantize_channels` with the same numbers in int32 lanes (`shifts`: what
-    the shift operand is known to hold, as in `q_multiply_shift32`)."""
-    rq = RequantizeAttrs.from_attrs(attrs)
-    _, bias, m0, shift = params
-
-    def body(*i: Any) -> Any:
-        c = i[channel_axis]
-        return clamp_cast32(q_multiply_shift32(acc[i] + bias[c], m0[c], shift[c], shifts),
-                            rq.zp_y, rq.lo, rq.hi, rq.out_dtype)
-
-    return te.compute(acc.shape, body, name="requantize")
+from qcompiler.schedules.lanes32 import vectorize_epilogue
 
 
 def schedule_stages(sch: tvm.s_tir.Schedule, lanes: int) -> None:
@@ -77,15 +20,9 @@ def schedule_stages(sch: tvm.s_tir.Schedule, lanes: int) -> None:
 
 
 def _vectorize_epilogue(sch: tvm.s_tir.Schedule, lanes: int) -> None:
-    """The "requantize" block vectorized over its output channels: a convolution's L lanes
-    per block (then its bytes moved to their planes in the same block of columns), a dense
-    layer's channels a whole or half vector at a time where they fill one (else L; a
-    channel count off the multiple gets a scalar tail)."""
+    """`lanes32.vectorize_epilogue`, a dense layer's channels a whole or half HVX vector at a
+    time where they fill one."""
     block = sch.get_sblock("requantize")
-    loops = sch.get_loops(block)
-    if len(sch.get(block).iter_vars) == 5:  # conv: (task, column block, .., lane)
-        sch.vectorize(loops[-1])
-        sch.reverse_compute_at(sch.get_sblock("requantize_out"), loops[1])
-    else:  # dense: (batch x channel) fused; whole vectors of bytes where the rows allow
-        cout = int(sch.get(block).iter_vars[1].dom.extent)
-        vectorize_loop(sch, loops[-1], row_chunk(cout, lanes))
+    dense = len(sch.get(block).iter_vars) != 5
+    cout = int(sch.get(block).iter_vars[1].dom.extent) if dense else lanes
+    vectorize_epilogue(sch, row_chunk(cout, lanes))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tvm
 from qcompiler.schedules.hexagon.depthwise import depthwise_conv2d
-from qcompiler.schedules.hexagon.fixed_point32 import SATURATED, clamp_cast32, q_multiply_shift32
+from qcompiler.schedules.fixed_point32 import SATURATED, clamp_cast32, q_multiply_shift32
 from qcompiler.schedules.hexagon.loops import (
     MIN_ROW_BYTES,
     VECTOR_BYTES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from qcompiler.schedules.hexagon.fixed_point32 import SATURATED, q_multiply_shift32
+from qcompiler.schedules.fixed_point32 import SATURATED, q_multiply_shift32
 from tvm import te
 
 from qcompiler.numerics.requantize import q_multiply_shift
