@@ -20,7 +20,7 @@ Where the same multiply is written for each side of the compiler:
   for right shifts `right_shift_rows`: x86/requantize.py's high-word identity as a scalar
   expression),
   `schedules/x86/blocked/` (the blocked conv epilogue and its per-channel forms);
-- Hexagon: `schedules/hexagon/fixed_point32.py` (32-bit lanes, used by `schedules/hexagon/
+- Hexagon: `schedules/fixed_point32.py` (32-bit lanes, used by `schedules/hexagon/
   vector.py`, `stages.py`, `depthwise.py`).
 Each of those is tested bit for bit against `q_multiply_shift`.
 """

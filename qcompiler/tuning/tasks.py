@@ -27,7 +27,7 @@ from qcompiler.relax_access import (
 )
 from qcompiler.schedules import shift_kind, tunable_rules
 from qcompiler.schedules.dot_product import DotProduct
-from qcompiler.schedules.hexagon.fixed_point32 import unbound
+from qcompiler.schedules.fixed_point32 import unbound
 from qcompiler.targets.target import Target
 
 # Added by the packed kernel; not the workload's.
