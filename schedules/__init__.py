@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import tvm
 from qcompiler.schedules.arm.dot import ARM_SDOT
+from qcompiler.schedules.arm.vector import NEON_VECTOR
 from qcompiler.schedules.channel_local import CHANNEL_LOCAL
 from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
@@ -48,7 +49,7 @@ def rules_for(target: Target) -> list:
     """The kernel rules a target's ISA supports (VNNI only where the target enables it), in
     order: a kernel takes the first rule that applies."""
     if target.name == "arm":
-        return [ARM_SDOT, CHANNEL_LOCAL]
+        return [ARM_SDOT, NEON_VECTOR, CHANNEL_LOCAL]
     if target.name == "hexagon" and target.has("hvxv68"):
         return [HEXAGON_VRMPY, HVX_VECTOR, CHANNEL_LOCAL]
     if target.name == "x86":

@@ -23,8 +23,8 @@ from qcompiler.schedules.hexagon.loops import (
     row_chunk,
     vectorize_loop,
 )
-from qcompiler.schedules.lanes32 import requantize_lanes32
 from qcompiler.schedules.hexagon.vector import HVX_VECTOR
+from qcompiler.schedules.lanes32 import requantize_lanes32
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
 
