@@ -200,7 +200,9 @@ def test_regression_fixture_matches_reference(path, target):
     deinterleave: a tensorize error, the layer left on its portable kernel;
     dw_window_one_row: a 2x1 depthwise conv on a 1x1 map, whose padded rows, compacted to a
     small stack array, the VNNI window intrinsic's 64-byte load read past: LLVM made the
-    padding row's bytes undefined, now a load masked to the window)."""
+    padding row's bytes undefined, now a load masked to the window; hvx_add_48_lanes: a
+    residual add of 3 4x4 planes, one 48-lane HVX vector, whose last 16 lanes LLVM's HVX
+    backend computed as the zero point: power-of-two chunks, `hexagon.loops.vectorize_loop`)."""
     assert check_case(load_case(path), target=target) is None, path.name
 
 
