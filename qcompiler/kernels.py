@@ -160,11 +160,14 @@ def dequantize(shape: tuple, dtype: str, scale: float, zp: int) -> tirx.PrimFunc
                  * tirx.const(scale, "float32"))
 
 
-def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
+           epilogue: Callable | None = None) -> tirx.PrimFunc:
     """`y = clamp(zp_y + qms(sum((x - zp_x) * w) + bias[c], M0[c], n[c]))`, int32 accumulation.
 
     attrs: strides, padding (top, left, bottom, right), dilation, groups, zp_x, zp_y, lo, hi,
     out_dtype. Padding uses zp_x, the quantized zero, so padded taps contribute exactly 0.
+    `epilogue`: another form of the requantize stage, `(acc, channel_axis, params, attrs) ->
+    y` (a schedule's, with the same numbers).
     """
     n, cin, h, w_ = x_shape
     cout, cin_g, kh, kw = w_shape
@@ -185,7 +188,7 @@ def conv2d(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict) -> tirx.Pr
         name="x_centered")
     acc = _grouped_sum(xc, (n, cout, oh, ow), (cin_g, cout_g, kh, kw), (sh, sw), (dh, dw),
                        lambda o, c, ky, kx: wt[o, c, ky, kx])
-    y = _requantize_channels(acc, 1, params, attrs)
+    y = (epilogue or _requantize_channels)(acc, 1, params, attrs)
     fused = table_stage(y, attrs)
     return _prim_func("conv2d_lut" if fused else "conv2d", attrs, [x, *params, *(fused or [y])])
 

@@ -6,15 +6,21 @@ whole tensor, so a depthwise layer holds its input centered and padded in int32 
 accumulators at once, 8x its input and 4x its output (ARM, the bundled model's depthwise
 conv: 57 KiB of scratch, the workspace 3.9x the live activations). Here the same stages run
 per channel, channels in parallel: the channel's padded plane, its accumulators, its
-requantize, each small enough for the stack. Same computation, same numbers.
+requantize, each small enough for the stack. Same computation, same numbers; the requantize
+in int32 lanes (`lanes32`).
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import tvm
 from qcompiler.schedules.axis_loops import axis_loops
+from qcompiler.schedules.lanes32 import requantize_lanes32
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import tirx
 
+from qcompiler import kernels
 from qcompiler.numerics import nibbles
 
 
@@ -27,6 +33,14 @@ def depthwise_by_channel(func: tirx.PrimFunc, attrs: dict, consts: list
     if attrs["groups"] != channels or int(w.shape[0]) != channels \
             or nibbles.is_nibbles(attrs) or "lut" in attrs:
         return None
+    # The requantize in int32 lanes (`lanes32`; int64 is two lanes per NEON vector and
+    # scalar on HVX): the bundled model's depthwise conv on ARM 103,049 -> 96,969
+    # instructions.
+    shifts = consts[4]
+    kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
+    x_shape, w_shape = (tuple(int(d) for d in p.shape) for p in (x, w))
+    func = kernels.conv2d(x_shape, str(x.dtype), w_shape, attrs,
+                          functools.partial(requantize_lanes32, shifts=kind))
     sch = tvm.s_tir.Schedule(func)
     out = sch.get_sblock("requantize")
     b, c = sch.get_loops(out)[:2]
