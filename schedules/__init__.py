@@ -17,6 +17,7 @@ from qcompiler.schedules.arm.dot import ARM_SDOT
 from qcompiler.schedules.arm.vector import NEON_VECTOR
 from qcompiler.schedules.channel_local import CHANNEL_LOCAL
 from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.hexagon.depthwise_lanes import HVX_CHANNEL_LANES
 from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
 from qcompiler.schedules.hexagon.vector import HVX_VECTOR
 from qcompiler.schedules.vector_rule import VectorRule
@@ -51,7 +52,7 @@ def rules_for(target: Target) -> list:
     if target.name == "arm":
         return [ARM_SDOT, NEON_VECTOR, CHANNEL_LOCAL]
     if target.name == "hexagon" and target.has("hvxv68"):
-        return [HEXAGON_VRMPY, HVX_VECTOR, CHANNEL_LOCAL]
+        return [HEXAGON_VRMPY, HVX_CHANNEL_LANES, HVX_VECTOR, CHANNEL_LOCAL]
     if target.name == "x86":
         lookup = [X86_VBMI_LOOKUP] if target.has("avx512vbmi") else []
         if target.has("avx512vnni"):

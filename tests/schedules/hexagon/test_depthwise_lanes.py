@@ -1,0 +1,60 @@
+"""The channels-in-lanes depthwise kernel (`hexagon.depthwise_lanes`): the reference's numbers
+on every shape it takes, built here (the TIR is target-neutral; `test_hexagon` runs it under
+qemu), and the convs it leaves to the other kernels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from qcompiler.schedules.hexagon.depthwise_lanes import depthwise_by_lanes
+
+from qcompiler import kernels, reference
+
+CASES = [  # (batch, channels, h, w, kh, kw, stride, dilation, padding, x dtype)
+    (1, 32, 14, 14, 3, 3, 1, 1, (1, 1, 1, 1), "int8"),
+    (2, 37, 15, 9, 3, 3, 2, 1, (1, 1, 1, 1), "uint8"),  # a 5-channel tail block, batch 2
+    (1, 64, 1, 1, 2, 1, 1, 1, (0, 0, 1, 0), "uint8"),  # one output pixel
+    (1, 33, 9, 11, 5, 5, 2, 2, (4, 3, 4, 2), "int8"),  # asymmetric padding, dilated
+    (1, 40, 6, 6, 1, 1, 1, 1, (0, 0, 0, 0), "uint8"),  # 1x1: no tap loops
+]
+
+
+def _attrs(c: int, stride: int, dil: int, pads: tuple, dtype: str) -> dict:
+    info = np.iinfo(dtype)
+    return {"strides": [stride] * 2, "padding": list(pads), "dilation": [dil] * 2,
+            "groups": c, "zp_x": 3, "zp_y": 120 if dtype == "uint8" else -2,
+            "lo": int(info.min), "hi": int(info.max), "out_dtype": dtype}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_channels_in_lanes_equal_reference(case, rng):
+    n, c, h, w, kh, kw, stride, dil, pads, dtype = case
+    attrs = _attrs(c, stride, dil, pads, dtype)
+    portable = kernels.conv2d((n, c, h, w), dtype, (c, 1, kh, kw), attrs)
+    # right shifts known (a constant operand) or not: each requantize form
+    shift = rng.integers(-12, -1 if c % 2 else 3, c).astype("int32")
+    func = depthwise_by_lanes(portable, attrs, [None] * 4 + [shift if c % 2 else None])
+    assert func is not None
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), tvm.target.Target("llvm"))
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (n, c, h, w)).astype(dtype)
+    wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype("int8")
+    bias = rng.integers(-3000, 3000, c).astype("int32")
+    m0 = rng.integers(1 << 29, (1 << 31) - 1, c).astype("int32")
+    want = reference.conv2d(x, wt, bias, m0, shift, attrs)
+    out = tvm.runtime.tensor(np.zeros(want.shape, dtype))
+    lib(*[tvm.runtime.tensor(a) for a in (x, wt, bias, m0, shift)], out)
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_other_convs_go_to_the_next_rule():
+    few = _attrs(31, 1, 1, (1, 1, 1, 1), "uint8")  # fewer channels than lanes
+    assert depthwise_by_lanes(kernels.conv2d((1, 31, 8, 8), "uint8", (31, 1, 3, 3), few), few,
+                              [None] * 5) is None
+    wide = _attrs(64, 1, 1, (1, 1, 1, 1), "int16")  # 16-bit activations
+    wide["zp_x"] = 0
+    assert depthwise_by_lanes(kernels.conv2d((1, 64, 8, 8), "int16", (64, 1, 3, 3), wide),
+                              wide, [None] * 5) is None
+    grouped = {**_attrs(64, 1, 1, (1, 1, 1, 1), "uint8"), "groups": 32}
+    assert depthwise_by_lanes(kernels.conv2d((1, 64, 8, 8), "uint8", (64, 2, 3, 3), grouped),
+                              grouped, [None] * 5) is None
