@@ -20,8 +20,9 @@ Where the same multiply is written for each side of the compiler:
   for right shifts `right_shift_rows`: x86/requantize.py's high-word identity as a scalar
   expression),
   `schedules/x86/blocked/` (the blocked conv epilogue and its per-channel forms);
-- Hexagon: `schedules/fixed_point32.py` (32-bit lanes, used by `schedules/hexagon/
-  vector.py`, `stages.py`, `depthwise.py`).
+- Hexagon and ARM: `schedules/fixed_point32.py` (32-bit lanes, used by
+  `schedules/lanes32.py` (the dot-product and depthwise epilogues) and
+  `schedules/hexagon/vector.py`, `depthwise.py`).
 Each of those is tested bit for bit against `q_multiply_shift`.
 """
 from __future__ import annotations
