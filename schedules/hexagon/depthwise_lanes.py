@@ -29,6 +29,9 @@ from qcompiler.numerics import nibbles
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
 
 LANES = 32  # int32 lanes of a 128-byte HVX vector
+# A block's padded plane larger than this is gathered a chunk of output rows at a time (the
+# rows each chunk reads; overlapping ones gathered twice): the workspace, not packets.
+CHUNK_BYTES = 32 * 1024
 
 
 def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
@@ -61,20 +64,41 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                                                                    o % lanes],
                           name="acc_centered")
     y = vector_epilogue(centered, 1, params, attrs, shifts)
-    return te.create_prim_func([x, *params, y])
+    return te.create_prim_func([x, *params, y]).with_attr(
+        {"qcompiler.row_stride": sh, "qcompiler.row_reach": (kh - 1) * dh + 1})
+
+
+def chunk_rows(sch: tvm.s_tir.Schedule) -> int | None:
+    """Output rows per gathered chunk where a block's padded plane exceeds `CHUNK_BYTES`: the
+    most rows dividing the output's whose input rows fit (None: the whole plane at once)."""
+    xl = sch.get(sch.get_sblock("x_lanes")).writes[0].source
+    _, _, hp, wp, lanes = (int(d) for d in xl.shape)
+    row_bytes = wp * lanes * np.dtype(str(xl.dtype)).itemsize
+    if hp * row_bytes <= CHUNK_BYTES:
+        return None
+    acc = sch.get(sch.get_sblock("acc"))
+    oh = int(acc.iter_vars[2].dom.extent)
+    func = sch.mod["main"]
+    sh, kh_reach = (int(func.attrs[k]) for k in ("qcompiler.row_stride", "qcompiler.row_reach"))
+    fits = [r for r in range(1, oh + 1)
+            if oh % r == 0 and ((r - 1) * sh + kh_reach) * row_bytes <= CHUNK_BYTES]
+    return max(fits, default=1)
 
 
 def schedule(sch: tvm.s_tir.Schedule) -> None:
-    """Channel blocks in parallel, each gathering its padded planes and weights; per output
-    pixel the taps (unrolled) over the lanes, the requantize on them, the bytes' move."""
+    """Channel blocks in parallel, each gathering its padded planes (a chunk of rows at a
+    time where they are large: `chunk_rows`) and weights; per output pixel the taps (unrolled)
+    over the lanes, the requantize on them, the bytes' move."""
     out = sch.get_sblock("requantize")
-    b, ob, _, j, li = sch.get_loops(out)
+    b, ob, i, j, li = sch.get_loops(out)
     block = sch.fuse(b, ob)
+    rows = chunk_rows(sch)
+    gather = block if rows is None else sch.split(i, [None, rows])[0]
     sch.reverse_compute_at(sch.get_sblock("requantize_out"), j)
     sch.compute_inline(sch.get_sblock("acc_centered"))
     acc = sch.get_sblock("acc")
     sch.compute_at(acc, j)
-    sch.compute_at(sch.get_sblock("x_lanes"), block)
+    sch.compute_at(sch.get_sblock("x_lanes"), gather)
     sch.compute_at(sch.get_sblock("w_lanes"), block)
     sch.parallel(block)  # (before the decomposition: it refuses split writers)
     ax = axis_loops(sch, acc)

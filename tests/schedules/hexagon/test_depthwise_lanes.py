@@ -6,9 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from qcompiler.schedules.hexagon.depthwise_lanes import depthwise_by_lanes
+from qcompiler.schedules.hexagon.depthwise_lanes import (
+    CHUNK_BYTES,
+    depthwise_by_lanes,
+)
 
 from qcompiler import kernels, reference
+from qcompiler.backend.kernel_scratch import measured_build
 
 CASES = [  # (batch, channels, h, w, kh, kw, stride, dilation, padding, x dtype)
     (1, 32, 14, 14, 3, 3, 1, 1, (1, 1, 1, 1), "int8"),
@@ -16,6 +20,8 @@ CASES = [  # (batch, channels, h, w, kh, kw, stride, dilation, padding, x dtype)
     (1, 64, 1, 1, 2, 1, 1, 1, (0, 0, 1, 0), "uint8"),  # one output pixel
     (1, 33, 9, 11, 5, 5, 2, 2, (4, 3, 4, 2), "int8"),  # asymmetric padding, dilated
     (1, 40, 6, 6, 1, 1, 1, 1, (0, 0, 0, 0), "uint8"),  # 1x1: no tap loops
+    (1, 32, 40, 40, 3, 3, 1, 1, (1, 1, 1, 1), "uint8"),  # gathered in chunks of rows
+    (1, 33, 45, 30, 5, 3, 2, 2, (4, 2, 3, 2), "int8"),  # chunks: strided, dilated, odd rows
 ]
 
 
@@ -35,7 +41,11 @@ def test_channels_in_lanes_equal_reference(case, rng):
     shift = rng.integers(-12, -1 if c % 2 else 3, c).astype("int32")
     func = depthwise_by_lanes(portable, attrs, [None] * 4 + [shift if c % 2 else None])
     assert func is not None
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), tvm.target.Target("llvm"))
+    lib, scratch = measured_build(tvm.IRModule({"k": func.with_attr("global_symbol", "k")}),
+                                  tvm.target.Target("llvm"))
+    # a large padded plane is gathered a chunk of rows at a time, within CHUNK_BYTES
+    plane = 2 * 32 * (h + pads[0] + pads[2]) * (w + pads[1] + pads[3])
+    assert scratch["k"].task <= min(plane, CHUNK_BYTES) + 4096  # (+ a pixel's int32 lanes)
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max + 1, (n, c, h, w)).astype(dtype)
     wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype("int8")
@@ -43,7 +53,7 @@ def test_channels_in_lanes_equal_reference(case, rng):
     m0 = rng.integers(1 << 29, (1 << 31) - 1, c).astype("int32")
     want = reference.conv2d(x, wt, bias, m0, shift, attrs)
     out = tvm.runtime.tensor(np.zeros(want.shape, dtype))
-    lib(*[tvm.runtime.tensor(a) for a in (x, wt, bias, m0, shift)], out)
+    lib["k"](*[tvm.runtime.tensor(a) for a in (x, wt, bias, m0, shift)], out)
     np.testing.assert_array_equal(out.numpy(), want)
 
 
