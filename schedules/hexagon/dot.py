@@ -1,7 +1,7 @@
 """The Hexagon dot-product rule: `vrmpy` (HVX, u8 x s8 -> s32), 32 output channels x 4 bytes,
 on uint8 activations, with the requantize epilogue and the packing on HVX vector lanes
-(`lanes32`, `hexagon.stages`: the int64 epilogue of the portable kernels is scalar code on HVX). The
-intrinsic is ours (`hexagon.vrmpy`, alignment declared), loaded on first use."""
+(`lanes32`, `hexagon.stages`: the int64 epilogue of the portable kernels is scalar code on
+HVX). The intrinsic is ours (`hexagon.vrmpy`, alignment declared), loaded on first use."""
 from __future__ import annotations
 
 from qcompiler.schedules.dot_product import DotProduct
