@@ -30,6 +30,7 @@ call, so the instruction still reads plain int8 bytes.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import te, tirx
 
 from qcompiler import kernels
@@ -358,9 +360,16 @@ class DotProduct:
         """Tuning's design spaces for a workload: schedules whose sampled decisions the
         search varies, the first the fixed schedule's (`schedule(tunable=True)`). A choice
         that changes which instructions a schedule has (a loop order) is one space per
-        option: a trace replays its instructions as recorded, only its decisions vary."""
-        self.schedule(sch, tunable=True)
-        return [sch]
+        option: a trace replays its instructions as recorded, only its decisions vary.
+        Here the second is the other packing of a conv's input (by row blocks or whole,
+        `packs_rows`), where it applies."""
+        fixed = sch.copy()
+        self.schedule(fixed, tunable=True)
+        other = sch.copy()
+        dataclasses.replace(self, row_packing=not self.row_packing).schedule(other, True)
+        if tvm_ffi.structural_equal(fixed.mod, other.mod):
+            return [fixed]
+        return [fixed, other]
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: tvm.s_tir.Trace | None = None, shifts: str = "any") -> tirx.PrimFunc:
