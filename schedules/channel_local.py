@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import tvm
 from qcompiler.schedules.axis_loops import axis_loops
+from qcompiler.schedules.fixed_point32 import shift_kind32
 from qcompiler.schedules.lanes32 import requantize_lanes32
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import tirx
@@ -37,7 +37,7 @@ def depthwise_by_channel(func: tirx.PrimFunc, attrs: dict, consts: list
     # scalar on HVX): the bundled model's depthwise conv on ARM 103,049 -> 96,969
     # instructions.
     shifts = consts[4]
-    kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
+    kind = shift_kind32(shifts)
     x_shape, w_shape = (tuple(int(d) for d in p.shape) for p in (x, w))
     func = kernels.conv2d(x_shape, str(x.dtype), w_shape, attrs,
                           functools.partial(requantize_lanes32, shifts=kind))

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import tirx
 
@@ -54,6 +55,13 @@ def unbound() -> Iterator[None]:
         yield
     finally:
         _BIND_ONCE[0] = True
+
+
+def shift_kind32(shift: Any) -> str:
+    """`q_multiply_shift32`'s `shifts` for a kernel whose shift operand is `shift`: "right"
+    when it is a graph constant of right shifts only (one form, no per-lane select), else
+    "any"."""
+    return "right" if shift is not None and bool(np.all(np.asarray(shift) <= -1)) else "any"
 
 
 def q_multiply_shift32(x: Any, m0: Any, shift: Any, shifts: str = "any") -> Any:

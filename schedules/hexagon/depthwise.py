@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tvm
-from qcompiler.schedules.fixed_point32 import clamp_cast32, q_multiply_shift32
+from qcompiler.schedules.fixed_point32 import clamp_cast32, q_multiply_shift32, shift_kind32
 from qcompiler.schedules.hexagon.loops import lanes, params, vectorize_loop
 from tvm import te, tirx
 
@@ -60,7 +59,7 @@ def depthwise_conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.Pri
         tap(b, ch, p + ry * dh * wp + rx * dw) * wt[ch, 0, ry, rx].astype("int32"),
         axis=[ry, rx]), name="acc")
     shifts = consts[4]
-    kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
+    kind = shift_kind32(shifts)
     lanes_out = te.compute((n, c, plane), lambda b, ch, p: clamp_cast32(q_multiply_shift32(
         acc[b, ch, p] + bias[ch], m0[ch], shift[ch], kind), rq.zp_y, rq.lo,
         rq.hi, "int32"), name="requantize")

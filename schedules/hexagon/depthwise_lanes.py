@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from qcompiler.schedules.axis_loops import axis_loops
+from qcompiler.schedules.fixed_point32 import shift_kind32
 from qcompiler.schedules.lanes32 import vector_epilogue
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
@@ -125,7 +126,7 @@ def depthwise_by_lanes(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.P
             or np.dtype(str(x.dtype)).itemsize != 1:
         return None
     shifts = consts[4]
-    kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
+    kind = shift_kind32(shifts)
     x_shape, w_shape = (tuple(int(d) for d in p.shape) for p in (x, w))
     sch = tvm.s_tir.Schedule(depthwise_compute(x_shape, str(x.dtype), w_shape, attrs, kind))
     schedule(sch)

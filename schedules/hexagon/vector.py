@@ -19,7 +19,12 @@ from typing import Any
 
 import numpy as np
 import tvm
-from qcompiler.schedules.fixed_point32 import SATURATED, clamp_cast32, q_multiply_shift32
+from qcompiler.schedules.fixed_point32 import (
+    SATURATED,
+    clamp_cast32,
+    q_multiply_shift32,
+    shift_kind32,
+)
 from qcompiler.schedules.hexagon.depthwise import depthwise_conv2d
 from qcompiler.schedules.hexagon.loops import (
     MIN_ROW_BYTES,
@@ -100,7 +105,7 @@ def mul(func: tirx.PrimFunc, attrs: dict, consts: list, min_bytes: int = MIN_ROW
     if any(np.dtype(d).itemsize != 1 for d in (a_dtype, b_dtype)):
         return None
     shifts = consts[3]
-    kind = "right" if shifts is not None and bool(np.all(shifts <= -1)) else "any"
+    kind = shift_kind32(shifts)
     prim = kernels.mul(shape, a_shape, a_dtype, b_shape, b_dtype, m_shape, attrs,
                        lambda prod, m0, shift: clamp_cast32(q_multiply_shift32(
                            prod, m0, shift, kind), rq.zp_y, rq.lo, rq.hi, out_dtype))
