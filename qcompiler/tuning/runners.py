@@ -27,6 +27,7 @@ from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerInput
 from qcompiler.backend.hexagon_cost import function_ranges, plugin_path
 from qcompiler.errors import TargetError
 from qcompiler.reference import kernel_for
+from qcompiler.tuning.candidates import Traces
 from qcompiler.tuning.tasks import Activation, Task
 
 KERNEL_SYMBOL = "qc_kernel_under_test"
@@ -82,8 +83,9 @@ Done = derived_object(_Done)
 class KernelBuilder(PyBuilder):
     """Builds candidates in this process into `folder` (x86: a shared library; emulated
     targets: a static `run_kernel` executable). While `task` is set (a search), each
-    candidate is first finished as the task's rule finishes a kernel (`DotProduct.finish`:
-    what follows the trace), so it is measured as it would run."""
+    candidate is the task's kernel built from the candidate's trace (`traces`, recorded by
+    `candidates.RecordingSearch`): the real workload, not the search's copy of it, finished
+    as kernels are (`DotProduct.finish`), so it is measured as it would run."""
 
     def __init__(self, target: tvm.target.Target, folder: Path, cc: tuple[str, ...] = ()
                  ) -> None:
@@ -91,13 +93,15 @@ class KernelBuilder(PyBuilder):
         self.target, self.folder, self.cc = target, Path(folder), tuple(cc)
         self.count = 0
         self.task: Task | None = None
+        self.traces = Traces()
 
     def _finished(self, mod: tvm.IRModule) -> tvm.IRModule:
         if self.task is None:
             return mod
-        sch = tvm.s_tir.Schedule(mod)
-        return tvm.IRModule({"main": self.task.rule.finish(sch, self.task.x_shape,
-                                                           self.task.attrs)})
+        trace = self.traces.find(mod)
+        if trace is None:
+            raise RuntimeError("a candidate the search did not hand out")
+        return tvm.IRModule({"main": self.task.build(trace)})
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         out = []

@@ -5,8 +5,8 @@
                 register-block tiles, columns x rows x channel blocks; for the blocked
                 convs also the reduction's loop order and unrolling, a space each; for the
                 blocked depthwise convs the columns and padded rows), evolutionary search
-                guided by XGBoost, candidates built as kernels are (`DotProduct.finish`)
-                and measured by a runner (x86 time with the weights cold, Hexagon packets
+                guided by XGBoost, each candidate's trace replayed on the real kernel and
+                built as kernels are (`candidates`, `DotProduct.finish`) and measured by a runner (x86 time with the weights cold, Hexagon packets
                 or AArch64 instructions under qemu, or the RPC tracker)
         accept: the best candidates re-run here on a fresh random input, bit for bit against
                 `qcompiler.reference`; those that agree and beat the fixed schedule alone
@@ -43,6 +43,7 @@ from qcompiler.errors import QCompileError
 from qcompiler.schedules.intrinsics import stub_package
 from qcompiler.targets.target import Target
 from qcompiler.tuning import in_model
+from qcompiler.tuning.candidates import RecordingSearch, Traces
 from qcompiler.tuning.database import database_dir, open_database
 from qcompiler.tuning.features import Features
 from qcompiler.tuning.runners import (
@@ -213,7 +214,8 @@ class Tuner:
             task.rule.design_spaces, sch_rules=[], postprocs=[],
             mutator_probs={ms.mutator.MutateTileSize(): 1.0})
         self.checker.task, self.checker.seed = task, self.seed
-        self.builder.task = task  # candidates finished as kernels are (`DotProduct.finish`)
+        # candidates built from the real workload, finished as kernels are (`candidates`)
+        self.builder.task, self.builder.traces = task, Traces()
         scratch = ms.database.MemoryDatabase()  # (shared by the rounds: they start from it)
         model = ms.cost_model.XGBModel(extractor=Features(), num_tuning_cores=1)
         bar = Progress(label, trials, _unit(self.target), progress, deadline, self.stream)
@@ -224,8 +226,8 @@ class Tuner:
             while bar.done < trials and (rounds == 0 or deadline is None
                                          or time.monotonic() < deadline):
                 batch = trials - bar.done if deadline is None else min(trials - bar.done, 8)
-                strategy = ms.search_strategy.EvolutionarySearch(
-                    population_size=32, init_min_unmeasured=8, genetic_num_iters=2)
+                strategy = RecordingSearch(self.builder.traces, population_size=32,
+                                           init_min_unmeasured=8, genetic_num_iters=2)
                 ctx = ms.TuneContext(mod=task.search_workload, target=self.tvm_target,
                                      space_generator=space, search_strategy=strategy,
                                      task_name=task.name, rand_state=self.seed + rounds,
