@@ -15,7 +15,11 @@ import numpy as np
 import tvm
 from qcompiler.schedules.arm.dot import ARM_SDOT
 from qcompiler.schedules.arm.vector import NEON_VECTOR
-from qcompiler.schedules.channel_local import CHANNEL_LOCAL
+from qcompiler.schedules.channel_local import (
+    CHANNEL_LOCAL,
+    HVX_CHANNEL_LOCAL_RULE,
+    NEON_CHANNEL_LOCAL,
+)
 from qcompiler.schedules.dot_product import DotProduct
 from qcompiler.schedules.hexagon.depthwise_lanes import HVX_CHANNEL_LANES
 from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
@@ -52,7 +56,7 @@ def rules_for(target: Target) -> list:
     if target.name == "arm":
         return [ARM_SDOT, NEON_VECTOR, CHANNEL_LOCAL]
     if target.name == "hexagon" and target.has("hvxv68"):
-        return [HEXAGON_VRMPY, HVX_CHANNEL_LANES, HVX_VECTOR, CHANNEL_LOCAL]
+        return [HEXAGON_VRMPY, HVX_CHANNEL_LANES, HVX_VECTOR, HVX_CHANNEL_LOCAL_RULE]
     if target.name == "x86":
         lookup = [X86_VBMI_LOOKUP] if target.has("avx512vbmi") else []
         if target.has("avx512vnni"):
@@ -61,11 +65,14 @@ def rules_for(target: Target) -> list:
     return []
 
 
-def tunable_rules(target: Target) -> list[DotProduct]:
-    """The dot-product rules whose kernels tuning can rebuild: the target's, and on x86 VNNI
-    the blocked conv (alone or fused with an add or a table) and depthwise conv (built by
-    `passes.plan_layout`, not chosen by `apply_schedules`)."""
+def tunable_rules(target: Target) -> list:
+    """The rules whose kernels tuning can rebuild: the target's dot-product rules; on ARM the
+    depthwise conv per channel (`channel_local`); on x86 VNNI the blocked conv (alone or
+    fused with an add or a table) and depthwise conv (built by `passes.plan_layout`, not
+    chosen by `apply_schedules`)."""
     rules = [r for r in rules_for(target) if isinstance(r, DotProduct)]
+    if target.name == "arm":
+        rules.append(NEON_CHANNEL_LOCAL)
     if target.name == "x86" and target.has("avx512vnni"):
         rules += [BLOCKED_VNNI, depthwise_rule(target.has("avx512vbmi"))]
     return rules

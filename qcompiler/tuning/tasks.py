@@ -47,7 +47,7 @@ class Task:
     """One kernel to tune, with what is needed to build, run and check it."""
 
     name: str  # e.g. "conv2d 1x64x56x56 -> 64 k3x3 s1"
-    rule: DotProduct
+    rule: DotProduct  # or another rule of `schedules.tunable_rules` (the same methods)
     op: str
     x_shape: tuple
     x_dtype: str
@@ -56,7 +56,7 @@ class Task:
     # The operands after the input: packed weights, folded bias, m0, shift of the first layer,
     # then a fused add's second operand (`Activation`) or a fused table.
     operands: list[np.ndarray | Activation]
-    shifts: str = "any"  # `schedules.shift_kind` of the layers' shifts (part of the kernel)
+    shifts: str = "any"  # the rule's `shift_kind` of the layers' shifts (part of the kernel)
     kernels: list = field(default_factory=list)  # the module's GlobalVars running it
     kernel_attrs: dict = field(default_factory=dict)  # the built kernel's (the reference's)
 
@@ -114,7 +114,7 @@ def _operand(arg: relax.Expr) -> np.ndarray | Activation:
 
 
 def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
-    """The distinct dot-product kernels of a scheduled module (`apply_schedules`' output), in
+    """The distinct tunable kernels of a scheduled module (`apply_schedules`' output), in
     graph order, each with the kernels (GlobalVars) that compute it."""
     rules = {name: r for r in tunable_rules(target) for name in r.kernel_names}
     tasks: dict[int, Task] = {}
@@ -128,15 +128,17 @@ def extract_tasks(mod: tvm.IRModule, target: Target) -> list[Task]:
         if rule is None:
             continue
         kernel_attrs = json.loads(str(func.attrs["qcompiler.attrs"]))
-        w_shape = tuple(kernel_attrs["w_shape"])
+        # (a packed kernel records its weights' shape; a rule that packs nothing has them)
+        w_shape = tuple(kernel_attrs.get("w_shape", func.params[1].shape))
+        w_shape = tuple(int(d) for d in w_shape)
         attrs = {k: v for k, v in kernel_attrs.items() if k not in PACKED_KEYS}
         x = func.params[0]
         x_shape = tuple(int(d) for d in x.shape)
         op = str(func.attrs["qcompiler.op"])
         operands = [_operand(a) for a in list(b.value.args[1].fields)[1:]]
+        shifts = getattr(rule, "shift_kind", shift_kind)(operands[3])
         task = Task(_describe(op, x_shape, w_shape, attrs), rule, op, x_shape,
-                    str(x.dtype), w_shape, attrs, operands, shift_kind(operands[3]),
-                    kernel_attrs=kernel_attrs)
+                    str(x.dtype), w_shape, attrs, operands, shifts, kernel_attrs=kernel_attrs)
         task = tasks.setdefault(tvm_ffi.structural_hash(task.workload), task)
         task.kernels.append(b.value.args[0])
     return list(tasks.values())

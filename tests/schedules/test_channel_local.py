@@ -19,6 +19,7 @@ CASES = [  # (batch, channels, h, w, kh, kw, stride, dilation, padding, x dtype)
     (1, 4, 1, 1, 2, 1, 1, 1, (0, 0, 1, 0), "uint8"),  # one output row and column
     (1, 3, 9, 11, 5, 5, 2, 2, (4, 3, 4, 2), "int8"),
     (1, 6, 7, 7, 1, 1, 1, 1, (0, 0, 0, 0), "int16"),
+    (1, 2, 9, 1, 3, 1, 1, 1, (1, 0, 1, 0), "uint8"),  # a column of 9 pixels: one column
 ]
 
 

@@ -213,6 +213,30 @@ def test_input_packing_by_row_blocks_is_a_second_design_space(tmp_path):
     assert tuner.measure(task, sampled(task, spaces[0][1].trace), seed=1) > 0
 
 
+def test_depthwise_conv_is_a_task_on_arm(tmp_path):
+    """On ARM the depthwise conv per channel (`channel_local`) is a tuning task beside the
+    dot-product convs: its design space (the requantize's chunk of pixels) starts at the
+    fixed kernel, a draw from it is bit-exact under qemu (`measure` checks it), and a record
+    of it rebuilds the model's kernel."""
+    compiled = _compile(tmp_path, _blocked_kinds(), target="arm")
+    tasks = extract_tasks(compiled.quantized, compiled.target)
+    assert [t.rule.name for t in tasks].count("channel_local") == 1
+    (task,) = [t for t in tasks if t.rule.name == "channel_local"]
+    assert task.name.startswith("dwconv 1x32x8x8 -> 32 k3x3") and task.calls == 1
+    (space,) = task.rule.design_spaces(tvm.s_tir.Schedule(task.workload))
+    assert tvm_ffi.structural_equal(task.build(space.trace), task.build())
+    assert [i.kind.name for i in space.trace.insts].count("SamplePerfectTile") == 1
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    draw = sampled(task, space.trace)
+    assert tuner.measure(task, draw, seed=1) > 0
+    tuner.commit(task, draw, 1e-6)
+    tuned = apply_tuned(compiled.quantized, compiled.target, compiled.tvm_target,
+                        tmp_path / "db")
+    (gv,) = task.kernels
+    assert tvm_ffi.structural_equal(tuned[gv].without_attr("global_symbol"),
+                                    task.build(draw).without_attr("global_symbol"))
+
+
 @pytest.mark.usefixtures("vnni_x86")
 def test_the_final_choice_is_made_in_the_model(tmp_path, monkeypatch):
     """Candidates faster alone are built into the whole model, one variant each, and timed
