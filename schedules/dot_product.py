@@ -24,7 +24,13 @@ which the packed bias carries:
     sum (x - zp_x) w + b = sum x w + (b - zp_x * sum w)      (exact in int32)
 
 then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
-`w_shape`, from which the reference unpacks the weights and the bias. A 4-bit layer's `wp` is
+`w_shape`, from which the reference unpacks the weights and the bias.
+
+A conv with few input channels (a stem: 1-3) wastes most of each K-deep product on channel
+padding; where taking the kernel's columns into the reduction needs at most 2/3 of the slots
+(`folds_columns`: 1 channel x 3 columns is one 4-deep product instead of three), the input is
+packed as `xp[n, v/K, y', x, v%K] = x[n, c, y', x sw + kx dw]` over v = c kw + kx, the conv
+then 1 column wide (attribute `columns_folded`; weights `weight_layout.fold_columns`). A 4-bit layer's `wp` is
 stored as nibbles (`qcompiler.numerics.nibbles`) and unpacked to int8 at the kernel's root, once per
 call, so the instruction still reads plain int8 bytes.
 """
@@ -45,7 +51,7 @@ from tvm import te, tirx
 from qcompiler import kernels
 from qcompiler.numerics import nibbles
 from qcompiler.numerics.shapes import ceil_div, conv2d_out_hw
-from qcompiler.numerics.weight_layout import folded_bias, pack, packed_shape
+from qcompiler.numerics.weight_layout import fold_columns, folded_bias, pack, packed_shape
 
 
 def _as(value: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
@@ -63,6 +69,28 @@ def packed_params(w_shape: tuple, lanes: int, attrs: dict, depth: int = 4) -> tu
                  for n in ("bias", "m0", "shift"))), read
 
 
+FOLD_GAIN = 1.5  # `folds_columns`: at most 1/FOLD_GAIN of the reduction's slots
+
+
+def folds_columns(w_shape: tuple, attrs: dict, depth: int) -> bool:
+    """Whether a conv takes its kernel's columns into the reduction (the module docstring):
+    where that needs at most 1/FOLD_GAIN of the K-deep slots per kernel row (the bundled
+    model's 1-channel 3x3 stem: 4 instead of 12; a 3-channel 3x3 stem stays: 12 and 12)."""
+    if len(w_shape) != 4 or attrs["groups"] != 1:
+        return False
+    _, cin, _, kw = w_shape
+    return kw > 1 and ceil_div(cin * kw, depth) * FOLD_GAIN <= ceil_div(cin, depth) * kw
+
+
+def packed_weight_shape(w_shape: tuple, attrs: dict, depth: int) -> tuple:
+    """The weights' shape as the kernel packs them: (cout, cin kw, kh, 1) where it folds the
+    columns, else `w_shape`."""
+    if not folds_columns(w_shape, attrs, depth):
+        return tuple(w_shape)
+    cout, cin, kh, kw = w_shape
+    return (cout, cin * kw, kh, 1)
+
+
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                    lanes: int = 4, epilogue: Callable = kernels._requantize_channels,
                    depth: int = 4, packed_dtype: str | None = None) -> list:
@@ -75,32 +103,38 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     dh, dw = attrs["dilation"]
     oh, ow = conv2d_out_hw(x_shape, w_shape, attrs)
     K, L = depth, lanes
-    c4, o4 = ceil_div(cin, K), ceil_div(cout, L)
+    fold = folds_columns(w_shape, attrs, K)
+    channels = cin * kw if fold else cin  # (folded: v = c kw + kx)
+    c4, o4 = ceil_div(channels, K), ceil_div(cout, L)
     zp = attrs["zp_x"]
     p_dtype = packed_dtype or x_dtype
     x = te.placeholder(x_shape, x_dtype, name="x")
-    params, wp = packed_params(w_shape, L, attrs, K)
+    params, wp = packed_params(packed_weight_shape(w_shape, attrs, K), L, attrs, K)
 
     def packed(b, cb, i, j, ci):
         # One condition and one constant (zp_x, also in the channel tail, where the packed
         # weights are 0): the padding pattern `schedule_acc` splits into fill and copy.
-        inside = [i >= pt, i < h + pt, j >= pl, j < w_ + pl]
-        if cin % K:
-            inside.append(cb * K + ci < cin)
-        value = x[b, tirx.min(cb * K + ci, cin - 1), i - pt, j - pl]
+        v = cb * K + ci
+        c, col = (v // kw, j * sw + v % kw * dw) if fold else (v, j)
+        inside = [i >= pt, i < h + pt, col >= pl, col < w_ + pl]
+        if channels % K:
+            inside.append(v < channels)
+        value = x[b, tirx.min(c, cin - 1), i - pt, col - pl]
         return tirx.if_then_else(tirx.all(*inside), _as(value, p_dtype),
                                  tirx.const(zp, p_dtype))
 
-    xp = te.compute((n, c4, h + pt + pb, w_ + pl + pr, K), packed, name="x_packed")
+    width = ow if fold else w_ + pl + pr
+    xp = te.compute((n, c4, h + pt + pb, width, K), packed, name="x_packed")
     rcb = te.reduce_axis((0, c4), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
-    rkx = te.reduce_axis((0, kw), name="rkx")
+    rkx = te.reduce_axis((0, 1 if fold else kw), name="rkx")
     rci = te.reduce_axis((0, K), name="rci")
     acc = te.compute(
         (n, o4, oh, ow, L),
         lambda b, ob, i, j, oi: te.sum(
-            xp[b, rcb, i * sh + rky * dh, j * sw + rkx * dw, rci].astype("int32")
-            * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"), axis=[rcb, rky, rkx, rci]),
+            xp[b, rcb, i * sh + rky * dh, j + rkx if fold else j * sw + rkx * dw, rci]
+            .astype("int32") * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"),
+            axis=[rcb, rky, rkx, rci]),
         name="acc")
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
@@ -382,9 +416,11 @@ class DotProduct:
             trace.apply_to_schedule(sch, remove_postproc=False)
         func = self.finish(sch, x_shape, attrs)
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
+        if folds_columns(w_shape, attrs, self.depth):
+            packed_attrs["columns_folded"] = True
         if nibbles.is_nibbles(attrs):
-            packed_attrs.update(nibbles.storage_attrs(
-                packed_shape(w_shape, self.lanes, self.depth)))
+            packed_attrs.update(nibbles.storage_attrs(packed_shape(
+                packed_weight_shape(w_shape, attrs, self.depth), self.lanes, self.depth)))
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
 
@@ -399,6 +435,7 @@ class DotProduct:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """(packed weights, folded bias) for the portable kernel's int8 (weights, bias); the
         packed weights as nibbles where the kernel stores them so (`attrs`)."""
-        wp = pack(w, self.lanes, self.depth)
+        folded = fold_columns(w) if folds_columns(w.shape, attrs, self.depth) else w
+        wp = pack(folded, self.lanes, self.depth)
         return nibbles.pack(wp) if nibbles.is_nibbles(attrs) else wp, \
             folded_bias(w, bias, attrs["zp_x"])

@@ -49,13 +49,31 @@ def unpack(wp: np.ndarray, w_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(full[:cout, :cin])
 
 
+def fold_columns(w: np.ndarray) -> np.ndarray:
+    """(cout, cin, kh, kw) -> (cout, cin kw, kh, 1): a conv's kernel columns as more input
+    channels, channel c kw + kx holding column kx of channel c (`dot_product.folds_columns`)."""
+    cout, cin, kh, kw = w.shape
+    return np.ascontiguousarray(w.transpose(0, 1, 3, 2).reshape(cout, cin * kw, kh, 1))
+
+
+def unfold_columns(w: np.ndarray, kw: int) -> np.ndarray:
+    """The inverse of `fold_columns`."""
+    cout, ckw, kh, _ = w.shape
+    return np.ascontiguousarray(w.reshape(cout, ckw // kw, kw, kh).transpose(0, 1, 3, 2))
+
+
 def canonical(w: np.ndarray, attrs: dict) -> np.ndarray:
     """A conv/dense kernel's weight operand as the int8 (cout, cin[, kh, kw]) tensor of the
     numeric contract: nibbles unpacked, then the dot-product layout undone (exact)."""
     w = nibbles.stored_weights(w, attrs)
     if "depthwise_lanes" in attrs:
         return unpack_depthwise(w, tuple(attrs["w_shape"]))
-    return unpack(w, tuple(attrs["w_shape"])) if "packed_lanes" in attrs else w
+    if "packed_lanes" not in attrs:
+        return w
+    if attrs.get("columns_folded"):
+        cout, cin, kh, kw = attrs["w_shape"]
+        return unfold_columns(unpack(w, (cout, cin * kw, kh, 1)), kw)
+    return unpack(w, tuple(attrs["w_shape"]))
 
 
 def layer_weights(w: np.ndarray, attrs: dict) -> np.ndarray:

@@ -31,7 +31,7 @@ from qcompiler.schedules.fixed_point32 import unbound
 from qcompiler.targets.target import Target
 
 # Added by the packed kernel; not the workload's.
-PACKED_KEYS = ("packed_lanes", "depthwise_lanes", "w_shape")
+PACKED_KEYS = ("packed_lanes", "depthwise_lanes", "w_shape", "columns_folded")
 
 
 @dataclass(frozen=True)
