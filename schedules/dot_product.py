@@ -70,6 +70,9 @@ def packed_params(w_shape: tuple, lanes: int, attrs: dict, depth: int = 4) -> tu
 
 
 FOLD_GAIN = 1.5  # `folds_columns`: at most 1/FOLD_GAIN of the reduction's slots
+# The acc block's annotation: the packed input's column step per output column (adjacent
+# columns, 1, let an instruction take several columns at once: `DotProduct.columns_intrinsic`)
+COLUMN_STEP = "qcompiler.x_column_step"
 
 
 def folds_columns(w_shape: tuple, attrs: dict, depth: int) -> bool:
@@ -135,7 +138,7 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
             xp[b, rcb, i * sh + rky * dh, j + rkx if fold else j * sw + rkx * dw, rci]
             .astype("int32") * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rci]),
-        name="acc")
+        name="acc", attrs={COLUMN_STEP: 1 if fold else sw})
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
     y = epilogue(centered, 1, params, attrs)
@@ -205,7 +208,8 @@ def packs_rows(sch: tvm.s_tir.Schedule) -> bool:
 
 
 def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
-                 columns: int = BLOCK_COLUMNS, row_packing: bool = False) -> None:
+                 columns: int = BLOCK_COLUMNS, row_packing: bool = False,
+                 columns_intrin: tuple[str, int] | None = None) -> None:
     """Move the output lanes and the K-deep reduction innermost and map them to the
     instruction.
 
@@ -222,31 +226,43 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     it reads into its own buffer and then computing every output channel of them, instead of
     the whole input packed first; the packed copy (2x the input on AVX2) is no longer the
     largest part of the workspace.
+
+    `columns_intrin` (name, C): an intrinsic computing C adjacent output columns at once,
+    used where the packed input's columns are adjacent (`COLUMN_STEP` 1) and C divides the
+    width; J is then a multiple of C (the tile sampled over the width / C).
     """
     block = sch.get_sblock("acc")
     loops = sch.get_loops(block)
     conv = len(loops) == 9  # n, o/L, y, x, o%L | c/K, ky, kx, c%K
     n_spatial = len(loops) - (4 if conv else 2)
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
-    lane = spatial[-1]
+    lane = call = spatial[-1]  # (`call`: where the intrinsic is tensorized)
     sch.compute_inline(sch.get_sblock("acc_centered"))
     rows = conv and row_packing and packs_rows(sch)
     if conv:
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
-        cols = max(d for d in range(1, columns + 1) if width % d == 0)
-        jo, ji = split_tile(sch, j, cols, tunable, columns)
+        step = int(sch.get(block).annotations.get(COLUMN_STEP, 0))
+        group = columns_intrin[1] if columns_intrin is not None and step == 1 \
+            and width % columns_intrin[1] == 0 else 1
+        if group > 1:  # the columns one call takes: the intrinsic's loop
+            j, call = sch.split(j, [None, group])
+            intrin = columns_intrin[0]
+        tiles, most = width // group, columns // group
+        cols = max(d for d in range(1, most + 1) if tiles % d == 0)
+        jo, ji = split_tile(sch, j, cols, tunable, most)
         obo, obi = split_tile(sch, ob, 1, tunable, BLOCK_CHANNELS)
         io, ii = split_tile(sch, i, 1, tunable, BLOCK_ROWS)
         outer = list(reduction[:-1])  # c/K, ky, kx
+        inner = [call, lane] if group > 1 else [lane]
         if rows:
-            sch.reorder(b, io, obo, jo, *outer, obi, ii, ji, lane, reduction[-1])
+            sch.reorder(b, io, obo, jo, *outer, obi, ii, ji, *inner, reduction[-1])
             tasks = sch.fuse(b, io)
             sch.parallel(tasks)
             sch.compute_at(sch.get_sblock("x_packed"), tasks)
             sch.annotate(sch.get_sblock("x_packed"), ROW_PACKED, 1)  # (for `split_padding`)
         else:
-            sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, lane, reduction[-1])
+            sch.reorder(b, obo, io, jo, *outer, obi, ii, ji, *inner, reduction[-1])
             # Threads split the batch x output-channel-block x row space: disjoint outputs.
             sch.parallel(sch.fuse(b, obo, io))
         # Unit loops kept: the loop count (which traces record) must not depend on the tiles.
@@ -267,7 +283,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         sch.unroll(obi)
         outer = sch.get_loops(sch.get_sblock("requantize"))
         sch.parallel(sch.fuse(*outer[:2]))
-    sch.tensorize(lane, intrin)
+    sch.tensorize(call, intrin)
     if not rows:
         _schedule_packing(sch)
     if NIBBLE_UNPACK in _block_names(sch):  # 4-bit weights: the unpack stage stays at the root,
@@ -355,6 +371,9 @@ class DotProduct:
     # Builds a conv fused with the one-row table that takes its output ("conv2d_lut",
     # `passes.fuse_conv_table`), the lookups in the epilogue (`place_table`).
     fuses_tables: bool = False
+    # (name, C) of an intrinsic taking C adjacent output columns at once, registered on first
+    # use (`schedule_acc`'s `columns_intrin`); None: one column a call.
+    columns_intrinsic: Callable[[], tuple[str, int]] | None = None
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -384,7 +403,8 @@ class DotProduct:
         """The whole schedule of a workload: the dot product (`schedule_acc`, the part tuning
         samples), then the target's stages around it. Tuning's design space and its traces
         are this function, so a record replays all of it."""
-        schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing)
+        columns = None if self.columns_intrinsic is None else self.columns_intrinsic()
+        schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing, columns)
         if self.stages is not None:
             self.stages(sch, self.lanes)
         if has_block(sch, "lut"):

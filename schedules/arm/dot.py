@@ -16,12 +16,20 @@ def sdot_intrinsic() -> str:
     return SDOT_INTRIN
 
 
+def sdot_columns_intrinsic() -> tuple[str, int]:
+    """`sdot.SDOT_COLUMNS_INTRIN` and its columns, registered on first use."""
+    from qcompiler.schedules.arm.sdot import COLUMNS, SDOT_COLUMNS_INTRIN
+
+    return SDOT_COLUMNS_INTRIN, COLUMNS
+
+
 def _stages(sch: tvm.s_tir.Schedule, lanes: int) -> None:
     vectorize_epilogue(sch, 4 * lanes)  # (a dense layer's channels: 4 NEON vectors at a time)
 
 
 ARM_SDOT = DotProduct("arm_sdot", 4, "int8", sdot_intrinsic, epilogue=vector_epilogue,
-                      stages=_stages, fuses_tables=True)
+                      stages=_stages, fuses_tables=True,
+                      columns_intrinsic=sdot_columns_intrinsic)
 """Accepts what `DotProduct` does on int8 activations: conv2d (groups 1) and dense, any batch,
 channels, kernel, strides, dilations and padding, 8- or 4-bit weights. Depthwise convs run
 the portable computation one channel at a time (`channel_local`); grouped convs, pools, adds

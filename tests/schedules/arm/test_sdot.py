@@ -1,10 +1,14 @@
-"""The ARM `sdot` rule's intrinsic (`schedules/arm/sdot.py`): one expression, no named
+"""The ARM `sdot` rule's intrinsics (`schedules/arm/sdot.py`): one expression, no named
 temporaries, so a kernel asks the runtime for workspace only for its packed input, not around
-every tensorized call (TVM's own `sdot` intrinsic: six more allocations in the parallel body).
-Bit-exactness under qemu is the fuzzer's and the library tests' (`tests/test_fuzz.py`,
+every tensorized call (TVM's own `sdot` intrinsic: six more allocations in the parallel body);
+four output columns a call where the input's columns are adjacent, bit-exact under qemu.
+Whole models under qemu are the fuzzer's and the library tests' (`tests/test_fuzz.py`,
 `tests/backend`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import tvm
 from qcompiler.schedules.arm.dot import ARM_SDOT
@@ -31,3 +35,48 @@ def test_sdot_kernels_allocate_only_their_packed_input(op, x_shape, w_shape, all
              if "load ptr, ptr @__TVMBackendAllocWorkspace" in line]
     assert len(calls) == allocations
     assert "llvm.aarch64.neon.sdot.v4i32.v16i8" in ir
+
+
+# (x shape, w shape, stride, dilation, padding): adjacent input columns (stride 1, or a
+# folded stem) take four output columns a call; the others one column a call.
+CASES = [
+    ((1, 16, 16, 16), (32, 16, 3, 3), 1, 1, (1, 1, 1, 1), True),  # J = 16
+    ((2, 24, 8, 8), (20, 24, 1, 1), 1, 1, (0, 0, 0, 0), True),  # batch 2, channel tails
+    ((1, 8, 12, 12), (8, 8, 3, 3), 1, 2, (2, 2, 2, 2), True),  # dilated: J = 12
+    ((1, 1, 28, 28), (16, 1, 3, 3), 1, 1, (1, 1, 1, 1), True),  # folded stem: J = 4
+    ((1, 3, 17, 18), (16, 3, 3, 3), 2, 1, (1, 1, 1, 1), False),  # strided
+    ((1, 16, 14, 14), (32, 16, 3, 3), 1, 1, (1, 1, 1, 1), False),  # 14 columns: no 4
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_four_columns_a_call_where_the_columns_are_adjacent(case, tmp_path, rng):
+    """Four output columns a call (one 16-byte load, lane-indexed `sdot`) where the packed
+    input's columns are adjacent and 4 divides the width; bit-exact under qemu-aarch64
+    against the reference either way."""
+    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
+
+    from qcompiler.reference import conv2d as ref_conv2d
+
+    x_shape, w_shape, s, d, pads, four = case
+    attrs = {**ATTRS, "strides": [s, s], "dilation": [d, d], "padding": list(pads)}
+    func = ARM_SDOT.build("conv2d", x_shape, "int8", w_shape, attrs)
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "kernel")})
+    asm = tvm.tirx.build(mod, target=tvm.target.Target(ARM.tvm_target)).inspect_source("s")
+    assert (".4b[" in asm) == four  # `sdot v.4s, w.16b, x.4b[c]`: a column's word by lane
+    cout = w_shape[0]
+    x = rng.integers(-128, 128, x_shape).astype("int8")
+    w = rng.integers(-128, 128, w_shape).astype("int8")
+    bias = rng.integers(-20000, 20000, cout).astype("int32")
+    m0 = rng.integers(2**30, 2**31 - 1, cout).astype("int32")
+    shift = np.full(cout, -12, "int32")
+    want = ref_conv2d(x, w, bias, m0, shift, attrs)
+    assert 0.2 < np.mean((want > -128) & (want < 127))  # the clamp does not hide the sums
+    wp, folded = ARM_SDOT.pack_operands(w, bias, attrs)
+    target = tvm.target.Target(ARM.tvm_target)
+    (built,) = KernelBuilder(target, tmp_path, ARM.cc).build(
+        [tvm.s_tir.meta_schedule.builder.BuilderInput(tvm.IRModule({"main": func}), target)])
+    assert built.error_msg is None
+    got, _ = CountingRunner(ARM.run_prefix).measure(Path(built.artifact_path),
+                                                    [x, wp, folded, m0, shift], want)
+    np.testing.assert_array_equal(got, want)
