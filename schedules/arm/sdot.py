@@ -62,9 +62,9 @@ def _columns_desc(A: T.Buffer((4, 4), "int8", offset_factor=4),
                 C[vc, vi] = C[vc, vi] + T.cast(A[vc, vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
-def _column_sdot(c: int):  # noqa: ANN202 - a TVMScript macro
+def _column_sdot(c: int):
     @T.macro
-    def body(A, B, C):  # noqa: ANN001
+    def body(A, B, C):
         C[c, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
             C.vload([c, 0], dtype="int32x4"), B.vload([0, 0], dtype="int8x16"),

@@ -54,9 +54,8 @@ def test_four_columns_a_call_where_the_columns_are_adjacent(case, tmp_path, rng)
     """Four output columns a call (one 16-byte load, lane-indexed `sdot`) where the packed
     input's columns are adjacent and 4 divides the width; bit-exact under qemu-aarch64
     against the reference either way."""
-    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
-
     from qcompiler.reference import conv2d as ref_conv2d
+    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
 
     x_shape, w_shape, s, d, pads, four = case
     attrs = {**ATTRS, "strides": [s, s], "dilation": [d, d], "padding": list(pads)}
