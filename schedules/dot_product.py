@@ -96,9 +96,13 @@ def packed_weight_shape(w_shape: tuple, attrs: dict, depth: int) -> tuple:
 
 def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                    lanes: int = 4, epilogue: Callable = kernels._requantize_channels,
-                   depth: int = 4, packed_dtype: str | None = None) -> list:
+                   depth: int = 4, packed_dtype: str | None = None,
+                   column_group: int = 1) -> list:
     """`depth` (K): reduction values per lane; `packed_dtype`: the packed activations' type
-    (default the input's; int16 where the instruction multiplies 16-bit pairs)."""
+    (default the input's; int16 where the instruction multiplies 16-bit pairs);
+    `column_group`: where the packed input's columns are adjacent, the accumulator's width
+    rounded up to a multiple of it (its extra columns computed on the padding and dropped:
+    `DotProduct.columns_intrinsic` takes that many columns a call)."""
     n, cin, h, w_ = x_shape
     cout, cin_w, kh, kw = w_shape
     sh, sw = attrs["strides"]
@@ -126,19 +130,23 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
         return tirx.if_then_else(tirx.all(*inside), _as(value, p_dtype),
                                  tirx.const(zp, p_dtype))
 
-    width = ow if fold else w_ + pl + pr
+    step = 1 if fold else sw  # the packed input's columns per output column
+    acc_w = ceil_div(ow, column_group) * column_group if step == 1 else ow
+    width = acc_w if fold else w_ + pl + pr + (acc_w - ow)
     xp = te.compute((n, c4, h + pt + pb, width, K), packed, name="x_packed")
     rcb = te.reduce_axis((0, c4), name="rcb")
     rky = te.reduce_axis((0, kh), name="rky")
     rkx = te.reduce_axis((0, 1 if fold else kw), name="rkx")
     rci = te.reduce_axis((0, K), name="rci")
     acc = te.compute(
-        (n, o4, oh, ow, L),
+        (n, o4, oh, acc_w, L),
         lambda b, ob, i, j, oi: te.sum(
             xp[b, rcb, i * sh + rky * dh, j + rkx if fold else j * sw + rkx * dw, rci]
             .astype("int32") * wp[ob, rcb, rky, rkx, oi, rci].astype("int32"),
             axis=[rcb, rky, rkx, rci]),
-        name="acc", attrs={COLUMN_STEP: 1 if fold else sw})
+        # (only where a rule takes columns together: other rules' workloads, the tuning
+        # database's keys, stay as they were)
+        name="acc", attrs={COLUMN_STEP: step} if column_group > 1 else None)
     centered = te.compute((n, cout, oh, ow), lambda b, o, i, j: acc[b, o // L, i, j, o % L],
                           name="acc_centered")
     y = epilogue(centered, 1, params, attrs)
@@ -147,7 +155,8 @@ def conv2d_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
 
 def dense_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                   lanes: int = 4, epilogue: Callable = kernels._requantize_channels,
-                  depth: int = 4, packed_dtype: str | None = None) -> list:
+                  depth: int = 4, packed_dtype: str | None = None,
+                  column_group: int = 1) -> list:
     """`acc[n, o/L, o%L] = sum_{k/K, k%K} xp[n, k/K, k%K] * wp[o/L, k/K, o%L, k%K]`."""
     n, k = x_shape
     cout, _ = w_shape
@@ -395,9 +404,10 @@ class DotProduct:
         requantize shift is <= -1 (a simpler vector epilogue; `fixed_point32`)."""
         epilogue = (kernels._requantize_channels if self.epilogue is None
                     else functools.partial(self.epilogue, shifts=shifts))
+        group = 1 if self.columns_intrinsic is None else self.columns_intrinsic()[1]
         return te.create_prim_func(COMPUTES[op](
             x_shape, x_dtype, w_shape, attrs, lanes=self.lanes, epilogue=epilogue,
-            depth=self.depth, packed_dtype=self.packed_dtype))
+            depth=self.depth, packed_dtype=self.packed_dtype, column_group=group))
 
     def schedule(self, sch: tvm.s_tir.Schedule, tunable: bool = False) -> None:
         """The whole schedule of a workload: the dot product (`schedule_acc`, the part tuning
