@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import sys
 import tempfile
@@ -169,6 +170,25 @@ def native_log(path: Path) -> Iterator[TextIO]:
         os.close(saved)
 
 
+def one_schedule(spaces: list[tvm.s_tir.Schedule]) -> bool:
+    """Whether design spaces hold a single schedule: one space whose every sampled tile has
+    one value (a loop of 1, or of a prime beyond the innermost bound), as a 2x2 depthwise
+    plane's or a dense layer's single channel block (MetaSchedule would measure it TRIALS
+    times: Hexagon's 1x48 -> 10 dense layer, 32 trials, ~10 minutes)."""
+    if len(spaces) != 1:
+        return False
+    trace = spaces[0].trace
+    for inst in trace.insts:
+        if inst.kind.name.startswith("Sample"):
+            if inst.kind.name != "SamplePerfectTile" or int(inst.attrs[0]) != 2:
+                return False
+            extent = math.prod(int(v) for v in trace.decisions[inst])
+            bound = int(inst.attrs[1]) if int(inst.attrs[1]) > 0 else extent
+            if sum(1 for d in range(1, min(bound, extent) + 1) if extent % d == 0) > 1:
+                return False
+    return True
+
+
 class Tuner:
     """Builder, runners and database for one target."""
 
@@ -209,7 +229,11 @@ class Tuner:
     def search(self, task: Task, trials: int, progress: bool, label: str,
                deadline: float | None = None) -> list:
         """Run MetaSchedule on one task, up to `trials` candidates (and, given a `deadline`
-        on `time.monotonic()`, until then); its measured candidates, best first."""
+        on `time.monotonic()`, until then); its measured candidates, best first. A task
+        whose design space is one schedule (`one_schedule`) has nothing to search: none."""
+        if one_schedule(task.rule.design_spaces(tvm.s_tir.Schedule(task.search_workload))):
+            self.trials = 0
+            return []
         space = ms.space_generator.ScheduleFn(
             task.rule.design_spaces, sch_rules=[], postprocs=[],
             mutator_probs={ms.mutator.MutateTileSize(): 1.0})

@@ -35,7 +35,7 @@ from qcompiler.backend.runtime import CompiledModel, StandaloneModel
 from qcompiler.errors import QCompileError
 from qcompiler.reference import Reference
 from qcompiler.tuning.tasks import Task, extract_tasks
-from qcompiler.tuning.tune import Tuner, apply_tuned, database_dir, open_database
+from qcompiler.tuning.tune import Tuner, apply_tuned, database_dir, one_schedule, open_database
 
 # TVM's worker and RPC processes start without torch (5-10 s each where it is installed)
 pytestmark = pytest.mark.usefixtures("no_torch_in_subprocesses")
@@ -126,7 +126,10 @@ def test_tune_then_reuse_with_zero_trials_bit_exact_x86(tmp_path, rng):
     requires_cpu_for(VNNI_TARGET)  # (tuning runs the candidates)
     db = tmp_path / "db"
     first = _compile(tmp_path / "a", None, tune_trials=3, tuning_db=str(db))
-    assert first.tuning and all(r.trials >= 1 for r in first.tuning)
+    # every task searched but one whose space is one schedule (the dense layer's one block)
+    searched = [r.trials >= 1 for r in first.tuning]
+    assert any(searched) and searched == [not one_schedule(r.task.rule.design_spaces(
+        tvm.s_tir.Schedule(r.task.search_workload))) for r in first.tuning]
     assert all(r.chosen in ("tuned", "fixed") for r in first.tuning)
     records = database_dir(db, first.target) / "records.json"
     assert len(records.read_text().splitlines()) == len(first.tuning)
@@ -235,6 +238,27 @@ def test_depthwise_conv_is_a_task_on_arm(tmp_path):
     (gv,) = task.kernels
     assert tvm_ffi.structural_equal(tuned[gv].without_attr("global_symbol"),
                                     task.build(draw).without_attr("global_symbol"))
+
+
+def test_a_design_space_of_one_schedule_is_not_searched(tmp_path):
+    """A task whose design space holds one schedule (ARM's depthwise conv on a 2x2 plane: no
+    chunk to choose; a dense layer of one channel block) runs no trials; one with a choice
+    (the 4x4 plane's chunk) is searched."""
+    ws = {"w0": np.random.default_rng(1).standard_normal((16, 1, 3, 3)),
+          "w1": np.random.default_rng(2).standard_normal((16, 1, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], group=16, pads=[1] * 4,
+                              strides=[2, 2]),
+             helper.make_node("Conv", ["a", "w1"], ["y"], group=16, pads=[1] * 4,
+                              strides=[2, 2])]
+    compiled = _compile(tmp_path, make_model(nodes, {"x": (1, 16, 8, 8)}, {"y": None}, ws),
+                        target="arm")
+    tasks = extract_tasks(compiled.quantized, compiled.target)
+    assert [t.name.split(" -> ")[0] for t in tasks] == ["dwconv 1x16x8x8", "dwconv 1x16x4x4"]
+    spaces = [t.rule.design_spaces(tvm.s_tir.Schedule(t.workload)) for t in tasks]
+    assert [one_schedule(s) for s in spaces] == [False, True]
+    tuner = Tuner(compiled.target, compiled.tvm_target, tmp_path / "db", tmp_path / "work")
+    assert tuner.search(tasks[1], 8, progress=False, label="") == [] and tuner.trials == 0
+    assert tuner.search(tasks[0], 2, progress=False, label="") and tuner.trials == 2
 
 
 @pytest.mark.usefixtures("vnni_x86")
