@@ -26,13 +26,14 @@ which the packed bias carries:
 then the usual requantize epilogue. The packed kernel's attributes add `packed_lanes` and
 `w_shape`, from which the reference unpacks the weights and the bias.
 
+A 4-bit layer's `wp` is stored as nibbles (`qcompiler.numerics.nibbles`) and unpacked to int8
+at the kernel's root, once per call, so the instruction still reads plain int8 bytes.
+
 A conv with few input channels (a stem: 1-3) wastes most of each K-deep product on channel
 padding; where taking the kernel's columns into the reduction needs at most 2/3 of the slots
 (`folds_columns`: 1 channel x 3 columns is one 4-deep product instead of three), the input is
 packed as `xp[n, v/K, y', x, v%K] = x[n, c, y', x sw + kx dw]` over v = c kw + kx, the conv
-then 1 column wide (attribute `columns_folded`; weights `weight_layout.fold_columns`). A 4-bit layer's `wp` is
-stored as nibbles (`qcompiler.numerics.nibbles`) and unpacked to int8 at the kernel's root, once per
-call, so the instruction still reads plain int8 bytes.
+then 1 column wide (attribute `columns_folded`; weights `weight_layout.fold_columns`).
 """
 from __future__ import annotations
 
