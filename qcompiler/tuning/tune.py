@@ -6,8 +6,10 @@
                 convs also the reduction's loop order and unrolling, a space each; for the
                 blocked depthwise convs the columns and padded rows), evolutionary search
                 guided by XGBoost, each candidate's trace replayed on the real kernel and
-                built as kernels are (`candidates`, `DotProduct.finish`) and measured by a runner (x86 time with the weights cold, Hexagon packets
-                or AArch64 instructions under qemu, or the RPC tracker)
+                built as kernels are (`candidates`, `DotProduct.finish`), measured by a
+                runner (x86 time with the weights cold, Hexagon packets or AArch64
+                instructions under qemu, or the RPC tracker); a one-schedule space is not
+                searched (`one_schedule`)
         accept: the best candidates re-run here on a fresh random input, bit for bit against
                 `qcompiler.reference`; those that agree and beat the fixed schedule alone
                 (the two fastest) are its options
