@@ -15,8 +15,9 @@ from tvm import relax
 
 from qcompiler import kernels
 from qcompiler.lowering.context import Context
-from qcompiler.lowering.values import signed_bits
+from qcompiler.lowering.values import Value, signed_bits
 from qcompiler.lowering.weights import bias_and_multipliers, check_accumulator
+from qcompiler.numerics import transpose_phases
 from qcompiler.numerics.qparams import QParams
 from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multiplier
 from qcompiler.numerics.shapes import conv2d_transpose_out_hw
@@ -103,9 +104,36 @@ def conv2d_transpose(ctx: Context, call: relax.Call, parts: dict, qp: QParams
     xs = shape_of(x.expr)
     if conv2d_transpose_out_hw(xs, w.shape, attrs) != shape_of(call)[2:]:
         return None
+    phases = transpose_phases.plan(xs, w.shape, attrs)
+    if phases is not None:
+        return _phase_conv(ctx, x, phases, w_q, (b_q, m0, shift), attrs, qp.dtype)
     args = [x.expr, *ctx.weights.channel_operands(w_q, (b_q, m0, shift), attrs)]
     func = kernels.conv2d_transpose(xs, x.qp.dtype, w_q.shape, attrs)
     return ctx.call_kernel("conv2d_transpose", func, args, shape_of(call), qp.dtype)
+
+
+def _phase_conv(ctx: Context, x: Value, p: transpose_phases.PhasePlan, w_q: np.ndarray,
+                channel: tuple, attrs: dict, dtype: str) -> relax.Expr:
+    """A strided transposed conv as the conv of its phases (the conv kernels, their schedules
+    and layouts; no product of an inserted zero), then the interleave and crop as moves."""
+    count = p.strides[0] * p.strides[1]
+    conv_attrs = {k: v for k, v in attrs.items() if k != "output_padding"}
+    conv_attrs.update(strides=[1, 1], padding=list(p.padding))
+    w_p = transpose_phases.phase_weights(w_q, p)
+    args = [x.expr, *ctx.weights.channel_operands(
+        w_p, tuple(np.tile(a, count) for a in channel), conv_attrs)]
+    n = shape_of(x.expr)[0]
+    shape = (n, w_p.shape[0], p.rows, p.cols)
+    func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_p.shape, conv_attrs)
+    y = ctx.call_kernel("conv2d", func, args, shape, dtype)
+    (sh, sw), cout = p.strides, w_p.shape[0] // count
+    y = ctx.bb.emit(relax.op.reshape(y, (n, sh, sw, cout, p.rows, p.cols)))
+    y = ctx.bb.emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))
+    y = ctx.bb.emit(relax.op.reshape(y, (n, cout, p.rows * sh, p.cols * sw)))
+    (t, left), (oh, ow) = p.offset, p.out_hw
+    if (t, left, oh, ow) == (0, 0, p.rows * sh, p.cols * sw):
+        return y
+    return ctx.bb.emit(relax.op.strided_slice(y, [2, 3], [t, left], [t + oh, left + ow]))
 
 
 def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:

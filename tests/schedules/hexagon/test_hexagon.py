@@ -165,10 +165,13 @@ def test_spatial_ops_bit_exact(shape, tmp_path, rng):
              helper.make_node("Resize", ["cc", "", "sc"], ["rl"], mode="linear"),
              helper.make_node("Add", ["rn", "rl"], ["y"]),
              helper.make_node("ConvTranspose", ["cc", "wt"], ["ct"], strides=[2, 2],
-                              kernel_shape=[2, 2]),
+                              kernel_shape=[2, 2]),  # the conv of its phases, interleaved
+             helper.make_node("ConvTranspose", ["cc", "wg"], ["cg"], strides=[2, 2],
+                              kernel_shape=[3, 3], group=2),  # zero-inserted
              helper.make_node("ReduceMean", ["cc"], ["rm"], axes=[2, 3], keepdims=1)]
-    inits = {"wt": rng.standard_normal((2 * c, 7, 2, 2)) * 0.2}
-    compiled, lib = _graph(nodes, shape, tmp_path, rng, inits, outputs=("y", "ct", "rm"))
+    inits = {"wt": rng.standard_normal((2 * c, 7, 2, 2)) * 0.2,
+             "wg": rng.standard_normal((2 * c, 3, 3, 3)) * 0.2}
+    compiled, lib = _graph(nodes, shape, tmp_path, rng, inits, outputs=("y", "ct", "cg", "rm"))
     assert all(layer["status"] == "integer" for layer in lib.meta["layers"])
     assert {"max_pool2d", "avg_pool2d", "resize_nearest", "resize_bilinear",
             "conv2d_transpose", "reduce_mean", "add"} <= set(_schedules(compiled))

@@ -80,14 +80,15 @@ def _graph(rng):
              helper.make_node("HardSigmoid", ["g"], ["h"]),
              helper.make_node("Mul", ["p", "h"], ["m"]),  # a squeeze-excite gate
              helper.make_node("AveragePool", ["m"], ["v"], kernel_shape=[2, 2]),
-             # a detector's neck: upsample, transposed conv, resample
+             # a detector's neck: upsample, transposed conv (grouped: the zero-inserted
+             # kernel; an ungrouped one is the conv of its phases), resample
              helper.make_node("Resize", ["v", "", "up"], ["u"], mode="nearest"),
              helper.make_node("ConvTranspose", ["u", "wt", "bt"], ["t"], kernel_shape=[3, 3],
-                              strides=[2, 2], pads=[1] * 4, output_padding=[1, 1]),
+                              strides=[2, 2], pads=[1] * 4, output_padding=[1, 1], group=2),
              helper.make_node("Resize", ["t", "", "down"], ["y"], mode="linear")]
     inits = {"w": w, "b": rng.standard_normal(c).astype(np.float32),
              "up": np.array([1, 1, 2, 2], np.float32), "down": np.array([1, 1, .5, .5], np.float32),
-             "wt": (rng.standard_normal((c, 8, 3, 3)) * 0.2).astype(np.float32),
+             "wt": (rng.standard_normal((c, 4, 3, 3)) * 0.2).astype(np.float32),
              "bt": rng.standard_normal(8).astype(np.float32)}
     return make_model(nodes, {"x": ("N", c, hw, hw)}, {"y": None}, inits), (c, hw, hw)
 
