@@ -50,7 +50,8 @@ COMPOSITES: dict[str, Callable] = {
 # Plain ops: (ctx, call, qp) -> the output Value, or None: the op stays float.
 OPS: dict[str, Callable] = {
     "relax.nn.max_pool2d": spatial.pool, "relax.nn.avg_pool2d": spatial.pool,
-    "relax.mean": spatial.mean, "relax.image.resize2d": spatial.resize,
+    "relax.mean": spatial.reduce, "relax.sum": spatial.reduce,
+    "relax.image.resize2d": spatial.resize,
     "relax.nn.pad": spatial.pad,
     **{op: tables.table_op for op in tables.TABLE_OPS}, "relax.multiply": tables.mul,
     **{op: moves.move for op in moves.MOVES}, "relax.concat": moves.concat,

@@ -387,8 +387,8 @@ def reduce_mean(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
     """Integer sum of `x - zp_x` over `axes`, then one fixed-point divide by the count:
 
     `y = clamp(zp_y + qms(sum, M0, n))`, `M = s_x / (s_y * count)` (one multiplier: every
-    output sums the same number of elements). attrs: axes, keepdims, zp_x, zp_y, m0, shift,
-    lo, hi, out_dtype.
+    output sums the same number of elements; ReduceSum's is `s_x / s_y`). attrs: axes,
+    keepdims, zp_x, zp_y, m0, shift, lo, hi, out_dtype.
     """
     axes, keep = attrs["axes"], attrs["keepdims"]
     x = te.placeholder(x_shape, x_dtype, name="x")

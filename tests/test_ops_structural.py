@@ -1,6 +1,6 @@
-"""Pad, Transpose, Slice, Split, ReduceMean, Resize and ConvTranspose, alone in a graph: integer,
-bit-exact against the reference in the TVM library and in the runtime-free C library, and (for
-the ops that compute) close to the float op."""
+"""Pad, Transpose, Slice, Split, ReduceMean, ReduceSum, Resize and ConvTranspose, alone in a
+graph: integer, bit-exact against the reference in the TVM library and in the runtime-free C
+library, and (for the ops that compute) close to the float op."""
 from __future__ import annotations
 
 import numpy as np
@@ -196,6 +196,18 @@ def test_reduce_mean_opset18_axes_input(tmp_path, rng):
     _, lib, _ = _compile(nodes, (2, 6, 3, 3), tmp_path, rng, opset=18)
     assert _ops(lib) == [("mean", "integer")]
     assert lib.outputs[0]["shape"] == [2, 3, 3]
+
+
+@pytest.mark.parametrize("axes,keepdims,shape", [([-1], 0, (2, 3, 4, 8)), ([1, 2], 1,
+                                                                           (1, 5, 3, 4))])
+def test_reduce_sum(axes, keepdims, shape, tmp_path, rng):
+    """ReduceSum (a detector head's integral over distance bins): the mean's kernel, its
+    multiplier without the count; axes an input since opset 13."""
+    nodes = [_const("ax", axes),
+             helper.make_node("ReduceSum", ["x", "ax"], ["y"], keepdims=keepdims)]
+    compiled, lib, calib = _compile(nodes, shape, tmp_path, rng, opset=13)
+    assert _ops(lib) == [("sum", "integer")]
+    assert _lsb_errors(compiled, lib, calib[:shape[0]])[0].max() <= 0.5 + 1e-3
 
 
 # ---- Resize ---------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ Files that exist are reused (written to a temporary name, then renamed, so an in
 export leaves nothing half-written). `mobilenet_v3_small_written_out` spells Hardswish as
 `x * relu6(x + 3) / 6` and Hardsigmoid as `relu6(x + 3) / 6`, as older and Paddle exports
 do (SiLU needs no such variant: ONNX has no SiLU op before opset 24, so every
-efficientnet_b0 export already writes it out as `x * sigmoid(x)`).
+efficientnet_b0 export already writes it out as `x * sigmoid(x)`). `fpn_segmenter` and
+`anchor_free_detector` (`tools/dense_heads.py`) are a segmenter's and a detector's neck and
+head on mobilenet_v3_small's features, with their own output names.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ import numpy as np
 
 ZOO = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "resnet18",
        "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet1_0", "squeezenet1_1", "googlenet",
-       "mobilenet_v3_small_written_out")
+       "mobilenet_v3_small_written_out", "fpn_segmenter", "anchor_free_detector")
+DENSE = ("fpn_segmenter", "anchor_free_detector")  # tools/dense_heads.py, not torchvision
 OPSETS = (13, 17)
 INPUT, OUTPUT = "input", "logits"
 DEFAULT_OUT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qcompiler" / "zoo"
@@ -106,7 +109,11 @@ def build(name: str, seed: int = 0):  # -> torch.nn.Module, in eval mode
     torch.manual_seed(seed)
     arch = name.removesuffix(WRITTEN_OUT)
     kwargs = {"aux_logits": False, "init_weights": True} if arch == "googlenet" else {}
-    model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+    if arch in DENSE:
+        from dense_heads import DENSE_HEADS
+        model = DENSE_HEADS[arch]()
+    else:
+        model = getattr(torchvision.models, arch)(weights=None, **kwargs)
     if name.endswith(WRITTEN_OUT) and not _write_out(model):
         raise ValueError(f"{arch} has no Hardswish, Hardsigmoid or SiLU to write out")
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -138,19 +145,20 @@ def export(model, path: Path, opset: int | str) -> None:
     import torch
 
     x = torch.randn(1, 3, 224, 224)
+    outputs = list(getattr(model, "output_names", [OUTPUT]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if opset == "dynamo":
             dims = {0: torch.export.Dim("N", max=1024), 2: torch.export.Dim("H", min=32),
                     3: torch.export.Dim("W", min=32)}
             _save_atomic(lambda p: torch.onnx.export(
-                model, (x,), str(p), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                model, (x,), str(p), dynamo=True, input_names=[INPUT], output_names=outputs,
                 dynamic_shapes={"x": dims}, external_data=False, verbose=False), path)
         else:
             _save_atomic(lambda p: torch.onnx.export(
                 model, (x,), str(p), dynamo=False, opset_version=opset, input_names=[INPUT],
-                output_names=[OUTPUT], dynamic_axes={INPUT: {0: "N", 2: "H", 3: "W"},
-                                                     OUTPUT: {0: "N"}}), path)
+                output_names=outputs, dynamic_axes={INPUT: {0: "N", 2: "H", 3: "W"},
+                                                    **{o: {0: "N"} for o in outputs}}), path)
 
 
 def export_zoo(names: list[str], out: Path, opsets: list[int | str], calib_size: int,

@@ -33,7 +33,8 @@ INTEGER_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
     "Constant", "Sum", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu",
-    "Mul", "Pad", "Transpose", "Slice", "Split", "ReduceMean", "Resize", "ConvTranspose",
+    "Mul", "Pad", "Transpose", "Slice", "Split", "ReduceMean", "ReduceSum", "Resize",
+    "ConvTranspose",
 })
 # Elementwise math: part of one lookup table when its only non-constant input is one tensor
 # (`passes.fuse_elementwise`), else (e.g. Div of two tensors) float between a dequantize and

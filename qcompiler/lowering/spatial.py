@@ -78,8 +78,9 @@ def window_counts(h: int, w: int, geo: dict, counted_padding: list | None) -> np
     return np.outer(ny, nx).astype(np.int64)
 
 
-def mean(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
-    """ReduceMean (and GlobalAveragePool): integer sum, one fixed-point divide by the count."""
+def reduce(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
+    """ReduceMean (and GlobalAveragePool), ReduceSum: integer sum, one fixed-point multiply
+    (for a mean, the divide by the count folded into it)."""
     x = ctx.env[call.args[0]]
     xs = shape_of(x.expr)
     axes = range(len(xs)) if call.attrs.axis is None else int_list(call.attrs.axis)
@@ -87,7 +88,8 @@ def mean(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
     count = int(np.prod([xs[ax] for ax in axes]))
     if count << (signed_bits(x.qp.dtype) - 1) > 2**31 - 1:
         return None  # the int32 sum could wrap: stays float
-    m0, shift = quantize_multiplier(x.qp.scale / (qp.scale * count))
+    divisor = count if op_name(call) == "relax.mean" else 1
+    m0, shift = quantize_multiplier(x.qp.scale / (qp.scale * divisor))
     rq = RequantizeAttrs.for_output(qp, m0=m0, shift=shift)
     attrs = {"axes": axes, "keepdims": bool(call.attrs.keepdims), "zp_x": x.qp.zero_point,
              **rq.to_attrs()}
