@@ -1,7 +1,7 @@
 """Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
 that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, mul, lookup
-tables, requantize, max pool, the mean over h and w kept 1x1, and concat along channels of
-whole blocks) run on NCHW16c tensors, and the layout changes only where the graph leaves
+tables, requantize, max pool, the mean over h and w kept 1x1, resize, and concat along
+channels of whole blocks) run on NCHW16c tensors, and the layout changes only where the graph leaves
 them (the graph's inputs and outputs, and ops without a blocked form, e.g. reshapes, a
 channel shuffle's transpose, a concat of channels that do not fill whole blocks).
 
@@ -167,6 +167,9 @@ class _Planner:
           input;
         - max pool on a blocked input or one of >= 16 channels: any kernel, strides, padding;
         - reduce_mean over (h, w) with keepdims (a global average pool), on a blocked input;
+        - resize, nearest or bilinear (their index tables as they are), on a blocked input;
+        - the interleave of a transposed conv's phases, on a blocked input, its output
+          channels whole blocks;
         - conv2d on one uint8 activation with constant weights, bias and multipliers: groups
           1 (`blocked.BLOCKED_VNNI`; a stem of < 16 channels on an NCHW input read by 4), or
           depthwise with groups == channels == outputs (`blocked.depthwise`; not a stem), or
@@ -214,6 +217,15 @@ class _Planner:
                         [relax.const(requantize_table(tattrs))])
             return (blocked.requantize(shape5, dtypes[0], battrs),
                     [(acts[0], attrs["zp_x"], blocked.BLOCK)], [])
+        if op in ("resize_nearest", "resize_bilinear") and len(acts) == 1 and is_blocked:
+            out_hw = tuple(int(d) for d in func.params[-1].shape[2:4])
+            return (blocked.resize(op, blocked.blocked_shape(shapes[0]), dtypes[0], out_hw,
+                                   battrs), [(acts[0], attrs.get("zp_x", 0), blocked.BLOCK)],
+                    list(args[1:3]))
+        if op == "interleave_phases" and is_blocked and shapes[0][1] % (
+                attrs["strides"][0] * attrs["strides"][1] * blocked.BLOCK) == 0:
+            return (blocked.interleave_phases(blocked.blocked_shape(shapes[0]), dtypes[0],
+                                              battrs), [(acts[0], 0, blocked.BLOCK)], [])
         if op == "reduce_mean" and len(acts) == 1 and is_blocked \
                 and attrs["axes"] == [2, 3] and attrs["keepdims"]:
             return (blocked.global_mean(blocked.blocked_shape(shapes[0]), dtypes[0], battrs),

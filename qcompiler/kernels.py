@@ -412,12 +412,14 @@ def reduce_mean(x_shape: tuple, x_dtype: str, attrs: dict) -> tirx.PrimFunc:
 
 def resize_nearest(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict) -> tirx.PrimFunc:
     """`y[b, c, i, j] = x[b, c, rows[i], cols[j]]`: a gather by index tables computed at
-    compile time (the coordinate mode's rounding is all in the tables); qparams pass through."""
-    n, c, _, _ = x_shape
+    compile time (the coordinate mode's rounding is all in the tables); qparams pass through.
+    A fifth axis of `x_shape` (a blocked tensor's channel lanes) is carried along."""
+    n, c, _, _, *lanes = x_shape
     x = te.placeholder(x_shape, x_dtype, name="x")
     rows = te.placeholder((out_hw[0],), "int32", name="rows")
     cols = te.placeholder((out_hw[1],), "int32", name="cols")
-    y = te.compute((n, c, *out_hw), lambda b, ch, i, j: x[b, ch, rows[i], cols[j]],
+    y = te.compute((n, c, *out_hw, *lanes), lambda b, ch, i, j, *li: x[b, ch, rows[i],
+                                                                       cols[j], *li],
                    name="resize_nearest")
     return _prim_func("resize_nearest", attrs, [x, rows, cols, y])
 
@@ -429,28 +431,48 @@ def resize_bilinear(x_shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict
     rows[:, i] = (top, bottom, weight of bottom), likewise cols; with `u = x - zp_x` and
     `W = 2^bits`: `acc = (W - wy)((W - wx) u00 + wx u01) + wy((W - wx) u10 + wx u11)`, then
     `y = clamp(zp_y + qms(acc, M0, n))`, `M = s_x / (s_y 2^(2 bits))`: one rounding at the end.
+    A fifth axis of `x_shape` (a blocked tensor's channel lanes) is carried along.
     """
-    n, c, _, _ = x_shape
+    n, c, _, _, *lanes = x_shape
     one = 1 << attrs["bits"]
     rq = RequantizeAttrs.from_attrs(attrs)
     x = te.placeholder(x_shape, x_dtype, name="x")
     rows = te.placeholder((3, out_hw[0]), "int32", name="rows")
     cols = te.placeholder((3, out_hw[1]), "int32", name="cols")
 
-    def u(b: Any, ch: Any, i: Any, j: Any) -> Any:
-        return x[b, ch, i, j].astype("int32") - attrs["zp_x"]
+    def u(b: Any, ch: Any, i: Any, j: Any, li: tuple) -> Any:
+        return x[b, ch, i, j, *li].astype("int32") - attrs["zp_x"]
 
-    def body(b: Any, ch: Any, i: Any, j: Any) -> Any:
+    def body(b: Any, ch: Any, i: Any, j: Any, *li: Any) -> Any:
         wy, wx = rows[2, i], cols[2, j]
 
         def line(r: Any) -> Any:
-            return (one - wx) * u(b, ch, r, cols[0, j]) + wx * u(b, ch, r, cols[1, j])
+            return (one - wx) * u(b, ch, r, cols[0, j], li) + wx * u(b, ch, r, cols[1, j], li)
 
         acc = (one - wy) * line(rows[0, i]) + wy * line(rows[1, i])
         return requantized(fixed_point_multiply(acc, rq.m0, rq.shift), attrs)
 
-    y = te.compute((n, c, *out_hw), body, name="resize_bilinear")
+    y = te.compute((n, c, *out_hw, *lanes), body, name="resize_bilinear")
     return _prim_func("resize_bilinear", attrs, [x, rows, cols, y])
+
+
+def interleave_phases(y_shape: tuple, dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """A strided transposed conv's output from the conv of its phases
+    (`numerics.transpose_phases`): `out[b, o, i, j] = y[b, ph c + o, (i + t) / sh, (j + l) / sw]`
+    with `ph = ((i + t) % sh) sw + (j + l) % sw` and `c` the output's channel axis; integers
+    moved, not changed. attrs: strides, offset (t, l), out_hw. A fifth axis of `y_shape` (a
+    blocked tensor's lanes; the output's channels whole blocks) is carried along."""
+    n, c, _, _, *lanes = y_shape
+    (sh, sw), (t, left) = attrs["strides"], attrs["offset"]
+    cout = c // (sh * sw)
+    y = te.placeholder(y_shape, dtype, name="y")
+
+    def moved(b: Any, o: Any, i: Any, j: Any, *li: Any) -> Any:
+        r, q = i + t, j + left
+        return y[b, ((r % sh) * sw + q % sw) * cout + o, r // sh, q // sw, *li]
+
+    out = te.compute((n, cout, *attrs["out_hw"], *lanes), moved, name="interleave_phases")
+    return _prim_func("interleave_phases", attrs, [y, out])
 
 
 def conv2d_transpose(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict

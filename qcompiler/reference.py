@@ -17,6 +17,7 @@ import tvm
 from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
+from qcompiler.numerics import transpose_phases
 from qcompiler.numerics.lut import tables
 from qcompiler.numerics.qparams import dtype_range
 from qcompiler.numerics.requantize import RequantizeAttrs, q_multiply_shift
@@ -192,6 +193,10 @@ def conv2d_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m0: np.ndar
     return _requant(acc, m0.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), a)
 
 
+def interleave_phases(y: np.ndarray, a: dict) -> np.ndarray:
+    return transpose_phases.interleave(y, a["strides"], a["offset"], a["out_hw"])
+
+
 def to_blocked(x: np.ndarray, a: dict) -> np.ndarray:
     """NCHW -> NCHW16c (`schedules.blocked`), the padded channels (and with `spatial`, the
     border (top, left, bottom, right)) filled with `pad`."""
@@ -241,7 +246,8 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "quantize": quantize,
     "dequantize": dequantize, "lut": lut, "mul": mul, "reduce_mean": reduce_mean,
     "resize_nearest": resize_nearest, "resize_bilinear": resize_bilinear,
-    "conv2d_transpose": conv2d_transpose, "to_blocked": to_blocked,
+    "conv2d_transpose": conv2d_transpose, "interleave_phases": interleave_phases,
+    "to_blocked": to_blocked,
     "from_blocked": from_blocked, "conv2d_add": conv2d_add, "conv2d_lut": conv2d_lut,
 }
 # The activation operands of a blocked kernel (the rest are constants): `_blocked`.

@@ -115,7 +115,7 @@ def conv2d_transpose(ctx: Context, call: relax.Call, parts: dict, qp: QParams
 def _phase_conv(ctx: Context, x: Value, p: transpose_phases.PhasePlan, w_q: np.ndarray,
                 channel: tuple, attrs: dict, dtype: str) -> relax.Expr:
     """A strided transposed conv as the conv of its phases (the conv kernels, their schedules
-    and layouts; no product of an inserted zero), then the interleave and crop as moves."""
+    and layouts; no product of an inserted zero), then their interleave."""
     count = p.strides[0] * p.strides[1]
     conv_attrs = {k: v for k, v in attrs.items() if k != "output_padding"}
     conv_attrs.update(strides=[1, 1], padding=list(p.padding))
@@ -126,14 +126,10 @@ def _phase_conv(ctx: Context, x: Value, p: transpose_phases.PhasePlan, w_q: np.n
     shape = (n, w_p.shape[0], p.rows, p.cols)
     func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_p.shape, conv_attrs)
     y = ctx.call_kernel("conv2d", func, args, shape, dtype)
-    (sh, sw), cout = p.strides, w_p.shape[0] // count
-    y = ctx.bb.emit(relax.op.reshape(y, (n, sh, sw, cout, p.rows, p.cols)))
-    y = ctx.bb.emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))
-    y = ctx.bb.emit(relax.op.reshape(y, (n, cout, p.rows * sh, p.cols * sw)))
-    (t, left), (oh, ow) = p.offset, p.out_hw
-    if (t, left, oh, ow) == (0, 0, p.rows * sh, p.cols * sw):
-        return y
-    return ctx.bb.emit(relax.op.strided_slice(y, [2, 3], [t, left], [t + oh, left + ow]))
+    moves = {"strides": list(p.strides), "offset": list(p.offset), "out_hw": list(p.out_hw)}
+    out = (n, w_p.shape[0] // count, *p.out_hw)
+    return ctx.call_kernel("interleave_phases", kernels.interleave_phases(shape, dtype, moves),
+                           [y], out, dtype)
 
 
 def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:

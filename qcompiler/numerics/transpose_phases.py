@@ -5,8 +5,8 @@ over m, where `o + p = s q + r`: each phase `r` of the output is a stride-1 conv
 input with the taps `w[r], w[r + s], ...` flipped, `M = ceil(K / s)` of them. With the phases
 as output channels, `(ry, rx, o)` phase-major, one conv computes every output's integer sum,
 exactly the sum the zero-inserted form computes, without its `s^2` multiplications by inserted
-zeros; reshape, transpose and a crop then put each value in its place. A 2x2 stride-2 layer
-(the U-Net / text-detector upsampler) becomes a 1x1 conv.
+zeros; an interleave (`kernels.interleave_phases`) then puts each value in its place. A 2x2
+stride-2 layer (the U-Net / text-detector upsampler) becomes a 1x1 conv.
 """
 from __future__ import annotations
 
@@ -59,12 +59,12 @@ def phase_weights(w: np.ndarray, p: PhasePlan) -> np.ndarray:
         sh * sw * cout, cin, mh, mw))
 
 
-def interleave(y: np.ndarray, p: PhasePlan) -> np.ndarray:
-    """The phase conv's output `(n, sh sw cout, rows, cols)` in the transposed conv's place;
-    the same moves as the lowering's reshape, permute and slice."""
-    n, c = y.shape[:2]
-    (sh, sw), cout = p.strides, c // (p.strides[0] * p.strides[1])
-    z = y.reshape(n, sh, sw, cout, p.rows, p.cols).transpose(0, 3, 4, 1, 5, 2)
-    z = z.reshape(n, cout, p.rows * sh, p.cols * sw)
-    (t, left), (oh, ow) = p.offset, p.out_hw
+def interleave(y: np.ndarray, strides: tuple, offset: tuple, out_hw: tuple) -> np.ndarray:
+    """The phase conv's output `(n, sh sw cout, rows, cols)` in the transposed conv's place
+    (`kernels.interleave_phases`, the reference's): phase `(ry, rx)`'s row q, column p is
+    output row `q sh + ry - t`, column `p sw + rx - l`."""
+    n, c, rows, cols = y.shape
+    (sh, sw), (t, left), (oh, ow) = strides, offset, out_hw
+    z = y.reshape(n, sh, sw, c // (sh * sw), rows, cols).transpose(0, 3, 4, 1, 5, 2)
+    z = z.reshape(n, c // (sh * sw), rows * sh, cols * sw)
     return z[:, :, t:t + oh, left:left + ow]

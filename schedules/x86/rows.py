@@ -82,11 +82,12 @@ def _add(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc:
 
 
 X86_ROWS = VectorRule("x86_rows", {
-    "add": _add, **{op: _gather for op in ("lut", "resize_nearest", "resize_bilinear")},
+    "add": _add, **{op: _gather for op in ("lut", "resize_nearest", "resize_bilinear",
+                                           "interleave_phases")},
     **{op: _scheduled for op in ("requantize", "max_pool2d", "avg_pool2d", "reduce_mean", "mul",
                                  "conv2d", "dense", "conv2d_transpose")}})
 """Accepts every kernel of those ops on NCHW (any shape, batch, 8- or 16-bit dtype, padding,
 stride) that no earlier x86 rule took, except 4-bit weights (their unpack stage is scheduled
 already): grouped convolutions and the depthwise ones the depthwise rule declines, layers on
 16-bit activations; the add of two tensors of one shape; resize (nearest and bilinear) and
-transposed convolutions."""
+transposed convolutions (and the interleave of a strided one's phases)."""

@@ -62,13 +62,15 @@ def test_kernel_unpack_stage_equals_numpy(shape, rng):
 
 
 def mixed_layers(rng: np.random.Generator, cin: int = 5, width: int = 7) -> tuple:
-    """conv 3x3 -> ReLU -> depthwise 3x3 -> ConvTranspose 2x2/2 -> flatten -> gemm: every
-    weighted kernel (dot-product conv and dense, portable depthwise and transposed conv), with
-    odd weight counts (315, 63) so a padding nibble is in play."""
+    """conv 3x3 -> ReLU -> depthwise 3x3 -> ConvTranspose 2x2/2 -> dilated ConvTranspose 3x3
+    -> flatten -> gemm: every weighted kernel (dot-product conv and dense, portable depthwise,
+    the strided transposed conv as the conv of its phases, the dilated one zero-inserted),
+    with odd weight counts (315, 63, 81) so a padding nibble is in play."""
     inits = {"w": rng.standard_normal((width, cin, 3, 3)) * 0.3,
              "b": rng.standard_normal(width) * 0.1,
              "wd": rng.standard_normal((width, 1, 3, 3)) * 0.3,
              "wt": rng.standard_normal((width, 3, 2, 2)) * 0.3,
+             "wu": rng.standard_normal((3, 3, 3, 3)) * 0.3,
              "wg": rng.standard_normal((6, 3 * 8 * 8)) * 0.1, "bg": rng.standard_normal(6)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
                               pads=[1, 1, 1, 1]),
@@ -76,7 +78,9 @@ def mixed_layers(rng: np.random.Generator, cin: int = 5, width: int = 7) -> tupl
              helper.make_node("Conv", ["r", "wd"], ["d"], kernel_shape=[3, 3], pads=[1] * 4,
                               group=width),
              helper.make_node("ConvTranspose", ["d", "wt"], ["t"], strides=[2, 2]),
-             helper.make_node("Flatten", ["t"], ["f"]),
+             helper.make_node("ConvTranspose", ["t", "wu"], ["u"], dilations=[2, 2],
+                              pads=[2] * 4),
+             helper.make_node("Flatten", ["u"], ["f"]),
              helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
     model = make_model(nodes, {"x": ("N", cin, 4, 4)}, {"y": None}, inits)
     return model, {"x": rng.standard_normal((8, cin, 4, 4)).astype(np.float32)}
@@ -92,7 +96,8 @@ def test_4bit_compile_stores_nibbles_bit_exact(schedules, tmp_path, rng):
     compiled, _ = compile_and_compare(model, tmp_path, calib, weight_bits=4,
                                       schedules=schedules)
     ops = weight_constants(compiled, WEIGHTED)
-    assert [op for op, _, _ in ops] == ["conv2d", "conv2d", "conv2d_transpose", "dense"]
+    assert [op for op, _, _ in ops] == ["conv2d", "conv2d", "conv2d", "conv2d_transpose",
+                                        "dense"]
     assert ("packed_lanes" in ops[0][1]) == schedules
     for _, attrs, w in ops:
         assert attrs["weight_storage"] == "int4x2"

@@ -39,7 +39,7 @@ def test_phase_conv_equals_the_transposed_conv(case, rng):
     y = reference.conv2d(x, transpose_phases.phase_weights(wt, p), np.tile(bias, phases),
                          np.tile(m0, phases), np.tile(shift, phases), conv_attrs)
     assert y.shape == (2, phases * cout, p.rows, p.cols)
-    got = transpose_phases.interleave(y, p)
+    got = transpose_phases.interleave(y, p.strides, p.offset, p.out_hw)
     np.testing.assert_array_equal(got, want)
     assert p.taps == (-(-kh // strides[0]), -(-kw // strides[1]))
 

@@ -39,10 +39,12 @@ from qcompiler.schedules.x86.blocked.elementwise import (
     add,
     add_body,
     global_mean,
+    interleave_phases,
     max_pool2d,
     mul,
     requantize,
     rescale_form,
+    resize,
     table,
 )
 from qcompiler.schedules.x86.blocked.layout import (

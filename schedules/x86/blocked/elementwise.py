@@ -1,6 +1,6 @@
 """The channel-wise blocked kernels: residual add (with its operands' rescale), the multiply
-of two tensors (an SE block's gate), table lookups, max pool and global average pool, 16
-channels as one vector."""
+of two tensors (an SE block's gate), table lookups, resize, a transposed conv's interleave,
+max pool and global average pool, 16 channels as one vector."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -133,6 +133,26 @@ def table(shape: tuple, x_dtype: str, table_shape: tuple, attrs: dict, vbmi: boo
         sch.parallel(sch.fuse(*loops[:3]))
         func = sch.mod["main"]
     return with_attrs(func, "lut", {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def resize(op: str, shape: tuple, x_dtype: str, out_hw: tuple, attrs: dict) -> tirx.PrimFunc:
+    """Nearest or bilinear resize (`kernels.resize_nearest`, `kernels.resize_bilinear`) on a
+    blocked tensor: the index tables pick a pixel, whose 16 channels are one vector (in NCHW
+    the same gather is a byte an index)."""
+    make = {"resize_nearest": kernels.resize_nearest, "resize_bilinear": kernels.resize_bilinear}
+    sch = tvm.s_tir.Schedule(make[op](shape, x_dtype, out_hw, attrs))
+    schedule_rows(sch, op)
+    return with_attrs(sch.mod["main"], op, {**attrs, "layout": LAYOUT}, "x86_blocked")
+
+
+def interleave_phases(shape: tuple, dtype: str, attrs: dict) -> tirx.PrimFunc:
+    """The interleave of a transposed conv's phases (`kernels.interleave_phases`) on blocked
+    tensors whose output channels are whole blocks: a pixel's 16 channels move as one
+    vector."""
+    sch = tvm.s_tir.Schedule(kernels.interleave_phases(shape, dtype, attrs))
+    schedule_rows(sch, "interleave_phases")
+    return with_attrs(sch.mod["main"], "interleave_phases", {**attrs, "layout": LAYOUT},
+                      "x86_blocked")
 
 
 def add_body(a: te.Tensor, b: te.Tensor, attrs: dict) -> Callable:
