@@ -109,3 +109,43 @@ def test_planned_module_equals_the_reference(rng):
         q = rng.integers(0, 256, (1, 16, 8, 8)).astype(np.uint8)
         got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
         np.testing.assert_array_equal(got, ref.run(q)[0])
+
+
+def test_upsampling_neck_stays_blocked(rng):
+    """A segmenter's neck: nearest and bilinear resizes and a 2x2 stride-2 ConvTranspose (the
+    conv of its four phases, then their interleave), between convs of 16 channels: every
+    kernel blocked, the layout converted only at the graph's edges; run (where the CPU has
+    VNNI), the reference's integers."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[1, 1]),
+             helper.make_node("Resize", ["c0", "", "up"], ["n0"], mode="nearest"),
+             helper.make_node("Resize", ["n0", "", "down"], ["l0"], mode="linear"),
+             helper.make_node("ConvTranspose", ["l0", "wt", "bt"], ["t0"], strides=[2, 2],
+                              kernel_shape=[2, 2]),
+             helper.make_node("Relu", ["t0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["y"], kernel_shape=[3, 3],
+                              pads=[1] * 4)]
+    inits = {"w0": w(16, 16, 1, 1), "b0": w(16), "wt": w(16, 16, 2, 2), "bt": w(16),
+             "w1": w(16, 16, 3, 3), "b1": w(16),
+             "up": np.array([1, 1, 2, 2], np.float32), "down": np.array([1, 1, .5, .5], np.float32)}
+    before = _quantized(rng, nodes, (1, 16, 6, 6), inits)
+    assert [op for op, _ in _calls(before)] == [
+        "conv2d", "resize_nearest", "resize_bilinear", "conv2d", "interleave_phases", "conv2d"]
+    after = plan_layout(VNNI)(before)
+    relax.analysis.well_formed(after)
+    calls = _calls(after)
+    assert [op for op, _ in calls] == ["to_blocked", "conv2d", "resize_nearest",
+                                       "resize_bilinear", "conv2d", "interleave_phases",
+                                       "conv2d", "from_blocked"]
+    assert all(attrs["layout"] == blocked.LAYOUT for _, attrs in calls[1:-1])
+    lib = tvm.compile(after, tvm.target.Target(VNNI.tvm_target))
+    if "avx512_vnni" not in cpu_flags():
+        pytest.skip("this CPU has no avx512_vnni (the planned module is built, not run)")
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    ref = Reference(before, tvm.target.Target(VNNI.tvm_target))
+    for _ in range(2):
+        q = rng.integers(0, 256, (1, 16, 6, 6)).astype(np.uint8)
+        np.testing.assert_array_equal(vm["main_int"](tvm.runtime.tensor(q)).numpy(),
+                                      ref.run(q)[0])

@@ -60,5 +60,5 @@ from qcompiler.schedules.x86.blocked.layout import (
 __all__ = ["BLOCK", "BLOCKED_VNNI", "CHUNKED_PLANE_BYTES", "LAYOUT", "STEM_BLOCK", "BlockedConv",
            "BlockedDepthwise", "ByteRescale", "add", "add_body", "blocked_shape", "chunk_rows",
            "conv2d_compute", "depthwise", "depthwise_rule", "from_blocked", "global_mean",
-           "max_pool2d", "mul", "padded_channels", "requantize", "rescale_form",
-           "schedule_conv2d", "table", "to_blocked"]
+           "interleave_phases", "max_pool2d", "mul", "padded_channels", "requantize",
+           "rescale_form", "resize", "schedule_conv2d", "table", "to_blocked"]
