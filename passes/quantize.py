@@ -56,6 +56,7 @@ OPS: dict[str, Callable] = {
     **{op: tables.table_op for op in tables.TABLE_OPS}, "relax.multiply": tables.mul,
     **{op: moves.move for op in moves.MOVES}, "relax.concat": moves.concat,
     "relax.nn.relu": moves.clamp, "relax.clip": moves.clamp,
+    "relax.add": conv.add_constant, "relax.subtract": conv.add_constant,
 }
 # Ops whose output keeps its input's qparams, so their binding needs none of its own.
 PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.nn.max_pool2d",

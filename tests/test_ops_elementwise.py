@@ -72,6 +72,34 @@ def test_mul_constant(const_shape, per_channel, tmp_path, rng):
     assert m0.size == (6 if per_channel and const_shape in ((6, 1, 1), (1, 6, 1, 1)) else 1)
 
 
+@pytest.mark.parametrize("op,const_shape,const_first", [
+    ("Add", (2, 6, 5, 5), False),  # a constant per element (a detector's cell grid)
+    ("Add", (1, 1, 5, 5), True),   # broadcast over batch and channels, written first
+    ("Sub", (6, 5, 5), False),
+], ids=["add", "add-first", "sub"])
+def test_add_of_a_constant_per_element(op, const_shape, const_first, tmp_path, rng):
+    """No table row per channel holds it: the constant is an 8-bit tensor of its own range
+    and the two-tensor add runs, bit-exact; within 1 LSB of the output, plus half the
+    constant's step, of the float op on the dequantized input."""
+    c = (rng.uniform(-20, 60, const_shape)).astype(np.float32)
+    shape = (2, 6, 5, 5)
+    operands = ["c", "x"] if const_first else ["x", "c"]
+    model = make_model([helper.make_node(op, operands, ["y"])], {"x": shape}, {"y": None},
+                       {"c": c})
+    compiled, lib = compile_and_compare(model, tmp_path, _calib(rng, shape), batch=2)
+    assert [status for _, status in _ops(lib)] == ["integer"]
+    (c_q,) = _kernel_constants(compiled.quantized, "add")
+    assert c_q.dtype == np.uint8 and c_q.shape == shape and c_q.max() == 255
+    x = (rng.standard_normal(shape) * 1.5).astype(np.float32)
+    (q,) = lib.quantize_inputs(x)
+    sx, zx = lib.inputs[0]["scale"], lib.inputs[0]["zero_point"]
+    x_deq = (q.astype(np.int32) - zx).astype(np.float32) * np.float32(sx)
+    (want,) = ReferenceEvaluator(model).run(None, {"x": x_deq})
+    c_step = (c.max() - min(c.min(), 0)) / 255
+    err = np.abs(lib.run(x_deq)[0].astype(np.float64) - want)
+    assert err.max() <= lib.outputs[0]["scale"] + c_step / 2
+
+
 def _kernel_constants(mod, op: str) -> list[np.ndarray]:
     """The constant operands of the (single) call of kernel `op` in `main_int`."""
     from qcompiler.relax_access import const_array, is_tensor_const

@@ -1,5 +1,6 @@
 """Lowerings of the matched composites with weights or two inputs: conv2d, conv2d_transpose,
-dense (each with its bias and fused ReLU/Clip) and the residual add.
+dense (each with its bias and fused ReLU/Clip) and the residual add (and the add of a
+constant that varies element by element).
 
   conv/dense  y = clamp(zp_y + qms(acc + b_q[c], M0[c], n[c]), lo, hi),  M = s_x s_w[c] / s_y
   activation  ReLU / Clip(a, b) -> lo = zp_y + rint(a / s_y), hi = zp_y + rint(b / s_y)
@@ -18,7 +19,7 @@ from qcompiler.lowering.context import Context
 from qcompiler.lowering.values import Value, signed_bits
 from qcompiler.lowering.weights import bias_and_multipliers, check_accumulator
 from qcompiler.numerics import transpose_phases
-from qcompiler.numerics.qparams import QParams
+from qcompiler.numerics.qparams import QParams, compute_qparams
 from qcompiler.numerics.requantize import RequantizeAttrs, quantize_multiplier
 from qcompiler.numerics.shapes import conv2d_transpose_out_hw
 from qcompiler.relax_access import (
@@ -26,6 +27,7 @@ from qcompiler.relax_access import (
     const_array,
     int_list,
     is_const,
+    is_tensor_const,
     op_name,
     prim_float,
     shape_of,
@@ -152,8 +154,33 @@ def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Exp
 
 
 def add(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
-    a, b = ctx.env[call.args[0]], ctx.env[call.args[1]]
+    return _add(ctx, ctx.env[call.args[0]], ctx.env[call.args[1]], shape_of(call), qp,
+                parts["act"])
+
+
+def add_constant(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
+    """`x + C`, `x - C` with a constant that varies element by element (a detector's grid of
+    cell offsets), which no table row per channel can hold: C as an 8-bit tensor of its own
+    qparams (its range), then the two-tensor add. A scalar or per-channel C is a table
+    (`passes.fuse_elementwise`) and never reaches here."""
+    x_arg, c_arg = call.args
+    subtract = op_name(call) == "relax.subtract"
+    if not subtract and is_tensor_const(x_arg):
+        x_arg, c_arg = c_arg, x_arg
     shape = shape_of(call)
+    if x_arg not in ctx.env or not is_tensor_const(c_arg) \
+            or shape_of(ctx.env[x_arg].expr) != shape:
+        return None
+    c = const_array(c_arg).astype(np.float64) * (-1.0 if subtract else 1.0)
+    c = np.broadcast_to(c.reshape((1,) * (len(shape) - c.ndim) + c.shape), shape)
+    c_qp = compute_qparams(float(c.min()), float(c.max()), "uint8")
+    c_q = np.clip(np.rint(c / c_qp.scale) + c_qp.zero_point, 0, 255).astype(np.uint8)
+    b = Value(relax.const(np.ascontiguousarray(c_q)), c_qp)
+    return Value(_add(ctx, ctx.env[x_arg], b, shape, qp, (-math.inf, math.inf)), qp)
+
+
+def _add(ctx: Context, a: Value, b: Value, shape: tuple, qp: QParams, act: tuple
+         ) -> relax.Expr | None:
     if shape_of(a.expr) != shape or shape_of(b.expr) != shape:
         return None
     ma, mb = a.qp.scale / qp.scale, b.qp.scale / qp.scale
@@ -163,7 +190,7 @@ def add(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr 
                 max(0, 30 - in_bits - math.ceil(math.log2(max(ma, mb))))))
     m0_a, sh_a = quantize_multiplier(ma * 2.0**k)
     m0_b, sh_b = quantize_multiplier(mb * 2.0**k)
-    rq = RequantizeAttrs.for_output(qp, *parts["act"])
+    rq = RequantizeAttrs.for_output(qp, *act)
     attrs = {"zp_a": a.qp.zero_point, "zp_b": b.qp.zero_point,
              **rq.to_attrs(m0_a=m0_a, shift_a=sh_a, m0_b=m0_b, shift_b=sh_b, k=k)}
     func = kernels.add(shape, a.qp.dtype, b.qp.dtype, attrs)
