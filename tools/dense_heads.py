@@ -10,6 +10,8 @@ features (random weights).
   split into class scores and box-side distributions, flattened and permuted to
   (N, anchors, ...), the distributions softmaxed over their bins and integrated against the
   bin positions (Mul, ReduceSum), the scores sigmoid, the levels concatenated; two outputs.
+- `GridDecodingDetector`: a YOLOv5-style head decoding its boxes in the graph (5-D views
+  and permutes, a split on the last axis, the Add of a constant grid, Pow).
 Their reshapes read the batch from the tensor's shape, so the exported file carries the
 Shape / Gather / Concat arithmetic exporters write.
 """
@@ -76,4 +78,39 @@ class AnchorFreeDetector(nn.Module):
         return torch.cat([s1, s2], 1), torch.cat([d1, d2], 1)
 
 
-DENSE_HEADS = {"fpn_segmenter": FPNSegmenter, "anchor_free_detector": AnchorFreeDetector}
+class GridDecodingDetector(nn.Module):
+    """A YOLOv5-style head that decodes its boxes in the graph: per level a 1x1 conv viewed as
+    (N, anchors, outputs, H, W) and permuted to (N, anchors, H, W, outputs), sigmoid, split on
+    the last axis, centers `(2 s + grid) * stride` (a constant grid of cell offsets), sizes
+    `(2 s)^2 * anchor` (Pow), concatenated and flattened to (N, boxes, outputs)."""
+
+    output_names = ("boxes",)
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        features = torchvision.models.mobilenet_v3_small(weights=None).features
+        self.s1, self.s2 = features[:4], features[4:9]
+        self.outputs, self.strides = classes + 5, (8, 16)
+        self.heads = nn.ModuleList(nn.Conv2d(c, 3 * self.outputs, 1) for c in (24, 48))
+        self.register_buffer("anchors", torch.tensor(
+            [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119]], dtype=torch.float32))
+
+    def level(self, f: torch.Tensor, k: int) -> torch.Tensor:
+        o = self.heads[k](f)
+        n, _, h, w = o.shape
+        o = o.view(n, 3, self.outputs, h, w).permute(0, 1, 3, 4, 2).contiguous()
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        grid = torch.stack((xs, ys), 2).expand(1, 3, h, w, 2).float() - 0.5
+        anchor = self.anchors[k].view(1, 3, 1, 1, 2).expand(1, 3, h, w, 2)
+        xy, wh, rest = o.sigmoid().split((2, 2, self.outputs - 4), 4)
+        xy = (xy * 2 + grid) * self.strides[k]
+        wh = (wh * 2) ** 2 * anchor
+        return torch.cat((xy, wh, rest), 4).view(n, -1, self.outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.s1(x)
+        return torch.cat([self.level(f1, 0), self.level(self.s2(f1), 1)], 1)
+
+
+DENSE_HEADS = {"fpn_segmenter": FPNSegmenter, "anchor_free_detector": AnchorFreeDetector,
+               "grid_decoding_detector": GridDecodingDetector}

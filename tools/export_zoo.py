@@ -30,9 +30,10 @@ Files that exist are reused (written to a temporary name, then renamed, so an in
 export leaves nothing half-written). `mobilenet_v3_small_written_out` spells Hardswish as
 `x * relu6(x + 3) / 6` and Hardsigmoid as `relu6(x + 3) / 6`, as older and Paddle exports
 do (SiLU needs no such variant: ONNX has no SiLU op before opset 24, so every
-efficientnet_b0 export already writes it out as `x * sigmoid(x)`). `fpn_segmenter` and
-`anchor_free_detector` (`tools/dense_heads.py`) are a segmenter's and a detector's neck and
-head on mobilenet_v3_small's features, with their own output names.
+efficientnet_b0 export already writes it out as `x * sigmoid(x)`). `fpn_segmenter`,
+`anchor_free_detector` and `grid_decoding_detector` (`tools/dense_heads.py`) are a
+segmenter's and two detectors' necks and heads on mobilenet_v3_small's features, with their
+own output names.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ import numpy as np
 
 ZOO = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "resnet18",
        "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet1_0", "squeezenet1_1", "googlenet",
-       "mobilenet_v3_small_written_out", "fpn_segmenter", "anchor_free_detector")
-DENSE = ("fpn_segmenter", "anchor_free_detector")  # tools/dense_heads.py, not torchvision
+       "mobilenet_v3_small_written_out", "fpn_segmenter", "anchor_free_detector",
+       "grid_decoding_detector")
+DENSE = ("fpn_segmenter", "anchor_free_detector", "grid_decoding_detector")  # dense_heads.py
 OPSETS = (13, 17)
 INPUT, OUTPUT = "input", "logits"
 DEFAULT_OUT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qcompiler" / "zoo"
