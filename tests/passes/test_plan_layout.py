@@ -99,14 +99,20 @@ def test_planned_module_equals_the_reference(rng):
     """The planned graph, built for VNNI, gives the reference's integers (which reads the
     original graph) bit for bit."""
     before = _conv_conv(rng)
-    after = plan_layout(VNNI)(before)
+    _run_equals_reference(before, plan_layout(VNNI)(before), (1, 16, 8, 8), rng, 3)
+
+
+def _run_equals_reference(before: tvm.IRModule, after: tvm.IRModule, shape: tuple, rng,
+                          runs: int) -> None:
+    """`after` built for VNNI and run (where the CPU has VNNI) gives the reference's integers
+    for `before` on `runs` random inputs."""
     lib = tvm.compile(after, tvm.target.Target(VNNI.tvm_target))
     if "avx512_vnni" not in cpu_flags():
         pytest.skip("this CPU has no avx512_vnni (the planned module is built, not run)")
     vm = relax.VirtualMachine(lib, tvm.cpu())
     ref = Reference(before, tvm.target.Target(VNNI.tvm_target))
-    for _ in range(3):
-        q = rng.integers(0, 256, (1, 16, 8, 8)).astype(np.uint8)
+    for _ in range(runs):
+        q = rng.integers(0, 256, shape).astype(np.uint8)
         got = vm["main_int"](tvm.runtime.tensor(q)).numpy()
         np.testing.assert_array_equal(got, ref.run(q)[0])
 
@@ -140,12 +146,4 @@ def test_upsampling_neck_stays_blocked(rng):
                                        "resize_bilinear", "conv2d", "interleave_phases",
                                        "conv2d", "from_blocked"]
     assert all(attrs["layout"] == blocked.LAYOUT for _, attrs in calls[1:-1])
-    lib = tvm.compile(after, tvm.target.Target(VNNI.tvm_target))
-    if "avx512_vnni" not in cpu_flags():
-        pytest.skip("this CPU has no avx512_vnni (the planned module is built, not run)")
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    ref = Reference(before, tvm.target.Target(VNNI.tvm_target))
-    for _ in range(2):
-        q = rng.integers(0, 256, (1, 16, 6, 6)).astype(np.uint8)
-        np.testing.assert_array_equal(vm["main_int"](tvm.runtime.tensor(q)).numpy(),
-                                      ref.run(q)[0])
+    _run_equals_reference(before, after, (1, 16, 6, 6), rng, 2)
