@@ -1,9 +1,10 @@
 """Plan the activation layout once per graph: on x86 with AVX-512 VNNI, the integer kernels
 that have a blocked form (`schedules.blocked`: conv2d, depthwise conv2d, add, mul, lookup
-tables, requantize, max pool, the mean over h and w kept 1x1, resize, and concat along
-channels of whole blocks) run on NCHW16c tensors, and the layout changes only where the graph leaves
-them (the graph's inputs and outputs, and ops without a blocked form, e.g. reshapes, a
-channel shuffle's transpose, a concat of channels that do not fill whole blocks).
+tables, requantize, max pool, the mean over h and w kept 1x1, resize, a transposed conv's
+phase interleave, and concat along channels of whole blocks) run on NCHW16c tensors, and the
+layout changes only where the graph leaves them (the graph's inputs and outputs, and ops
+without a blocked form, e.g. reshapes, a channel shuffle's transpose, a concat of channels
+that do not fill whole blocks).
 
 A kernel takes the blocked form when one of its activations is already blocked, or, for a
 conv or max pool, when it has at least 16 input channels. A conv with fewer channels on an

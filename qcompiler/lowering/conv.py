@@ -128,6 +128,8 @@ def _phase_conv(ctx: Context, x: Value, p: transpose_phases.PhasePlan, w_q: np.n
     shape = (n, w_p.shape[0], p.rows, p.cols)
     func = kernels.conv2d(shape_of(x.expr), x.qp.dtype, w_p.shape, conv_attrs)
     y = ctx.call_kernel("conv2d", func, args, shape, dtype)
+    if p.in_place:
+        return y
     moves = {"strides": list(p.strides), "offset": list(p.offset), "out_hw": list(p.out_hw)}
     out = (n, w_p.shape[0] // count, *p.out_hw)
     return ctx.call_kernel("interleave_phases", kernels.interleave_phases(shape, dtype, moves),
@@ -176,7 +178,8 @@ def add_constant(ctx: Context, call: relax.Call, qp: QParams) -> Value | None:
     c_qp = compute_qparams(float(c.min()), float(c.max()), "uint8")
     c_q = np.clip(np.rint(c / c_qp.scale) + c_qp.zero_point, 0, 255).astype(np.uint8)
     b = Value(relax.const(np.ascontiguousarray(c_q)), c_qp)
-    return Value(_add(ctx, ctx.env[x_arg], b, shape, qp, (-math.inf, math.inf)), qp)
+    y = _add(ctx, ctx.env[x_arg], b, shape, qp, (-math.inf, math.inf))
+    return None if y is None else Value(y, qp)
 
 
 def _add(ctx: Context, a: Value, b: Value, shape: tuple, qp: QParams, act: tuple

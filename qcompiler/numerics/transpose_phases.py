@@ -29,6 +29,12 @@ class PhasePlan:
     offset: tuple[int, int]
     out_hw: tuple[int, int]
 
+    @property
+    def in_place(self) -> bool:
+        """The conv's output is the transposed conv's (one phase, nothing to crop)."""
+        return self.strides == (1, 1) and self.offset == (0, 0) \
+            and (self.rows, self.cols) == self.out_hw
+
 
 def plan(x_shape: tuple, w_shape: tuple, attrs: dict) -> PhasePlan | None:
     """The decomposition of a transposed conv (attrs of `kernels.conv2d_transpose`; weights
@@ -38,6 +44,10 @@ def plan(x_shape: tuple, w_shape: tuple, attrs: dict) -> PhasePlan | None:
     oh, ow = conv2d_transpose_out_hw(x_shape, w_shape, attrs)
     pt, pl = attrs["padding"][:2]
     (sh, sw), (kh, kw), (h, w) = attrs["strides"], w_shape[2:], x_shape[2:]
+    if (sh, sw) == (1, 1):  # one phase: the crop goes into the conv's padding where it can
+        pad = (kh - 1 - pt, kw - 1 - pl, oh - h + pt, ow - w + pl)
+        if min(pad) >= 0:
+            return PhasePlan((1, 1), (kh, kw), pad, oh, ow, (0, 0), (oh, ow))
     mh, mw = ceil_div(kh, sh), ceil_div(kw, sw)
     # the last phase row any output reads, `(p + out - 1) // s`, must exist: pad below with
     # the zero point (its products are 0: an output no input reaches is the bias alone)

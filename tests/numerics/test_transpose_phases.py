@@ -42,6 +42,7 @@ def test_phase_conv_equals_the_transposed_conv(case, rng):
     got = transpose_phases.interleave(y, p.strides, p.offset, p.out_hw)
     np.testing.assert_array_equal(got, want)
     assert p.taps == (-(-kh // strides[0]), -(-kw // strides[1]))
+    assert p.in_place == (strides == (1, 1))  # stride 1: the crop is the conv's padding
 
 
 def test_groups_and_dilation_keep_the_zero_inserted_form():
