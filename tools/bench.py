@@ -1,10 +1,10 @@
-"""Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8 (quantize_static,
-QDQ, per-channel, uint8 activations, the same calibration data), OpenVINO float and int8 (the
-same QDQ file as ONNX Runtime's int8) and qcompiler int8 (its TVM module; with
---tune/--tuning-db also a tuned one, with --nchw also one built without the blocked activation
-layout, `passes.plan_layout`; with --c also the runtime-free C library, `libNAME.so`, its
-pthreads pool at each thread count); the median of N runs after warm-up, at 1 thread and at
-all cores (or --threads), batch 1.
+"""Latency side by side, in one process: ONNX Runtime float, ONNX Runtime int8
+(quant_pre_process, then quantize_static: QDQ, per-channel, uint8 activations, the same
+calibration data), OpenVINO float and int8 (the same QDQ file as ONNX Runtime's int8) and
+qcompiler int8 (its TVM module; with --tune/--tuning-db also a tuned one, with --nchw also one
+built without the blocked activation layout, `passes.plan_layout`; with --c also the
+runtime-free C library, `libNAME.so`, its pthreads pool at each thread count); the median of N
+runs after warm-up, at 1 thread and at all cores (or --threads), batch 1.
 
     python tools/bench.py [MODEL ...] [--size 224] [--calib FILE.npz] [--threads 1 ...]
                           [--runs 50] [--no-layers] [--tune TRIALS] [--tuning-db DIR] [--nchw]
@@ -50,6 +50,7 @@ import onnx.version_converter
 import onnxruntime as ort
 import tvm
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_mobilenetv2 import build as build_mobilenetv2  # noqa: E402
@@ -102,6 +103,19 @@ def fixed_shape(model: Path, size: int) -> list[int]:
             for i, d in enumerate(dims)]
 
 
+def _at_least_opset_13(path: Path, tmp: Path) -> Path:
+    """`path`, or its opset-13 conversion in `tmp` where it is older: ORT's quantize_static
+    writes per-axis DequantizeLinear (opset 13) into any file, which older opsets reject.
+    All the runtimes then read the same converted file."""
+    model = onnx.load(str(path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return path
+    out = tmp / f"{path.stem}_opset13.onnx"
+    onnx.save(onnx.version_converter.convert_version(model, 13), str(out))
+    return out
+
+
 def prepare(name: str, tmp: Path, size: int = 224, calib: Path | None = None,
             zoo_dir: Path = ZOO_DIR) -> tuple[Path, Path]:
     """(model.onnx, calib.npz) for one benchmark model: a name, a zoo name or an ONNX path."""
@@ -110,7 +124,7 @@ def prepare(name: str, tmp: Path, size: int = 224, calib: Path | None = None,
     if name in ZOO:
         return export_zoo_model(name, zoo_dir, size)
     if name.endswith(".onnx"):
-        path = Path(name)
+        path = _at_least_opset_13(Path(name), tmp)
         if calib is None:
             first = onnx.load(str(path), load_external_data=False).graph.input[0].name
             calib = tmp / f"{path.stem}_calib.npz"
@@ -264,7 +278,11 @@ def bench_model(name: str, tmp: Path, runs: int, threads: list[int], peak: float
     x = data[data.files[0]][: spec["shape"][0]]
     int8_path = str(tmp / f"{name}_ort_int8.onnx")
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice, not results
-    quantize_static(str(model), int8_path, _Reader(spec["name"], data[data.files[0]]),
+    # ORT's recommended pre-processing (shape inference, BatchNormalization fused into Conv):
+    # without it, an unfused BatchNormalization gets per-axis Q/DQ that OpenVINO crashes on.
+    prepared = str(tmp / f"{name}_ort_prepared.onnx")
+    quant_pre_process(str(model), prepared, skip_symbolic_shape=True)
+    quantize_static(prepared, int8_path, _Reader(spec["name"], data[data.files[0]]),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     q = lib.quantize_inputs(x)

@@ -10,6 +10,9 @@
 - `Sum(a, b, ...)` becomes a chain of `Add`s (TVM's frontend stacks and reduces it, in float),
   so residual sums are integer adds; an inference `Dropout` whose mask is unused is `Identity`
   (the frontend's dropout returns a tuple).
+- A `Resize` whose `roi` or `scales` is an empty tensor (paddle2onnx and tf2onnx write
+  `scales = []` beside computed `sizes`) names no input there: an empty tensor and an omitted
+  input mean the same in ONNX, and TVM's frontend takes only the omitted form.
 """
 from __future__ import annotations
 
@@ -42,15 +45,23 @@ def _evaluate(node: onnx.NodeProto, values: dict, opset: int) -> list:
 
 
 def normalize_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with constants folded, Sum as Adds and Dropout as Identity (a copy if changed)."""
-    return _rewrite_sum_and_dropout(fold_onnx_constants(model))
+    """`model` with constants folded, Sum as Adds, Dropout as Identity and empty Resize
+    inputs omitted (a copy if changed)."""
+    return _rewrite_spellings(fold_onnx_constants(model))
 
 
-def _rewrite_sum_and_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
+def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    empty = {i.name for i in model.graph.initializer if 0 in i.dims}
     nodes, changed = [], False
     for node in model.graph.node:
         plain = node.domain in ("", "ai.onnx")
+        if plain and node.op_type == "Resize" and empty & set(node.input[1:3]):
+            node = _copy(node)
+            for k in (1, 2):
+                if k < len(node.input) and node.input[k] in empty:
+                    node.input[k] = ""
+            changed = True
         if plain and node.op_type == "Sum" and len(node.input) >= 2:
             acc = node.input[0]
             for k, term in enumerate(node.input[1:], start=1):
@@ -66,6 +77,12 @@ def _rewrite_sum_and_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             nodes.append(node)
     return _with_nodes(model, nodes) if changed else model
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    return new
 
 
 def _with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
@@ -156,8 +173,7 @@ def resize_align_corners_to_one(model: onnx.ModelProto, shapes: dict[str, tuple[
                 f"unsupported: attribute {node.name or node.output[0]} (Resize): "
                 f"align_corners from {list(x[2:])} to {list(y[2:])} (a side of 1 beside a "
                 "resized one)")
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
+        new = _copy(node)
         next(a for a in new.attribute if a.name == "coordinate_transformation_mode").s = \
             b"asymmetric"
         nodes.append(new)

@@ -109,3 +109,43 @@ def test_calibration_data_that_contradicts_input_shape_is_refused(tmp_path, rng)
         compile_only(tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path / "out",
                      input_shapes={"x": (1, 3, 10, 10)})
     assert not (tmp_path / "out").exists()
+
+
+def resize_by_computed_sizes(rng: np.random.Generator) -> onnx.ModelProto:
+    """An FPN step as paddle2onnx writes `interpolate(x, size=[2h, 2w])`: Resize with empty
+    `roi` and `scales` tensors and `sizes` computed from Shape (Slice, Cast, Mul, Concat)."""
+    c = helper.make_node
+    const = {"empty": np.zeros(0, np.float32), "s0": np.array([0], np.int64),
+             "s2": np.array([2], np.int64), "s4": np.array([4], np.int64),
+             "two": np.array([2.0], np.float32)}
+    nodes = [c("Constant", [], [k], name=k, value=onnx.numpy_helper.from_array(v, k))
+             for k, v in const.items()] + [
+        c("Conv", ["x", "w", "b"], ["low"], name="lateral/conv", strides=[2, 2],
+          pads=[1, 1, 1, 1]),
+        c("Shape", ["low"], ["shape"], name="size/shape"),
+        c("Slice", ["shape", "s0", "s2", "s0"], ["nc"], name="size/nc"),
+        c("Slice", ["shape", "s2", "s4", "s0"], ["hw"], name="size/hw"),
+        c("Cast", ["hw"], ["hw_f"], name="size/cast", to=onnx.TensorProto.FLOAT),
+        c("Mul", ["hw_f", "two"], ["hw2_f"], name="size/mul"),
+        c("Cast", ["hw2_f"], ["hw2"], name="size/cast_back", to=onnx.TensorProto.INT64),
+        c("Concat", ["nc", "hw2"], ["sizes"], name="size/concat", axis=0),
+        c("Resize", ["low", "empty", "empty", "sizes"], ["up"], name="up/resize",
+          mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        c("Conv", ["x", "w2", "b"], ["skip"], name="skip/conv", pads=[1, 1, 1, 1]),
+        c("Add", ["up", "skip"], ["y"], name="fuse/add"),
+    ]
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b": rng.standard_normal(8) * 0.1,
+             "w2": rng.standard_normal((8, 3, 3, 3)) * 0.3}
+    return make_model(nodes, {"x": ["N", 3, "H", "W"]}, {"y": None}, inits, opset=11)
+
+
+def test_resize_with_empty_scales_and_computed_sizes_compiles_integer(tmp_path, rng):
+    """The empty `scales` beside `sizes` means "not given" (TVM's importer took it for both
+    given and refused the model); the sizes fold from the fixed input shape."""
+    calib = {"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    compiled, lib = compile_and_compare(resize_by_computed_sizes(rng), tmp_path, calib)
+    assert lib.outputs[0]["shape"] == [1, 8, 16, 16]
+    from qcompiler.graph_meta import graph_meta
+    layers = graph_meta(compiled.quantized)["layers"]
+    assert any(r["onnx_op"] == "Resize" for r in layers), layers
+    assert all(r["status"] == "integer" for r in layers), layers
