@@ -74,6 +74,22 @@ def test_matmul_with_constant_weights(tmp_path, rng):
     assert lib.meta["layers"][0]["op"] == "dense"
 
 
+@pytest.mark.parametrize(("x_shape", "w_shape"), [
+    ((1, 6, 4, 8), (8,)),     # a GFL head's integral: softmax(bins) @ [0, 1, ..., reg_max]
+    ((3, 8), (8,)),           # the same after the exporter's reshape to [-1, reg_max + 1]
+    ((1, 6, 8), (8, 5)),      # rows of a sequence times a matrix
+])
+def test_matmul_by_a_constant_vector_or_of_stacked_rows(tmp_path, rng, x_shape, w_shape):
+    """numpy's MatMul: a 1-D right operand drops the last axis, leading axes of the left one
+    are rows. Integer dense kernel, bit-exact, the output shape ONNX gives."""
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": x_shape},
+                       {"y": None}, {"w": rng.standard_normal(w_shape).astype(np.float32)})
+    calib = {"x": rng.standard_normal((9, *x_shape[1:])).astype(np.float32)}
+    _, lib = compile_and_compare(model, tmp_path, calib)
+    assert [x["op"] for x in lib.meta["layers"]] == ["dense"]
+    assert lib.outputs[0]["shape"] == list(x_shape[:-1] + w_shape[1:])
+
+
 def _two_branch(op_nodes: list, c: int, hw: int, rng, extra: dict | None = None):
     """x -> conv a, conv b -> op(a, b): inputs of the op have different qparams."""
     wa = rng.standard_normal((c, c, 1, 1)).astype(np.float32)

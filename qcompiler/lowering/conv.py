@@ -137,10 +137,18 @@ def _phase_conv(ctx: Context, x: Value, p: transpose_phases.PhasePlan, w_q: np.n
 
 
 def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
+    """`x @ W (+ b)`. A 1-D W (a detector's integral `softmax(bins) @ [0, 1, ..., n]`) is one
+    output column, and an N-D x (`[1, L, 4, n] @ W`) is its rows stacked: both are the 2-D
+    kernel between reshapes, which move no integer."""
     x = ctx.env[call.args[0]]
     w = const_array(parts["main"].args[1])
-    if len(shape_of(x.expr)) != 2 or w.ndim != 2:
+    x_shape, out_shape = shape_of(x.expr), shape_of(call)
+    if w.ndim not in (1, 2) or x_shape[-1] != w.shape[0]:
         return None
+    w = w.reshape(w.shape[0], -1)
+    rows = math.prod(x_shape[:-1])
+    if len(x_shape) != 2:
+        x = Value(ctx.bb.emit(relax.op.reshape(x.expr, (rows, x_shape[-1]))), x.qp)
     bias = parts.get("bias", np.zeros(w.shape[1], np.float32))
     if bias.size != w.shape[1]:
         return None
@@ -152,7 +160,8 @@ def dense(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Exp
     attrs = {"zp_x": x.qp.zero_point, **rq.to_attrs()}
     args = [x.expr, *ctx.weights.channel_operands(w_q, (b_q, m0, shift), attrs)]
     func = kernels.dense(shape_of(x.expr), x.qp.dtype, w_q.shape, attrs)
-    return ctx.call_kernel("dense", func, args, shape_of(call), qp.dtype)
+    y = ctx.call_kernel("dense", func, args, (rows, w.shape[1]), qp.dtype)
+    return y if out_shape == (rows, w.shape[1]) else ctx.bb.emit(relax.op.reshape(y, out_shape))
 
 
 def add(ctx: Context, call: relax.Call, parts: dict, qp: QParams) -> relax.Expr | None:
