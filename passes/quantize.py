@@ -59,8 +59,9 @@ OPS: dict[str, Callable] = {
     "relax.add": conv.add_constant, "relax.subtract": conv.add_constant,
 }
 # Ops whose output keeps its input's qparams, so their binding needs none of its own.
-PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.nn.max_pool2d",
-                             "relax.nn.relu", "relax.clip"})
+PASSTHROUGH_OPS = frozenset({"relax.reshape", "relax.flatten", "relax.squeeze",
+                             "relax.expand_dims", "relax.nn.max_pool2d", "relax.nn.relu",
+                             "relax.clip"})
 
 
 @dataclass

@@ -287,7 +287,7 @@ def _data_movement(var: relax.Var, call: relax.Expr, value: Callable) -> object:
     """The Relax data-movement ops the quantized graph applies to integer tensors, in numpy
     (None for anything else)."""
     name = op_name(call)
-    if name in ("relax.reshape", "relax.flatten"):
+    if name in ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims"):
         return value(call.args[0]).reshape(shape_of(var))
     if name == "relax.concat":
         return np.concatenate([value(f) for f in call.args[0].fields], axis=int(call.attrs.axis))

@@ -106,6 +106,18 @@ def test_transpose(perm, shape, tmp_path, rng):
     assert _lsb_errors(compiled, lib, calib[:shape[0]])[0].max() < 1e-3
 
 
+@pytest.mark.parametrize("op,axes,shape,relax_op", [
+    ("Squeeze", [2, 3], (2, 5, 1, 1), "squeeze"),  # after a pool, as Keras exports write it
+    ("Unsqueeze", [1], (2, 5), "expand_dims"),
+])
+def test_squeeze_and_unsqueeze_rename_integers(op, axes, shape, relax_op, tmp_path, rng):
+    nodes = [_const("ax", axes), helper.make_node(op, ["x", "ax"], ["y"])]
+    compiled, lib, calib = _compile(nodes, shape, tmp_path, rng)
+    assert _ops(lib) == [(relax_op, "integer")]
+    assert lib.outputs[0]["scale"] == lib.inputs[0]["scale"]
+    assert _lsb_errors(compiled, lib, calib[:shape[0]])[0].max() < 1e-3
+
+
 SLICES = [  # (starts, ends, axes, steps)
     ([1, 0], [5, 6], [2, 3], [2, 1]),
     ([0, 2], [3, 100], [1, 3], [1, 2]),              # end past the dimension

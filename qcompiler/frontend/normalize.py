@@ -10,6 +10,7 @@
 - `Sum(a, b, ...)` becomes a chain of `Add`s (TVM's frontend stacks and reduces it, in float),
   so residual sums are integer adds; an inference `Dropout` whose mask is unused is `Identity`
   (the frontend's dropout returns a tuple).
+- A graph input that no node reads is dropped.
 - A `Resize` whose `roi` or `scales` is an empty tensor (paddle2onnx and tf2onnx write
   `scales = []` beside computed `sizes`) names no input there: an empty tensor and an omitted
   input mean the same in ONNX, and TVM's frontend takes only the omitted form.
@@ -76,7 +77,22 @@ def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
             changed = True
         else:
             nodes.append(node)
-    return _with_nodes(model, nodes) if changed else model
+    out = _with_nodes(model, nodes) if changed else model
+    return _without_unused_inputs(out)
+
+
+def _without_unused_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A graph input no node reads (tf2onnx lists a Keras layer's folded-away constants as
+    inputs) is no input of the network: the library does not ask for it."""
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    if all(i.name in used for i in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [i for i in out.graph.input if i.name in used]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
 
 
 def _copy(node: onnx.NodeProto) -> onnx.NodeProto:

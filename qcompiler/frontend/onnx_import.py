@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from qcompiler.errors import QCompileError, UnsupportedModelError
 from qcompiler.frontend.layer_origin import with_onnx_nodes
+from qcompiler.frontend.layout_transposes import sink_layout_transposes
 from qcompiler.frontend.node_names import capture_importer, name_nodes, tag_nodes
 from qcompiler.frontend.normalize import normalize_onnx, resize_align_corners_to_one
 from qcompiler.frontend.static_shapes import (
@@ -34,7 +35,7 @@ INTEGER_OPS = frozenset({
     "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
     "Constant", "Sum", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu",
     "Mul", "Pad", "Transpose", "Slice", "Split", "ReduceMean", "ReduceSum", "Resize",
-    "ConvTranspose",
+    "ConvTranspose", "Squeeze", "Unsqueeze",
 })
 # Elementwise math: part of one lookup table when its only non-constant input is one tensor
 # (`passes.fuse_elementwise`), else (e.g. Div of two tensors) float between a dequantize and
@@ -45,7 +46,7 @@ ELEMENTWISE_OPS = frozenset({
 })
 # ONNX ops that import and run in float between a dequantize and a quantize.
 FLOAT_FALLBACK_OPS = frozenset({
-    "Softmax", "Squeeze", "Unsqueeze", "LRN",
+    "Softmax", "LRN",
 })
 SUPPORTED_OPS = INTEGER_OPS | ELEMENTWISE_OPS | FLOAT_FALLBACK_OPS
 
@@ -306,6 +307,7 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
 
     # Static inputs make the exporter's shape arithmetic constants: fold it before judging ops.
     model = fold_shape_arithmetic(with_static_inputs(name_nodes(model), inputs))
+    model = sink_layout_transposes(model)
     check_supported(model)
     model = resize_align_corners_to_one(model, known_shapes(model))
     problem = None

@@ -15,11 +15,12 @@ from qcompiler.lowering.values import Value
 from qcompiler.numerics.qparams import QParams
 from qcompiler.relax_access import op_name, prim_float
 
-MOVES = ("relax.reshape", "relax.flatten", "relax.permute_dims", "relax.strided_slice")
+MOVES = ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims",
+         "relax.permute_dims", "relax.strided_slice")
 
 
 def move(ctx: Context, call: relax.Call, qp: QParams) -> Value:
-    """Reshape, flatten, permute_dims, strided_slice: the same integers rearranged, so the
+    """Reshape, flatten, squeeze, expand_dims, permute_dims, strided_slice: the same integers rearranged, so the
     qparams pass through. (A slice's own calibrated range is narrower, but its values
     already lie on the input's grid: requantizing could only round them a second time.)"""
     x = ctx.env[call.args[0]]

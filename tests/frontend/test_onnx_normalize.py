@@ -55,3 +55,11 @@ def test_dropout_with_a_used_mask_is_kept():
     drop.output.append("mask")
     model.graph.output.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
     assert "Dropout" in [n.op_type for n in normalize_onnx(model).graph.node]
+
+
+def test_inputs_no_node_reads_are_dropped():
+    model = _model(ir_version=4)
+    model.graph.input.append(helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1, 3]))
+    after = normalize_onnx(model)
+    assert [i.name for i in after.graph.input] == ["x"]
+    onnx.checker.check_model(after)
