@@ -88,6 +88,20 @@ def test_pad(mode, pads, value, tmp_path, rng):
     assert ("requantize" in compiled.quantized.script()) == (value == 40.0)
 
 
+def test_explicit_same_pad_before_a_strided_depthwise_conv(tmp_path, rng):
+    """tf2onnx's 'SAME' (Pad one more at the bottom and right, then a stride-2 conv): the pad
+    is the conv's own asymmetric padding, one kernel, bit-exact."""
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    nodes = [_const("pads", [0, 0, 0, 0, 0, 0, 1, 1]),
+             helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Conv", ["p", "w"], ["y"], group=6, strides=[2, 2])]
+    model = make_model(nodes, {"x": (1, 6, 10, 10)}, {"y": None}, {"w": w})
+    calib = {"x": rng.standard_normal((4, 6, 10, 10)).astype(np.float32)}
+    _, lib = compile_and_compare(model, tmp_path, calib)
+    assert [x["op"] for x in lib.meta["layers"]] == ["conv2d"]
+    assert lib.outputs[0]["shape"] == [1, 6, 5, 5]
+
+
 def test_pad_zero_fill_is_the_zero_point(tmp_path, rng):
     nodes = [_const("p", [0, 0, 1, 1, 0, 0, 1, 1]), helper.make_node("Pad", ["x", "p"], ["y"])]
     _, lib, _ = _compile(nodes, (1, 2, 3, 3), tmp_path, rng)

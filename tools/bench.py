@@ -103,16 +103,23 @@ def fixed_shape(model: Path, size: int) -> list[int]:
             for i, d in enumerate(dims)]
 
 
-def _at_least_opset_13(path: Path, tmp: Path) -> Path:
-    """`path`, or its opset-13 conversion in `tmp` where it is older: ORT's quantize_static
-    writes per-axis DequantizeLinear (opset 13) into any file, which older opsets reject.
-    All the runtimes then read the same converted file."""
+def _for_every_runtime(path: Path, tmp: Path) -> Path:
+    """`path`, or a copy in `tmp` that every runtime takes: at opset 13 where it is older (ORT's
+    quantize_static writes per-axis DequantizeLinear, opset 13, into any file), without graph
+    inputs no node reads (tf2onnx lists folded Keras constants as inputs; the runtimes would
+    ask for values). All the runtimes then read the same file."""
     model = onnx.load(str(path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if opset >= 13:
+    used = {i for n in model.graph.node for i in n.input}
+    if opset >= 13 and all(i.name in used for i in model.graph.input):
         return path
-    out = tmp / f"{path.stem}_opset13.onnx"
-    onnx.save(onnx.version_converter.convert_version(model, 13), str(out))
+    if opset < 13:
+        model = onnx.version_converter.convert_version(model, 13)
+    keep = [i for i in model.graph.input if i.name in used]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    out = tmp / f"{path.stem}_runtimes.onnx"
+    onnx.save(model, str(out))
     return out
 
 
@@ -124,7 +131,7 @@ def prepare(name: str, tmp: Path, size: int = 224, calib: Path | None = None,
     if name in ZOO:
         return export_zoo_model(name, zoo_dir, size)
     if name.endswith(".onnx"):
-        path = _at_least_opset_13(Path(name), tmp)
+        path = _for_every_runtime(Path(name), tmp)
         if calib is None:
             first = onnx.load(str(path), load_external_data=False).graph.input[0].name
             calib = tmp / f"{path.stem}_calib.npz"

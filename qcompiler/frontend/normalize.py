@@ -10,7 +10,8 @@
 - `Sum(a, b, ...)` becomes a chain of `Add`s (TVM's frontend stacks and reduces it, in float),
   so residual sums are integer adds; an inference `Dropout` whose mask is unused is `Identity`
   (the frontend's dropout returns a tuple).
-- A graph input that no node reads is dropped.
+- A graph input that no node reads is dropped; a Pad of zeros read only by a Conv becomes
+  the Conv's padding (TensorFlow's 'SAME' on strided convs).
 - A `Resize` whose `roi` or `scales` is an empty tensor (paddle2onnx and tf2onnx write
   `scales = []` beside computed `sizes`) names no input there: an empty tensor and an omitted
   input mean the same in ONNX, and TVM's frontend takes only the omitted form.
@@ -46,9 +47,72 @@ def _evaluate(node: onnx.NodeProto, values: dict, opset: int) -> list:
 
 
 def normalize_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with constants folded, Sum as Adds, Dropout as Identity and empty Resize
-    inputs omitted (a copy if changed)."""
-    return _rewrite_spellings(fold_onnx_constants(model))
+    """`model` with constants folded, Sum as Adds, Dropout as Identity, empty Resize
+    inputs omitted and zero Pads folded into their Conv (a copy if changed)."""
+    return fold_pad_into_conv(_rewrite_spellings(fold_onnx_constants(model)))
+
+
+def _zero_spatial_pads(node: onnx.NodeProto, values: dict) -> list[int] | None:
+    """The [top, left, bottom, right] of a Pad that adds zeros to H and W only (else None):
+    pads as an attribute (opset < 11) or a constant input, no value or a zero one."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("mode", b"constant") != b"constant" or len(node.input) > 3 and node.input[3]:
+        return None
+    if "pads" in attrs:
+        pads, value = list(attrs["pads"]), attrs.get("value", 0.0)
+    elif len(node.input) > 1 and node.input[1] in values:
+        pads = values[node.input[1]].tolist()
+        const = node.input[2] if len(node.input) > 2 else ""
+        if const and const not in values:
+            return None
+        value = float(values[const].reshape(-1)[0]) if const and values[const].size else 0.0
+    else:
+        return None
+    if len(pads) != 8 or value != 0.0 or min(pads) < 0 or any(pads[k] for k in (0, 1, 4, 5)):
+        return None
+    return [pads[2], pads[3], pads[6], pads[7]]
+
+
+def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A Pad of zeros whose only reader is a Conv becomes that Conv's padding. TensorFlow's
+    'SAME' on a strided conv pads one side more (tf2onnx writes an explicit Pad): folded, the
+    padded copy of the activation is never made, and the conv keeps the blocked layout."""
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    folded: dict[str, list[int]] = {}  # conv output -> extra pads
+    padded: dict[str, str] = {}  # pad output -> pad input
+    for node in model.graph.node:
+        users = readers.get(node.output[0], []) if node.op_type == "Pad" else []
+        conv = users[0] if len(users) == 1 else None
+        if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] \
+                or node.output[0] in outputs:
+            continue
+        auto_pad = next((a.s for a in conv.attribute if a.name == "auto_pad"), b"NOTSET")
+        extra = _zero_spatial_pads(node, values)
+        if extra is not None and auto_pad == b"NOTSET":
+            folded[conv.output[0]] = extra
+            padded[node.output[0]] = node.input[0]
+    if not folded:
+        return model
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "Pad" and node.output[0] in padded:
+            continue
+        if node.op_type == "Conv" and node.output and node.output[0] in folded:
+            node = _copy(node)
+            node.input[0] = padded[node.input[0]]
+            extra = folded[node.output[0]]
+            pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [0] * 4)
+            for a in [a for a in node.attribute if a.name == "pads"]:
+                node.attribute.remove(a)
+            node.attribute.append(helper.make_attribute(
+                "pads", [p + e for p, e in zip(pads, [extra[0], extra[1], extra[2], extra[3]])]))
+        nodes.append(node)
+    return _with_nodes(model, nodes)
 
 
 def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:

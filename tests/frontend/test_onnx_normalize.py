@@ -63,3 +63,38 @@ def test_inputs_no_node_reads_are_dropped():
     after = normalize_onnx(model)
     assert [i.name for i in after.graph.input] == ["x"]
     onnx.checker.check_model(after)
+
+
+def _pad_conv(value: float = 0.0, extra_reader: bool = False) -> onnx.ModelProto:
+    """TensorFlow's 'SAME' on a stride-2 conv as tf2onnx writes it: Pad (bottom/right one
+    more) then a Conv without padding."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array(value, np.float32), "value"),
+             numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"]),
+             helper.make_node("Conv", ["p", "w"], ["y"], group=4, strides=[2, 2])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["p"], ["r"]))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4, 9, 9]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_zero_pad_read_by_a_conv_becomes_its_padding():
+    before = _pad_conv()
+    after = normalize_onnx(before)
+    assert [n.op_type for n in after.graph.node] == ["Conv"]
+    conv = after.graph.node[0]
+    assert next(list(a.ints) for a in conv.attribute if a.name == "pads") == [0, 0, 1, 1]
+    x = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ReferenceEvaluator(after).run(None, {"x": x})[0],
+                               ReferenceEvaluator(before).run(None, {"x": x})[0], rtol=1e-6)
+
+
+def test_a_pad_of_another_value_or_with_other_readers_stays():
+    for model in (_pad_conv(value=1.0), _pad_conv(extra_reader=True)):
+        assert "Pad" in [n.op_type for n in normalize_onnx(model).graph.node]
