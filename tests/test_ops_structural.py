@@ -435,6 +435,19 @@ def test_resize_by_sizes(tmp_path, rng):
     assert _lsb_errors(compiled, lib, calib[:1])[0].max() < 0.55
 
 
+@pytest.mark.parametrize("op,opset", [("Upsample", 9), ("Resize", 10)])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsampling_of_older_opsets(op, opset, mode, tmp_path, rng):
+    """What older paddle2onnx and tf2onnx write for an FPN's upsampling: opset 11's Resize
+    after import (`normalize.resize_at_opset_11`), integer, bit-exact."""
+    nodes = [helper.make_node("Constant", [], ["sc"], value=numpy_helper.from_array(
+                 np.array([1, 1, 2, 2], np.float32), "sc")),
+             helper.make_node(op, ["x", "sc"], ["y"], mode=mode)]
+    compiled, lib, calib = _compile(nodes, (1, 3, 4, 5), tmp_path, rng, opset=opset)
+    assert _ops(lib) == [("resize2d", "integer")] and lib.outputs[0]["shape"] == [1, 3, 8, 10]
+    assert _lsb_errors(compiled, lib, calib[:1])[0].max() < 0.55
+
+
 def test_decoder_graph_is_all_integer(tmp_path, rng):
     """Conv, pool, ConvTranspose, skip Concat, Pad, Resize, Slice, Transpose, ReduceMean in one
     graph: every layer integer, bit-exact in both libraries."""

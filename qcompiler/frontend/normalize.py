@@ -49,7 +49,40 @@ def _evaluate(node: onnx.NodeProto, values: dict, opset: int) -> list:
 def normalize_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with constants folded, Sum as Adds, Dropout as Identity, empty Resize
     inputs omitted and zero Pads folded into their Conv (a copy if changed)."""
+    model = resize_at_opset_11(model)
     return fold_pad_into_conv(_rewrite_spellings(fold_onnx_constants(model)))
+
+
+def resize_at_opset_11(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Upsample (opsets 7-9) and opset 10's Resize, as older exporters (paddle2onnx's and
+    tf2onnx's defaults of their day) write an FPN's upsampling, become opset 11's Resize by
+    onnx's own version converter, which the importer takes; files without them are kept.
+    Both old ops read output `i` at input `i / scale` (nearest: its floor), which opset 11
+    spells `asymmetric` (and `floor`); the converter leaves opset 11's defaults
+    (`half_pixel`), so those attributes are set here (and its roi, unread, emptied)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+    if opset >= 11 or not any(n.op_type in ("Upsample", "Resize") for n in model.graph.node):
+        return model
+    from onnx import version_converter
+
+    try:
+        out = version_converter.convert_version(model, 11)
+    except Exception:  # noqa: BLE001 - the importer then names the op it cannot take
+        return model
+    for node in out.graph.node:
+        if node.op_type != "Resize":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        mode = helper.get_attribute_value(attrs["mode"]) if "mode" in attrs else b"nearest"
+        for name, value in (("coordinate_transformation_mode", b"asymmetric"),
+                            ("nearest_mode", b"floor" if mode == b"nearest" else None)):
+            if name in attrs:
+                node.attribute.remove(attrs[name])
+            if value is not None:
+                node.attribute.append(helper.make_attribute(name, value))
+        node.input[1] = "roi__unread"  # the converter's, which only tf_crop_and_resize reads
+    out.graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), "roi__unread"))
+    return out
 
 
 def _zero_spatial_pads(node: onnx.NodeProto, values: dict) -> list[int] | None:

@@ -3,11 +3,12 @@ computes the same function (checked with onnx.reference) and passes the checker.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from qcompiler.frontend.normalize import normalize_onnx
+from qcompiler.frontend.normalize import normalize_onnx, resize_at_opset_11
 
 
 def _model(ir_version: int = 3) -> onnx.ModelProto:
@@ -98,3 +99,27 @@ def test_a_zero_pad_read_by_a_conv_becomes_its_padding():
 def test_a_pad_of_another_value_or_with_other_readers_stays():
     for model in (_pad_conv(value=1.0), _pad_conv(extra_reader=True)):
         assert "Pad" in [n.op_type for n in normalize_onnx(model).graph.node]
+
+
+@pytest.mark.parametrize("op,opset", [("Upsample", 9), ("Resize", 10)])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scale", [2.0, 1.5])
+def test_old_upsampling_becomes_opset_11_resize_with_the_same_values(op, opset, mode, scale):
+    """Upsample-9 and Resize-10 (asymmetric, nearest = floor) as opset 11's Resize: ONNX
+    Runtime computes the same tensor from both files."""
+    import onnxruntime as ort
+
+    scales = numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales")
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "scales"], ["y"], mode=mode)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scales])
+    before = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    before.ir_version = 7
+    after = resize_at_opset_11(before)
+    assert after.opset_import[0].version == 11
+    assert [n.op_type for n in normalize_onnx(before).graph.node] == ["Resize"]
+    x = np.random.default_rng(2).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+           .run(None, {"x": x})[0] for m in (before, after)]
+    np.testing.assert_allclose(run[1], run[0], rtol=1e-6, atol=1e-6)
