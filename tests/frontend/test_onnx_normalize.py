@@ -3,8 +3,8 @@ computes the same function (checked with onnx.reference) and passes the checker.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
