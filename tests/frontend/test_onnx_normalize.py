@@ -1,5 +1,6 @@
-"""normalize_onnx: constants evaluated, Sum as Adds, inference Dropout as Identity; the model
-computes the same function (checked with onnx.reference) and passes the checker."""
+"""normalize_onnx: constants evaluated, Sum as Adds, inference Dropout as Identity, unread
+inputs dropped, zero Pads folded into their Conv, Upsample-9/Resize-10 as opset 11's Resize;
+the model computes the same function (checked with onnx.reference or ONNX Runtime)."""
 from __future__ import annotations
 
 import numpy as np
