@@ -48,9 +48,10 @@ def _evaluate(node: onnx.NodeProto, values: dict, opset: int) -> list:
 
 def normalize_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with constants folded, Sum as Adds, Dropout as Identity, empty Resize
-    inputs omitted and zero Pads folded into their Conv (a copy if changed)."""
-    model = resize_at_opset_11(model)
-    return fold_pad_into_conv(_rewrite_spellings(fold_onnx_constants(model)))
+    inputs omitted, unread inputs dropped and zero Pads folded into their Conv (a copy if
+    changed)."""
+    model = _rewrite_spellings(fold_onnx_constants(resize_at_opset_11(model)))
+    return fold_pad_into_conv(_without_unused_inputs(model))
 
 
 def resize_at_opset_11(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -138,12 +139,11 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type == "Conv" and node.output and node.output[0] in folded:
             node = _copy(node)
             node.input[0] = padded[node.input[0]]
-            extra = folded[node.output[0]]
             pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [0] * 4)
             for a in [a for a in node.attribute if a.name == "pads"]:
                 node.attribute.remove(a)
             node.attribute.append(helper.make_attribute(
-                "pads", [p + e for p, e in zip(pads, [extra[0], extra[1], extra[2], extra[3]])]))
+                "pads", [p + e for p, e in zip(pads, folded[node.output[0]])]))
         nodes.append(node)
     return _with_nodes(model, nodes)
 
@@ -174,8 +174,7 @@ def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
             changed = True
         else:
             nodes.append(node)
-    out = _with_nodes(model, nodes) if changed else model
-    return _without_unused_inputs(out)
+    return _with_nodes(model, nodes) if changed else model
 
 
 def _without_unused_inputs(model: onnx.ModelProto) -> onnx.ModelProto:

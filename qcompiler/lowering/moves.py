@@ -20,8 +20,8 @@ MOVES = ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims",
 
 
 def move(ctx: Context, call: relax.Call, qp: QParams) -> Value:
-    """Reshape, flatten, squeeze, expand_dims, permute_dims, strided_slice: the same integers rearranged, so the
-    qparams pass through. (A slice's own calibrated range is narrower, but its values
+    """Reshape, flatten, squeeze, expand_dims, permute_dims, strided_slice: the same integers
+    rearranged, so the qparams pass through. (A slice's own calibrated range is narrower, but its values
     already lie on the input's grid: requantizing could only round them a second time.)"""
     x = ctx.env[call.args[0]]
     new = relax.Call(call.op, [x.expr, *call.args[1:]], call.attrs)
