@@ -28,12 +28,14 @@ from tvm import relax
 
 from qcompiler.relax_access import (
     bindings,
+    channel_vector,
     const_array,
     is_const,
     is_const_nchw_conv,
     op_name,
     shape_of,
     substitute,
+    use_counts,
     with_span,
 )
 
@@ -52,16 +54,6 @@ class _Affine:
     last: relax.Call | None = None  # the last call folded in: its span names the result
 
 
-def _channel_vector(c: np.ndarray, shape: tuple) -> np.ndarray | None:
-    """`c` as a length-C vector if it broadcasts against NCHW `shape` along the channel only."""
-    if len(shape) != 4 or c.ndim > 4:
-        return None
-    full = (1,) * (4 - c.ndim) + c.shape
-    if full[0] != 1 or full[2] != 1 or full[3] != 1 or full[1] not in (1, shape[1]):
-        return None
-    return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[1],)).copy()
-
-
 def _affine_step(call: relax.Call) -> tuple[relax.Expr, np.ndarray, np.ndarray] | None:
     """(x, a, b) for `call` = `x * a + b` with per-channel constants, else None."""
     name = op_name(call)
@@ -75,7 +67,7 @@ def _affine_step(call: relax.Call) -> tuple[relax.Expr, np.ndarray, np.ndarray] 
     shape = shape_of(call)
     if shape is None or shape_of(lhs) != shape or str(call.ty.dtype) != "float32":
         return None
-    c = _channel_vector(const_array(rhs), shape)
+    c = channel_vector(const_array(rhs), shape)
     if c is None:
         return None
     one, zero = np.ones_like(c), np.zeros_like(c)
@@ -97,12 +89,7 @@ def _scalar_constant(call: relax.Call) -> bool:
 class _Folder:
     def __init__(self, func: relax.Function) -> None:
         self.func = func
-        self.uses: dict = {}
-        for b in bindings(func):
-            for v in relax.analysis.free_vars(b.value):
-                self.uses[v] = self.uses.get(v, 0) + 1
-        for v in relax.analysis.free_vars(func.body.body):
-            self.uses[v] = self.uses.get(v, 0) + 1
+        self.uses = use_counts(func)
         self.bb = relax.BlockBuilder()
         self.env: dict = {}  # old var -> new expr
         self.pending: dict = {}  # old var -> _Affine

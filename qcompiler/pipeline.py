@@ -40,6 +40,7 @@ from qcompiler.passes.fold_constants import fold_constants
 from qcompiler.passes.fuse_activation import fuse_activation
 from qcompiler.passes.fuse_conv_table import fuse_conv_table
 from qcompiler.passes.fuse_elementwise import fuse_elementwise
+from qcompiler.passes.merge_parallel_convs import merge_parallel_convs
 from qcompiler.passes.plan_layout import plan_layout
 from qcompiler.passes.quantize import realize
 from qcompiler.schedules import apply_schedules
@@ -61,6 +62,7 @@ def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
         relax.transform.CanonicalizeBindings(),  # (x, mean, var)[0] -> x
         relax.transform.DeadCodeElimination(),  # ... and the tuple goes
         fold_channel_affine(),  # per-channel mul/add chains -> into the conv, or a depthwise
+        merge_parallel_convs(),  # summed branches of one input (unmerged rep blocks) -> one conv
         *([equalize_cross_layer()] if equalize else []),  # on final weights, before fusion
         fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
         fuse_elementwise(),    # what is left of float math on one tensor -> one table each

@@ -61,6 +61,17 @@ def is_const_nchw_conv(expr: object) -> bool:
         ("NCHW", "OIHW", "NCHW")
 
 
+def channel_vector(c: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """`c` as a float64 length-C vector if it broadcasts against NCHW `shape` along the
+    channel axis only (a per-channel bias or scale), else None."""
+    if len(shape) != 4 or c.ndim > 4:
+        return None
+    full = (1,) * (4 - c.ndim) + c.shape
+    if full[0] != 1 or full[2] != 1 or full[3] != 1 or full[1] not in (1, shape[1]):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[1],)).copy()
+
+
 def with_span(call: relax.Call, source: relax.Expr | str | None) -> relax.Call:
     """`call` with the span of `source` (or one naming it): a rewrite keeps the ONNX node of
     the call it replaces, which is how layers are named (`frontend.node_names`)."""
@@ -91,6 +102,17 @@ def bindings(func: relax.Function) -> Iterator[relax.Binding]:
     """Every binding of a function's body, in order, across its blocks."""
     for blk in func.body.blocks:
         yield from blk.bindings
+
+
+def use_counts(func: relax.Function) -> dict[relax.Var, int]:
+    """Each variable -> how many bindings (and the function's result) read it."""
+    uses: dict = {}
+    for b in bindings(func):
+        for v in relax.analysis.free_vars(b.value):
+            uses[v] = uses.get(v, 0) + 1
+    for v in relax.analysis.free_vars(func.body.body):
+        uses[v] = uses.get(v, 0) + 1
+    return uses
 
 
 def bound_values(func: relax.Function) -> dict[relax.Var, relax.Expr]:

@@ -79,15 +79,19 @@ def test_huge_and_tiny_ranges(tmp_path, rng):
 
 
 def test_multiplier_far_above_one_saturates_without_wrapping(tmp_path, rng):
-    # a and b nearly cancel: their scales are ~1e4 times the sum's, so the add's multipliers
-    # are far above 1 and large inputs must saturate, not wrap around.
+    # a and b nearly cancel on the calibration data (x2 = x there): their scales are ~1e4
+    # times the sum's, so the add's multipliers are far above 1, and the checks' independent
+    # x and x2 must saturate, not wrap around. (Two inputs: two convs of one input that are
+    # summed merge into one conv.)
     w = rng.standard_normal((3, 3, 1, 1)).astype(np.float32) * 100
     w2 = -w + rng.standard_normal(w.shape).astype(np.float32) * 1e-2
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"], kernel_shape=[1, 1]),
-             helper.make_node("Conv", ["x", "w2"], ["b"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["x2", "w2"], ["b"], kernel_shape=[1, 1]),
              helper.make_node("Add", ["a", "b"], ["y"])]
-    model = make_model(nodes, {"x": (1, 3, 4, 4)}, {"y": None}, {"w": w, "w2": w2})
-    calib = {"x": rng.standard_normal((8, 3, 4, 4)).astype(np.float32)}
+    model = make_model(nodes, {"x": (1, 3, 4, 4), "x2": (1, 3, 4, 4)}, {"y": None},
+                       {"w": w, "w2": w2})
+    x = rng.standard_normal((8, 3, 4, 4)).astype(np.float32)
+    calib = {"x": x, "x2": x}
     _, lib = compile_and_compare(model, tmp_path, calib, n_checks=5)
     assert [x["op"] for x in lib.meta["layers"]] == ["conv2d", "conv2d", "add"]
 

@@ -91,14 +91,19 @@ def test_matmul_by_a_constant_vector_or_of_stacked_rows(tmp_path, rng, x_shape, 
 
 
 def _two_branch(op_nodes: list, c: int, hw: int, rng, extra: dict | None = None):
-    """x -> conv a, conv b -> op(a, b): inputs of the op have different qparams."""
+    """x -> conv a, x2 -> conv b -> op(a, b): inputs of the op have different qparams. (Two
+    inputs: convs of one input that are summed merge into one conv, `merge_parallel_convs`.)"""
     wa = rng.standard_normal((c, c, 1, 1)).astype(np.float32)
     wb = rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.5
     nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], kernel_shape=[1, 1]),
-             helper.make_node("Conv", ["x", "wb"], ["b"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Conv", ["x2", "wb"], ["b"], kernel_shape=[3, 3], pads=[1] * 4),
              *op_nodes]
-    return make_model(nodes, {"x": (1, c, hw, hw)}, {"y": None},
+    return make_model(nodes, {"x": (1, c, hw, hw), "x2": (1, c, hw, hw)}, {"y": None},
                       {"wa": wa, "wb": wb, **(extra or {})})
+
+
+def _two_inputs(rng, c: int, hw: int) -> dict[str, np.ndarray]:
+    return {k: rng.standard_normal((8, c, hw, hw)).astype(np.float32) for k in ("x", "x2")}
 
 
 @pytest.mark.parametrize("c,hw,act", [(4, 6, None), (7, 5, "Relu"), (16, 9, "Clip6")])
@@ -106,7 +111,7 @@ def test_residual_add(c, hw, act, tmp_path, rng):
     act_nodes, act_inits = _act_nodes(act, "s", "y")
     model = _two_branch([helper.make_node("Add", ["a", "b"], ["s"]), *act_nodes], c, hw, rng,
                         act_inits)
-    calib = {"x": rng.standard_normal((8, c, hw, hw)).astype(np.float32)}
+    calib = _two_inputs(rng, c, hw)
     _, lib = compile_and_compare(model, tmp_path, calib)
     assert [x["op"] for x in lib.meta["layers"]] == ["conv2d", "conv2d", "add"]
 
@@ -114,7 +119,7 @@ def test_residual_add(c, hw, act, tmp_path, rng):
 @pytest.mark.parametrize("c,hw", [(3, 5), (8, 7)])
 def test_concat_rescales_inputs(c, hw, tmp_path, rng):
     model = _two_branch([helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], c, hw, rng)
-    calib = {"x": rng.standard_normal((8, c, hw, hw)).astype(np.float32)}
+    calib = _two_inputs(rng, c, hw)
     compiled, lib = compile_and_compare(model, tmp_path, calib)
     assert lib.meta["layers"][-1]["op"] == "concat"
     assert "requantize" in compiled.quantized.script()

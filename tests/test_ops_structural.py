@@ -418,6 +418,29 @@ def test_conv_transpose_batch_norm_folds_into_one_kernel(tmp_path, rng):
     assert _lsb_errors(compiled, lib, calib[:1])[0].max() <= 2.0
 
 
+def test_unmerged_rep_block_compiles_to_one_kernel(tmp_path, rng):
+    """A RepVGG block exported without its rep(): Conv3x3+BN, Conv1x1+BN and an identity BN
+    on one input, summed, ReLU: one integer conv (the merged kernel), close to float."""
+    c = 4
+    inits = {"w3": (rng.standard_normal((c, c, 3, 3)) * 0.3).astype(np.float32),
+             "w1": (rng.standard_normal((c, c, 1, 1)) * 0.3).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w3"], ["t3"], pads=[1] * 4),
+             helper.make_node("Conv", ["x", "w1"], ["t1"])]
+    for i, t in enumerate(["t3", "t1", "x"]):
+        inits |= {f"{k}{i}": v for k, v in (("g", rng.uniform(0.5, 2, c)),
+                                            ("b", rng.standard_normal(c)),
+                                            ("m", rng.standard_normal(c) * 0.1),
+                                            ("v", rng.uniform(0.5, 2, c)))}
+        nodes.append(helper.make_node("BatchNormalization",
+                                      [t, f"g{i}", f"b{i}", f"m{i}", f"v{i}"], [f"n{i}"]))
+    nodes += [helper.make_node("Add", ["n0", "n1"], ["s"]),
+              helper.make_node("Add", ["s", "n2"], ["s2"]),
+              helper.make_node("Relu", ["s2"], ["y"])]
+    compiled, lib, calib = _compile(nodes, (1, c, 8, 8), tmp_path, rng, inits=inits)
+    assert _ops(lib) == [("conv2d", "integer")]
+    assert _lsb_errors(compiled, lib, calib[:1])[0].max() <= 2.0
+
+
 def test_split_part_is_an_output_and_an_operand(tmp_path, rng):
     """The C library keeps a split part alive for the final copy while later kernels run."""
     nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=2),

@@ -342,27 +342,30 @@ def _equals_reference_and_nchw(compiled, flat, inputs, rng, runs: int = 2) -> No
 
 
 def test_add_of_two_convs_fuses_one(tmp_path, rng):
-    """A projection shortcut: both operands of the add are convs read by it alone. One is
-    fused with the add, the other runs first; the output equals the reference's and the
-    NCHW build's."""
+    """A projection shortcut (a conv of the block's input, beside its conv -> ReLU -> conv):
+    both operands of the add are convs read by it alone. One is fused with the add, the other
+    runs first; the output equals the reference's and the NCHW build's."""
     def w(*shape):
         return (rng.standard_normal(shape) * 0.3).astype(np.float32)
 
     nodes = [
         helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], pads=[1] * 4),
         helper.make_node("Relu", ["c0"], ["r0"]),
-        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Conv", ["r0", "wa", "ba"], ["ca"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["ca"], ["ra"]),
+        helper.make_node("Conv", ["ra", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
         helper.make_node("Conv", ["r0", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
         helper.make_node("Add", ["c1", "c2"], ["s"]),
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     inits = {"w0": w(24, 3, 3, 3), "b0": w(24), "w1": w(40, 24, 3, 3), "b1": w(40),
-             "w2": w(40, 24, 1, 1), "b2": w(40)}
+             "w2": w(40, 24, 1, 1), "b2": w(40), "wa": w(24, 24, 3, 3), "ba": w(24)}
     model = make_model(nodes, {"x": ("N", 3, 16, 16)}, {"y": None}, inits)
     compiled, inputs = _compile(model, tmp_path, rng, 3)
     flat, _ = _compile(model, tmp_path, rng, 3, blocked_layout=False)
     ops = [op for op, s in _kernels(compiled.quantized) if "blocked" in s]
-    assert ops == ["to_blocked", "conv2d", "conv2d", "conv2d_add", "from_blocked"], ops
+    assert ops == ["to_blocked", "conv2d", "conv2d", "conv2d", "conv2d_add", "from_blocked"], \
+        ops
     _equals_reference_and_nchw(compiled, flat, inputs, rng, 1)
 
 
