@@ -66,10 +66,12 @@ def depthwise_conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.Pri
     y = te.compute(y_shape, lambda b, ch, i, j: lanes_out[b, ch, i * wp + j].astype(out_dtype),
                    name="requantize_out")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, wt, bias, m0, shift, y]))
-    # Per channel: its plane, then the taps over it; then the epilogue and the row copy.
-    b, ch = sch.get_loops(sch.get_sblock("acc"))[:2]
+    # Per channel: its plane, the taps over it, the epilogue and the row copy; the plane-sized
+    # buffers are one channel's (the workspace: one plane of each, not the layer's).
+    b, ch = sch.get_loops(sch.get_sblock("requantize_out"))[:2]
     channel = sch.fuse(b, ch)
-    sch.compute_at(sch.get_sblock("x_plane"), channel)
+    for stage in ("requantize", "acc", "x_plane"):
+        sch.compute_at(sch.get_sblock(stage), channel)
     vectorize_loop(sch, sch.get_loops(sch.get_sblock("x_plane"))[-1], n_lanes, partition=True)
     _vectorize_taps_inside(sch, n_lanes)
     vectorize_loop(sch, sch.get_loops(sch.get_sblock("requantize"))[-1], n_lanes)
