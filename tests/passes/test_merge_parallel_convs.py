@@ -119,3 +119,24 @@ def test_branches_that_do_not_merge(rng):
     after = merge_parallel_convs()(before)
     assert len(_convs(after)) == len(_convs(before)) == 8
     _check_same_function(before, after, (1, c, 8, 8), rng)
+
+
+def test_identity_beside_a_full_conv_of_small_taps_stays_apart(rng):
+    """A trained RepVGG's magnitudes: 3x3 taps ~0.05, the identity's ~1.0. Merged, the
+    identity would set each channel's int8 step and the 3x3 taps would round ~20x coarser:
+    the 3x3 and the 1x1 merge (similar taps), the identity stays its own depthwise conv."""
+    c = 16
+
+    def conv(bb, x, w, **attrs):
+        return bb.emit(relax.op.nn.conv2d(x, _c(w), **attrs))
+
+    def body(bb, x):
+        ys = [conv(bb, x, rng.standard_normal((c, c, 3, 3)) * 0.05, padding=1),
+              conv(bb, x, rng.standard_normal((c, c, 1, 1)) * 0.05),
+              conv(bb, x, rng.uniform(0.8, 1.2, (c, 1, 1, 1)), groups=c)]
+        return _sum(bb, ys)
+
+    before = relax_main(body, relax.TensorType((1, c, 6, 6), "float32"))
+    after = merge_parallel_convs()(before)
+    assert sorted(int(cv.attrs.groups) for cv in _convs(after)) == [1, c]
+    _check_same_function(before, after, (1, c, 6, 6), rng)
