@@ -51,8 +51,10 @@ from qcompiler.targets.x86 import x86_target
 STAGES = ("import", "float", "quantized")
 
 
-def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
-    """`equalize`: cross-layer equalization of conv -> ReLU -> conv pairs (CompileConfig)."""
+def float_cleanup(equalize: bool = False, merge_branches: bool = True) -> tvm.transform.Pass:
+    """`equalize`: cross-layer equalization of conv -> ReLU -> conv pairs (CompileConfig).
+    `merge_branches`: summed convs of one input become one (off for a QDQ model, whose
+    branches carry their own int8 weights and output qparams)."""
     return tvm.transform.Sequential([
         fold_constants(),      # bias reshapes, weight transposes, Clip's NaN guards -> constants
         canonicalize_clip(),   # the frontend's max/min call_tirs -> one R.clip
@@ -62,7 +64,7 @@ def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
         relax.transform.CanonicalizeBindings(),  # (x, mean, var)[0] -> x
         relax.transform.DeadCodeElimination(),  # ... and the tuple goes
         fold_channel_affine(),  # per-channel mul/add chains -> into the conv, or a depthwise
-        merge_parallel_convs(),  # summed branches of one input (unmerged rep blocks) -> one conv
+        *([merge_parallel_convs()] if merge_branches else []),  # unmerged rep blocks -> one conv
         *([equalize_cross_layer()] if equalize else []),  # on final weights, before fusion
         fuse_activation(),     # producer + bias + ReLU/Clip -> one composite = one kernel
         fuse_elementwise(),    # what is left of float math on one tensor -> one table each
@@ -70,22 +72,23 @@ def float_cleanup(equalize: bool = False) -> tvm.transform.Pass:
 
 
 def float_graph(model: onnx.ModelProto, inputs: list[ModelInput],
-                equalize: bool = False) -> tvm.IRModule:
+                equalize: bool = False, merge_branches: bool = True) -> tvm.IRModule:
     mod = import_onnx(model, inputs)
     with tvm.transform.PassContext(opt_level=3):
-        return float_cleanup(equalize)(mod)
+        return float_cleanup(equalize, merge_branches)(mod)
 
 
 def _calibration_graph(model: onnx.ModelProto, inputs: list[ModelInput],
                        float_mod: tvm.IRModule, calib: dict[str, np.ndarray],
-                       equalize: bool = False) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+                       equalize: bool = False, merge_branches: bool = True
+                       ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     n = next(iter(calib.values())).shape[0]
     if all(i.dynamic_batch for i in inputs):
         cb = calibration_batch(n)
         if cb != inputs[0].shape[0]:
             try:
                 shapes = [ModelInput(i.name, (cb, *i.shape[1:]), i.dtype, True) for i in inputs]
-                return float_graph(model, shapes, equalize), calib
+                return float_graph(model, shapes, equalize, merge_branches), calib
             except QCompileError:
                 pass
     b = inputs[0].shape[0]
@@ -113,7 +116,7 @@ class Compiled:
 
 def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm.IRModule,
                 calib: dict[str, np.ndarray], config: CompileConfig, act_dtype: str,
-                host: tvm.target.Target, progress: bool
+                host: tvm.target.Target, progress: bool, merge_branches: bool = True
                 ) -> tuple[list, list, list | None, list[LayerChoice]]:
     # Calibrate on a copy built at a batch that divides the calibration set (bindings line up
     # by position: both copies come from the same deterministic pipeline). A static batch, or a
@@ -122,7 +125,8 @@ def _calibrated(model: onnx.ModelProto, inputs: list[ModelInput], float_mod: tvm
     # fourth: the mixed-precision choice, by binding position (empty when it is off); the
     # fifth: AdaRound's rounding per conv/dense layer, by binding position (empty when off);
     # the sixth: the observer behind each tensor binding's qparams.
-    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize)
+    calib_mod, calib = _calibration_graph(model, inputs, float_mod, calib, config.equalize,
+                                          merge_branches)
     in_qp, out_qp, observers = calibrate(calib_mod, calib, config.observer, act_dtype,
                                          config.percentile, host, progress)
     means = channel_means(calib_mod, calib, host, progress) if config.bias_correction else None
@@ -179,7 +183,7 @@ def _compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
         raise CalibrationDataError("the model is float (no QuantizeLinear/DequantizeLinear): "
                                    "give calibration data (--calib)")
     inputs = graph_inputs(model, config.batch, config.input_shapes, calib)
-    float_mod = float_graph(model, inputs, config.equalize)
+    float_mod = float_graph(model, inputs, config.equalize, merge_branches=qdq is None)
     timings["import"] = time.perf_counter() - t
     t = time.perf_counter()
     # The float graph runs here, whatever the target, built for this machine's ISA level: the
@@ -195,7 +199,7 @@ def _compile_model(model: onnx.ModelProto, calib: dict[str, np.ndarray] | None,
         in_qp, out_qp, names = given_qparams(qdq, float_mod, inputs, act, host)
         if calib is not None and None in in_qp + out_qp:  # calibrate what the model left float
             cal_in, cal_out, *_ = _calibrated(model, inputs, float_mod, calib, config, act,
-                                                host, progress)
+                                                host, progress, merge_branches=False)
             in_qp = [g or c for g, c in zip(in_qp, cal_in)]
             out_qp = [g or c for g, c in zip(out_qp, cal_out)]
         for i, q in zip(inputs, in_qp):

@@ -360,3 +360,24 @@ def test_quantized_tensors_inside_a_chain_keep_their_rounding(tmp_path, rng):
                and n.input[1].endswith("__scale")}
     assert rounded == {"h1", "h2"}
     assert stripped.activations["h1__rounded"] == stripped.activations["h1"]
+
+
+def test_summed_branches_keep_their_own_weights(tmp_path, rng):
+    """ORT's QDQ of convs of one input that are summed (a RepVGG block): each branch keeps
+    the model's int8 weights and its output qparams; nothing merges them (a float model's
+    branches would become one conv, `merge_parallel_convs`)."""
+    inits = {"w3": (rng.standard_normal((3, 3, 3, 3)) * 0.3).astype(np.float32),
+             "w1": (rng.standard_normal((3, 3, 1, 1)) * 0.3).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w3"], ["a"], pads=[1] * 4),
+             helper.make_node("Conv", ["x", "w1"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    qdq = ort_qdq(make_model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, inits), tmp_path, True)
+    compiled, lib = compile_qdq(qdq, tmp_path)
+    check_against_reference(compiled, lib, [[rng.standard_normal((1, 3, 8, 8))
+                                             .astype(np.float32)] for _ in range(2)])
+    assert [x["op"] for x in lib.meta["layers"]] == ["conv2d", "conv2d", "add"]
+    given = _inits(qdq)
+    got = sorted(kernel_weights(compiled), key=np.size)  # (in whichever order they run)
+    for w, name in zip(got, ("w1", "w3"), strict=True):
+        np.testing.assert_array_equal(w, given[f"{name}_quantized"])
