@@ -17,12 +17,11 @@ meet at their greatest common divisor: the identity's depthwise 1x1 becomes the 
 a full conv, while a depthwise kxk beside a full 1x1 stays two convs), and its int8 weights
 round no worse than NOISE_GROWTH times the two kernels' rounding noise (the median over
 output channels). The last is the known cost of quantizing a merged RepVGG kernel: an
-identity branch's tap near 1.0 beside a full 3x3 of taps near 0.05 sets the channel's step,
-and the 3x3 taps lose 4 bits. Measured on a torch-exported RepVGG + MobileOne stack (64x64,
-random weights, `tools/bench.py`, SQNR against float): merging every sum 32.7 dB at 0.094
-ms, none 39.0 dB at 0.194 ms, with the bound 36.3 dB at 0.104 ms (ONNX Runtime int8 35.2
-dB); a PP-OCRv4-style detector without rep(): 22.2 / 53.6 / 28.0 ms and 10.4 / 11.2 / 12.5
-dB. The add tree of three or more branches merges pair by pair, in binding order.
+identity tap near 1.0 beside a full 3x3's taps near 0.05 sets the channel's step and the 3x3
+taps lose 4 bits (on a torch-exported RepVGG/MobileOne stack: 32.7 dB merging every sum,
+39.0 dB merging none, 36.3 dB with the bound at 1.1x the all-merged latency). The add tree of
+three or more branches merges pair by pair, in binding order. Float models only: a QDQ
+model's branches keep the int8 weights it gives them (`pipeline.float_cleanup`).
 """
 from __future__ import annotations
 
