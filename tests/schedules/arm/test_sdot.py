@@ -7,6 +7,7 @@ Whole models under qemu are the fuzzer's and the library tests' (`tests/test_fuz
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,31 @@ def test_sdot_kernels_allocate_only_their_packed_input(op, x_shape, w_shape, all
     assert "llvm.aarch64.neon.sdot.v4i32.v16i8" in ir
 
 
+def _equals_reference_under_qemu(func: tvm.tirx.PrimFunc, reference: Callable,
+                                 x_shape: tuple, w_shape: tuple, attrs: dict, shift: int, tmp_path: Path,
+                                 rng: np.random.Generator) -> None:
+    """The kernel built for aarch64 and run under qemu on random int8 operands (bias,
+    multipliers and `shift` such that the clamp does not hide the sums) equals `reference`."""
+    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
+
+    cout = w_shape[0]
+    x = rng.integers(-128, 128, x_shape).astype("int8")
+    w = rng.integers(-128, 128, w_shape).astype("int8")
+    bias = rng.integers(-20000, 20000, cout).astype("int32")
+    m0 = rng.integers(2**30, 2**31 - 1, cout).astype("int32")
+    shifts = np.full(cout, shift, "int32")
+    want = reference(x, w, bias, m0, shifts, attrs)
+    assert 0.2 < np.mean((want > -128) & (want < 127))
+    wp, folded = ARM_SDOT.pack_operands(w, bias, attrs)
+    target = tvm.target.Target(ARM.tvm_target)
+    (built,) = KernelBuilder(target, tmp_path, ARM.cc).build(
+        [tvm.s_tir.meta_schedule.builder.BuilderInput(tvm.IRModule({"main": func}), target)])
+    assert built.error_msg is None
+    got, _ = CountingRunner(ARM.run_prefix).measure(Path(built.artifact_path),
+                                                    [x, wp, folded, m0, shifts], want)
+    np.testing.assert_array_equal(got, want)
+
+
 # (x shape, w shape, stride, dilation, padding): adjacent input columns (stride 1, or a
 # folded stem) take four output columns a call; the others one column a call.
 CASES = [
@@ -58,7 +84,6 @@ def test_four_columns_a_call_where_the_columns_are_adjacent(case, tmp_path, rng)
     computed on the padding and dropped); bit-exact under qemu-aarch64 against the reference
     either way."""
     from qcompiler.reference import conv2d as ref_conv2d
-    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
 
     x_shape, w_shape, s, d, pads, four = case
     attrs = {**ATTRS, "strides": [s, s], "dilation": [d, d], "padding": list(pads)}
@@ -66,22 +91,7 @@ def test_four_columns_a_call_where_the_columns_are_adjacent(case, tmp_path, rng)
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "kernel")})
     asm = tvm.tirx.build(mod, target=tvm.target.Target(ARM.tvm_target)).inspect_source("s")
     assert (".4b[" in asm) == four  # `sdot v.4s, w.16b, x.4b[c]`: a column's word by lane
-    cout = w_shape[0]
-    x = rng.integers(-128, 128, x_shape).astype("int8")
-    w = rng.integers(-128, 128, w_shape).astype("int8")
-    bias = rng.integers(-20000, 20000, cout).astype("int32")
-    m0 = rng.integers(2**30, 2**31 - 1, cout).astype("int32")
-    shift = np.full(cout, -12, "int32")
-    want = ref_conv2d(x, w, bias, m0, shift, attrs)
-    assert 0.2 < np.mean((want > -128) & (want < 127))  # the clamp does not hide the sums
-    wp, folded = ARM_SDOT.pack_operands(w, bias, attrs)
-    target = tvm.target.Target(ARM.tvm_target)
-    (built,) = KernelBuilder(target, tmp_path, ARM.cc).build(
-        [tvm.s_tir.meta_schedule.builder.BuilderInput(tvm.IRModule({"main": func}), target)])
-    assert built.error_msg is None
-    got, _ = CountingRunner(ARM.run_prefix).measure(Path(built.artifact_path),
-                                                    [x, wp, folded, m0, shift], want)
-    np.testing.assert_array_equal(got, want)
+    _equals_reference_under_qemu(func, ref_conv2d, x_shape, w_shape, attrs, -12, tmp_path, rng)
 
 
 def test_dense_of_stacked_rows_requantizes_each_row_block_in_place(tmp_path, rng):
@@ -89,7 +99,6 @@ def test_dense_of_stacked_rows_requantizes_each_row_block_in_place(tmp_path, rng
     task's epilogue runs in the task, so no workspace holds every row's int32 accumulators;
     bit-exact under qemu-aarch64 against the reference."""
     from qcompiler.reference import dense as ref_dense
-    from qcompiler.tuning.runners import CountingRunner, KernelBuilder
 
     attrs = {k: ATTRS[k] for k in ("zp_x", "zp_y", "lo", "hi", "out_dtype")}
     x_shape, w_shape = (300, 8), (5, 8)
@@ -97,18 +106,4 @@ def test_dense_of_stacked_rows_requantizes_each_row_block_in_place(tmp_path, rng
     ir = _llvm_ir(func)
     allocated = re.findall(r"%(\w+) = tail call ptr %\d+\(i32 1, i32 %dev_id, i64 (\d+)", ir)
     assert allocated == [("x_packed", "2400")], allocated  # not `acc`, 300 rows x 16 int32
-    x = rng.integers(-128, 128, x_shape).astype("int8")
-    w = rng.integers(-128, 128, w_shape).astype("int8")
-    bias = rng.integers(-20000, 20000, 5).astype("int32")
-    m0 = rng.integers(2**30, 2**31 - 1, 5).astype("int32")
-    shift = np.full(5, -10, "int32")
-    want = ref_dense(x, w, bias, m0, shift, attrs)
-    assert 0.2 < np.mean((want > -128) & (want < 127))
-    wp, folded = ARM_SDOT.pack_operands(w, bias, attrs)
-    target = tvm.target.Target(ARM.tvm_target)
-    (built,) = KernelBuilder(target, tmp_path, ARM.cc).build(
-        [tvm.s_tir.meta_schedule.builder.BuilderInput(tvm.IRModule({"main": func}), target)])
-    assert built.error_msg is None
-    got, _ = CountingRunner(ARM.run_prefix).measure(Path(built.artifact_path),
-                                                    [x, wp, folded, m0, shift], want)
-    np.testing.assert_array_equal(got, want)
+    _equals_reference_under_qemu(func, ref_dense, x_shape, w_shape, attrs, -10, tmp_path, rng)
