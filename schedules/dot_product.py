@@ -207,19 +207,23 @@ def split_tile(sch: tvm.s_tir.Schedule, loop: tirx.For, inner: int, tunable: boo
     return sch.split(loop, factors)
 
 
-def packs_rows(sch: tvm.s_tir.Schedule) -> bool:
+def packs_rows(sch: tvm.s_tir.Schedule, from_bytes: int = 0) -> bool:
     """Whether a conv packs its input a row block at a time (`schedule_acc`'s `row_packing`):
     where the weights are small (ROW_PACKING_WEIGHTS: every row block sweeps them all, from
-    cache) and the output has rows for the threads to share."""
+    cache), the output has rows for the threads to share, and the whole packed input would
+    take at least `from_bytes`."""
     wp = sch.get(sch.get_sblock("acc")).reads[-1].source  # the packed weights
+    xp = sch.get(sch.get_sblock("x_packed")).writes[0].source
     acc_loops = sch.get_loops(sch.get_sblock("acc"))
     return len(acc_loops) == 9 and int(sch.get(acc_loops[2]).extent) >= ROW_PACKING_ROWS \
-        and math.prod(int(d) for d in wp.shape) <= ROW_PACKING_WEIGHTS
+        and math.prod(int(d) for d in wp.shape) <= ROW_PACKING_WEIGHTS \
+        and math.prod(int(d) for d in xp.shape) * xp.dtype.itemsize >= from_bytes
 
 
 def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
                  columns: int = BLOCK_COLUMNS, row_packing: bool = False,
-                 columns_intrin: tuple[str, int] | None = None) -> None:
+                 columns_intrin: tuple[str, int] | None = None,
+                 row_packing_from: int = 0) -> None:
     """Move the output lanes and the K-deep reduction innermost and map them to the
     instruction.
 
@@ -248,7 +252,7 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     lane = call = spatial[-1]  # (`call`: where the intrinsic is tensorized)
     sch.compute_inline(sch.get_sblock("acc_centered"))
-    rows = conv and row_packing and packs_rows(sch)
+    rows = conv and row_packing and packs_rows(sch, row_packing_from)
     if conv:
         b, ob, i, j = spatial[:4]
         width = int(sch.get(j).extent)
@@ -385,6 +389,7 @@ class DotProduct:
     packed_dtype: str | None = None  # the packed activations' type (None: `x_dtype`)
     columns: int = BLOCK_COLUMNS  # most output columns per register block
     row_packing: bool = False  # convs with small weights pack a row block at a time
+    row_packing_from: int = 0  # ... where the whole packed input would take this many bytes
     # Builds a conv fused with the one-row table that takes its output ("conv2d_lut",
     # `passes.fuse_conv_table`), the lookups in the epilogue (`place_table`).
     fuses_tables: bool = False
@@ -422,7 +427,8 @@ class DotProduct:
         samples), then the target's stages around it. Tuning's design space and its traces
         are this function, so a record replays all of it."""
         columns = None if self.columns_intrinsic is None else self.columns_intrinsic()
-        schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing, columns)
+        schedule_acc(sch, self.intrinsic(), tunable, self.columns, self.row_packing, columns,
+                     self.row_packing_from)
         if self.stages is not None:
             self.stages(sch, self.lanes)
         if has_block(sch, "lut"):
@@ -437,11 +443,13 @@ class DotProduct:
         `packs_rows`), where it applies."""
         fixed = sch.copy()
         self.schedule(fixed, tunable=True)
-        other = sch.copy()
-        dataclasses.replace(self, row_packing=not self.row_packing).schedule(other, True)
-        if tvm_ffi.structural_equal(fixed.mod, other.mod):
-            return [fixed]
-        return [fixed, other]
+        spaces = [fixed]
+        for rows in (False, True):
+            other = sch.copy()
+            dataclasses.replace(self, row_packing=rows, row_packing_from=0).schedule(other, True)
+            if not any(tvm_ffi.structural_equal(s.mod, other.mod) for s in spaces):
+                spaces.append(other)
+        return spaces
 
     def build(self, op: str, x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
               trace: tvm.s_tir.Trace | None = None, shifts: str = "any") -> tirx.PrimFunc:

@@ -321,3 +321,31 @@ def test_matmul_of_stacked_rows_keeps_no_accumulator_of_every_row(tmp_path, rng)
     assert _schedules(compiled)["dense"] == {"hexagon_vrmpy"}
     lib = json.loads((tmp_path / "out" / "model.json").read_text())["standalone"]
     assert lib["workspace_bytes"] < 3 * lib["live_activation_bytes"], lib
+
+
+def test_vrmpy_convs_of_large_inputs_pack_a_row_block_at_a_time(tmp_path, rng):
+    """Where the whole packed input would take HEXAGON_ROW_PACKING_FROM bytes or more (the
+    workspace's largest part otherwise) each task packs the rows it reads; below, the input
+    is packed whole (fewer packets). A row-packed conv equals the reference under qemu."""
+    import dataclasses
+
+    from qcompiler.schedules.dot_product import ROW_PACKED
+    from qcompiler.schedules.hexagon.dot import HEXAGON_VRMPY
+
+    attrs = {"strides": [1, 1], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1,
+             "zp_x": 3, "zp_y": 5, "lo": 0, "hi": 255, "out_dtype": "uint8"}
+
+    def packs_rows(rule, hw: tuple) -> bool:
+        sch = tvm.s_tir.Schedule(rule.workload("conv2d", (1, 16, *hw), "uint8", (32, 16, 3, 3),
+                                               attrs))
+        rule.schedule(sch)
+        return ROW_PACKED in sch.mod.script()
+
+    assert packs_rows(HEXAGON_VRMPY, (170, 200))  # 16 x 172 x 202 bytes packed: 556 KB
+    assert not packs_rows(HEXAGON_VRMPY, (12, 12))
+    rows = dataclasses.replace(HEXAGON_VRMPY, row_packing_from=0)
+    assert packs_rows(rows, (12, 12))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    inits = {"w": rng.standard_normal((32, 16, 3, 3)) * 0.2, "b": rng.standard_normal(32)}
+    compiled, _ = _graph(nodes, (1, 16, 12, 12), tmp_path, rng, inits, rules=[rows])
+    assert _schedules(compiled)["conv2d"] == {"hexagon_vrmpy"}
