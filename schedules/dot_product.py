@@ -291,19 +291,12 @@ def schedule_acc(sch: tvm.s_tir.Schedule, intrin: str, tunable: bool = False,
         blocks = int(sch.get(ob).extent)
         chains = max(d for d in range(1, DENSE_BLOCKS + 1) if blocks % d == 0)
         obo, obi = split_tile(sch, ob, chains, tunable, DENSE_BLOCKS)
-        rows = int(sch.get(b).extent)
         sch.reorder(b, obo, reduction[0], obi, lane, reduction[-1])
-        tasks = sch.fuse(b, obo)
-        sch.parallel(tasks)
+        sch.parallel(sch.fuse(b, obo))
         sch.decompose_reduction(block, reduction[0])
         sch.unroll(obi)
-        if rows > 1:  # stacked rows (a MatMul of N-D rows): each task's epilogue in the task,
-            for name in (BIASED, "requantize"):  # so `acc` is one task's, not every row's
-                if has_block(sch, name):
-                    sch.reverse_compute_at(sch.get_sblock(name), tasks)
-        else:
-            outer = sch.get_loops(sch.get_sblock("requantize"))
-            sch.parallel(sch.fuse(*outer[:2]))
+        outer = sch.get_loops(sch.get_sblock("requantize"))
+        sch.parallel(sch.fuse(*outer[:2]))
     sch.tensorize(call, intrin)
     if not rows:
         _schedule_packing(sch)

@@ -6,7 +6,6 @@ Whole models under qemu are the fuzzer's and the library tests' (`tests/test_fuz
 `tests/backend`)."""
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,17 +92,3 @@ def test_four_columns_a_call_where_the_columns_are_adjacent(case, tmp_path, rng)
     assert (".4b[" in asm) == four  # `sdot v.4s, w.16b, x.4b[c]`: a column's word by lane
     _equals_reference_under_qemu(func, ref_conv2d, x_shape, w_shape, attrs, -12, tmp_path, rng)
 
-
-def test_dense_of_stacked_rows_requantizes_each_row_block_in_place(tmp_path, rng):
-    """A MatMul of many stacked rows by a few columns (a detection head's integral): each
-    task's epilogue runs in the task, so no workspace holds every row's int32 accumulators;
-    bit-exact under qemu-aarch64 against the reference."""
-    from qcompiler.reference import dense as ref_dense
-
-    attrs = {k: ATTRS[k] for k in ("zp_x", "zp_y", "lo", "hi", "out_dtype")}
-    x_shape, w_shape = (300, 8), (5, 8)
-    func = ARM_SDOT.build("dense", x_shape, "int8", w_shape, attrs)
-    ir = _llvm_ir(func)
-    allocated = re.findall(r"%(\w+) = tail call ptr %\d+\(i32 1, i32 %dev_id, i64 (\d+)", ir)
-    assert allocated == [("x_packed", "2400")], allocated  # not `acc`, 300 rows x 16 int32
-    _equals_reference_under_qemu(func, ref_dense, x_shape, w_shape, attrs, -10, tmp_path, rng)

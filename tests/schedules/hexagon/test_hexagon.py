@@ -311,18 +311,6 @@ def test_small_planes_take_fewer_packets_with_channels_in_lanes(tmp_path, rng):
     assert packets["lanes"] * 3 < packets["plane"] * 2, packets  # (1.79x when written)
 
 
-def test_matmul_of_stacked_rows_keeps_no_accumulator_of_every_row(tmp_path, rng):
-    """MatMul of 300 stacked rows by 5 columns (a detection head's integral, on `vrmpy`):
-    bit-exact under qemu, each task's epilogue in the task, so the workspace holds no int32
-    accumulators of every row (300 x 32 lanes: 10.5x the live bytes before)."""
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
-    compiled, _ = _graph(nodes, (1, 300, 8), tmp_path, rng,
-                         {"w": rng.standard_normal((8, 5)).astype(np.float32)})
-    assert _schedules(compiled)["dense"] == {"hexagon_vrmpy"}
-    lib = json.loads((tmp_path / "out" / "model.json").read_text())["standalone"]
-    assert lib["workspace_bytes"] < 3 * lib["live_activation_bytes"], lib
-
-
 def test_vrmpy_convs_of_large_inputs_pack_a_row_block_at_a_time(tmp_path, rng):
     """Where the whole packed input would take HEXAGON_ROW_PACKING_FROM bytes or more (the
     workspace's largest part otherwise) each task packs the rows it reads; below, the input
