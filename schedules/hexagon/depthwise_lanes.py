@@ -3,12 +3,15 @@ small for vectors along their rows (`hexagon.depthwise` runs 32 int32 lanes over
 plane: a 4x4 plane padded to 8x8 is 2 vectors of mostly junk), and for strided layers.
 
 Per block of 32 channels, the padded input is gathered to (rows, columns, 32) int16 lanes
-(centered: `x - zp_x`, 0 in the padding and past the last channel), and the weights to
-(kh, kw, 32); then each output pixel is kh x kw lane-wise multiply-adds into int32 lanes, the
-requantize on those lanes (`lanes32.vector_epilogue`) and a move of each byte to its
-channel's plane. Strides and dilations only move which pixel a tap reads: no gather, no
-phase split. The cost is the two transposes, one element move each way, so a layer of fewer
-than 32 channels keeps the other kernels (mobilenet_v3_small's first, 16 channels: 0.73x).
+(centered: `x - zp_x`, 0 in the padding; lanes past the last channel repeat it), and the
+weights to (kh, kw, 32); then each output pixel is kh x kw lane-wise multiply-adds into int32
+lanes, the requantize on those lanes (`lanes32.vector_epilogue`) and a move of each byte to
+its channel's plane. Strides and dilations only move which pixel a tap reads: no gather, no
+phase split. The cost is the two transposes. The gather is a `vshuff` network over whole
+input rows (`lane_transpose`; the element gather it replaced took 1.75 packets a byte: a
+72-channel 16x16 3x3 layer 111,235 -> 64,729 packets, 96 x 112x112 stride 2 5.0M -> 1.09M);
+the output's move is one byte at a time. A layer of fewer than 32 channels keeps the other
+kernels (mobilenet_v3_small's first, 16 channels: 0.73x).
 
 Measured under qemu-hexagon (`tools/hexagon_cost.py`), against the plane kernel and
 `channel_local`: mobilenet_v3_small at 64x64, 1.14-3.7x fewer packets per layer (its 2x2
@@ -21,6 +24,7 @@ import numpy as np
 import tvm
 from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.fixed_point32 import shift_kind32
+from qcompiler.schedules.hexagon.lane_transpose import gather_by_shuffles
 from qcompiler.schedules.lanes32 import vector_epilogue
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
@@ -50,7 +54,7 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
     params, wt = kernels._channel_params(w_shape, attrs)
     xl = te.compute((n, blocks, h + pt + pb, w + pl + pr, lanes),
                     lambda b, ob, i, j, li: tirx.if_then_else(
-                        tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl, ob * lanes + li < c),
+                        tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl),
                         x[b, tirx.min(ob * lanes + li, c - 1), i - pt, j - pl].astype("int16")
                         - tirx.const(attrs["zp_x"], "int16"), tirx.const(0, "int16")),
                     name="x_lanes")
@@ -66,7 +70,8 @@ def depthwise_compute(x_shape: tuple, x_dtype: str, w_shape: tuple, attrs: dict,
                           name="acc_centered")
     y = vector_epilogue(centered, 1, params, attrs, shifts)
     return te.create_prim_func([x, *params, y]).with_attr(
-        {"qcompiler.row_stride": sh, "qcompiler.row_reach": (kh - 1) * dh + 1})
+        {"qcompiler.row_stride": sh, "qcompiler.row_reach": (kh - 1) * dh + 1,
+         "qcompiler.pad_top_left": [pt, pl], "qcompiler.zp_x": attrs["zp_x"]})
 
 
 def chunk_rows(sch: tvm.s_tir.Schedule) -> int | None:
@@ -86,10 +91,11 @@ def chunk_rows(sch: tvm.s_tir.Schedule) -> int | None:
     return max(fits, default=1)
 
 
-def schedule(sch: tvm.s_tir.Schedule) -> None:
+def schedule(sch: tvm.s_tir.Schedule, shuffles: bool = True) -> None:
     """Channel blocks in parallel, each gathering its padded planes (a chunk of rows at a
-    time where they are large: `chunk_rows`) and weights; per output pixel the taps (unrolled)
-    over the lanes, the requantize on them, the bytes' move."""
+    time where they are large: `chunk_rows`; with `shuffles`, by HVX shuffle networks) and
+    weights; per output pixel the taps (unrolled) over the lanes, the requantize on them, the
+    bytes' move."""
     out = sch.get_sblock("requantize")
     b, ob, i, j, li = sch.get_loops(out)
     block = sch.fuse(b, ob)
@@ -114,11 +120,15 @@ def schedule(sch: tvm.s_tir.Schedule) -> None:
     for t in taps:
         sch.unroll(t)
     sch.vectorize(li)
+    if shuffles:
+        gather_by_shuffles(sch)
 
 
-def depthwise_by_lanes(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.PrimFunc | None:
+def depthwise_by_lanes(func: tirx.PrimFunc, attrs: dict, consts: list, shuffles: bool = True
+                       ) -> tirx.PrimFunc | None:
     """The portable depthwise kernel (groups == channels == outputs, 8-bit activations and
-    weights, at least `LANES` channels) rebuilt; None for other convs."""
+    weights, at least `LANES` channels) rebuilt; None for other convs. `shuffles`: gather
+    with HVX instructions (False: target-neutral TIR)."""
     x, w = func.params[:2]
     channels = int(x.shape[1])
     if attrs["groups"] != channels or int(w.shape[0]) != channels or channels < LANES \
@@ -129,7 +139,7 @@ def depthwise_by_lanes(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.P
     kind = shift_kind32(shifts)
     x_shape, w_shape = (tuple(int(d) for d in p.shape) for p in (x, w))
     sch = tvm.s_tir.Schedule(depthwise_compute(x_shape, str(x.dtype), w_shape, attrs, kind))
-    schedule(sch)
+    schedule(sch, shuffles)
     return sch.mod["main"]
 
 
