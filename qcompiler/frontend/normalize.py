@@ -8,8 +8,9 @@
   Given the static shapes of the tensors, `Shape` and `Size` fold too, and with them the
   shape arithmetic of real exports (`frontend.static_shapes`).
 - `Sum(a, b, ...)` becomes a chain of `Add`s (TVM's frontend stacks and reduces it, in float),
-  so residual sums are integer adds; an inference `Dropout` whose mask is unused is `Identity`
-  (the frontend's dropout returns a tuple).
+  so residual sums are integer adds; an inference `Dropout` whose mask is unused, and a
+  `Split` into one part, are `Identity` (the frontend's dropout returns a tuple, its split
+  of one part a tensor).
 - A graph input that no node reads is dropped; a Pad of zeros read only by a Conv becomes
   the Conv's padding (TensorFlow's 'SAME' on strided convs).
 - A `Resize` whose `roi` or `scales` is an empty tensor (paddle2onnx and tf2onnx write
@@ -22,13 +23,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-# Deterministic ops that are cheap to evaluate: they reshape, fill or combine constants, and
-# (on shape vectors) do the shape arithmetic of exports: gathered dims, products, comparisons.
-FOLDABLE_OPS = frozenset({
-    "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Cast", "Identity", "Transpose",
-    "Concat", "Gather", "Slice", "Range", "Expand", "Equal", "Less", "Greater", "Not", "Where",
-    "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Abs", "Min", "Max", "Mod",
-    "ReduceProd", "Shape", "Size", "Flatten", "Tile",
+# Every default-domain node whose inputs are all constants is evaluated (exports compute
+# shape vectors, anchor grids and resize scales with any op: ReduceMax of a shape, Ceil, Sqrt,
+# Pow...), except: quantize / dequantize, whose constants the QDQ importer reads as weights
+# and scales; random ops, whose value is not the model's; control flow, whose subgraphs a
+# one-node evaluation cannot see.
+NOT_FOLDED = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "If", "Loop", "Scan",
 })
 # Ops whose value is their input's shape: folded where that shape is static.
 SHAPE_OPS = frozenset({"Shape", "Size"})
@@ -168,6 +171,11 @@ def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
                                               name=f"{node.name or node.output[0]}__add{k}"))
                 acc = out
             changed = True
+        elif plain and node.op_type == "Split" and len(node.output) == 1:
+            # (torchvision's detectors split the batch into its one image)
+            nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]],
+                                          name=node.name))
+            changed = True
         elif plain and node.op_type == "Dropout" and not used & set(node.output[1:]):
             nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]],
                                           name=node.name))
@@ -229,7 +237,7 @@ def fold_onnx_constants(model: onnx.ModelProto,
         inputs = [i for i in node.input if i]
         plain = node.domain in ("", "ai.onnx") and not graph_outputs & set(node.output)
         of_shape = plain and node.op_type in SHAPE_OPS and inputs[0] in shapes
-        foldable = of_shape or (plain and node.op_type in FOLDABLE_OPS
+        foldable = of_shape or (plain and node.op_type not in NOT_FOLDED
                                 and all(i in values for i in inputs))
         if not foldable:
             kept.append(node)

@@ -20,6 +20,7 @@ from qcompiler.errors import QCompileError, UnsupportedModelError
 from qcompiler.frontend.layer_origin import with_onnx_nodes
 from qcompiler.frontend.layout_transposes import sink_layout_transposes
 from qcompiler.frontend.node_names import capture_importer, name_nodes, tag_nodes
+from qcompiler.frontend.constant_gathers import gathers_as_slices
 from qcompiler.frontend.normalize import normalize_onnx, resize_align_corners_to_one
 from qcompiler.frontend.static_shapes import (
     ModelInput,
@@ -307,6 +308,7 @@ def import_onnx(model: onnx.ModelProto, inputs: list[ModelInput]):  # -> tvm.IRM
 
     # Static inputs make the exporter's shape arithmetic constants: fold it before judging ops.
     model = fold_shape_arithmetic(with_static_inputs(name_nodes(model), inputs))
+    model = gathers_as_slices(model, known_shapes(model))
     model = sink_layout_transposes(model)
     check_supported(model)
     model = resize_align_corners_to_one(model, known_shapes(model))

@@ -149,3 +149,48 @@ def test_resize_with_empty_scales_and_computed_sizes_compiles_integer(tmp_path, 
     layers = graph_meta(compiled.quantized)["layers"]
     assert any(r["onnx_op"] == "Resize" for r in layers), layers
     assert all(r["status"] == "integer" for r in layers), layers
+
+
+def detector_preamble(rng: np.random.Generator) -> onnx.ModelProto:
+    """What torchvision's detectors write before the backbone and between its levels: the
+    batch split into its one image (`Split` of one part), the image taken by `Gather(x, 0)`,
+    and an upsampling whose sizes come from the feature's shape through `ReduceMax`, `Div`,
+    `Ceil` and `Cast` (GeneralizedRCNNTransform's scale)."""
+    c = helper.make_node
+
+    def const(name: str, value: object, dtype: object = np.int64) -> onnx.NodeProto:
+        return c("Constant", [], [name], name=name,
+                 value=onnx.numpy_helper.from_array(np.array(value, dtype), name))
+
+    nodes = [
+        const("zero", 0), const("axes0", [0]), const("hw_lo", [2]), const("hw_hi", [4]),
+        const("nc", [1, 8]), const("side", 24.0, np.float32),
+        c("Split", ["x"], ["images"], name="split_batch", axis=0),
+        c("Gather", ["images", "zero"], ["image"], name="first_image", axis=0),
+        c("Unsqueeze", ["image", "axes0"], ["batch"], name="as_batch"),
+        c("Conv", ["batch", "w", "b"], ["conv"], name="stem/conv", pads=[1, 1, 1, 1]),
+        c("Relu", ["conv"], ["relu"], name="stem/relu"),
+        c("Shape", ["relu"], ["shape"], name="size/shape"),
+        c("Slice", ["shape", "hw_lo", "hw_hi"], ["hw"], name="size/hw"),
+        c("Cast", ["hw"], ["hw_f"], name="size/cast", to=onnx.TensorProto.FLOAT),
+        c("ReduceMax", ["hw_f"], ["longest"], name="size/longest", keepdims=0),
+        c("Div", ["side", "longest"], ["scale"], name="size/scale"),
+        c("Mul", ["hw_f", "scale"], ["scaled"], name="size/scaled"),
+        c("Ceil", ["scaled"], ["ceiled"], name="size/ceil"),
+        c("Cast", ["ceiled"], ["sizes_hw"], name="size/int", to=onnx.TensorProto.INT64),
+        c("Concat", ["nc", "sizes_hw"], ["sizes"], name="size/concat", axis=0),
+        c("Resize", ["relu", "", "", "sizes"], ["y"], name="upsample", mode="nearest"),
+    ]
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b": rng.standard_normal(8) * 0.1}
+    return make_model(nodes, {"x": ["N", 3, "H", "W"]}, {"y": None}, inits)
+
+
+def test_detector_preamble_folds_and_compiles_integer(tmp_path, rng):
+    """Split of one part, Gather of a constant index and a ReduceMax/Ceil size computation
+    (once: an unsupported Gather, ReduceMax and Ceil, and a crash on the Split)."""
+    calib = {"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    compiled, lib = compile_and_compare(detector_preamble(rng), tmp_path, calib)
+    assert lib.outputs[0]["shape"] == [1, 8, 24, 24]
+    from qcompiler.graph_meta import graph_meta
+    layers = graph_meta(compiled.quantized)["layers"]
+    assert all(r["status"] == "integer" for r in layers), layers
