@@ -17,10 +17,10 @@ import onnx
 from onnx import numpy_helper
 
 from qcompiler.errors import QCompileError, UnsupportedModelError
+from qcompiler.frontend.constant_gathers import gathers_as_slices
 from qcompiler.frontend.layer_origin import with_onnx_nodes
 from qcompiler.frontend.layout_transposes import sink_layout_transposes
 from qcompiler.frontend.node_names import capture_importer, name_nodes, tag_nodes
-from qcompiler.frontend.constant_gathers import gathers_as_slices
 from qcompiler.frontend.normalize import normalize_onnx, resize_align_corners_to_one
 from qcompiler.frontend.static_shapes import (
     ModelInput,
