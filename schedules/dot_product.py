@@ -389,6 +389,10 @@ class DotProduct:
     # (name, C) of an intrinsic taking C adjacent output columns at once, registered on first
     # use (`schedule_acc`'s `columns_intrin`); None: one column a call.
     columns_intrinsic: Callable[[], tuple[str, int]] | None = None
+    # The target's own copy into a conv's packed input `(sch, attrs)`, after the padding
+    # split, for convs that do not fold their kernel's columns (HVX: `hexagon.packing`'s
+    # shuffle networks); None: the copy as scheduled.
+    packing: Callable[[tvm.s_tir.Schedule, dict], bool] | None = None
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -453,7 +457,7 @@ class DotProduct:
             self.schedule(sch)
         else:
             trace.apply_to_schedule(sch, remove_postproc=False)
-        func = self.finish(sch, x_shape, attrs)
+        func = self.finish(sch, x_shape, attrs, w_shape)
         packed_attrs = {**attrs, "packed_lanes": self.lanes, "w_shape": list(w_shape)}
         if folds_columns(w_shape, attrs, self.depth):
             packed_attrs["columns_folded"] = True
@@ -463,11 +467,16 @@ class DotProduct:
         return func.with_attr({"qcompiler.op": op, "qcompiler.attrs": json.dumps(packed_attrs),
                                "qcompiler.schedule": self.name})
 
-    def finish(self, sch: tvm.s_tir.Schedule, x_shape: tuple, attrs: dict) -> tirx.PrimFunc:
+    def finish(self, sch: tvm.s_tir.Schedule, x_shape: tuple, attrs: dict,
+               w_shape: tuple | None = None) -> tirx.PrimFunc:
         """What follows the schedule (or a trace) outside it, and outside tuning's traces:
-        here the padding split (`split_padding`). Tuning's builder applies it to every
-        candidate too, so candidates are measured as they will run."""
+        here the padding split (`split_padding`), then the target's `packing` of a conv's
+        input. Tuning's builder applies it to every candidate too, so candidates are measured
+        as they will run."""
         split_padding(sch)
+        if self.packing is not None and w_shape is not None and len(x_shape) == 4 \
+                and not folds_columns(w_shape, attrs, self.depth):
+            self.packing(sch, attrs)
         return sch.mod["main"]
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict

@@ -3,11 +3,9 @@
 That kernel reads 32 channels' NCHW planes into (rows, columns, 32) int16 lanes. Written as a
 gather (`x_lanes[i, j, l] = x[c0 + l, i, j] - zp`), LLVM moves one byte at a time (~1.75
 packets an element; two TIR vectorizations of it lost: each lane's index is extracted). Here
-each of the 32 planes gives one 128-byte vector of consecutive pixels (whole input rows), and
-five rounds of `vshuff` (16 vector pairs a round, byte interleave) transpose the 32 x 128
-bytes: a round is a perfect shuffle of the 4 KiB, which rotates the byte index's bits left by
-one, so five rotate (channel: 5 bits, pixel: 7 bits) into (pixel, channel). Each resulting
-vector is 4 pixels x 32 channels, widened, centered and stored at its padded position.
+each of the 32 planes gives one 128-byte vector of consecutive pixels (whole input rows),
+`shuffles.interleaved` turns the 32 x 128 bytes into 128 pixels x 32 channels, and each
+resulting vector (4 pixels) is widened, centered and stored at its padded position.
 
 The block is written after the schedule, over the loop nest `compute_at` gave the gather (the
 same region: a whole padded plane, or a chunk of rows), through `ScheduleState.replace`: a
@@ -16,36 +14,12 @@ tensor intrinsic cannot take it, as lanes past the last channel read `min(c0 + l
 from __future__ import annotations
 
 import tvm
+from qcompiler.schedules.hexagon.shuffles import VEC, bound, bytes_at, interleaved
 from tvm import tirx
 from tvm.s_tir import stmt as sst
 from tvm.sym.analyzer import Analyzer
 
 LANES = 32  # channels of a block, the network's rows
-VEC = 128  # bytes of an HVX vector: pixels of a window
-
-
-def hvx(name: str, dtype: str, *args: tirx.PrimExpr) -> tirx.PrimExpr:
-    """A 128-byte-mode HVX intrinsic, `llvm.hexagon.V6.<name>.128B`."""
-    return tirx.call_llvm_pure_intrin(dtype, f"llvm.hexagon.V6.{name}.128B", *args)
-
-
-def _bound(binds: list, value: tirx.PrimExpr, dtype: str) -> tirx.Var:
-    var = tirx.Var("v", dtype)
-    binds.append(tirx.Bind(var, value))
-    return var
-
-
-def transposed(binds: list, rows: list) -> list[tirx.Var]:
-    """32 vectors (int32x32) of 128 bytes each -> 32 vectors of [4 bytes' columns][32 rows]
-    (vector k: columns 4k .. 4k+3, each its 32 rows' bytes in row order)."""
-    for _ in range(5):
-        out = []
-        for i in range(16):
-            pair = _bound(binds, hvx("vshuffvdd", "int32x64", rows[i + 16], rows[i],
-                                     tirx.const(-1, "int32")), "int32x64")
-            out += [hvx("lo", "int32x32", pair), hvx("hi", "int32x32", pair)]
-        rows = [_bound(binds, v, "int32x32") for v in out]
-    return rows
 
 
 class _Planes:
@@ -68,22 +42,17 @@ class _Planes:
         rotated into place."""
         binds: list = []
         rows_in = []
-        zero = tirx.const(0, "int32")
         for li in range(LANES):
             channel = tirx.min(self.ob * LANES + li, self.c - 1)
             addr = (self.b * self.c + channel) * (self.h * self.w) + row * self.w
-            start = tirx.min(addr, self.size - VEC) if past_plane else addr
-            vec = tirx.reinterpret("int32x32", tirx.BufferLoad(
-                self.x, [zero, zero, zero, tirx.Ramp(start, 1, VEC)]))
-            if past_plane:
-                vec = hvx("vror", "int32x32", vec, addr - start)
-            rows_in.append(_bound(binds, vec, "int32x32"))
-        cols = transposed(binds, rows_in)
+            rows_in.append(bound(binds, bytes_at(self.x, addr, self.size, past_plane),
+                                 "int32x32"))
+        cols = interleaved(binds, rows_in)
         pixels = rows * self.w
         zp = tirx.Broadcast(tirx.const(self.zp, "int16"), VEC)
         stores = []
         for k in range((pixels + 3) // 4):
-            wide = _bound(binds, tirx.Cast("int16x128", tirx.reinterpret(
+            wide = bound(binds, tirx.Cast("int16x128", tirx.reinterpret(
                 f"{self.x.dtype}x{VEC}", cols[k])) - zp, "int16x128")
             for m in range(4 * k, min(4 * k + 4, pixels)):
                 pixel = tirx.Shuffle([wide], [tirx.const(LANES * (m - 4 * k) + i, "int32")

@@ -3,8 +3,6 @@ on every shape it takes, built here (the TIR is target-neutral; `test_hexagon` r
 qemu), and the convs it leaves to the other kernels."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tvm
@@ -12,6 +10,7 @@ from qcompiler.schedules.hexagon.depthwise_lanes import (
     CHUNK_BYTES,
     depthwise_by_lanes,
 )
+from support.emulated_kernels import run_under_qemu
 
 from qcompiler import kernels, reference
 from qcompiler.backend.kernel_scratch import measured_build
@@ -73,35 +72,20 @@ def test_channels_in_lanes_equal_reference(case, rng):
     np.testing.assert_array_equal(out.numpy(), want)
 
 
-def _under_qemu(func: tvm.tirx.PrimFunc, args: list, want: np.ndarray, folder: Path) -> int:
-    """The kernel built for Hexagon and run under qemu equals `want`; its packets."""
-    from qcompiler.targets.hexagon import HEXAGON
-
-    from qcompiler.tuning.runners import COUNT_SECONDS, CountingRunner, KernelBuilder
-
-    target = tvm.target.Target(HEXAGON.tvm_target)
-    (built,) = KernelBuilder(target, folder, HEXAGON.cc).build(
-        [tvm.s_tir.meta_schedule.builder.BuilderInput(tvm.IRModule({"main": func}), target)])
-    assert built.error_msg is None, built.error_msg
-    got, secs = CountingRunner(HEXAGON.run_prefix).measure(Path(built.artifact_path), args, want)
-    np.testing.assert_array_equal(got, want)
-    return round(secs / COUNT_SECONDS)
-
-
 def _shuffled(func: tvm.tirx.PrimFunc) -> bool:
     return "x_lanes_shuffled" in func.script()
 
 
 # Every case but the 1x1 plane (64 bytes in all: less than one vector) takes the shuffles.
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
-def test_gather_by_hvx_shuffles_equals_reference_under_qemu(case, tmp_path, rng):
+def test_gather_by_hvx_shuffles_equals_referencerun_under_qemu(case, tmp_path, rng):
     """The Hexagon kernel, its planes gathered into lanes by `vshuff` networks (whole plane,
     windows past the plane's end, chunks of rows, batch 2, a channel tail, int8 and uint8),
     bit-exact under qemu-hexagon."""
     attrs, args, want = _operands(case, rng)
     func = _kernel(case, attrs, args[-1], shuffles=True)
     assert _shuffled(func) == (case[2] * case[3] > 1)
-    _under_qemu(func, args, want, tmp_path)
+    run_under_qemu(func, args, want, tmp_path)
 
 
 def test_gather_by_hvx_shuffles_takes_fewer_packets(tmp_path, rng):
@@ -110,7 +94,7 @@ def test_gather_by_hvx_shuffles_takes_fewer_packets(tmp_path, rng):
     written)."""
     case = (1, 72, 16, 16, 3, 3, 1, 1, (1, 1, 1, 1), "uint8")
     attrs, args, want = _operands(case, rng)
-    packets = {shuffles: _under_qemu(_kernel(case, attrs, args[-1], shuffles), args, want,
+    packets = {shuffles: run_under_qemu(_kernel(case, attrs, args[-1], shuffles), args, want,
                                      tmp_path / str(shuffles)) for shuffles in (True, False)}
     assert packets[True] * 4 < packets[False] * 3, packets
 
