@@ -393,6 +393,9 @@ class DotProduct:
     # split, for convs that do not fold their kernel's columns (HVX: `hexagon.packing`'s
     # shuffle networks); None: the copy as scheduled.
     packing: Callable[[tvm.s_tir.Schedule, dict], bool] | None = None
+    # ... and its own move of a conv's requantized lanes to the output's planes
+    # (`requantize_out`; HVX: `hexagon.output_planes`); None: the move as scheduled.
+    unpacking: Callable[[tvm.s_tir.Schedule], bool] | None = None
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -471,12 +474,14 @@ class DotProduct:
                w_shape: tuple | None = None) -> tirx.PrimFunc:
         """What follows the schedule (or a trace) outside it, and outside tuning's traces:
         here the padding split (`split_padding`), then the target's `packing` of a conv's
-        input. Tuning's builder applies it to every candidate too, so candidates are measured
+        input and `unpacking` of its output. Tuning's builder applies it to every candidate too, so candidates are measured
         as they will run."""
         split_padding(sch)
         if self.packing is not None and w_shape is not None and len(x_shape) == 4 \
                 and not folds_columns(w_shape, attrs, self.depth):
             self.packing(sch, attrs)
+        if self.unpacking is not None and has_block(sch, "requantize_out"):
+            self.unpacking(sch)
         return sch.mod["main"]
 
     def pack_operands(self, w: np.ndarray, bias: np.ndarray, attrs: dict

@@ -7,11 +7,12 @@ Per block of 32 channels, the padded input is gathered to (rows, columns, 32) in
 weights to (kh, kw, 32); then each output pixel is kh x kw lane-wise multiply-adds into int32
 lanes, the requantize on those lanes (`lanes32.vector_epilogue`) and a move of each byte to
 its channel's plane. Strides and dilations only move which pixel a tap reads: no gather, no
-phase split. The cost is the two transposes. The gather is a `vshuff` network over whole
-input rows (`lane_transpose`; the element gather it replaced took 1.75 packets a byte: a
-72-channel 16x16 3x3 layer 111,235 -> 64,729 packets, 96 x 112x112 stride 2 5.0M -> 1.09M);
-the output's move is one byte at a time. A layer of fewer than 32 channels keeps the other
-kernels (mobilenet_v3_small's first, 16 channels: 0.73x).
+phase split. The cost is the two transposes, both `vshuff` networks: the gather over whole
+input rows (`lane_transpose`), the move a row of output pixels at a time (`output_planes`).
+As element moves they took 1.75 and ~1 packets a byte: a 72-channel 16x16 3x3 layer 111,235
+-> 64,729 (gather) -> 28,977 packets (move), 96 x 112x112 stride 2 5.0M -> 1.09M -> 807k.
+A layer of fewer than 32 channels keeps the other kernels (mobilenet_v3_small's first, 16
+channels: 0.73x before the networks).
 
 Measured under qemu-hexagon (`tools/hexagon_cost.py`), against the plane kernel and
 `channel_local`: mobilenet_v3_small at 64x64, 1.14-3.7x fewer packets per layer (its 2x2
@@ -25,6 +26,8 @@ import tvm
 from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.fixed_point32 import shift_kind32
 from qcompiler.schedules.hexagon.lane_transpose import gather_by_shuffles
+from qcompiler.schedules.hexagon.output_planes import planes_by_shuffles
+from qcompiler.schedules.hexagon.shuffles import VEC
 from qcompiler.schedules.lanes32 import vector_epilogue
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
@@ -94,14 +97,16 @@ def chunk_rows(sch: tvm.s_tir.Schedule) -> int | None:
 def schedule(sch: tvm.s_tir.Schedule, shuffles: bool = True) -> None:
     """Channel blocks in parallel, each gathering its padded planes (a chunk of rows at a
     time where they are large: `chunk_rows`; with `shuffles`, by HVX shuffle networks) and
-    weights; per output pixel the taps (unrolled) over the lanes, the requantize on them, the
-    bytes' move."""
+    weights; per output pixel the taps (unrolled) over the lanes and the requantize on them;
+    the bytes' move per pixel (with `shuffles`, per row of up to 128 pixels)."""
     out = sch.get_sblock("requantize")
     b, ob, i, j, li = sch.get_loops(out)
     block = sch.fuse(b, ob)
     rows = chunk_rows(sch)
-    gather = block if rows is None else sch.split(i, [None, rows])[0]
-    sch.reverse_compute_at(sch.get_sblock("requantize_out"), j)
+    gather, row = (block, i) if rows is None else sch.split(i, [None, rows])
+    # With shuffles, the bytes move a row at a time (`output_planes`: up to 128 columns)
+    by_rows = shuffles and int(sch.get(j).extent) <= VEC
+    sch.reverse_compute_at(sch.get_sblock("requantize_out"), row if by_rows else j)
     sch.compute_inline(sch.get_sblock("acc_centered"))
     acc = sch.get_sblock("acc")
     sch.compute_at(acc, j)
@@ -122,6 +127,8 @@ def schedule(sch: tvm.s_tir.Schedule, shuffles: bool = True) -> None:
     sch.vectorize(li)
     if shuffles:
         gather_by_shuffles(sch)
+        if by_rows:
+            planes_by_shuffles(sch)
 
 
 def depthwise_by_lanes(func: tirx.PrimFunc, attrs: dict, consts: list, shuffles: bool = True

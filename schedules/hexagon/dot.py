@@ -5,6 +5,7 @@ HVX). The intrinsic is ours (`hexagon.vrmpy`, alignment declared), loaded on fir
 from __future__ import annotations
 
 from qcompiler.schedules.dot_product import DotProduct
+from qcompiler.schedules.hexagon.output_planes import planes_by_shuffles
 from qcompiler.schedules.hexagon.packing import pack_by_shuffles
 from qcompiler.schedules.hexagon.stages import schedule_stages
 from qcompiler.schedules.lanes32 import vector_epilogue
@@ -25,7 +26,7 @@ HEXAGON_ROW_PACKING_FROM = 512 * 1024
 HEXAGON_VRMPY = DotProduct("hexagon_vrmpy", 32, "uint8", vrmpy_intrinsic,
                            epilogue=vector_epilogue, stages=schedule_stages, fuses_tables=True,
                            row_packing=True, row_packing_from=HEXAGON_ROW_PACKING_FROM,
-                           packing=pack_by_shuffles)
+                           packing=pack_by_shuffles, unpacking=planes_by_shuffles)
 """Accepts what `DotProduct` does on uint8 activations: conv2d (groups 1) and dense, any batch,
 channels, kernel, strides, dilations and padding, 8- or 4-bit weights, any requantize shift
 (the 32-bit lane epilogue is exact for all: `fixed_point32`). Only with HVX v68."""

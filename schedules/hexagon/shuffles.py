@@ -22,14 +22,13 @@ def bound(binds: list, value: tirx.PrimExpr, dtype: str) -> tirx.Var:
     return var
 
 
-def interleaved(binds: list, rows: list) -> list[tirx.Var]:
-    """n (a power of two <= 32) vectors (int32x32) of 128 bytes each -> n vectors of their
-    bytes interleaved: vector k holds columns k 128/n .. (k+1) 128/n - 1, each column's n
-    bytes in row order. A round of `vshuff` on the pairs (row i, row i + n/2) is a perfect
-    shuffle of the n x 128 bytes, which rotates the byte index's bits left by one: log2(n)
-    rounds rotate (row, column) into (column, row)."""
+def shuffled(binds: list, rows: list, rounds: int) -> list[tirx.Var]:
+    """`rounds` perfect shuffles of the bytes of n vectors (int32x32; n a power of two, at
+    least 2): a round of `vshuff` on the pairs (vector i, vector i + n/2) interleaves the
+    sequence's halves byte by byte, which rotates every byte's index (log2(128 n) bits) left
+    by one bit."""
     half = len(rows) // 2
-    for _ in range(half.bit_length()):
+    for _ in range(rounds):
         out = []
         for i in range(half):
             pair = bound(binds, hvx("vshuffvdd", "int32x64", rows[i + half], rows[i],
@@ -37,6 +36,14 @@ def interleaved(binds: list, rows: list) -> list[tirx.Var]:
             out += [hvx("lo", "int32x32", pair), hvx("hi", "int32x32", pair)]
         rows = [bound(binds, v, "int32x32") for v in out]
     return rows
+
+
+def interleaved(binds: list, rows: list) -> list[tirx.Var]:
+    """n (a power of two, 2 to 32) rows of 128 bytes each (int32x32 vectors) -> n vectors of
+    their bytes column by column: vector k holds columns k 128/n .. (k+1) 128/n - 1, each
+    column's n bytes in row order (log2(n) shuffles rotate (row, column) into (column,
+    row))."""
+    return shuffled(binds, rows, (len(rows) - 1).bit_length())
 
 
 def bytes_at(x: tirx.Buffer, addr: tirx.PrimExpr, size: int, may_pass_end: bool
