@@ -26,8 +26,7 @@ import tvm
 from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.fixed_point32 import shift_kind32
 from qcompiler.schedules.hexagon.lane_transpose import gather_by_shuffles
-from qcompiler.schedules.hexagon.output_planes import planes_by_shuffles
-from qcompiler.schedules.hexagon.shuffles import VEC
+from qcompiler.schedules.hexagon.output_planes import planes_by_shuffles, takes_columns
 from qcompiler.schedules.lanes32 import vector_epilogue
 from qcompiler.schedules.vector_rule import VectorRule
 from tvm import te, tirx
@@ -98,14 +97,14 @@ def schedule(sch: tvm.s_tir.Schedule, shuffles: bool = True) -> None:
     """Channel blocks in parallel, each gathering its padded planes (a chunk of rows at a
     time where they are large: `chunk_rows`; with `shuffles`, by HVX shuffle networks) and
     weights; per output pixel the taps (unrolled) over the lanes and the requantize on them;
-    the bytes' move per pixel (with `shuffles`, per row of up to 128 pixels)."""
+    the bytes' move per pixel (with `shuffles`, per row of 8, 16, ... 128 pixels)."""
     out = sch.get_sblock("requantize")
     b, ob, i, j, li = sch.get_loops(out)
     block = sch.fuse(b, ob)
     rows = chunk_rows(sch)
     gather, row = (block, i) if rows is None else sch.split(i, [None, rows])
-    # With shuffles, the bytes move a row at a time (`output_planes`: up to 128 columns)
-    by_rows = shuffles and int(sch.get(j).extent) <= VEC
+    # With shuffles, the bytes move a row at a time where `output_planes` takes the row
+    by_rows = shuffles and takes_columns(int(sch.get(j).extent))
     sch.reverse_compute_at(sch.get_sblock("requantize_out"), row if by_rows else j)
     sch.compute_inline(sch.get_sblock("acc_centered"))
     acc = sch.get_sblock("acc")

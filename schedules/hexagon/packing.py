@@ -11,7 +11,8 @@ The copy is rewritten after the schedule and the padding split (`DotProduct.fini
 loop nest: where the input has no padding the packed rows are one run of pixels (1x1 convs),
 else each row's interior is one and its padding columns are filled with zp. Row-packed inputs
 (a block of rows per task, `dot_product.ROW_PACKED`) keep the element copy: their buffer is
-compacted to the rows a task reads, and a store here runs on past its pixel's 4 bytes.
+compacted to the rows a task reads, and a store here runs on past its pixel's 4 bytes (the
+rewritten copy keeps its buffer whole: below).
 """
 from __future__ import annotations
 
@@ -153,6 +154,13 @@ def pack_by_shuffles(sch: tvm.s_tir.Schedule, attrs: dict) -> bool:
         body = [tirx.For(r, 0, rows, tirx.ForKind.SERIAL, tirx.IfThenElse(
             padding_row, _seq(p.fill(row * p.wp + col0, cols)),
             _seq(inside)))]
+    # The stores' vectors run on past their first pixel, which is all the buffer compaction
+    # sees of them: the region's last byte, read and written back, keeps the whole region
+    # (a 1x1 conv of stride 2 reads no last row or column; its packed input was compacted to
+    # 13 x 13 pixels under the 14 x 14 the stores address).
+    corner = [b, cb, row0 + rows - 1, col0 + cols - 1, DEPTH - 1]
+    packed = node.writes[0].source
+    body.append(tirx.BufferStore(packed, tirx.BufferLoad(packed, corner), corner))
     whole = [tvm.ir.Range.from_min_extent(0, d) for d in p.x.shape]
     region = [tvm.ir.Range.from_min_extent(b, 1), tvm.ir.Range.from_min_extent(cb, 1),
               tvm.ir.Range.from_min_extent(row0, rows), tvm.ir.Range.from_min_extent(col0, cols),

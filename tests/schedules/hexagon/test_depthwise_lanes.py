@@ -10,10 +10,12 @@ from qcompiler.schedules.hexagon.depthwise_lanes import (
     CHUNK_BYTES,
     depthwise_by_lanes,
 )
+from qcompiler.schedules.hexagon.output_planes import takes_columns
 from support.emulated_kernels import run_under_qemu
 
 from qcompiler import kernels, reference
 from qcompiler.backend.kernel_scratch import measured_build
+from qcompiler.numerics.shapes import conv2d_out_hw
 
 CASES = [  # (batch, channels, h, w, kh, kw, stride, dilation, padding, x dtype)
     (1, 32, 14, 14, 3, 3, 1, 1, (1, 1, 1, 1), "int8"),
@@ -85,8 +87,10 @@ def test_shuffle_networks_equal_reference_under_qemu(case, tmp_path, rng):
     attrs, args, want = _operands(case, rng)
     func = _kernel(case, attrs, args[-1], shuffles=True)
     assert _shuffled(func) == (case[2] * case[3] > 1)
-    # (every case but the one-pixel output, whose move has no column loop)
-    assert ("requantize_out_shuffled" in func.script()) == (case[2] * case[3] > 1)
+    # the output's move: rows of 8 to 128 (a power of two) pixels
+    n, c, h, w, kh, kw = case[:6]
+    _, ow = conv2d_out_hw((n, c, h, w), (c, 1, kh, kw), attrs)
+    assert ("requantize_out_shuffled" in func.script()) == takes_columns(ow)
     run_under_qemu(func, args, want, tmp_path)
 
 
