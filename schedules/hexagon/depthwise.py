@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
+from qcompiler.schedules.axis_loops import axis_loops
 from qcompiler.schedules.fixed_point32 import clamp_cast32, q_multiply_shift32, shift_kind32
 from qcompiler.schedules.hexagon.loops import lanes, params, vectorize_loop
 from tvm import te, tirx
@@ -80,7 +81,9 @@ def depthwise_conv2d(func: tirx.PrimFunc, attrs: dict, consts: list) -> tirx.Pri
 def _vectorize_taps_inside(sch: tvm.s_tir.Schedule, n_lanes: int) -> None:
     """The window taps outside the plane's positions, which are the lanes."""
     block = sch.get_sblock("acc")
-    p, ry, rx = sch.get_loops(block)[-3:]
-    sch.reorder(ry, rx, p)
-    vectorize_loop(sch, p, n_lanes)
+    ax = axis_loops(sch, block)  # (a 1x1 kernel's unit tap loops: none under the channel's)
+    taps = [ax[k] for k in (3, 4) if k in ax]
+    if taps:
+        sch.reorder(*taps, ax[2])
+    vectorize_loop(sch, ax[2], n_lanes)
 

@@ -3,11 +3,11 @@
 HVX kernels requantize 32 output channels in the lanes of a vector per pixel (`lanes32`);
 the output wants each channel's pixels consecutive. Written as `out[c0 + l, i, j] =
 requantize[j, l]`, LLVM moves one byte at a time (a word load and a byte store each). Here a
-block of P columns (a power of two, 8 to 128) is narrowed to bytes, 4 pixels a
-vector ([P][32] bytes in P/4 vectors), and log2(P) perfect shuffles (`shuffles.shuffled`)
-rotate it into [32][P]: each channel's P bytes, one store each.
+block of J columns (a power of two, 2 to 128; P = J, or 8 with zero columns past J) is
+narrowed to bytes, 4 pixels a vector ([P][32] bytes in P/4 vectors), and log2(P) perfect
+shuffles (`shuffles.shuffled`) rotate it into [32][P]: each channel's J bytes, one store each.
 
-Only blocks of 8, 16, 32, 64 or 128 columns take it. At 7 columns (a 1x1 conv to 16
+Only blocks of a power of two columns take it. At 7 columns (a 1x1 conv to 16
 channels on a 7x7 output) a channel's 7-byte store wrote past its row (a wrong byte in the
 next row, found by a kernel test), and at 7, 14 and 28 columns the network cost up to 7%
 more packets than the element moves it replaced.
@@ -27,9 +27,9 @@ from tvm.sym.analyzer import Analyzer
 LANES = 32
 
 
-def takes_columns(columns: int) -> bool:
+def takes_columns(columns: int, least: int = 2) -> bool:
     """Whether a block of this many columns moves by the network (see the docstring)."""
-    return 8 <= columns <= VEC and columns & (columns - 1) == 0
+    return least <= columns <= VEC and columns & (columns - 1) == 0
 
 
 def _at(exprs: list, values: dict) -> list[tirx.PrimExpr]:
@@ -43,10 +43,11 @@ def _uses(expr: tirx.PrimExpr, loop: tirx.For) -> bool:
     return any(v.same_as(loop.loop_var) for v in tirx.analysis.undefined_vars(expr, []))
 
 
-def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out") -> bool:
+def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out",
+                       least: int = 2) -> bool:
     """Rewrite `block` (out[b, o, i, j] = cast(lanes[b, o // 32, i, j, o % 32]) over (at
     most) 32 lanes x J columns) as shuffle networks; False (nothing changed) for any other
-    loop nest."""
+    loop nest or a block of fewer than `least` columns."""
     rv = sch.get_sblock(block)
     node = sch.get(rv)
     loops = sch.get_loops(rv)
@@ -72,15 +73,23 @@ def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out") -
     if not isinstance(src[-1], tirx.IntImm) or int(src[-1]) != 0:
         return False
     cols = int(col.extent)
-    if not takes_columns(cols):
+    if not takes_columns(cols, least):
         return False
-    span = cols  # P: columns through the network
+    span = max(8, cols)  # P: columns through the network (2 or 4 padded with zeros to 8)
     binds: list = []
     vecs = []
+    zero = tirx.reinterpret("int32x32", tirx.Broadcast(tirx.const(0, "int8"), VEC))
     for k in range(span // 4):  # 4 columns a vector
-        lanes = tirx.BufferLoad(lanes_buf, [*src[:3], src[3] + 4 * k, tirx.Ramp(0, 1, VEC)])
-        narrow = tirx.reinterpret("int32x32", tirx.Cast(f"int8x{VEC}", lanes))
-        vecs.append(bound(binds, narrow, "int32x32"))
+        if 4 * k >= cols:
+            vecs.append(bound(binds, zero, "int32x32"))
+            continue
+        valid = min(4, cols) * LANES
+        lanes = tirx.BufferLoad(lanes_buf, [*src[:3], src[3] + 4 * k, tirx.Ramp(0, 1, valid)])
+        narrow = tirx.Cast(f"int8x{valid}", lanes)
+        if valid < VEC:  # 2 columns
+            narrow = tirx.Shuffle([narrow, tirx.Broadcast(tirx.const(0, "int8"), VEC)],
+                                  [tirx.const(i, "int32") for i in range(VEC)])
+        vecs.append(bound(binds, tirx.reinterpret("int32x32", narrow), "int32x32"))
     planes = shuffled(binds, vecs, (span - 1).bit_length())  # [32 channels][span columns]
     per = VEC // span  # channels a vector
     channels = int(out.shape[1])

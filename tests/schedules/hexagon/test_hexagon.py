@@ -255,7 +255,8 @@ def test_pools_and_add_on_hvx_vectors(tmp_path, rng):
         assert hvx[name] * 5 < portable[name], (op, hvx[name], portable[name])
 
 
-@pytest.mark.parametrize("c,hw,k,dilation", [(31, 9, 3, 1), (16, 12, 5, 2)])
+@pytest.mark.parametrize("c,hw,k,dilation", [(31, 9, 3, 1), (16, 12, 5, 2),
+                                            (16, 24, 1, 1)])  # (1x1: no tap loops)
 def test_depthwise_on_whole_planes(c, hw, k, dilation, tmp_path, rng):
     """Stride-1 depthwise convs of fewer than 32 channels run on HVX vectors over the padded
     plane, bit-exact, with one channel's planes as scratch (not the layer's)."""
