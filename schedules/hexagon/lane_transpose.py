@@ -97,7 +97,9 @@ def gather_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "x_lanes") -> bool:
     windows of the shuffle network; False (nothing changed) where a row is wider than a
     window, the tensor smaller than one, or a chunk has fewer rows than a window."""
     loops = sch.get_loops(sch.get_sblock(block))
-    realize = sch.get(loops[-1]).body
+    realize = sch.get(loops[-1]).body if loops else None
+    if not isinstance(realize, sst.SBlockRealize):  # (unit loops dropped)
+        return False
     b, ob, vi, _, _ = realize.iter_values
     func = sch.mod["main"]
     planes = _Planes(realize.block.reads[0].source, realize.block.writes[0].source, b, ob,

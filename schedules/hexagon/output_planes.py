@@ -57,7 +57,7 @@ def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out",
     lane, col = nest[-2], nest[-1]
     realize = col.body
     store = node.body
-    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Cast) \
+    if not isinstance(realize, sst.SBlockRealize) or not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Cast) \
             or not hasattr(store.value.value, "indices") or int(lane.extent) > LANES:
         return False
     load = store.value.value

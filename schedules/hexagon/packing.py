@@ -115,6 +115,8 @@ def pack_by_shuffles(sch: tvm.s_tir.Schedule, attrs: dict) -> bool:
     loops = sch.get_loops(block)
     nest = [sch.get(lp) for lp in loops]
     realize = nest[-1].body
+    if not isinstance(realize, sst.SBlockRealize):  # (unit loops dropped: a 1x1 plane's)
+        return False
     b, cb, vi, vj, vci = realize.iter_values
     if len(nest) < 3 or not (_uses(vi, nest[-3]) and _uses(vj, nest[-2]) and _uses(vci, nest[-1]))\
             or not isinstance(realize.predicate, tirx.IntImm) or int(nest[-1].extent) != DEPTH:

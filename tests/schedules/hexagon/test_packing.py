@@ -67,3 +67,19 @@ def test_shuffles_take_fewer_packets(case, off, tmp_path, rng):
         func = rule.build("conv2d", case[0], "uint8", case[1], attrs)
         packets[name] = run_under_qemu(func, args, want, tmp_path / name)
     assert packets["shuffles"] * 3 < packets["elements"] * 2, packets
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [
+    ((1, 24, 1, 1), (8, 24, 1, 1)),   # an SE block's conv on its pooled plane
+    ((2, 16, 5, 1), (40, 16, 1, 1)),  # one column
+    ((1, 16, 1, 5), (8, 16, 1, 1)),   # one row
+])
+def test_planes_without_row_or_column_loops(x_shape, w_shape, tmp_path, rng):
+    """Copies whose unit loops are dropped leave the networks nothing to take (their rewrite
+    checks the loop nest it replaces; the hexagon fuzz once saw a vrmpy conv fall back to
+    the portable kernel on a nest it misread): vrmpy kernels, bit-exact under qemu."""
+    case = (x_shape, w_shape, 1, 0)
+    attrs, args, want = _operands(case, rng)
+    func = HEXAGON_VRMPY.build("conv2d", x_shape, "uint8", w_shape, attrs)
+    assert "vrmpy" in func.script()
+    run_under_qemu(func, args, want, tmp_path)
