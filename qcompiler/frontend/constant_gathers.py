@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qcompiler.frontend.normalize import with_nodes
+
 INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -74,9 +76,6 @@ def gathers_as_slices(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
         changed = True
     if not changed:
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
+    out = with_nodes(model, nodes)
     out.graph.initializer.extend(added)
     return out

@@ -148,7 +148,7 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
             node.attribute.append(helper.make_attribute(
                 "pads", [p + e for p, e in zip(pads, folded[node.output[0]])]))
         nodes.append(node)
-    return _with_nodes(model, nodes)
+    return with_nodes(model, nodes)
 
 
 def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -182,7 +182,7 @@ def _rewrite_spellings(model: onnx.ModelProto) -> onnx.ModelProto:
             changed = True
         else:
             nodes.append(node)
-    return _with_nodes(model, nodes) if changed else model
+    return with_nodes(model, nodes) if changed else model
 
 
 def _without_unused_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -205,7 +205,7 @@ def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
     return new
 
 
-def _with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
+def with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
     """A copy of `model` whose graph has `nodes` instead of its own."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -253,7 +253,7 @@ def fold_onnx_constants(model: onnx.ModelProto,
             folded.append(numpy_helper.from_array(value, name))
     if not folded:
         return model
-    out = _with_nodes(model, kept)
+    out = with_nodes(model, kept)
     out.graph.initializer.extend(folded)
     # IR version 3 requires every initializer to be a graph input; 4 lifts that, and the folded
     # constants are constants, not inputs a caller may override.
@@ -298,5 +298,5 @@ def resize_align_corners_to_one(model: onnx.ModelProto, shapes: dict[str, tuple[
             b"asymmetric"
         nodes.append(new)
         changed = True
-    return _with_nodes(model, nodes) if changed else model
+    return with_nodes(model, nodes) if changed else model
 
