@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import tirx
+from tvm.sym.analyzer import Analyzer
 
 
 def axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV
@@ -25,3 +26,16 @@ def axis_loops(sch: tvm.s_tir.Schedule, block: tvm.s_tir.SBlockRV
             if any(v.same_as(var) for v in tirx.analysis.undefined_vars(value, [])):
                 axes[k] = loop
     return axes
+
+
+def uses_loop(expr: tirx.PrimExpr, loop: tirx.For) -> bool:
+    """Whether `expr` (a block's iter value, an index) reads `loop`'s variable."""
+    return any(v.same_as(loop.loop_var) for v in tirx.analysis.undefined_vars(expr, []))
+
+
+def value_at(expr: tirx.PrimExpr, values: dict) -> tirx.PrimExpr:
+    """`expr` simplified with variables bound to `values` (e.g. a nest's first iteration)."""
+    analyzer = Analyzer()
+    for var, value in values.items():
+        analyzer.bind(var, value)
+    return analyzer.simplify(expr)

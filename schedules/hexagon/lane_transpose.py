@@ -14,10 +14,10 @@ tensor intrinsic cannot take it, as lanes past the last channel read `min(c0 + l
 from __future__ import annotations
 
 import tvm
+from qcompiler.schedules.axis_loops import uses_loop, value_at
 from qcompiler.schedules.hexagon.shuffles import VEC, bound, bytes_at, interleaved
 from tvm import tirx
 from tvm.s_tir import stmt as sst
-from tvm.sym.analyzer import Analyzer
 
 LANES = 32  # channels of a block, the network's rows
 
@@ -81,17 +81,6 @@ class _Planes:
                         tirx.IfThenElse(pad_row, columns(0, self.wp), inner))
 
 
-def _at(expr: tirx.PrimExpr, values: dict) -> tirx.PrimExpr:
-    analyzer = Analyzer()
-    for var, value in values.items():
-        analyzer.bind(var, value)
-    return analyzer.simplify(expr)
-
-
-def _uses(expr: tirx.PrimExpr, loop: tirx.For) -> bool:
-    return any(v.same_as(loop.loop_var) for v in tirx.analysis.undefined_vars(expr, []))
-
-
 def gather_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "x_lanes") -> bool:
     """Replace `block`'s loop nest (scheduled: at the channel block or a chunk of its rows) by
     windows of the shuffle network; False (nothing changed) where a row is wider than a
@@ -108,17 +97,17 @@ def gather_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "x_lanes") -> bool:
     if planes.size < VEC or planes.w > VEC:
         return False
     nest = [sch.get(lp) for lp in loops]
-    pos = max(k for k, lp in enumerate(nest) if _uses(vi, lp))  # the padded rows' loop
-    base = _at(vi, {nest[pos].loop_var: tirx.const(0, "int32")})
+    pos = max(k for k, lp in enumerate(nest) if uses_loop(vi, lp))  # the padded rows' loop
+    base = value_at(vi, {nest[pos].loop_var: tirx.const(0, "int32")})
     first = tirx.max(base, 0)
     end = tirx.min(base + int(nest[pos].extent), planes.hp)
     top = tirx.max(first - planes.pt, 0)  # the input rows the region holds
     bottom = tirx.min(end - planes.pt, planes.h)
     per = VEC // planes.w
-    chunks = [lp for lp in nest[:pos] if _uses(base, lp)]
+    chunks = [lp for lp in nest[:pos] if uses_loop(base, lp)]
     stmts = [planes.padding(first, end)]
     if not chunks:  # the whole plane: windows known here
-        top, bottom = int(_at(top, {})), int(_at(bottom, {}))
+        top, bottom = int(value_at(top, {})), int(value_at(bottom, {}))
         plane = planes.h * planes.w
         starts = list(range(top, bottom - per + 1, per)) or [top]
         if starts[-1] + per < bottom:
@@ -128,7 +117,7 @@ def gather_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "x_lanes") -> bool:
             stmts.append(planes.window(tirx.const(s, "int32"), rows, s * planes.w + VEC > plane))
     else:
         (chunk,) = chunks
-        if min(int(_at(bottom - top, {chunk.loop_var: tirx.const(v, "int32")}))
+        if min(int(value_at(bottom - top, {chunk.loop_var: tirx.const(v, "int32")}))
                for v in range(int(chunk.extent))) < per:
             return False
         k = tirx.Var("window", "int32")

@@ -18,10 +18,10 @@ but the requantized lanes cast (a fused table's lookup), it stays as scheduled.
 from __future__ import annotations
 
 import tvm
+from qcompiler.schedules.axis_loops import uses_loop, value_at
 from qcompiler.schedules.hexagon.shuffles import VEC, bound, shuffled
 from tvm import tirx
 from tvm.s_tir import stmt as sst
-from tvm.sym.analyzer import Analyzer
 
 LANES = 32
 
@@ -29,17 +29,6 @@ LANES = 32
 def takes_columns(columns: int, least: int = 2) -> bool:
     """Whether a block of this many columns moves by the network (see the docstring)."""
     return least <= columns <= VEC and columns & (columns - 1) == 0
-
-
-def _at(exprs: list, values: dict) -> list[tirx.PrimExpr]:
-    analyzer = Analyzer()
-    for var, value in values.items():
-        analyzer.bind(var, value)
-    return [analyzer.simplify(e) for e in exprs]
-
-
-def _uses(expr: tirx.PrimExpr, loop: tirx.For) -> bool:
-    return any(v.same_as(loop.loop_var) for v in tirx.analysis.undefined_vars(expr, []))
 
 
 def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out",
@@ -61,13 +50,13 @@ def planes_by_shuffles(sch: tvm.s_tir.Schedule, block: str = "requantize_out",
         return False
     load = store.value.value
     _, vo, vi, vj = realize.iter_values
-    if not (_uses(vo, lane) and not _uses(vo, col) and _uses(vj, col) and not _uses(vj, lane)
-            and not _uses(vi, lane) and not _uses(vi, col)):
+    if not (uses_loop(vo, lane) and not uses_loop(vo, col) and uses_loop(vj, col) and not uses_loop(vj, lane)
+            and not uses_loop(vi, lane) and not uses_loop(vi, col)):
         return False
     start = {iv.var: value for iv, value in zip(node.iter_vars, realize.iter_values)}
     start.update({lane.loop_var: tirx.const(0, "int32"), col.loop_var: tirx.const(0, "int32")})
-    src = _at(list(load.indices), start)  # [b, o / 32, i, j0, 0]
-    dst = _at(list(store.indices), start)  # [b, o0, i, j0]
+    src = [value_at(e, start) for e in load.indices]  # [b, o / 32, i, j0, 0]
+    dst = [value_at(e, start) for e in store.indices]  # [b, o0, i, j0]
     out, lanes_buf = store.buffer, load.source
     if not isinstance(src[-1], tirx.IntImm) or int(src[-1]) != 0:
         return False

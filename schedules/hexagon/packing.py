@@ -17,29 +17,17 @@ rewritten copy keeps its buffer whole: below).
 from __future__ import annotations
 
 import tvm
+from qcompiler.schedules.axis_loops import uses_loop, value_at
 from qcompiler.schedules.dot_product import ROW_PACKED
 from qcompiler.schedules.hexagon.shuffles import VEC, bound, bytes_at, interleaved
 from tvm import tirx
 from tvm.s_tir import stmt as sst
-from tvm.sym.analyzer import Analyzer
 
 DEPTH = 4  # channels a packed group holds (vrmpy's reduction)
 
 
-def _const(expr: tirx.PrimExpr, values: dict) -> int | None:
-    analyzer = Analyzer()
-    for var, value in values.items():
-        analyzer.bind(var, value)
-    out = analyzer.simplify(expr)
-    return int(out) if isinstance(out, tirx.IntImm) else None
-
-
 def _seq(stmts: list[tirx.Stmt]) -> tirx.Stmt:
     return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
-
-
-def _uses(expr: tirx.PrimExpr, loop: tirx.For) -> bool:
-    return any(v.same_as(loop.loop_var) for v in tirx.analysis.undefined_vars(expr, []))
 
 
 class _Packing:
@@ -118,7 +106,7 @@ def pack_by_shuffles(sch: tvm.s_tir.Schedule, attrs: dict) -> bool:
     if not isinstance(realize, sst.SBlockRealize):  # (unit loops dropped: a 1x1 plane's)
         return False
     b, cb, vi, vj, vci = realize.iter_values
-    if len(nest) < 3 or not (_uses(vi, nest[-3]) and _uses(vj, nest[-2]) and _uses(vci, nest[-1]))\
+    if len(nest) < 3 or not (uses_loop(vi, nest[-3]) and uses_loop(vj, nest[-2]) and uses_loop(vci, nest[-1]))\
             or not isinstance(realize.predicate, tirx.IntImm) or int(nest[-1].extent) != DEPTH:
         return False
     store = realize.block.body
@@ -129,10 +117,10 @@ def pack_by_shuffles(sch: tvm.s_tir.Schedule, attrs: dict) -> bool:
     # iterates over the input's pixels) at the nest's first iteration
     at_start = {iv.var: value for iv, value in zip(realize.block.iter_vars, realize.iter_values)}
     at_start.update({lp.loop_var: tirx.const(0, "int32") for lp in inner})
-    first = [_const(store.indices[k], at_start) for k in (2, 3)]
-    if None in first:
+    first = [value_at(store.indices[k], at_start) for k in (2, 3)]
+    if not all(isinstance(v, tirx.IntImm) for v in first):
         return False
-    row0, col0 = first
+    row0, col0 = (int(v) for v in first)
     rows, cols = int(inner[0].extent), int(inner[1].extent)
     p = _Packing(node.reads[0].source, node.writes[0].source, b, cb, attrs)
     plane = p.h * p.w

@@ -1,7 +1,7 @@
 """HVX shuffle networks: n rows of 128 bytes interleaved column by column in log2(n) rounds
 of `vshuff`, the way HVX kernels turn NCHW channel planes into the layouts their
 instructions read (`lane_transpose`: 32 channels in int16 lanes; `packing`: vrmpy's 4-byte
-channel groups). TIR that moves the same bytes one index at a time becomes one byte load and
+channel groups) and back (`output_planes`). TIR that moves the same bytes one index at a time becomes one byte load and
 store each (~1-2 packets a byte): LLVM does not find the network itself."""
 from __future__ import annotations
 
